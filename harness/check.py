@@ -1,0 +1,267 @@
+"""Are the gradients right? Every framework against independent references, and each other.
+
+References, all float64 and computed from the problem's parameters *as rounded to the dtype
+under test*, so that the rounding of the starting point is not counted as an error:
+
+* **finite differences**: central differences of ``reference_loss``, a float64 forward pass
+  written here, independent of every implementation's forward and backward pass;
+* **closed form**: the worked example's formulas, for the linear 1-1-1 network;
+* **the other frameworks**: every framework's gradients against every other's;
+* **trajectory**: each variant's Trainer trained N steps, against the float64 NumPy
+  trajectory from the same start (NumPy's gradients being themselves checked above).
+
+Errors are normalised per tensor: ``max|x - ref| / max(max|ref|, 1e-3 * G)``, where G is the
+largest reference magnitude among the tensors compared, so that a tensor whose gradient is
+all but zero is not judged on rounding noise. Tolerances are set per dtype (TOLERANCES).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from implementations import numpy_backprop
+from implementations.problem import (
+    NetworkSpec,
+    Params,
+    Problem,
+    cast_problem,
+    flatten,
+    map_params,
+)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Largest normalised error accepted against each reference."""
+
+    finite_differences: float
+    closed_form: float
+    frameworks: float
+    trajectory: float
+
+
+TOLERANCES = {
+    # float64: FD truncation and rounding error is ~1e-9 relative with the step used here.
+    "float64": Tolerances(finite_differences=1e-6, closed_form=1e-12, frameworks=1e-10,
+                          trajectory=1e-8),
+    # float32: ~1e-7 per operation, grown by sums of up to a few thousand terms.
+    "float32": Tolerances(finite_differences=1e-4, closed_form=1e-5, frameworks=1e-4,
+                          trajectory=1e-3),
+}
+FD_MAX_ENTRIES = 48  # finite differences on at most this many seeded entries per tensor
+RELATIVE_FLOOR = 1e-3
+
+
+@dataclass
+class Row:
+    """One comparison: a tensor of one framework or variant against one reference."""
+
+    subject: str  # framework or variant name
+    dtype: str
+    tensor: str
+    reference: str  # "finite differences", "closed form", "frameworks", "trajectory"
+    error: float
+    tolerance: float
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return math.isfinite(self.error) and self.error <= self.tolerance
+
+    def failure(self) -> str:
+        return (
+            f"{self.subject} {self.dtype} {self.tensor} vs {self.reference}: error "
+            f"{self.error:.2e} > tolerance {self.tolerance:.0e}{' ' + self.detail if self.detail else ''}"
+        )
+
+
+@dataclass
+class Report:
+    """All rows of a check; passed only if every row passed."""
+
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    def failures(self) -> list[str]:
+        return [r.failure() for r in self.rows if not r.passed]
+
+    def as_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "rows": [{**asdict(r), "passed": r.passed} for r in self.rows],
+            "notes": self.notes,
+        }
+
+
+# ---- independent float64 references ---------------------------------------------------------
+
+def _phi(name: str, a: np.ndarray) -> np.ndarray:
+    if name == "linear":
+        return a
+    if name == "sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * a))  # an identity, not the implementations' formula
+    if name == "tanh":
+        return np.tanh(a)
+    return np.where(a > 0.0, a, 0.0)  # relu
+
+
+def reference_loss(spec: NetworkSpec, flat: Sequence[np.ndarray], x: np.ndarray,
+                   y: np.ndarray) -> float:
+    """E for flat float64 parameters, with einsum and explicit bias handling."""
+    h, i = x, 0
+    for act in spec.layer_activations():
+        a = np.einsum("bi,io->bo", h, flat[i])
+        i += 1
+        if spec.bias:
+            a = a + flat[i][None, :]
+            i += 1
+        h = _phi(act, a)
+    return float(0.5 * np.mean(np.sum((h - y) ** 2, axis=1)))
+
+
+def finite_differences(problem: Problem, flat: list[np.ndarray], max_entries: int = FD_MAX_ENTRIES,
+                       seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Central differences of reference_loss: per tensor, (flat indices, gradient values).
+
+    At most ``max_entries`` entries per tensor are differentiated, chosen with a seeded RNG.
+    """
+    x, y = problem.x, problem.y
+    rng = np.random.default_rng(seed)
+    out = []
+    for t, tensor in enumerate(flat):
+        n = tensor.size
+        idx = np.arange(n) if n <= max_entries else np.sort(rng.choice(n, max_entries, False))
+        vals = np.empty(len(idx))
+        for k, j in enumerate(idx):
+            base = tensor.reshape(-1)[j]
+            h = np.cbrt(np.finfo(np.float64).eps) * max(1.0, abs(base))
+            probe = [p.copy() for p in flat]
+            probe[t].reshape(-1)[j] = base + h
+            up = reference_loss(problem.spec, probe, x, y)
+            probe[t].reshape(-1)[j] = base - h
+            down = reference_loss(problem.spec, probe, x, y)
+            vals[k] = (up - down) / (2.0 * h)
+        out.append((idx, vals))
+    return out
+
+
+def closed_form(problem: Problem, params: Params) -> list[np.ndarray] | None:
+    """The worked example's gradients for the linear 1-1-1 network, else None.
+
+    dE/dw_ih = (phi(a_o) - Y) * w_ho * X and dE/dw_ho = (phi(a_o) - Y) * phi(a_h), averaged
+    over the batch; with bias, dE/db_h = (phi(a_o) - Y) * w_ho and dE/db_o = phi(a_o) - Y.
+    """
+    spec = problem.spec
+    if not spec.is_worked_example or spec.layer_activations() != ("linear", "linear"):
+        return None
+    (w_ih, b_h), (w_ho, b_o) = map_params(lambda a: float(np.asarray(a).reshape(-1)[0]), params)
+    X, Y = problem.x[:, 0], problem.y[:, 0]
+    a_h = X * w_ih + (b_h or 0.0)
+    err = a_h * w_ho + (b_o or 0.0) - Y  # phi(a_o) - Y
+    g = [np.mean(err * w_ho * X), np.mean(err * a_h)]
+    if spec.bias:
+        g = [g[0], np.mean(err * w_ho), g[1], np.mean(err)]
+    return [np.full_like(p, v) for p, v in zip(flatten(params), g)]
+
+
+def normalised_errors(values: Sequence[np.ndarray], refs: Sequence[np.ndarray]) -> list[float]:
+    """Per tensor max|x - ref| / max(max|ref|, 1e-3 * largest max|ref|)."""
+    scale = max((float(np.max(np.abs(r))) for r in refs if r.size), default=0.0)
+    out = []
+    for v, r in zip(values, refs):
+        v = np.asarray(v, dtype=np.float64)
+        if not np.all(np.isfinite(v)):
+            out.append(math.inf)
+            continue
+        denom = max(float(np.max(np.abs(r))) if r.size else 0.0, RELATIVE_FLOOR * scale, 1e-300)
+        out.append(float(np.max(np.abs(v - r))) / denom if r.size else 0.0)
+    return out
+
+
+def reference_trajectory(problem: Problem, start: Params, steps: int) -> Params:
+    """``steps`` float64 SGD steps of the NumPy manual backprop from ``start``."""
+    params = map_params(lambda a: np.asarray(a, dtype=np.float64), start)
+    for _ in range(steps):
+        params = numpy_backprop.sgd_step(problem.spec, params, problem.x, problem.y, problem.lr)
+    return params
+
+
+def rounded_start(problem: Problem) -> Params:
+    """The initial parameters rounded to the problem's dtype, back in float64."""
+    _, _, params = cast_problem(problem)
+    return map_params(lambda a: a.astype(np.float64), params)
+
+
+# ---- the checks ------------------------------------------------------------------------------
+
+def framework_gradients(module, problem: Problem, device: str = "cpu") -> list[np.ndarray]:
+    """A framework's gradients at the problem's starting point, as float64 NumPy arrays."""
+    x, y, params = cast_problem(problem)
+    fx, fy = module.to_framework(x, device), module.to_framework(y, device)
+    fparams = map_params(lambda a: module.to_framework(a, device, trainable=True), params)
+    _, g = module.grads(problem.spec, fparams, fx, fy)
+    return [np.asarray(module.to_numpy(t), dtype=np.float64).reshape(p.shape)
+            for t, p in zip(flatten(g), flatten(params))]
+
+
+def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
+                    report: Report | None = None) -> Report:
+    """Each framework's gradients vs finite differences, the closed form and each other."""
+    report = report or Report()
+    spec, tol = problem.spec, TOLERANCES[problem.spec.dtype]
+    names = spec.param_names()
+    start = rounded_start(problem)
+    flat = flatten(start)
+    fd = finite_differences(problem, flat)
+    exact = closed_form(problem, start)
+    got = {name: framework_gradients(m, problem, device) for name, m in modules.items()}
+    sampled = [len(idx) for idx, _ in fd]
+    if any(s < t.size for s, t in zip(sampled, flat)):
+        report.notes.append(
+            f"{spec.label()}: finite differences on {FD_MAX_ENTRIES} seeded entries per tensor"
+        )
+    for name, g in got.items():
+        fd_errs = normalised_errors([gi.reshape(-1)[idx] for gi, (idx, _) in zip(g, fd)],
+                                    [vals for _, vals in fd])
+        rows = [("finite differences", fd_errs, tol.finite_differences)]
+        if exact is not None:
+            rows.append(("closed form", normalised_errors(g, exact), tol.closed_form))
+        others = [o for n, o in got.items() if n != name]
+        if others:
+            cross = np.max([normalised_errors(g, o) for o in others], axis=0)
+            rows.append(("frameworks", list(cross), tol.frameworks))
+        for reference, errs, t in rows:
+            for tensor, e in zip(names, errs):
+                report.rows.append(Row(name, spec.dtype, tensor, reference, e, t))
+    return report
+
+
+def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
+                     report: Report | None = None) -> Report:
+    """A variant's Trainer after ``steps`` steps vs the float64 reference trajectory."""
+    report = report or Report()
+    trainer = variant.make(problem, device)
+    trainer.run(steps)
+    return compare_to_reference(problem, variant.name, trainer.params(), rounded_start(problem),
+                                steps, report)
+
+
+def compare_to_reference(problem: Problem, subject: str, params: Params, start: Params,
+                         steps: int, report: Report | None = None) -> Report:
+    """Rows for params vs the reference trajectory of ``steps`` steps from ``start``."""
+    report = report or Report()
+    ref = reference_trajectory(problem, start, steps)
+    errs = normalised_errors(flatten(params), flatten(ref))
+    tol = TOLERANCES[problem.spec.dtype].trajectory
+    for tensor, e in zip(problem.spec.param_names(), errs):
+        report.rows.append(Row(subject, problem.spec.dtype, tensor, "trajectory", e, tol,
+                               f"after {steps} steps"))
+    return report

@@ -1,0 +1,273 @@
+"""The ``backprop-bench`` command line: demo, check, list (and the timing commands).
+
+Every user error ends as one line on stderr and exit status 2; a check that finds a
+disagreement exits 1. Tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from implementations import registry
+from implementations.problem import (
+    ACTIVATIONS,
+    DEFAULT_LR,
+    DTYPES,
+    BenchError,
+    NetworkSpec,
+    SpecError,
+    make_problem,
+    parse_widths,
+    validate_lr,
+)
+
+PROG = "backprop-bench"
+
+
+class UsageError(BenchError):
+    """A bad command line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line and exit status 2, with no usage dump."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ---- shared option groups ---------------------------------------------------------------------
+
+def csv(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+def add_network_args(p: argparse.ArgumentParser, dtype_default: str = "float64") -> None:
+    g = p.add_argument_group("network")
+    g.add_argument("--widths", default="1,1,1",
+                   help="layer widths, input to output, e.g. 4,16,16,4 (default: 1,1,1)")
+    g.add_argument("--activation", default="linear",
+                   help=f"hidden activation: {', '.join(ACTIVATIONS)} (default: linear)")
+    g.add_argument("--output-activation", default="linear",
+                   help="output activation (default: linear)")
+    g.add_argument("--bias", action="store_true", help="give every layer a bias (default: off)")
+    g.add_argument("--dtype", default=dtype_default,
+                   help=f"comma list of {', '.join(DTYPES)} (default: {dtype_default})")
+    g.add_argument("--batch", type=int, default=1,
+                   help="samples per step; batch 1 with input width 1 is X=1 -> Y=-1, "
+                        "otherwise a seeded batch x in [-1, 1], y = -x (default: 1)")
+    g.add_argument("--lr", default=str(DEFAULT_LR), help=f"SGD learning rate (default: {DEFAULT_LR})")
+    g.add_argument("--seed", type=int, default=0, help="seed for data and weights (default: 0)")
+
+
+def dtypes_from(args) -> list[str]:
+    dtypes = csv(args.dtype)
+    for d in dtypes:
+        if d not in DTYPES:
+            raise SpecError(f"unknown dtype {d!r}: choose from {', '.join(DTYPES)}")
+    if not dtypes:
+        raise SpecError("--dtype is empty")
+    return dtypes
+
+
+def problems_from(args, widths: Sequence[int] | None = None) -> list:
+    """One problem per dtype asked for, from the network options."""
+    lr = validate_lr(args.lr)
+    widths = tuple(widths) if widths is not None else parse_widths(args.widths)
+    return [
+        make_problem(NetworkSpec(widths, args.activation, args.output_activation, args.bias, d),
+                     batch=args.batch, lr=lr, seed=args.seed)
+        for d in dtypes_from(args)
+    ]
+
+
+def frameworks_from(text: str | None, *, contract_only: bool = True) -> dict[str, object]:
+    """Import the frameworks asked for (all by default). Asked-for but missing is an error;
+    missing from the default set is only reported."""
+    asked = csv(text) if text else None
+    names = asked or [n for n, f in registry.FRAMEWORKS.items() if f.contract or not contract_only]
+    modules = {}
+    for name in names:
+        fw = registry.get_framework(name)
+        if contract_only and not fw.contract:
+            raise BenchError(f"{name} has no gradient functions to check; try its variant "
+                             f"with 'check --variants'")
+        try:
+            modules[name] = fw.import_module()
+        except registry.Unavailable as exc:
+            if asked:
+                raise
+            print(f"note: {exc}", file=sys.stderr)
+    if not modules:
+        raise BenchError("no framework is available")
+    return modules
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from harness import demo
+
+    lr = validate_lr(args.lr)
+    if args.epochs < 0:
+        raise UsageError(f"--epochs {args.epochs} must be 0 or more")
+    problem = make_problem(lr=lr)
+    results = {name: demo.replay(m, problem, args.epochs)
+               for name, m in frameworks_from(args.framework).items()}
+    print(demo.render(results, lr))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from harness import check
+
+    problems = problems_from(args)
+    modules = frameworks_from(args.framework)
+    variants = variants_for_check(args, modules)
+    if args.steps <= 0:
+        raise UsageError(f"--steps {args.steps} must be 1 or more")
+    report = check.Report()
+    for problem in problems:
+        usable = {}
+        for name, module in modules.items():
+            reason = registry.main_variant(name).why_not(problem, args.device)
+            if reason:
+                report.notes.append(f"gradients: {reason}; skipped")
+            else:
+                usable[name] = module
+        if usable:
+            check.check_gradients(problem, usable, args.device, report)
+        for v in variants:
+            reason = v.why_not(problem, args.device)
+            if reason:
+                report.notes.append(f"trajectory: {reason}; skipped")
+                continue
+            try:
+                check.check_trajectory(problem, v, args.steps, args.device, report)
+            except registry.Unavailable as exc:
+                report.notes.append(f"trajectory: {exc}; skipped")
+    print(render_check(report, problems))
+    return 0 if report.passed else 1
+
+
+def variants_for_check(args, modules) -> list:
+    if args.variants:
+        return [registry.get(n) for n in csv(args.variants)]
+    return [v for v in registry.VARIANTS.values()
+            if v.framework in modules or (v.framework == "numba" and "numpy" in modules
+                                          and args.framework is None)]
+
+
+def render_check(report, problems) -> str:
+    from harness.check import TOLERANCES
+    from harness.tables import text_table
+
+    out = []
+    for problem in problems:
+        d = problem.spec.dtype
+        t = TOLERANCES[d]
+        out.append(f"\n{problem.spec.label()}, batch {problem.batch}: tolerances "
+                   f"FD {t.finite_differences:.0e}, closed form {t.closed_form:.0e}, "
+                   f"frameworks {t.frameworks:.0e}, trajectory {t.trajectory:.0e}")
+        rows = [r for r in report.rows if r.dtype == d]
+        grad_rows = {}
+        for r in rows:
+            if r.reference != "trajectory":
+                grad_rows.setdefault((r.subject, r.tensor), {})[r.reference] = r
+        table = []
+        for (subject, tensor), refs in grad_rows.items():
+            cells = [refs.get(k) for k in ("finite differences", "closed form", "frameworks")]
+            ok = all(c.passed for c in cells if c)
+            table.append([subject, tensor] + [f"{c.error:.1e}" if c else "n/a" for c in cells]
+                         + ["ok" if ok else "FAIL"])
+        if table:
+            out.append(text_table(["framework", "tensor", "vs FD", "vs closed form",
+                                   "vs others", "result"], table, "llrrrl"))
+        traj = {}
+        for r in rows:
+            if r.reference == "trajectory":
+                traj.setdefault(r.subject, []).append(r)
+        if traj:
+            trows = []
+            for subject, rs in traj.items():
+                worst = max(rs, key=lambda r: r.error)
+                trows.append([subject, worst.detail.replace("after ", ""), worst.tensor,
+                              f"{worst.error:.1e}", "ok" if all(r.passed for r in rs) else "FAIL"])
+            out.append("")
+            out.append(text_table(["trajectory of", "steps", "worst tensor", "error", "result"],
+                                  trows, "lrlrl"))
+    for note in dict.fromkeys(report.notes):
+        out.append(f"note: {note}")
+    failures = report.failures()
+    if failures:
+        out.append(f"\nFAILED: {len(failures)} comparison(s) out of tolerance")
+        out += [f"  {f}" for f in failures]
+    else:
+        out.append(f"\nPASSED: all {len(report.rows)} comparisons within tolerance")
+    return "\n".join(out)
+
+
+def cmd_list(args) -> int:
+    from harness.tables import text_table
+
+    rows = []
+    for v in registry.VARIANTS.values():
+        try:
+            registry.FRAMEWORKS[v.framework].import_module()
+            status = "available"
+        except registry.Unavailable as exc:
+            status = f"unavailable: {exc}"
+        rows.append([v.name, v.kind, "/".join(v.devices), v.description, status])
+    print(text_table(["variant", "kind", "devices", "what", "status"], rows, "lllll"))
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Are this framework's gradients right, and what does one "
+               "training step really cost? NumPy, PyTorch and JAX on the backprop worked "
+               "example and wider MLPs.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    d = sub.add_parser("demo", help="replay the worked example in every framework, side by side")
+    d.add_argument("--framework", help="comma list (default: every available one)")
+    d.add_argument("--epochs", type=int, default=100, help="SGD steps (default: 100)")
+    d.add_argument("--lr", default=str(DEFAULT_LR), help=f"learning rate (default: {DEFAULT_LR})")
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("check", help="verify gradients against finite differences, the closed "
+                       "form, each other and a training trajectory; exit 1 on any disagreement")
+    add_network_args(c, dtype_default="float64,float32")
+    c.add_argument("--framework", help="comma list of frameworks whose gradients are checked "
+                   "(default: every available one)")
+    c.add_argument("--variants", help="comma list of variants whose trajectory is checked "
+                   "(default: every variant of the frameworks checked)")
+    c.add_argument("--steps", type=int, default=100, help="trajectory length (default: 100)")
+    c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="(default: cpu)")
+    c.set_defaults(func=cmd_check)
+
+    ls = sub.add_parser("list", help="list the variants and whether they can run here")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except BenchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Plain-text and Markdown tables: the one place where rows become aligned text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> str:
+    """Aligned columns; ``align`` is one 'l' or 'r' per column (default: first left, rest right)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    align = align or "l" + "r" * (len(headers) - 1)
+
+    def fmt(row):
+        return "  ".join(
+            c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align)
+        ).rstrip()
+
+    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    return "\n".join(lines + [fmt(r) for r in cells[1:]])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence],
+                   align: str | None = None) -> str:
+    """A GitHub Markdown table; ``align`` as in text_table."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    sep = ["---" if a == "l" else "---:" for a in align]
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "| " + " | ".join(sep) + " |"]
+    for r in rows:
+        lines.append("| " + " | ".join("" if c is None else str(c) for c in r) + " |")
+    return "\n".join(lines)
+
+
+def fmt_time(seconds: float | None) -> str:
+    """A per-step time with a unit chosen for it: 5.7 ns, 3.15 µs, 25.6 ms, 1.20 s."""
+    if seconds is None:
+        return "—"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if abs(seconds) >= scale or unit == "ns":
+            v = seconds / scale
+            return f"{v:.3g} {unit}" if v < 100 else f"{v:,.0f} {unit}"
+    return f"{seconds:.3g} s"  # pragma: no cover
+
+
+def fmt_ratio(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"

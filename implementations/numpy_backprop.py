@@ -1,0 +1,117 @@
+"""NumPy: the backward pass derived by hand with the chain rule.
+
+There is no autodiff here. ``grads`` runs the forward pass keeping every pre-activation ``a``
+and activation ``h``, then walks the layers backwards; each line of the backward pass mirrors a
+line of the forward pass and carries its chain-rule factor as a comment. NumPy runs on the CPU
+only, eagerly, one operation at a time, so there is no compile step and no device to sync.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
+from implementations.registry import Unavailable
+
+ACTIVATIONS = {
+    "linear": lambda a: a,
+    "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
+    "tanh": np.tanh,
+    "relu": lambda a: np.maximum(a, 0.0),
+}
+# phi'(a), written with h = phi(a) where that is cheaper
+DERIVATIVES = {
+    "linear": lambda a, h: 1.0,
+    "sigmoid": lambda a, h: h * (1.0 - h),
+    "tanh": lambda a, h: 1.0 - h * h,
+    "relu": lambda a, h: (a > 0).astype(a.dtype),
+}
+
+
+def to_framework(a: np.ndarray, device: str = "cpu", trainable: bool = False) -> np.ndarray:
+    """A copy of a NumPy array (NumPy has no device and no autograd flag)."""
+    check_device(device)
+    return np.array(a)
+
+
+def to_numpy(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a)
+
+
+def check_device(device: str) -> None:
+    if device != "cpu":
+        raise Unavailable(f"numpy runs on the CPU only, not on {device!r}")
+
+
+def sync(params: Params) -> None:
+    """Nothing to wait for: NumPy computes synchronously."""
+
+
+def forward(net: NetworkSpec, params: Params, x: np.ndarray) -> np.ndarray:
+    """y_hat = phi(... phi(x @ W1 + b1) ... @ Wn + bn), shape (batch, widths[-1])."""
+    h = x
+    for (W, b), act in zip(params, net.layer_activations()):
+        a = h @ W if b is None else h @ W + b
+        h = ACTIVATIONS[act](a)
+    return h
+
+
+def loss(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """E = 1/2 * mean over the batch of ||y_hat - y||^2."""
+    r = forward(net, params, x) - y
+    return 0.5 * np.sum(r * r) / x.shape[0]
+
+
+def grads(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray):
+    """(E, dE/dparams), by the chain rule written out layer by layer."""
+    hs, as_, acts = [x], [], net.layer_activations()
+    for (W, b), act in zip(params, acts):
+        a = hs[-1] @ W if b is None else hs[-1] @ W + b  # a_l = h_{l-1} W_l + b_l
+        as_.append(a)
+        hs.append(ACTIVATIONS[act](a))  # h_l = phi(a_l)
+    r = hs[-1] - y
+    E = 0.5 * np.sum(r * r) / x.shape[0]
+    dh = r / x.shape[0]  # dE/dh_L = (y_hat - y) / batch
+    g = [None] * len(params)
+    for l in reversed(range(len(params))):
+        W, b = params[l]
+        act = acts[l]
+        da = dh * DERIVATIVES[act](as_[l], hs[l + 1])  # dE/da_l = dE/dh_l * phi'(a_l)
+        gW = hs[l].T @ da  # dE/dW_l = h_{l-1}^T dE/da_l
+        gb = None if b is None else da.sum(axis=0)  # dE/db_l = sum over batch of dE/da_l
+        dh = da @ W.T  # dE/dh_{l-1} = dE/da_l W_l^T
+        g[l] = (gW, gb)
+    return E, g
+
+
+def sgd_step(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray, lr) -> Params:
+    """params - lr * dE/dparams, out of place (faster than out= for tiny arrays)."""
+    _, g = grads(net, params, x, y)
+    return [
+        (W - lr * gW, None if b is None else b - lr * gb)
+        for (W, b), (gW, gb) in zip(params, g)
+    ]
+
+
+class Trainer:
+    """numpy: manual backprop, one eager step after another (idiomatic)."""
+
+    def __init__(self, problem: Problem, device: str = "cpu"):
+        check_device(device)
+        x, y, params = cast_problem(problem)
+        self.net, self.lr = problem.spec, problem.lr
+        self.x, self.y = to_framework(x, device), to_framework(y, device)
+        self._params = map_params(lambda a: to_framework(a, device, trainable=True), params)
+
+    def run(self, steps: int) -> None:
+        net, params, x, y, lr = self.net, self._params, self.x, self.y, self.lr
+        for _ in range(steps):
+            params = sgd_step(net, params, x, y, lr)
+        self._params = params
+        sync(params)
+
+    def params(self) -> Params:
+        return map_params(to_numpy, self._params)
+
+    def loss(self) -> float:
+        return float(loss(self.net, self._params, self.x, self.y))

@@ -1,0 +1,227 @@
+"""PyTorch: eager autograd, the way the tutorials write it.
+
+``grads`` asks ``torch.autograd.grad`` for the gradients; ``sgd_step`` is the idiomatic loop
+body: ``loss.backward()`` fills each leaf's ``.grad``, then the weights are updated in place
+under ``torch.no_grad()``. Tensors live on the device they were made on ("cpu" or "cuda"),
+and CUDA work is asynchronous, so ``sync`` waits for it. TF32 is switched off so that float32
+matmuls on the GPU are true float32, as in the other frameworks.
+
+Extra variants, after ``Trainer``: ``CompileTrainer`` (``torch.compile`` of one functional
+step written with ``torch.func.grad``), ``BlockTrainer`` (one compiled graph for a block of
+steps, to pay Python and dispatch once per block) and ``CudaGraphTrainer`` (the whole step
+captured once as a CUDA graph and replayed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from implementations.problem import (
+    NetworkSpec,
+    Params,
+    Problem,
+    cast_problem,
+    flatten,
+    map_params,
+    unflatten,
+)
+from implementations.registry import Unavailable
+
+ACTIVATIONS = {
+    "linear": lambda a: a,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+}
+torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 on the GPU too
+torch.backends.cudnn.allow_tf32 = False
+
+
+def to_framework(a: np.ndarray, device: str = "cpu", trainable: bool = False) -> torch.Tensor:
+    """A copy of a NumPy array as a tensor on device, a leaf that autograd tracks if trainable."""
+    check_device(device)
+    return torch.tensor(a, device=device).requires_grad_(trainable)
+
+
+def to_numpy(a: torch.Tensor) -> np.ndarray:
+    """A NumPy copy (the Trainer keeps updating its tensors in place)."""
+    return a.detach().cpu().numpy().copy()
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise Unavailable("torch: no CUDA device (torch.cuda.is_available() is False)")
+    if device not in ("cpu", "cuda"):
+        raise Unavailable(f"torch: unknown device {device!r}")
+
+
+def sync(params: Params) -> None:
+    """Wait until the device has finished the work queued on these tensors."""
+    if params[0][0].is_cuda:
+        torch.cuda.synchronize()
+
+
+def forward(net: NetworkSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """y_hat = phi(... phi(x @ W1 + b1) ... @ Wn + bn), shape (batch, widths[-1])."""
+    h = x
+    for (W, b), act in zip(params, net.layer_activations()):
+        a = h @ W if b is None else h @ W + b
+        h = ACTIVATIONS[act](a)
+    return h
+
+
+def loss(net: NetworkSpec, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """E = 1/2 * mean over the batch of ||y_hat - y||^2."""
+    r = forward(net, params, x) - y
+    return 0.5 * torch.sum(r * r) / x.shape[0]
+
+
+def grads(net: NetworkSpec, params: Params, x: torch.Tensor, y: torch.Tensor):
+    """(E, dE/dparams) by torch.autograd.grad; params must be leaves that require grad."""
+    E = loss(net, params, x, y)
+    g = torch.autograd.grad(E, flatten(params))
+    return E.detach(), unflatten(net, g)
+
+
+def sgd_step(net: NetworkSpec, params: Params, x: torch.Tensor, y: torch.Tensor, lr) -> Params:
+    """params - lr * dE/dparams: backward() fills .grad, then an in-place no_grad update."""
+    E = loss(net, params, x, y)
+    E.backward()
+    with torch.no_grad():
+        for p in flatten(params):
+            p -= lr * p.grad
+            p.grad = None
+    return params
+
+
+class Trainer:
+    """torch: eager autograd, backward() and a no_grad update (idiomatic)."""
+
+    def __init__(self, problem: Problem, device: str = "cpu"):
+        check_device(device)
+        x, y, params = cast_problem(problem)
+        self.net, self.lr = problem.spec, problem.lr
+        self.x, self.y = to_framework(x, device), to_framework(y, device)
+        self._params = map_params(lambda a: to_framework(a, device, trainable=True), params)
+
+    def run(self, steps: int) -> None:
+        net, params, x, y, lr = self.net, self._params, self.x, self.y, self.lr
+        for _ in range(steps):
+            params = sgd_step(net, params, x, y, lr)
+        self._params = params
+        sync(params)
+
+    def params(self) -> Params:
+        return map_params(to_numpy, self._params)
+
+    def loss(self) -> float:
+        with torch.no_grad():
+            return float(loss(self.net, self._params, self.x, self.y))
+
+
+# ---- optimised variants -------------------------------------------------------------------
+
+
+def functional_step(net: NetworkSpec, leaves: list, x, y, lr) -> list:
+    """sgd_step with no side effects, for torch.compile: torch.func.grad of the loss."""
+    g = torch.func.grad(lambda ps: loss(net, unflatten(net, ps), x, y))(leaves)
+    return [p - lr * gp for p, gp in zip(leaves, g)]
+
+
+def functional_block(net: NetworkSpec, leaves: list, x, y, lr, steps: int) -> list:
+    """``steps`` functional steps, unrolled into one graph when compiled."""
+    for _ in range(steps):
+        leaves = functional_step(net, leaves, x, y, lr)
+    return leaves
+
+
+class CompileTrainer(Trainer):
+    """torch-compile: torch.compile of one functional step (optimised).
+
+    The learning rate is a tensor argument, so the compiled graph cannot fold it in.
+    """
+
+    block = 1
+
+    def __init__(self, problem: Problem, device: str = "cpu"):
+        super().__init__(problem, device)
+        self._leaves = [p.detach() for p in flatten(self._params)]
+        self._lr = torch.tensor(self.lr, dtype=self.x.dtype, device=self.x.device)
+        self._step = torch.compile(functional_step, dynamic=False)
+
+    def run(self, steps: int) -> None:
+        leaves = self._leaves
+        for _ in range(steps):
+            leaves = self._step(self.net, leaves, self.x, self.y, self._lr)
+        self._set(leaves)
+
+    def _set(self, leaves: list) -> None:
+        self._leaves = leaves
+        self._params = unflatten(self.net, leaves)
+        sync(self._params)
+
+
+class BlockTrainer(CompileTrainer):
+    """torch-block: one compiled graph runs ``block`` steps (optimised).
+
+    The per-step Python and dispatch cost is paid once per block. run(steps) runs
+    steps // block compiled blocks, then the remainder as eager functional steps.
+    """
+
+    block = 16
+
+    def __init__(self, problem: Problem, device: str = "cpu"):
+        super().__init__(problem, device)
+        self._step = torch.compile(functional_block, dynamic=False)
+
+    def run(self, steps: int) -> None:
+        leaves = self._leaves
+        full, rest = divmod(steps, self.block)
+        for _ in range(full):
+            leaves = self._step(self.net, leaves, self.x, self.y, self._lr, self.block)
+        for _ in range(rest):
+            leaves = functional_step(self.net, leaves, self.x, self.y, self._lr)
+        self._set(leaves)
+
+
+class CudaGraphTrainer(CompileTrainer):
+    """torch-cudagraph: the eager step captured once as a CUDA graph, then replayed (optimised).
+
+    Capture happens on the first run() call, so it counts as first-call cost. Parameters and
+    data live in static tensors that the graph updates in place.
+    """
+
+    def __init__(self, problem: Problem, device: str = "cuda"):
+        if device != "cuda":
+            raise Unavailable("torch-cudagraph needs a CUDA device")
+        super().__init__(problem, device)
+        self._graph = None
+
+    def _capture(self) -> None:
+        static = self._leaves
+
+        def step() -> None:
+            new = functional_step(self.net, static, self.x, self.y, self._lr)
+            for p, q in zip(static, new):
+                p.copy_(q)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up outside the graph, as the docs ask
+            snapshot = [p.clone() for p in static]
+            for _ in range(3):
+                step()
+            for p, s in zip(static, snapshot):
+                p.copy_(s)
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            step()
+
+    def run(self, steps: int) -> None:
+        if self._graph is None:
+            self._capture()
+        for _ in range(steps):
+            self._graph.replay()
+        self._set(self._leaves)
