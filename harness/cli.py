@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from implementations import registry
 from implementations.problem import (
@@ -59,6 +60,22 @@ def add_network_args(p: argparse.ArgumentParser, dtype_default: str = "float64")
                         "otherwise a seeded batch x in [-1, 1], y = -x (default: 1)")
     g.add_argument("--lr", default=str(DEFAULT_LR), help=f"SGD learning rate (default: {DEFAULT_LR})")
     g.add_argument("--seed", type=int, default=0, help="seed for data and weights (default: 0)")
+
+
+def add_timing_network_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("networks (default: 1-1-1 linear float64 batch 1, and 16-16-16 "
+                             "and 256-256-256 tanh float32 batch 64)")
+    g.add_argument("--widths", nargs="+", metavar="W", help="one or more networks, e.g. "
+                   "1,1,1 256,256,256")
+    g.add_argument("--activation", help="hidden activation (default: linear for the default "
+                   "1-1-1 and for --widths, tanh for the default wider networks)")
+    g.add_argument("--output-activation", default="linear", help="(default: linear)")
+    g.add_argument("--bias", action="store_true", help="give every layer a bias")
+    g.add_argument("--dtype", help="comma list of float32, float64 (default: float64 for "
+                   "1-1-1, float32 otherwise)")
+    g.add_argument("--batch", type=int, help="(default: 1 for 1-1-1, 64 otherwise)")
+    g.add_argument("--lr", default=str(DEFAULT_LR), help=f"(default: {DEFAULT_LR})")
+    g.add_argument("--seed", type=int, default=0, help="(default: 0)")
 
 
 def dtypes_from(args) -> list[str]:
@@ -208,6 +225,102 @@ def render_check(report, problems) -> str:
     return "\n".join(out)
 
 
+DEFAULT_NETWORKS = (
+    # the worked example, then two wider networks: overhead-bound and compute-bound
+    dict(widths=(1, 1, 1), activation="linear", dtype="float64", batch=1),
+    dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
+    dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
+)
+
+
+def timing_problems(args) -> list:
+    """The networks of run: the defaults, or --widths (one or more) × --dtype."""
+    lr = validate_lr(args.lr)
+    if args.widths is None:
+        nets = [dict(n, dtype=args.dtype or n["dtype"], batch=args.batch or n["batch"],
+                     activation=args.activation or n["activation"]) for n in DEFAULT_NETWORKS]
+        for n in nets:
+            if n["dtype"] not in DTYPES:
+                raise SpecError(f"unknown dtype {n['dtype']!r}: choose from {', '.join(DTYPES)}")
+    else:
+        nets = []
+        for text in args.widths:
+            widths = parse_widths(text)
+            one = widths == (1, 1, 1)
+            dts = csv(args.dtype) if args.dtype else ["float64" if one else "float32"]
+            nets += [dict(widths=widths, activation=args.activation or "linear", dtype=d,
+                          batch=args.batch or (1 if one else 64)) for d in dts]
+    return [make_problem(NetworkSpec(n["widths"], n["activation"], args.output_activation,
+                                     args.bias, n["dtype"]), batch=n["batch"], lr=lr,
+                         seed=args.seed) for n in nets]
+
+
+def device_from(text: str) -> str:
+    device = {"gpu": "cuda"}.get(text, text)
+    if device not in registry.ALL_DEVICES:
+        raise UsageError(f"unknown device {text!r}: choose cpu or cuda (or gpu)")
+    if device == "cuda":
+        require_cuda()
+    return device
+
+
+def require_cuda() -> None:
+    """A one-line error unless some framework here sees a CUDA device."""
+    from harness.environment import gpu_info
+
+    reasons = []
+    for name in ("torch", "jax"):
+        try:
+            registry.FRAMEWORKS[name].import_module().check_device("cuda")
+            return
+        except registry.Unavailable as exc:
+            reasons.append(str(exc))
+    gpu = gpu_info()
+    seen = f" (nvidia-smi sees {gpu['name']})" if gpu else ""
+    raise BenchError("--device cuda: no CUDA device is usable here" + seen + ": " +
+                     "; ".join(reasons))
+
+
+def cmd_run(args) -> int:
+    from harness import results, runner, summary
+    from harness.environment import default_threads, machine_info
+    from harness.timing import TimingConfig
+
+    device = device_from(args.device)
+    problems = timing_problems(args)
+    explicit = bool(args.variants)
+    variants = ([registry.get(n) for n in csv(args.variants)] if explicit
+                else list(registry.VARIANTS.values()))
+    if args.time_per_case <= 0 or args.threads is not None and args.threads <= 0:
+        raise UsageError("--time-per-case and --threads must be positive")
+    timing = TimingConfig(budget_s=args.time_per_case)
+    peaks = [] if args.no_peak else default_peaks(problems, device)
+    plan = runner.Plan("run", device, problems, variants, args.threads or default_threads(),
+                       timing, peaks, explicit)
+    path = results.ensure_writable(Path(args.out) if args.out else results.default_path(
+        "run", device, machine_info(), Path(args.results_dir)))
+    print(f"backprop-bench run: writing {path}", flush=True)
+    try:
+        run = runner.execute(plan, path, lambda c, d, t: print(summary.case_line(c, d, t),
+                                                                 flush=True))
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished cases are saved in {path}", file=sys.stderr)
+        return 130
+    print()
+    print(summary.run_table(run))
+    for note in run.get("notes", []):
+        print(f"note: skipped, {note}")
+    print(f"\nresults: {path}")
+    return 0 if all(c["status"] != "failed" for c in run["cases"]) else 1
+
+
+def default_peaks(problems, device: str) -> list[dict]:
+    """Matmul ceilings worth measuring: the dtypes of the networks that do real matmuls."""
+    n = 8192 if device == "cuda" else 2048
+    dtypes = sorted({p.spec.dtype for p in problems if p.flops_per_step() > 6 * 64})
+    return [{"device": device, "dtype": d, "n": n} for d in dtypes]
+
+
 def cmd_list(args) -> int:
     from harness.tables import text_table
 
@@ -247,6 +360,21 @@ def build_parser() -> Parser:
     c.add_argument("--steps", type=int, default=100, help="trajectory length (default: 100)")
     c.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="(default: cpu)")
     c.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("run", help="time the SGD update loop of every variant, check it, and "
+                       "write one JSON file of results")
+    add_timing_network_args(r)
+    r.add_argument("--device", default="cpu", help="cpu or cuda (also: gpu) (default: cpu)")
+    r.add_argument("--variants", help=f"comma list of {', '.join(registry.VARIANTS)} "
+                   "(default: every variant that can run each network on the device)")
+    r.add_argument("--threads", type=int, help="threads for every framework (default: all "
+                   "usable cores)")
+    r.add_argument("--time-per-case", type=float, default=1.0,
+                   help="seconds of timed blocks per case, after calibration (default: 1.0)")
+    r.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
+    r.add_argument("--out", help="results file (default: results/run-DEVICE-HOST-TIME.json)")
+    r.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
+    r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="list the variants and whether they can run here")
     ls.set_defaults(func=cmd_list)

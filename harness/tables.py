@@ -43,6 +43,9 @@ def fmt_time(seconds: float | None) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
+    """2.61×, 1,495×; below 1 as a fraction, 1/1,495×, so that small ratios stay readable."""
     if x is None:
         return "—"
+    if 0 < x < 0.5:
+        return f"1/{fmt_ratio(1 / x)}"
     return f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"

@@ -50,6 +50,20 @@ def sync(params: Params) -> None:
     jax.block_until_ready(params)
 
 
+def settings(threads: int) -> dict:
+    """Record the backend, matmul precision and XLA flags (threads are pinned by affinity)."""
+    import os
+
+    return {
+        "backend": jax.default_backend(),
+        "devices": [d.device_kind for d in jax.devices()],
+        "matmul_precision": str(jax.config.jax_default_matmul_precision),
+        "x64": bool(jax.config.jax_enable_x64),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "threads": threads,
+    }
+
+
 def forward(net: NetworkSpec, params: Params, x: jax.Array) -> jax.Array:
     """y_hat = phi(... phi(x @ W1 + b1) ... @ Wn + bn), shape (batch, widths[-1])."""
     h = x

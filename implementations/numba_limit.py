@@ -33,6 +33,11 @@ def check_device(device: str) -> None:
         raise Unavailable(f"limit (numba) runs on the CPU only, not on {device!r}")
 
 
+def settings(threads: int) -> dict:
+    """One thread: the loop is serial."""
+    return {"threads": 1, "numba": numba.__version__}
+
+
 @cache
 def kernel(act_h: str, act_o: str, bias: bool):
     """The compiled loop for one activation pair; bias is a compile-time constant."""

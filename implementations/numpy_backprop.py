@@ -47,6 +47,14 @@ def sync(params: Params) -> None:
     """Nothing to wait for: NumPy computes synchronously."""
 
 
+def settings(threads: int) -> dict:
+    """Record the BLAS thread pools (the harness pins them with threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "version", "num_threads", "architecture")
+    return {"blas": [{k: i.get(k) for k in keys} for i in threadpool_info()]}
+
+
 def forward(net: NetworkSpec, params: Params, x: np.ndarray) -> np.ndarray:
     """y_hat = phi(... phi(x @ W1 + b1) ... @ Wn + bn), shape (batch, widths[-1])."""
     h = x

@@ -44,6 +44,11 @@ def check_device(device: str) -> None:
         raise Unavailable(f"python runs on the CPU only, not on {device!r}")
 
 
+def settings(threads: int) -> dict:
+    """One thread: the loop is serial."""
+    return {"threads": 1}
+
+
 def forward(net: NetworkSpec, params: Params, x: float) -> float:
     """phi(a_o) with a_o = phi(a_h) * w_ho + b_o and a_h = X * w_ih + b_h."""
     (w_ih, b_h), (w_ho, b_o) = params

@@ -14,6 +14,10 @@ captured once as a CUDA graph and replayed).
 
 from __future__ import annotations
 
+import getpass
+import os
+import tempfile
+
 import numpy as np
 import torch
 
@@ -60,6 +64,27 @@ def sync(params: Params) -> None:
     """Wait until the device has finished the work queued on these tensors."""
     if params[0][0].is_cuda:
         torch.cuda.synchronize()
+
+
+def settings(threads: int) -> dict:
+    """Set torch's intra-op threads; record them and the GPU precision settings."""
+    torch.set_num_threads(threads)
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+        "cuda": torch.version.cuda,
+        "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "inductor_cache": inductor_cache_state(),
+    }
+
+
+def inductor_cache_state() -> dict:
+    """Where torch.compile keeps its disk cache, and whether it already held anything."""
+    path = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"
+    )
+    return {"dir": path, "warm_at_start": os.path.isdir(path) and any(os.scandir(path))}
 
 
 def forward(net: NetworkSpec, params: Params, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""Provenance and pinning: what machine, what software, what commit, which threads.
+
+``pin_threads`` is called once at the start of every worker process, before any framework
+is imported, and returns what it set so that the results file can record it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("numpy", "torch", "jax", "jaxlib", "numba", "scipy", "threadpoolctl")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def gpu_info() -> dict | None:
+    """Name, driver, memory of the first NVIDIA GPU by nvidia-smi, or None."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True,
+        ).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    name, driver, mem = (s.strip() for s in out[0].split(",", 2))
+    return {"name": name, "driver": driver, "memory": mem, "count": len(out)}
+
+
+def machine_info() -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": memory_gb(),
+        "os": platform.platform(),
+        "gpu": gpu_info(),
+    }
+
+
+def software_info() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def commit_info(repo: Path = REPO) -> dict:
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                                  text=True, timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"id": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "dirty": None if status is None else bool(status)}
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def pin_threads(threads: int) -> dict:
+    """Pin this process to ``threads`` cores and every thread pool to ``threads`` threads.
+
+    Must run before numpy/torch/jax are imported: the environment variables are read at
+    import. Returns the settings made.
+    """
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    affinity = None
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[:threads]
+        os.sched_setaffinity(0, cores)
+        affinity = cores
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU politely
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    return {"threads": threads, "affinity": affinity}
+
+
+def python_executable() -> str:
+    return sys.executable

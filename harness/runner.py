@@ -1,0 +1,169 @@
+"""Compose a run: plan the cases, run one worker process per framework, save case by case.
+
+Each framework runs in its own process (``harness.worker``), so thread pools, JIT caches and
+GPU memory never interfere. Every finished case is appended to the results file at once
+(atomically), so Ctrl-C or a crashing worker leaves a valid file with every finished case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import environment, results
+from harness.timing import TimingConfig, engine_overhead
+from implementations import registry
+from implementations.problem import BenchError, Problem
+
+# Variants that also run on the CPU when the run is on a GPU: the references of "× limit"
+# and "× numpy" columns.
+CPU_REFERENCES = ("limit", "numpy")
+
+
+@dataclass
+class Plan:
+    """What to run: problems × variants on a device, and how to time them."""
+
+    command: str
+    device: str
+    problems: list[Problem]
+    variants: list[registry.Variant]
+    threads: int
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    peaks: list[dict] = field(default_factory=list)  # {"device", "dtype", "n"}
+    explicit_variants: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def cases(self) -> list[tuple[Problem, registry.Variant, str]]:
+        """(problem, variant, device) triples that can run; the rest become notes or errors."""
+        out = []
+        for v in self.variants:
+            runs = []
+            for p in self.problems:
+                dev = self.device
+                if dev not in v.devices and v.name in CPU_REFERENCES and "cpu" in v.devices:
+                    dev = "cpu"
+                reason = v.why_not(p, dev)
+                if reason:
+                    self.notes.append(reason)
+                else:
+                    runs.append((p, v, dev))
+            if self.explicit_variants and not runs:
+                raise BenchError(f"variant {v.name} cannot run any case asked for: "
+                                 f"{self.notes[-1]}")
+            out += runs
+        order = {id(p): i for i, p in enumerate(self.problems)}
+        return sorted(out, key=lambda c: order[id(c[0])])
+
+    def config(self) -> dict:
+        return {
+            "device": self.device, "variants": [v.name for v in self.variants],
+            "problems": [p.as_dict() for p in self.problems], "threads": self.threads,
+            "timing": self.timing.as_dict(), "peaks": self.peaks,
+            "python": environment.python_executable(),
+        }
+
+
+def worker_env() -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_worker(framework: str, job: dict, on_message: Callable[[dict], None],
+               log: Path) -> tuple[int, str]:
+    """Run one worker to the end; returns (exit status, last stderr line)."""
+    with open(log, "a") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.worker"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env())
+        try:
+            proc.stdin.write(json.dumps(job))
+            proc.stdin.close()
+            for line in proc.stdout:
+                try:
+                    message = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                on_message(message)
+            status = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    lines = [l for l in Path(log).read_text(errors="replace").splitlines() if l.strip()]
+    return status, (lines[-1].strip() if lines else "")
+
+
+def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -> dict:
+    """Run the plan, writing the results file after every case; returns the run dict."""
+    cases = plan.cases()
+    if not cases:
+        raise BenchError("nothing to run: " + ("; ".join(dict.fromkeys(plan.notes)) or
+                                              "no variant matches"))
+    run = results.new_run(plan.command, environment.machine_info(), environment.software_info(),
+                          environment.commit_info(), plan.config())
+    run["notes"] = list(dict.fromkeys(plan.notes))
+    run["ceilings"]["engine_overhead"] = engine_overhead(plan.timing)
+    results.write(run, path)
+    total, done = len(cases), 0
+    log = Path(tempfile.mkstemp(prefix="backprop-bench-", suffix=".log")[1])
+    try:
+        for framework in registry.FRAMEWORKS:
+            mine = [c for c in cases if c[1].framework == framework]
+            if not mine:
+                continue
+            job = {"framework": framework, "device": plan.device, "threads": plan.threads,
+                   "timing": plan.timing.as_dict(),
+                   "peaks": plan.peaks if registry.FRAMEWORKS[framework].contract else [],
+                   "cases": [{"problem": p.as_dict(), "variant": v.name, "device": d}
+                             for p, v, d in mine]}
+            got: list[dict] = []
+
+            def on_message(msg: dict) -> None:
+                nonlocal done
+                kind = msg.pop("type", None)
+                if kind == "case":
+                    got.append(msg)
+                    run["cases"].append(msg)
+                    done += 1
+                    results.write(run, path)
+                    on_case(msg, done, total)
+                elif kind == "framework":
+                    run["frameworks"][msg.pop("name")] = msg
+                elif kind == "peak":
+                    run["ceilings"]["matmul_peak"].append(msg)
+
+            status, last = run_worker(framework, job, on_message, log)
+            for p, v, d in mine[len(got):]:  # cases the worker never reported
+                msg = lost_case(p, v, d, status, last)
+                run["cases"].append(msg)
+                done += 1
+                on_case(msg, done, total)
+            results.write(run, path)
+    except KeyboardInterrupt:
+        run["interrupted"] = True
+        raise
+    finally:
+        run["finished"] = results.now()
+        results.write(run, path)
+        log.unlink(missing_ok=True)
+    return run
+
+
+def lost_case(problem: Problem, variant, device: str, status: int, last: str) -> dict:
+    return {
+        "id": results.case_id(device, variant.name, problem.as_dict()), "variant": variant.name,
+        "framework": variant.framework, "kind": variant.kind, "device": device,
+        "problem": problem.as_dict(), "n_weights": problem.spec.n_weights(),
+        "flops_per_step": problem.flops_per_step(), "status": "failed",
+        "reason": f"worker process exited with status {status} before this case: {last}"[:500],
+        "timing": None, "check": None,
+    }

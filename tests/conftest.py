@@ -1,0 +1,75 @@
+"""Shared fixtures: the contract frameworks that import here, and the CUDA skip marker."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from implementations import registry
+from implementations.problem import NetworkSpec, make_problem
+
+CONTRACT_FRAMEWORKS = [name for name, f in registry.FRAMEWORKS.items() if f.contract]
+
+
+@functools.cache
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped without a CUDA device (see pyproject's markers)."""
+    if cuda_available():
+        return
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+
+
+def import_or_skip(framework: str):
+    """The framework's implementation module, or skip the test with the registry's reason."""
+    try:
+        return registry.FRAMEWORKS[framework].import_module()
+    except registry.Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+def available_modules(names=CONTRACT_FRAMEWORKS) -> dict:
+    """The contract modules among ``names`` that import here, by framework name."""
+    modules = {}
+    for name in names:
+        try:
+            modules[name] = registry.FRAMEWORKS[name].import_module()
+        except registry.Unavailable:
+            pass
+    return modules
+
+
+@pytest.fixture(params=CONTRACT_FRAMEWORKS)
+def framework(request) -> tuple[str, object]:
+    """(name, module) for each contract framework: python, numpy, torch, jax; skipped if absent."""
+    return request.param, import_or_skip(request.param)
+
+
+@pytest.fixture
+def contract_modules() -> dict:
+    """Every contract framework that imports here, by name."""
+    return available_modules()
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def worked_example(dtype):
+    """The default problem (the worked example: 1-1-1 linear, X=1 -> Y=-1) in ``dtype``."""
+    return make_problem(NetworkSpec(dtype=dtype))
