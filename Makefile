@@ -18,10 +18,17 @@ bench: $(STAMP)
 	$(BIN)/backprop-bench check --widths 4,16,16,4 --activation tanh --bias --dtype float32,float64
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --benchmark-skip
 
 lint: $(STAMP)
 	$(BIN)/ruff check implementations harness tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info
+
+# The same Trainers through pytest-benchmark; compare runs with
+#   .venv/bin/pytest-benchmark compare results/pytest-bench/*.json
+bench-pytest: $(STAMP)
+	mkdir -p results/pytest-bench
+	$(BIN)/python -m pytest tests/bench -q --benchmark-only \
+		--benchmark-json=results/pytest-bench/bench-$$(date +%Y%m%d-%H%M%S).json

@@ -140,14 +140,21 @@ def calibrate(trainer, block: int, cfg: TimingConfig, clock) -> tuple[int, list]
         k = max(block, k - k % block)
 
 
-def time_trainer(trainer, cfg: TimingConfig = TimingConfig(),
-                 clock: Callable[[], float] = time.perf_counter) -> Measurement:
-    """Time ``trainer.run`` as described in the module docstring."""
+def prepare(trainer, cfg: TimingConfig = TimingConfig(),
+            clock: Callable[[], float] = time.perf_counter) -> tuple[float, int, int, list]:
+    """Steps 1 and 2: (first-call seconds, its steps, calibrated K, calibration history)."""
     block = max(1, int(getattr(trainer, "block", 1)))
     first = timed(trainer, block, clock)
     k, history = calibrate(trainer, block, cfg, clock)
     for _ in range(cfg.warmup_blocks):
         trainer.run(k)
+    return first, block, k, history
+
+
+def time_trainer(trainer, cfg: TimingConfig = TimingConfig(),
+                 clock: Callable[[], float] = time.perf_counter) -> Measurement:
+    """Time ``trainer.run`` as described in the module docstring."""
+    first, block, k, history = prepare(trainer, cfg, clock)
     samples: list[float] = []
     start = clock()
     while len(samples) < cfg.max_blocks and (

@@ -38,7 +38,8 @@ def reference_steps(problem, budget_steps: int, block: int) -> int:
     return max(block, v - v % block)
 
 
-def verify(problem, variant, trainer, measurement, device) -> tuple[bool, str | None, dict]:
+def verify(problem, variant, trainer, block_steps: int, device: str,
+           steps_done: int | None = None) -> tuple[bool, str | None, dict]:
     """The three checks of the module docstring; (passed, reason, check report dict)."""
     import numpy as np
 
@@ -47,9 +48,10 @@ def verify(problem, variant, trainer, measurement, device) -> tuple[bool, str | 
 
     start = map_params(lambda a: np.asarray(a, dtype=np.float64), trainer.params())
     if not all(np.all(np.isfinite(t)) for t in flatten(start)):
-        return False, f"diverged: non-finite parameters after {measurement.total_steps} steps", {}
+        after = f" after {steps_done:,} steps" if steps_done else ""
+        return False, f"diverged: non-finite parameters{after}", {}
     block = max(1, int(getattr(trainer, "block", 1)))
-    v = reference_steps(problem, measurement.block_steps, block)
+    v = reference_steps(problem, block_steps, block)
     trainer.run(v)
     report = check.compare_to_reference(problem, f"{variant.name} (timed)", trainer.params(),
                                         start, v)
@@ -85,7 +87,8 @@ def run_case(job_case: dict, device: str, cfg, seen: set) -> dict:
         seen.add(variant.name)
         m = time_trainer(trainer, cfg)
         case["timing"] = m.as_dict()
-        passed, reason, report = verify(problem, variant, trainer, m, dev)
+        passed, reason, report = verify(problem, variant, trainer, m.block_steps, dev,
+                                        m.total_steps)
         case.update(status="ok" if passed else "failed", reason=reason, check=report)
         if not passed:
             case["timing"]["per_step"]["discarded"] = True
