@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness import progress
 from implementations import registry
 from implementations.problem import (
     ACTIVATIONS,
@@ -225,6 +226,7 @@ def render_check(report, problems) -> str:
     return "\n".join(out)
 
 
+DEFAULT_SWEEP_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 DEFAULT_NETWORKS = (
     # the worked example, then two wider networks: overhead-bound and compute-bound
     dict(widths=(1, 1, 1), activation="linear", dtype="float64", batch=1),
@@ -314,6 +316,77 @@ def cmd_run(args) -> int:
     return 0 if all(c["status"] != "failed" for c in run["cases"]) else 1
 
 
+def cmd_sweep(args) -> int:
+    from dataclasses import replace
+
+    from harness import results, runner, summary, sweep
+    from harness.environment import default_threads, machine_info
+    from harness.timing import TimingConfig
+
+    device = device_from(args.device)
+    lr = validate_lr(args.lr)
+    grid = sweep.Grid(tuple(ints(args.widths, "--widths")), tuple(ints(args.depths, "--depths")),
+                      tuple(ints(args.batches, "--batches")), tuple(dtypes_from(args)),
+                      args.activation)
+    if args.activation not in ACTIVATIONS:
+        raise SpecError(f"unknown activation {args.activation!r}: choose from "
+                        f"{', '.join(ACTIVATIONS)}")
+    explicit = bool(args.variants)
+    variants = ([registry.get(n) for n in csv(args.variants)] if explicit
+                else sweep.default_variants(device))
+    threads = args.threads or default_threads()
+    if args.time_per_case <= 0 or threads <= 0:
+        raise UsageError("--time-per-case and --threads must be positive")
+
+    def make_plan(g, timing):
+        problems = g.problems(lr, args.seed)
+        peaks = [] if args.no_peak else default_peaks(problems, device)
+        return runner.Plan("sweep", device, problems, variants, threads, timing, peaks, False,
+                           extra_config={"grid": g.as_dict()},
+                           extra_cases=[(sweep.ceiling_problem(lr), registry.get("limit"))])
+
+    def estimate(g, timing):
+        return sweep.estimate_s(make_plan(g, timing).cases(), timing)
+
+    timing = TimingConfig(budget_s=args.time_per_case)
+    grid, timing, message = sweep.fit_budget(grid, timing, args.budget, estimate)
+    plan = make_plan(grid, timing)
+    cases = plan.cases()
+    if explicit:
+        runnable = {v.name for _, v, _ in cases}
+        for v in variants:
+            if v.name not in runnable:
+                raise BenchError(f"variant {v.name} cannot run any point of this grid on "
+                                 f"{device}")
+    path = results.ensure_writable(Path(args.out) if args.out else results.default_path(
+        "sweep", device, machine_info(), Path(args.results_dir)))
+    print(f"backprop-bench sweep: {len(cases)} cases, estimated "
+          f"{sweep.estimate_s(cases, timing):.0f} s; writing {path}", flush=True)
+    if message:
+        print(message, flush=True)
+    bar = progress.Bar(len(cases))
+    try:
+        run = runner.execute(replace(plan, notes=[]), path, bar.update)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: the finished cases are saved in {path}", file=sys.stderr)
+        return 130
+    bar.close()
+    failed = [c for c in run["cases"] if c["status"] == "failed"]
+    for c in failed:
+        print(f"FAILED {c['id']}: {c['reason']}")
+    print(f"results: {path}  ({len(run['cases']) - len(failed)} ok or unavailable, "
+          f"{len(failed)} failed); make a report with: backprop-bench report {path}")
+    return 1 if failed else 0
+
+
+def ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(p) for p in csv(text)]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated integers") from None
+
+
 def default_peaks(problems, device: str) -> list[dict]:
     """Matmul ceilings worth measuring: the dtypes of the networks that do real matmuls."""
     n = 8192 if device == "cuda" else 2048
@@ -375,6 +448,30 @@ def build_parser() -> Parser:
     r.add_argument("--out", help="results file (default: results/run-DEVICE-HOST-TIME.json)")
     r.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
+
+    w = sub.add_parser("sweep", help="time a grid of [d]*(depth+1) networks for the scaling "
+                       "story; write one JSON file of results")
+    w.add_argument("--widths", default=",".join(map(str, DEFAULT_SWEEP_WIDTHS)),
+                   help="comma list of d (default: 1,2,4,...,2048)")
+    w.add_argument("--depths", default="2", help="comma list of weight layers (default: 2, "
+                   "the [d, d, d] network)")
+    w.add_argument("--batches", default="64", help="comma list (default: 64)")
+    w.add_argument("--dtype", default="float32", help="comma list (default: float32)")
+    w.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
+    w.add_argument("--lr", default=str(DEFAULT_LR), help=f"(default: {DEFAULT_LR})")
+    w.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    w.add_argument("--device", default="cpu", help="cpu or cuda (also: gpu) (default: cpu)")
+    w.add_argument("--variants", help="comma list (default on cpu: numpy, torch, jax, "
+                   "jax-scan; on cuda: torch, torch-cudagraph, jax, jax-scan); the limit "
+                   "loop on the worked example is always added as the serial ceiling")
+    w.add_argument("--budget", type=float, help="seconds: shrink the time per case, then the "
+                   "widths, up front until the estimate fits, and say which")
+    w.add_argument("--threads", type=int, help="(default: all usable cores)")
+    w.add_argument("--time-per-case", type=float, default=1.0, help="(default: 1.0)")
+    w.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
+    w.add_argument("--out", help="results file (default: results/sweep-DEVICE-HOST-TIME.json)")
+    w.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
+    w.set_defaults(func=cmd_sweep)
 
     ls = sub.add_parser("list", help="list the variants and whether they can run here")
     ls.set_defaults(func=cmd_list)

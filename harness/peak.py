@@ -12,11 +12,11 @@ import time
 import numpy as np
 
 
-def measure_peak(module, device: str, dtype: str, n: int, repeats: int = 7) -> dict:
-    """GFLOP/s of the module's matmul for one (device, dtype, n)."""
+def measure_peak(framework: str, module, device: str, dtype: str, n: int,
+                 repeats: int = 7) -> dict:
+    """GFLOP/s of a framework module's matmul for one (device, dtype, n)."""
     rng = np.random.default_rng(1)
-    result = {"framework": module.__name__.rsplit(".", 1)[-1], "device": device,
-              "dtype": dtype, "n": n}
+    result = {"framework": framework, "device": device, "dtype": dtype, "n": n}
     try:
         module.check_device(device)
         a = module.to_framework(rng.standard_normal((n, n)).astype(dtype), device)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import environment, results
+from harness.climit import measure_c_limit
 from harness.timing import TimingConfig, engine_overhead
 from implementations import registry
 from implementations.problem import BenchError, Problem
@@ -39,6 +40,8 @@ class Plan:
     peaks: list[dict] = field(default_factory=list)  # {"device", "dtype", "n"}
     explicit_variants: bool = False
     notes: list[str] = field(default_factory=list)
+    extra_config: dict = field(default_factory=dict)
+    extra_cases: list[tuple[Problem, registry.Variant]] = field(default_factory=list)
 
     def cases(self) -> list[tuple[Problem, registry.Variant, str]]:
         """(problem, variant, device) triples that can run; the rest become notes or errors."""
@@ -58,15 +61,20 @@ class Plan:
                 raise BenchError(f"variant {v.name} cannot run any case asked for: "
                                  f"{self.notes[-1]}")
             out += runs
-        order = {id(p): i for i, p in enumerate(self.problems)}
+        out += [(p, v, "cpu") for p, v in self.extra_cases if not v.why_not(p, "cpu")]
+        problems = self.problems + [p for p, _ in self.extra_cases]
+        order = {id(p): i for i, p in enumerate(problems)}
         return sorted(out, key=lambda c: order[id(c[0])])
 
     def config(self) -> dict:
         return {
             "device": self.device, "variants": [v.name for v in self.variants],
-            "problems": [p.as_dict() for p in self.problems], "threads": self.threads,
+            "problems": [p.as_dict() for p in self.problems],
+            "extra_cases": [{"problem": p.as_dict(), "variant": v.name}
+                            for p, v in self.extra_cases],
+            "threads": self.threads,
             "timing": self.timing.as_dict(), "peaks": self.peaks,
-            "python": environment.python_executable(),
+            "python": environment.python_executable(), **self.extra_config,
         }
 
 
@@ -112,6 +120,7 @@ def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -
                           environment.commit_info(), plan.config())
     run["notes"] = list(dict.fromkeys(plan.notes))
     run["ceilings"]["engine_overhead"] = engine_overhead(plan.timing)
+    run["ceilings"]["c_limit"] = measure_c_limit()
     results.write(run, path)
     total, done = len(cases), 0
     log = Path(tempfile.mkstemp(prefix="backprop-bench-", suffix=".log")[1])

@@ -8,9 +8,10 @@ goes to stderr; the protocol has stdout to itself.
 Each case is timed, then verified, and only a verified case keeps status "ok":
 
 1. the timed Trainer's parameters must be finite (else: diverged);
-2. it runs V more steps (V = K, capped so that the float64 reference costs at most
-   ``REFERENCE_BUDGET_S``), compared with the float64 reference trajectory from where it
-   stood: the timed code path, in its final state, computes the right update;
+2. it runs V more steps (V = K, capped at ``MAX_VERIFY_STEPS`` and so that the float64
+   reference costs at most ``REFERENCE_BUDGET_S``), compared with the float64 reference
+   trajectory from where it stood: the timed code path, in its final state, computes the
+   right update;
 3. a fresh Trainer runs N steps from the shared starting point against the reference.
 """
 
@@ -23,6 +24,7 @@ import sys
 import traceback
 
 REFERENCE_BUDGET_S = 0.3
+MAX_VERIFY_STEPS = 1000  # float32 drifts from the float64 reference over very long runs
 FRESH_STEPS = 100
 
 
@@ -51,7 +53,7 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
         after = f" after {steps_done:,} steps" if steps_done else ""
         return False, f"diverged: non-finite parameters{after}", {}
     block = max(1, int(getattr(trainer, "block", 1)))
-    v = reference_steps(problem, block_steps, block)
+    v = reference_steps(problem, min(block_steps, MAX_VERIFY_STEPS), block)
     trainer.run(v)
     report = check.compare_to_reference(problem, f"{variant.name} (timed)", trainer.params(),
                                         start, v)
@@ -112,6 +114,7 @@ def main() -> int:
     from harness.environment import pin_threads
 
     pinning = pin_threads(job["threads"])
+    from harness.peak import measure_peak
     from harness.timing import TimingConfig
     from implementations import registry
 
@@ -125,20 +128,13 @@ def main() -> int:
     if settings is not None:
         emit(out, {"type": "framework", "name": framework.name, "settings": settings,
                    "pinning": pinning})
-        for peak in job.get("peaks", []):
-            emit(out, {"type": "peak", **module_peak(module, peak)})
+        for peak in job.get("peaks", []) if hasattr(module, "sync") else []:
+            emit(out, {"type": "peak", **measure_peak(framework.name, module, **peak)})
     cfg = TimingConfig(**job["timing"])
     seen: set = set()
     for job_case in job["cases"]:
         emit(out, {"type": "case", **run_case(job_case, job["device"], cfg, seen)})
     return 0
-
-
-def module_peak(module, peak: dict) -> dict:
-    """The framework's matmul rate for one (device, dtype, n), if the module can measure it."""
-    from harness.peak import measure_peak
-
-    return measure_peak(module, **peak)
 
 
 if __name__ == "__main__":

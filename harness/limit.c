@@ -1,5 +1,5 @@
 /* The physical limit of the worked example's serial SGD chain, in C.
- * Build and run: gcc -O2 -o /tmp/limit scripts/limit.c && /tmp/limit 0.15 0.3 1 -1 0.1 100000000
+ * Build and run: gcc -O2 -o /tmp/limit harness/limit.c && /tmp/limit 0.15 0.3 1 -1 0.1 100000000
  * Inputs come from argv so that the compiler cannot fold them; prints ns per step (best of 7
  * repetitions) and the final weights, which must match ANCHORS.md after 100 steps. */
 #include <stdio.h>
