@@ -7,6 +7,7 @@ disagreement exits 1. Tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -478,7 +479,13 @@ def build_parser() -> Parser:
     return p
 
 
+def interrupt(signum, frame):
+    """SIGTERM (from `timeout`, a scheduler) ends a run like Ctrl-C: finished cases are kept."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, interrupt)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

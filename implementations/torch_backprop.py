@@ -241,7 +241,7 @@ class CudaGraphTrainer(CompileTrainer):
                 p.copy_(s)
         torch.cuda.current_stream().wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
+        with torch.cuda.graph(self._graph, stream=side):  # the warm-up's stream and handles
             step()
 
     def run(self, steps: int) -> None:

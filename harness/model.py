@@ -1,0 +1,214 @@
+"""A two-parameter cost model of one SGD step: time = overhead + FLOPs / throughput.
+
+For each (variant, device) the cases that differ only in size (same dtype, activation, bias,
+batch and depth: a ``GroupKey``) are fitted by weighted least squares on *relative* residuals
+(weights 1/t, so that a 10 µs point counts as much as a 10 ms one), constrained to
+overhead >= 0 and throughput > 0 (``scipy.optimize.nnls`` on the weighted system
+t_i ~ a + b F_i, with b = 1 / throughput). At least ``MIN_SIZES`` distinct sizes are needed.
+
+The fit gives the size where a variant stops being overhead-bound (its FLOP term equals its
+fixed overhead: F = overhead * throughput) and, for a CPU and a GPU fit, the size where the
+GPU's predicted time drops below the CPU's. Sizes are FLOPs per step, counted as in
+``Problem.flops_per_step``: 6 * batch * weights, so a [d] * (depth + 1) network with batch B
+does F = 6 B depth d^2 and d = sqrt(F / (6 B depth)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq, nnls
+
+from harness.timing import steps_to_pay_off
+
+MIN_SIZES = 3
+MAX_FLOPS = 1e15  # beyond this (d ~ 10^6 at batch 64) a crossover is not a sane prediction
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """What the cases of one fit share: everything except the network's width."""
+
+    variant: str
+    device: str
+    dtype: str
+    activation: str
+    batch: int
+    depth: int
+    bias: bool = False
+
+    def label(self) -> str:
+        """e.g. 'float32 tanh b64 depth 2'."""
+        bias = "+b" if self.bias else ""
+        return f"{self.dtype} {self.activation}{bias} b{self.batch} depth {self.depth}"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """time per step = overhead_s + flops / throughput_flops, fitted to ``n_points`` cases.
+
+    ``residuals`` are relative, (predicted - measured) / measured, one per point in the order
+    of ``flops`` and ``times_s``.
+    """
+
+    variant: str
+    device: str
+    group: GroupKey
+    overhead_s: float
+    throughput_flops: float
+    n_points: int
+    flops: tuple[float, ...]
+    times_s: tuple[float, ...]
+    residuals: tuple[float, ...]
+    rms_rel_residual: float
+
+    @property
+    def crossover_flops(self) -> float:
+        """FLOPs per step where the FLOP term equals the overhead (overhead * throughput)."""
+        if self.overhead_s == 0:
+            return 0.0
+        return self.overhead_s * self.throughput_flops
+
+    @property
+    def crossover_d(self) -> float:
+        """The width d of a [d] * (depth + 1) network at ``crossover_flops``."""
+        return width_for_flops(self.crossover_flops, self.group.batch, self.group.depth)
+
+    def predict(self, flops):
+        """Predicted seconds per step at ``flops`` (a number or an array)."""
+        return self.overhead_s + np.asarray(flops, dtype=float) / self.throughput_flops
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """The size where one fit's predicted time drops below another's."""
+
+    flops: float
+    d: float | None  # None when the two fits are for different batches or depths
+
+
+def width_for_flops(flops: float, batch: int, depth: int) -> float:
+    """d such that a [d] * (depth + 1) network with this batch does ``flops`` per step."""
+    return math.sqrt(flops / (6 * batch * depth))
+
+
+def flops_for_width(d: float, batch: int, depth: int) -> float:
+    """FLOPs per step of a [d] * (depth + 1) network: 6 * batch * depth * d^2."""
+    return 6 * batch * depth * d * d
+
+
+def fit_line(flops: Sequence[float], times_s: Sequence[float]) -> tuple[float, float]:
+    """(a, b) >= 0 minimising sum(((a + b F_i - t_i) / t_i)^2)."""
+    F = np.asarray(flops, dtype=float)
+    t = np.asarray(times_s, dtype=float)
+    A = np.column_stack([1.0 / t, F / t])
+    scale = np.linalg.norm(A, axis=0)
+    scale[scale == 0] = 1.0  # columns of wildly different size: solve in scaled units
+    x, _ = nnls(A / scale, np.ones_like(t))
+    a, b = x / scale
+    return float(a), float(b)
+
+
+def fit_points(key: GroupKey, flops: Sequence[float], times_s: Sequence[float]) -> Fit | None:
+    """The fit of one group's points, or None with fewer than MIN_SIZES distinct sizes."""
+    if len(set(flops)) < MIN_SIZES or min(times_s) <= 0:
+        return None
+    a, b = fit_line(flops, times_s)
+    t = np.asarray(times_s, dtype=float)
+    residuals = (a + b * np.asarray(flops, dtype=float) - t) / t
+    return Fit(key.variant, key.device, key, a, math.inf if b == 0 else 1.0 / b, len(t),
+               tuple(map(float, flops)), tuple(map(float, t)), tuple(map(float, residuals)),
+               float(np.sqrt(np.mean(residuals**2))))
+
+
+def group_key(case: dict) -> GroupKey:
+    """The group a results case belongs to."""
+    p = case["problem"]
+    return GroupKey(case["variant"], case["device"], p["dtype"], p["activation"],
+                    int(p["batch"]), len(p["widths"]) - 1, bool(p.get("bias")))
+
+
+def fit_cases(cases: Iterable[dict]) -> list[Fit]:
+    """One fit per group of ok cases that has at least MIN_SIZES sizes."""
+    groups: dict[GroupKey, list[tuple[float, float]]] = {}
+    for c in cases:
+        if c["status"] == "ok":
+            point = (float(c["flops_per_step"]), c["timing"]["per_step"]["median_s"])
+            groups.setdefault(group_key(c), []).append(point)
+    fits = []
+    for key, points in groups.items():
+        points.sort()
+        fit = fit_points(key, [f for f, _ in points], [t for _, t in points])
+        if fit is not None:
+            fits.append(fit)
+    return fits
+
+
+def common_d(flops: float, fits: Sequence[Fit]) -> float | None:
+    """The width for ``flops`` if every fit has the same batch and depth, else None."""
+    shapes = {(f.group.batch, f.group.depth) for f in fits}
+    if len(shapes) != 1:
+        return None
+    batch, depth = shapes.pop()
+    return width_for_flops(flops, batch, depth)
+
+
+def gpu_beats_cpu(fit_cpu: Fit, fit_gpu: Fit, max_flops: float = MAX_FLOPS) -> Crossover | None:
+    """The smallest size where the GPU fit predicts less time than the CPU fit.
+
+    None when the GPU is never faster below ``max_flops``, or is faster from the start (no
+    overhead to pay back); ``always_faster`` tells the two apart.
+    """
+    extra_overhead = fit_gpu.overhead_s - fit_cpu.overhead_s
+    saved_per_flop = 1.0 / fit_cpu.throughput_flops - 1.0 / fit_gpu.throughput_flops
+    if extra_overhead <= 0 or saved_per_flop <= 0:
+        return None
+    flops = extra_overhead / saved_per_flop
+    if flops > max_flops:
+        return None
+    return Crossover(flops, common_d(flops, [fit_cpu, fit_gpu]))
+
+
+def always_faster(fast: Sequence[Fit], slow: Sequence[Fit], lo: float = 1.0) -> bool:
+    """True if the best of ``fast`` is already faster than the best of ``slow`` at ``lo``."""
+    return _best(fast, lo) < _best(slow, lo)
+
+
+def _best(fits: Sequence[Fit], flops: float) -> float:
+    return min(float(f.predict(flops)) for f in fits)
+
+
+def best_gpu_beats_best_cpu(cpu_fits: Sequence[Fit], gpu_fits: Sequence[Fit],
+                            max_flops: float = MAX_FLOPS) -> Crossover | None:
+    """Where the fastest GPU fit at each size first beats the fastest CPU fit at that size.
+
+    Both sides are lower envelopes of lines, so the crossover is found on a log grid and then
+    refined with brentq. None as in ``gpu_beats_cpu``.
+    """
+    if not cpu_fits or not gpu_fits or always_faster(gpu_fits, cpu_fits):
+        return None
+    grid = np.logspace(0, math.log10(max_flops), 1501)
+
+    def gap(F):
+        return _best(gpu_fits, F) - _best(cpu_fits, F)
+
+    below = [i for i, F in enumerate(grid) if gap(F) < 0]
+    if not below:
+        return None
+    i = below[0]
+    flops = brentq(gap, grid[i - 1], grid[i], rtol=1e-10)
+    return Crossover(flops, common_d(flops, [*cpu_fits, *gpu_fits]))
+
+
+def pays_off_after(fit: Fit, base_fit: Fit, compile_s: float, base_compile_s: float,
+                   flops: float) -> float | None:
+    """Steps after which a compiled variant beats its baseline at a size, from the fits.
+
+    ``timing.steps_to_pay_off`` with steady-state step times predicted at ``flops``; None
+    when the compiled variant is not faster there.
+    """
+    return steps_to_pay_off(compile_s, float(fit.predict(flops)), base_compile_s,
+                            float(base_fit.predict(flops)))

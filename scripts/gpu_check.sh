@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The prepared GPU check, for a lent CUDA machine that cannot install anything.
+#
+#   PYTHONPATH=. bash scripts/gpu_check.sh OUTDIR
+#
+# Runs from the repository root with that machine's python3 (override with PYTHON=...).
+# Writes into OUTDIR: the GPU test log, `run --device cuda` results for the worked example
+# and widths up to 4096, a cuda sweep, nvidia-smi output and gpu_check.log. Each step has its
+# own time limit, so the whole script ends in under 8 minutes; a step cut short still leaves
+# a valid results file with every case it finished.
+set -u
+OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
+mkdir -p "$OUT"
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+START=$(date +%s)
+
+log() { echo "== [$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/gpu_check.log"; }
+step() {  # step NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    log "$name: $*"
+    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    log "$name: exit status $?"
+    tail -n 25 "$OUT/$name.log" | tee -a "$OUT/gpu_check.log"
+}
+
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+$PY - <<'PY' 2>&1 | tee -a "$OUT/gpu_check.log"
+import platform, torch, jax
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      "gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+print("jax", jax.__version__, jax.devices())
+PY
+step tests 100 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step run-worked-example 110 $PY -m harness.cli run --device cuda --widths 1,1,1 \
+    --time-per-case 0.5 --out "$OUT/run-cuda-worked-example.json"
+step run-wide 120 $PY -m harness.cli run --device cuda --widths 256,256,256 1024,1024,1024 \
+    4096,4096,4096 --variants numpy,torch,torch-compile,torch-cudagraph,jax,jax-scan \
+    --time-per-case 0.5 --out "$OUT/run-cuda-wide.json"
+step sweep 130 $PY -m harness.cli sweep --device cuda --widths 1,4,16,64,256,1024,2048,4096 \
+    --variants numpy,torch,torch-cudagraph,jax,jax-scan --budget 110 \
+    --out "$OUT/sweep-cuda.json"
+log "done in $(( $(date +%s) - START ))s; results:"
+ls -l "$OUT" | tee -a "$OUT/gpu_check.log"
