@@ -354,7 +354,8 @@ def cmd_sweep(args) -> int:
     plan = make_plan(grid, timing)
     cases = plan.cases()
     if explicit:
-        runnable = {v.name for _, v, _ in cases}
+        grid_points = {id(p) for p in plan.problems}
+        runnable = {v.name for p, v, _ in cases if id(p) in grid_points}
         for v in variants:
             if v.name not in runnable:
                 raise BenchError(f"variant {v.name} cannot run any point of this grid on "

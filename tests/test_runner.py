@@ -1,0 +1,158 @@
+"""`backprop-bench run` end to end, and the runner's fault handling.
+
+The end-to-end runs use the cheap variants (python, numpy, limit) with a tiny time per case:
+they check behaviour (files, statuses, exit codes), never speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness import cli, results, runner, worker
+from harness.timing import TimingConfig
+from implementations import registry
+from implementations.problem import NetworkSpec, make_problem
+
+FAST = ["--time-per-case", "0.05", "--no-peak"]
+
+
+def bench(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_run_writes_a_checked_results_file(tmp_path):
+    out = tmp_path / "r.json"
+    proc = bench("run", "--variants", "python,numpy,limit", "--widths", "1,1,1", *FAST,
+                 "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    run = results.load(out)
+    assert {c["variant"] for c in run["cases"]} == {"python", "numpy", "limit"}
+    for case in run["cases"]:
+        assert case["status"] == "ok", case["reason"]
+        assert case["check"]["passed"]
+        assert len(case["timing"]["samples_s"]) >= 7
+        assert case["timing"]["first_call_s"] > 0
+    assert run["machine"]["cores"] and run["software"]["numpy"]
+    assert "dirty" in run["commit"] and run["frameworks"]["numpy"]["pinning"]["threads"] >= 1
+    assert str(out) in proc.stdout and "× limit" in proc.stdout
+
+
+def test_a_diverging_run_is_recorded_as_failed_not_timed(tmp_path):
+    out = tmp_path / "r.json"
+    proc = bench("run", "--variants", "numpy,limit", "--widths", "1,1,1", "--lr", "50", *FAST,
+                 "--out", str(out))
+    assert proc.returncode == 1
+    run = results.load(out)
+    assert len(run["cases"]) == 2
+    for case in run["cases"]:
+        assert case["status"] == "failed"
+        assert "diverged" in case["reason"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--variants", "nope"], "unknown variant 'nope'"),
+     (["--device", "tpu"], "unknown device 'tpu'"),
+     (["--variants", "limit", "--widths", "4,4"], "cannot run any case"),
+     (["--widths", "0,1"], "every width must be 1 or more"),
+     (["--lr", "inf"], "must be finite and positive")],
+)
+def test_bad_run_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert cli.main(["run", *args, "--out", str(tmp_path / "r.json"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
+    def no_cuda():
+        raise cli.BenchError("--device cuda: no CUDA device is usable here")
+
+    monkeypatch.setattr(cli, "require_cuda", no_cuda)
+    assert cli.main(["run", "--device", "gpu", "--out", str(tmp_path / "r.json")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_an_unwritable_results_path_fails_before_measuring(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["run", "--variants", "numpy", "--out", str(blocker / "r.json")]) == 2
+    assert "cannot write results" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_a_valid_file_with_every_finished_case(tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--variants",
+                             "python,numpy", "--widths", "1,1,1", "16,16,16", "256,256,256",
+                             "--time-per-case", "1", "--no-peak", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if out.exists() and json.loads(out.read_text())["cases"]:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "finished cases are saved" in err and "Traceback" not in err
+    run = results.load(out)
+    assert run["interrupted"] and 1 <= len(run["cases"]) < 4
+
+
+def test_a_crashing_variant_becomes_a_failed_case(monkeypatch):
+    class Boom:
+        def __init__(self, problem, device):
+            pass
+
+        def run(self, steps):
+            raise RuntimeError("kaboom")
+
+    v = registry.get("numpy")
+    monkeypatch.setattr(registry.Variant, "make", lambda self, p, d: Boom(p, d))
+    case = worker.run_case({"problem": make_problem().as_dict(), "variant": v.name}, "cpu",
+                           TimingConfig(), set())
+    assert case["status"] == "failed" and "kaboom" in case["reason"]
+
+
+def test_a_dying_worker_marks_its_unfinished_cases_failed(tmp_path, monkeypatch):
+    def dies_after_one(framework, job, on_message, log):
+        first = job["cases"][0]
+        on_message({"type": "case", **runner.lost_case(
+            make_problem(), registry.get(first["variant"]), "cpu", 0, "")})
+        return -9, "Killed"
+
+    monkeypatch.setattr(runner, "run_worker", dies_after_one)
+    monkeypatch.setattr(runner, "measure_c_limit", lambda: {"error": "skipped in tests"})
+    wide = make_problem(NetworkSpec((4, 4, 4)), batch=2)
+    plan = runner.Plan("run", "cpu", [make_problem(), wide], [registry.get("numpy")], 1)
+    path = tmp_path / "r.json"
+    run = runner.execute(plan, path, lambda *a: None)
+    reasons = [c["reason"] for c in run["cases"]]
+    assert any("exited with status -9" in r and "Killed" in r for r in reasons)
+    assert len(results.load(path)["cases"]) == 2
+
+
+def test_run_uses_every_variant_that_fits_by_default():
+    plan = runner.Plan("run", "cpu", [make_problem()], list(registry.VARIANTS.values()), 1)
+    names = {v.name for _, v, _ in plan.cases()}
+    assert {"python", "numpy", "limit", "torch", "jax", "jax-scan"} <= names
+    assert "torch-cudagraph" not in names
+
+
+def test_a_gpu_plan_keeps_cpu_references():
+    plan = runner.Plan("run", "cuda", [make_problem()], [registry.get("numpy"),
+                       registry.get("limit"), registry.get("torch")], 1)
+    devices = {v.name: d for _, v, d in plan.cases()}
+    assert devices == {"numpy": "cpu", "limit": "cpu", "torch": "cuda"}
+
+
+def test_worker_env_points_at_this_checkout():
+    env = runner.worker_env()
+    assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "harness"))
