@@ -1,0 +1,216 @@
+"""harness.cli: one clear line and exit 2 for every user error; demo, check and list work."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import available_modules
+
+from harness import cli
+from implementations import registry
+
+ERROR_PREFIX = "backprop-bench: error:"
+FAST_VARIANTS = ",".join(n for n, v in registry.VARIANTS.items()
+                         if "cpu" in v.devices and n not in ("torch-compile", "torch-block"))
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(argv, capsys, fragment: str) -> str:
+    """cli.main(argv) exits 2 with exactly one stderr line, the error, containing fragment."""
+    code, out, err = run_cli(argv, capsys)
+    lines = err.splitlines()
+    assert code == 2
+    assert len(lines) == 1, err
+    assert lines[0].startswith(ERROR_PREFIX)
+    assert fragment in lines[0]
+    assert "Traceback" not in err and out == ""
+    return lines[0]
+
+
+# ---- user errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths, fragment", [
+    ("1,0,1", "every width must be 1 or more, got 0"),
+    ("0,0", "every width must be 1 or more, got 0"),
+    ("2,-3,2", "every width must be 1 or more, got -3"),
+    ("-1,4,-1", "every width must be 1 or more, got -1"),
+    ("70000,1,70000", "over the limit"),
+    ("4,x,4", "expected integers"),
+    ("", "expected integers"),
+])
+def test_bad_width_is_one_line_and_exit_2(widths, fragment, capsys):
+    assert_one_line_error(["check", "--framework", "numpy", f"--widths={widths}"], capsys,
+                          fragment)
+
+
+def test_negative_first_width_without_equals_is_still_one_line(capsys):
+    # argparse takes '-1,4,-1' for an option, so it reports a missing value, in one line.
+    assert_one_line_error(["check", "--widths", "-1,4,-1"], capsys, "expected one argument")
+
+
+@pytest.mark.parametrize("flag", ["--activation", "--output-activation"])
+def test_unknown_activation_is_one_line_and_exit_2(flag, capsys):
+    assert_one_line_error(["check", "--framework", "numpy", flag, "softmax"], capsys,
+                          "unknown activation 'softmax': choose from linear, sigmoid, tanh, relu")
+
+
+@pytest.mark.parametrize("command", ["demo", "check"])
+def test_unknown_framework_is_one_line_and_exit_2(command, capsys):
+    line = assert_one_line_error([command, "--framework", "tensorflow"], capsys,
+                                 "unknown framework 'tensorflow'")
+    assert "numpy" in line and "jax" in line  # it lists the choices
+
+
+def test_input_width_different_from_output_width_is_one_line_and_exit_2(capsys):
+    assert_one_line_error(["check", "--framework", "numpy", "--widths", "4,8,3"], capsys,
+                          "input width (4) to equal the output width (3)")
+
+
+@pytest.mark.parametrize("lr", ["nan", "inf", "-inf", "0", "0.0", "-1", "-0.5"])
+@pytest.mark.parametrize("command", ["demo", "check"])
+def test_non_finite_or_non_positive_learning_rate_is_one_line_and_exit_2(command, lr, capsys):
+    assert_one_line_error([command, "--framework", "numpy", f"--lr={lr}"], capsys,
+                          "must be finite and positive")
+
+
+def test_learning_rate_that_is_not_a_number_is_one_line_and_exit_2(capsys):
+    assert_one_line_error(["demo", "--lr", "fast"], capsys, "is not a number")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+    (["check", "--fast", "--framework", "numpy"], "unrecognized arguments: --fast"),
+    (["--verbose"], "unrecognized arguments"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["check", "--batch", "two"], "invalid int value: 'two'"),
+    (["check", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["demo", "--epochs"], "expected one argument"),
+])
+def test_bad_command_line_is_one_line_and_exit_2(argv, fragment, capsys):
+    assert_one_line_error(argv, capsys, fragment)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["check", "--framework", "numpy", "--batch", "0"], "batch 0 must be a positive integer"),
+    (["check", "--framework", "numpy", "--dtype", "float16"], "unknown dtype 'float16'"),
+    (["check", "--framework", "numpy", "--dtype", ","], "--dtype is empty"),
+    (["check", "--framework", "numpy", "--steps", "0"], "--steps 0 must be 1 or more"),
+    (["check", "--framework", "numpy", "--variants", "bogus"], "unknown variant 'bogus'"),
+    (["check", "--framework", "numba"], "numba has no gradient functions to check"),
+    (["demo", "--framework", "numpy", "--epochs", "-1"], "--epochs -1 must be 0 or more"),
+])
+def test_other_bad_options_are_one_line_and_exit_2(argv, fragment, capsys):
+    assert_one_line_error(argv, capsys, fragment)
+
+
+def test_negative_seed_is_one_line_and_exit_2(capsys):
+    # Today numpy's default_rng raises ValueError("expected non-negative integer"): a traceback.
+    assert_one_line_error(["check", "--framework", "numpy", "--seed", "-1"], capsys, "seed")
+
+
+def test_framework_that_is_not_installed_is_one_line_and_exit_2(monkeypatch, capsys):
+    ghost = registry.Framework("ghost", "ghost_package_not_installed", "numpy_backprop")
+    monkeypatch.setitem(registry.FRAMEWORKS, "ghost", ghost)
+    assert_one_line_error(["demo", "--framework", "ghost"], capsys,
+                          "ghost: ghost_package_not_installed is not installed")
+
+
+@pytest.fixture
+def without_jax(monkeypatch):
+    """Make 'import jax' fail, as on a machine without it."""
+    monkeypatch.setitem(sys.modules, "jax", None)
+
+
+def test_asking_for_a_missing_framework_is_one_line_and_exit_2(without_jax, capsys):
+    assert_one_line_error(["check", "--framework", "numpy,jax"], capsys,
+                          "jax: jax is not installed")
+
+
+def test_a_missing_framework_outside_the_asked_set_is_only_a_note(without_jax, capsys):
+    code, out, err = run_cli(["demo", "--epochs", "1"], capsys)
+    assert code == 0
+    assert err.splitlines() == [line for line in err.splitlines() if line.startswith("note:")]
+    assert "note: jax: jax is not installed" in err
+    assert re.search(r"^\s*numpy\s+-?\d", out, re.M)
+    assert not re.search(r"^\s*jax\s", out, re.M)
+
+
+def test_list_marks_the_variants_of_a_missing_framework_unavailable(without_jax, capsys):
+    code, out, _ = run_cli(["list"], capsys)
+    assert code == 0
+    for name in ("jax", "jax-eager", "jax-scan"):
+        line = next(line for line in out.splitlines() if line.split()[0] == name)
+        assert "unavailable: jax: jax is not installed" in line
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, out, _ = run_cli([], capsys)
+    assert code == 2 and "demo" in out and "check" in out
+
+
+def test_a_user_error_end_to_end_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "demo", "--lr", "nan"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "backprop-bench: error: learning rate 'nan' must be finite and positive"]
+    assert proc.stdout == ""
+
+
+# ---- what works --------------------------------------------------------------------------------
+
+
+def test_demo_prints_the_worked_example_in_every_framework(contract_modules, capsys):
+    code, out, _ = run_cli(["demo"], capsys)
+    assert code == 0
+    names = list(contract_modules)
+    assert {"python", "numpy"} <= set(names)
+    for name in names:
+        assert re.search(rf"\b{name}\s+0\.045\s+0\.5460125\s+0\.15\s+0\.3$", out, re.M), name
+        assert re.search(rf"\b{name}\s+0\.03373516125\s+0\.5343041918\s+0\.11865\s+0\.284325$",
+                         out, re.M), name
+        assert re.search(rf"^{name}\s+-0\.39999997\s+199\.99998$", out, re.M), name
+    spread = float(re.search(r"Largest difference between frameworks.*: (\S+)$", out,
+                             re.M).group(1))
+    assert spread < 1e-12
+
+
+def test_demo_epochs_sets_the_last_row(capsys):
+    code, out, _ = run_cli(["demo", "--framework", "numpy", "--epochs", "1"], capsys)
+    assert code == 0
+    epochs = [int(m) for m in re.findall(r"^\s+(\d+)\s+numpy", out, re.M)]
+    assert epochs == [0, 1]
+
+
+def test_check_passes_on_the_default_worked_example(capsys):
+    code, out, _ = run_cli(["check", "--variants", FAST_VARIANTS], capsys)
+    assert code == 0
+    assert "PASSED" in out and "FAILED" not in out
+    assert "1-1-1 linear f64" in out and "1-1-1 linear f32" in out
+    for name in available_modules():
+        assert re.search(rf"^{name}\s+W1\s", out, re.M), name
+
+
+def test_check_passes_on_a_wider_network(capsys):
+    argv = ["check", "--widths", "3,6,3", "--activation", "tanh", "--bias", "--batch", "4",
+            "--framework", "numpy,torch", "--variants", "numpy,torch", "--steps", "10"]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "PASSED" in out
+
+
+def test_list_lists_every_variant(capsys):
+    code, out, _ = run_cli(["list"], capsys)
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines()[2:]]
+    assert listed == list(registry.VARIANTS)
+    for line in out.splitlines()[2:]:
+        assert line.split()[1] in ("idiomatic", "optimised")
