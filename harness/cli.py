@@ -104,7 +104,9 @@ def problems_from(args, widths: Sequence[int] | None = None) -> list:
 def frameworks_from(text: str | None, *, contract_only: bool = True) -> dict[str, object]:
     """Import the frameworks asked for (all by default). Asked-for but missing is an error;
     missing from the default set is only reported."""
-    asked = csv(text) if text else None
+    asked = csv(text) if text is not None else None
+    if asked == []:
+        raise UsageError("--framework is empty: name at least one framework")
     names = asked or [n for n, f in registry.FRAMEWORKS.items() if f.contract or not contract_only]
     modules = {}
     for name in names:
@@ -166,6 +168,8 @@ def cmd_check(args) -> int:
                 check.check_trajectory(problem, v, args.steps, args.device, report)
             except registry.Unavailable as exc:
                 report.notes.append(f"trajectory: {exc}; skipped")
+    if not report.rows:
+        raise BenchError("nothing was checked: " + "; ".join(dict.fromkeys(report.notes)))
     print(render_check(report, problems))
     return 0 if report.passed else 1
 

@@ -22,7 +22,7 @@ from implementations.registry import Unavailable
 ACTIVATIONS = {
     "linear": lambda a: a,
     "sigmoid": lambda a: 1.0 / (1.0 + math.exp(-a)),
-    "tanh": math.tanh,
+    "tanh": lambda a: math.tanh(a),  # njit compiles functions, not builtins
     "relu": lambda a: a if a > 0.0 else 0.0,
 }
 DERIVATIVES = python_scalar.DERIVATIVES

@@ -35,7 +35,8 @@ def to_framework(a: np.ndarray, device: str = "cpu", trainable: bool = False) ->
 
 
 def to_numpy(a: np.ndarray) -> np.ndarray:
-    return np.asarray(a)
+    """A copy, so that nobody outside can write into the Trainer's arrays."""
+    return np.array(a)
 
 
 def check_device(device: str) -> None:

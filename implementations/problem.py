@@ -188,6 +188,8 @@ def make_problem(
     spec = spec or NetworkSpec()
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch <= 0:
         raise SpecError(f"batch {batch!r} must be a positive integer")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise SpecError(f"seed {seed!r} must be a non-negative integer")
     lr = validate_lr(lr)
     rng = np.random.default_rng(seed)
     x = make_inputs(spec, batch, rng)
