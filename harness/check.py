@@ -73,9 +73,10 @@ class Row:
         return math.isfinite(self.error) and self.error <= self.tolerance
 
     def failure(self) -> str:
+        detail = f" {self.detail}" if self.detail else ""
         return (
             f"{self.subject} {self.dtype} {self.tensor} vs {self.reference}: error "
-            f"{self.error:.2e} > tolerance {self.tolerance:.0e}{' ' + self.detail if self.detail else ''}"
+            f"{self.error:.2e} > tolerance {self.tolerance:.0e}{detail}"
         )
 
 

@@ -60,7 +60,8 @@ def add_network_args(p: argparse.ArgumentParser, dtype_default: str = "float64")
     g.add_argument("--batch", type=int, default=1,
                    help="samples per step; batch 1 with input width 1 is X=1 -> Y=-1, "
                         "otherwise a seeded batch x in [-1, 1], y = -x (default: 1)")
-    g.add_argument("--lr", default=str(DEFAULT_LR), help=f"SGD learning rate (default: {DEFAULT_LR})")
+    g.add_argument("--lr", default=str(DEFAULT_LR),
+                   help=f"SGD learning rate (default: {DEFAULT_LR})")
     g.add_argument("--seed", type=int, default=0, help="seed for data and weights (default: 0)")
 
 
@@ -324,7 +325,7 @@ def cmd_run(args) -> int:
 def cmd_sweep(args) -> int:
     from dataclasses import replace
 
-    from harness import results, runner, summary, sweep
+    from harness import results, runner, sweep
     from harness.environment import default_threads, machine_info
     from harness.timing import TimingConfig
 

@@ -136,7 +136,7 @@ def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -
                              for p, v, d in mine]}
             got: list[dict] = []
 
-            def on_message(msg: dict) -> None:
+            def on_message(msg: dict, got: list = got) -> None:
                 nonlocal done
                 kind = msg.pop("type", None)
                 if kind == "case":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from implementations.problem import BenchError, Problem
 
+
 class Unavailable(BenchError):
     """A variant that cannot run here: framework missing, device absent, network unsupported."""
 
