@@ -19,9 +19,9 @@ ACTIVATIONS = {
     "tanh": np.tanh,
     "relu": lambda a: np.maximum(a, 0.0),
 }
-# phi'(a), written with h = phi(a) where that is cheaper
+# phi'(a), written with h = phi(a) where that is cheaper; None: phi' = 1, nothing to multiply
 DERIVATIVES = {
-    "linear": lambda a, h: 1.0,
+    "linear": None,
     "sigmoid": lambda a, h: h * (1.0 - h),
     "tanh": lambda a, h: 1.0 - h * h,
     "relu": lambda a, h: (a > 0).astype(a.dtype),
@@ -79,16 +79,17 @@ def grads(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray):
         as_.append(a)
         hs.append(ACTIVATIONS[act](a))  # h_l = phi(a_l)
     r = hs[-1] - y
-    E = 0.5 * np.sum(r * r) / x.shape[0]
+    E = 0.5 * np.vdot(r, r) / x.shape[0]
     dh = r / x.shape[0]  # dE/dh_L = (y_hat - y) / batch
     g = [None] * len(params)
     for l in reversed(range(len(params))):
         W, b = params[l]
-        act = acts[l]
-        da = dh * DERIVATIVES[act](as_[l], hs[l + 1])  # dE/da_l = dE/dh_l * phi'(a_l)
+        dphi = DERIVATIVES[acts[l]]
+        da = dh if dphi is None else dh * dphi(as_[l], hs[l + 1])  # dE/da_l = dE/dh_l phi'(a_l)
         gW = hs[l].T @ da  # dE/dW_l = h_{l-1}^T dE/da_l
         gb = None if b is None else da.sum(axis=0)  # dE/db_l = sum over batch of dE/da_l
-        dh = da @ W.T  # dE/dh_{l-1} = dE/da_l W_l^T
+        if l:  # dE/dx is not needed: autograd frameworks skip it too
+            dh = da @ W.T  # dE/dh_{l-1} = dE/da_l W_l^T
         g[l] = (gW, gb)
     return E, g
 
