@@ -1,0 +1,161 @@
+"""The cost model recovers known overheads and throughputs, and its crossovers follow."""
+
+from __future__ import annotations
+
+import math
+
+import helpers_results as h
+import numpy as np
+import pytest
+
+from harness import model
+
+KEY = model.GroupKey("numpy", "cpu", "float32", "tanh", 64, 2)
+WIDTHS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048)
+
+
+def synthetic(overhead: float, throughput: float, noise: float = 0.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    F = [model.flops_for_width(d, 64, 2) for d in WIDTHS]
+    t = [(overhead + f / throughput) * rng.lognormal(0.0, noise) for f in F]
+    return F, t
+
+
+def fit_of(overhead: float, throughput: float, **kw) -> model.Fit:
+    fit = model.fit_points(KEY, *synthetic(overhead, throughput, **kw))
+    assert fit is not None
+    return fit
+
+
+@pytest.mark.parametrize("overhead, throughput", [(19e-6, 120e9), (220e-6, 130e9),
+                                                  (0.4e-6, 100e9), (60e-6, 20e12)])
+def test_noise_free_data_is_recovered_exactly(overhead, throughput):
+    fit = fit_of(overhead, throughput)
+    assert fit.overhead_s == pytest.approx(overhead, rel=1e-6)
+    assert fit.throughput_flops == pytest.approx(throughput, rel=1e-6)
+    assert fit.rms_rel_residual < 1e-6
+    assert fit.n_points == len(WIDTHS) and len(fit.residuals) == len(WIDTHS)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_three_percent_noise_is_recovered_within_a_few_percent(seed):
+    fit = fit_of(19e-6, 120e9, noise=0.03, seed=seed)
+    assert fit.overhead_s == pytest.approx(19e-6, rel=0.05)
+    assert fit.throughput_flops == pytest.approx(120e9, rel=0.05)
+    assert 0.005 < fit.rms_rel_residual < 0.06
+
+
+def test_residuals_are_relative_to_the_measured_time():
+    F, t = synthetic(10e-6, 100e9)
+    t[0] *= 1.5
+    fit = model.fit_points(KEY, F, t)
+    predicted = [fit.predict(f) for f in F]
+    assert fit.residuals == pytest.approx([(p - m) / m for p, m in zip(predicted, t)])
+
+
+def test_overhead_is_never_negative():
+    # pure FLOP scaling with a small dip at the smallest size would want a negative intercept
+    F = [model.flops_for_width(d, 64, 2) for d in (64, 256, 1024)]
+    t = [0.8 * F[0] / 1e11, F[1] / 1e11, F[2] / 1e11]
+    fit = model.fit_points(KEY, F, t)
+    assert fit.overhead_s >= 0 and fit.throughput_flops > 0
+
+
+def test_constant_time_has_infinite_throughput_and_never_stops_being_overhead_bound():
+    F = [model.flops_for_width(d, 64, 2) for d in (1, 2, 4)]
+    fit = model.fit_points(KEY, F, [5e-6] * 3)
+    assert fit.overhead_s == pytest.approx(5e-6)
+    assert math.isinf(fit.throughput_flops) and math.isinf(fit.crossover_flops)
+
+
+def test_crossover_is_where_the_flop_term_equals_the_overhead():
+    fit = fit_of(19e-6, 120e9)
+    assert fit.crossover_flops == pytest.approx(19e-6 * 120e9, rel=1e-6)
+    d = math.sqrt(19e-6 * 120e9 / (6 * 64 * 2))
+    assert fit.crossover_d == pytest.approx(d, rel=1e-6)
+    assert fit.predict(fit.crossover_flops) == pytest.approx(2 * fit.overhead_s)
+
+
+def test_width_and_flops_are_inverse():
+    assert model.flops_for_width(256, 64, 2) == 6 * 64 * 2 * 256 * 256
+    assert model.width_for_flops(model.flops_for_width(300, 64, 3), 64, 3) == pytest.approx(300)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_fewer_than_three_sizes_give_no_fit(n):
+    F, t = synthetic(19e-6, 120e9)
+    assert model.fit_points(KEY, F[:n], t[:n]) is None
+
+
+def test_repeated_sizes_do_not_count_as_sizes():
+    F, t = synthetic(19e-6, 120e9)
+    assert model.fit_points(KEY, [F[0], F[0], F[1], F[1]], t[:4]) is None
+
+
+def test_fit_cases_groups_by_variant_device_and_shape():
+    fits = model.fit_cases(h.sweep_file()["cases"])
+    keys = {(f.variant, f.device) for f in fits}
+    assert keys == set(h.MODEL)  # the single 1-1-1 limit case has no fit
+    for f in fits:
+        overhead, throughput = h.MODEL[(f.variant, f.device)]
+        assert f.overhead_s == pytest.approx(overhead, rel=1e-6)
+        assert f.throughput_flops == pytest.approx(throughput, rel=1e-6)
+        assert f.group.label() == "float32 tanh b64 depth 2"
+
+
+def test_fit_cases_skips_cases_that_are_not_ok():
+    run = h.sweep_file()
+    for c in run["cases"]:
+        if c["variant"] == "numpy" and c["problem"]["widths"][0] > 16:
+            c["status"] = "failed"
+    assert ("numpy", "cpu") not in {(f.variant, f.device) for f in model.fit_cases(run["cases"])}
+
+
+def gpu_key(variant="torch"):
+    return model.GroupKey(variant, "cuda", "float32", "tanh", 64, 2)
+
+
+def test_gpu_beats_cpu_where_the_lines_cross():
+    cpu = fit_of(20e-6, 100e9)
+    gpu = model.fit_points(gpu_key(), *synthetic(60e-6, 20e12))
+    cross = model.gpu_beats_cpu(cpu, gpu)
+    expected = (60e-6 - 20e-6) / (1 / 100e9 - 1 / 20e12)
+    assert cross.flops == pytest.approx(expected, rel=1e-6)
+    assert cross.d == pytest.approx(math.sqrt(expected / (6 * 64 * 2)), rel=1e-6)
+    assert cpu.predict(cross.flops) == pytest.approx(gpu.predict(cross.flops), rel=1e-9)
+
+
+def test_gpu_that_never_or_always_wins_has_no_crossover():
+    cpu = fit_of(20e-6, 100e9)
+    slower_gpu = model.fit_points(gpu_key(), *synthetic(60e-6, 50e9))
+    faster_gpu = model.fit_points(gpu_key(), *synthetic(5e-6, 20e12))
+    assert model.gpu_beats_cpu(cpu, slower_gpu) is None
+    assert model.gpu_beats_cpu(cpu, faster_gpu) is None
+    assert model.always_faster([faster_gpu], [cpu]) and not model.always_faster([slower_gpu], [cpu])
+
+
+def test_crossover_beyond_the_sane_range_is_none():
+    cpu = fit_of(20e-6, 100e9)
+    gpu = model.fit_points(gpu_key(), *synthetic(1000.0, 101e9))  # crosses at ~1e16 FLOPs
+    assert model.gpu_beats_cpu(cpu, gpu) is None
+    assert model.gpu_beats_cpu(cpu, gpu, max_flops=1e17).flops == pytest.approx(1.01e16, rel=1e-3)
+
+
+def test_best_gpu_against_best_cpu_uses_the_fastest_fit_at_each_size():
+    fast_small = fit_of(1e-6, 50e9)
+    fast_large = model.fit_points(model.GroupKey("torch", "cpu", "float32", "tanh", 64, 2),
+                                  *synthetic(200e-6, 200e9))
+    gpu = model.fit_points(gpu_key(), *synthetic(60e-6, 20e12))
+    cross = model.best_gpu_beats_best_cpu([fast_small, fast_large], [gpu])
+    assert cross.flops == pytest.approx(model.gpu_beats_cpu(fast_small, gpu).flops, rel=1e-6)
+    cpu_best = min(fast_small.predict(cross.flops), fast_large.predict(cross.flops))
+    assert gpu.predict(cross.flops) == pytest.approx(cpu_best, rel=1e-6)
+
+
+def test_pays_off_after_uses_predicted_step_times():
+    base = fit_of(220e-6, 130e9)
+    compiled = fit_of(24e-6, 130e9)
+    n = model.pays_off_after(compiled, base, 2.4, 0.0, flops=1000.0)
+    saving = float(base.predict(1000.0) - compiled.predict(1000.0))
+    assert n == math.ceil(2.4 / saving)
+    assert model.pays_off_after(base, compiled, 2.4, 0.0, flops=1000.0) is None
