@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 bench: $(STAMP)
 	$(BIN)/backprop-bench demo --epochs 100
+	$(BIN)/backprop-bench run
+
+check: $(STAMP)
 	$(BIN)/backprop-bench check --widths 4,16,16,4 --activation tanh --bias --dtype float32,float64
+
+demo: $(STAMP)
+	$(BIN)/backprop-bench demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --benchmark-skip
