@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 from harness import results
 from harness.results import ResultsError
@@ -57,6 +56,8 @@ def per_step_samples(case: dict) -> np.ndarray:
 
 def verdict(samples_a: np.ndarray, samples_b: np.ndarray) -> tuple[float, float | None, str]:
     """(ratio of medians B/A, p-value, 'faster' | 'slower' | 'same' | 'n/a')."""
+    from scipy.stats import mannwhitneyu  # here: scipy.stats takes ~1 s to import
+
     ratio = float(np.median(samples_b) / np.median(samples_a))
     if len(samples_a) < 2 or len(samples_b) < 2:
         return ratio, None, "n/a"

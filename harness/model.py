@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq, nnls
 
 from harness.timing import steps_to_pay_off
 
@@ -102,6 +101,8 @@ def flops_for_width(d: float, batch: int, depth: int) -> float:
 
 def fit_line(flops: Sequence[float], times_s: Sequence[float]) -> tuple[float, float]:
     """(a, b) >= 0 minimising sum(((a + b F_i - t_i) / t_i)^2)."""
+    from scipy.optimize import nnls  # here, so that importing the CLI stays fast
+
     F = np.asarray(flops, dtype=float)
     t = np.asarray(times_s, dtype=float)
     A = np.column_stack([1.0 / t, F / t])
@@ -188,6 +189,8 @@ def best_gpu_beats_best_cpu(cpu_fits: Sequence[Fit], gpu_fits: Sequence[Fit],
     Both sides are lower envelopes of lines, so the crossover is found on a log grid and then
     refined with brentq. None as in ``gpu_beats_cpu``.
     """
+    from scipy.optimize import brentq
+
     if not cpu_fits or not gpu_fits or always_faster(gpu_fits, cpu_fits):
         return None
     grid = np.logspace(0, math.log10(max_flops), 1501)
