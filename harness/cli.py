@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import progress
+from harness import compare, progress, report
 from implementations import registry
 from implementations.problem import (
     ACTIVATIONS,
@@ -479,6 +479,9 @@ def build_parser() -> Parser:
     w.add_argument("--out", help="results file (default: results/sweep-DEVICE-HOST-TIME.json)")
     w.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
     w.set_defaults(func=cmd_sweep)
+
+    report.register(sub)
+    compare.register(sub)
 
     ls = sub.add_parser("list", help="list the variants and whether they can run here")
     ls.set_defaults(func=cmd_list)

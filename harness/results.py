@@ -142,12 +142,19 @@ def validate(run, name: str) -> None:
             raise ResultsError(f"{name}: case {i} ({case['id']}) is ok but has no timing")
 
 
+SKIPPED_FOLDERS = ("pytest-bench", "tmp")  # pytest-benchmark's own JSON; scratch runs
+
+
 def find_files(paths: list[str]) -> list[Path]:
-    """Expand folders into the *.json files under them (sorted); keep files as given."""
+    """Expand folders into the *.json files under them (sorted); keep files as given.
+
+    Hidden files and the folders in SKIPPED_FOLDERS are left out of a folder's expansion.
+    """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*.json") if not q.name.startswith("."))
+            out += sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")
+                          and not set(q.relative_to(p).parts[:-1]) & set(SKIPPED_FOLDERS))
         else:
             out.append(p)
     return out
