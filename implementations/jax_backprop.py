@@ -32,7 +32,7 @@ jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 on the G
 
 def to_framework(a: np.ndarray, device: str = "cpu", trainable: bool = False) -> jax.Array:
     """A NumPy array as a JAX array on device (JAX arrays are immutable: nothing to flag)."""
-    if a.dtype == np.float64 and not jax.config.jax_enable_x64:
+    if a.dtype == np.float64 and not config_flag("jax_enable_x64"):
         jax.config.update("jax_enable_x64", True)
     return jax.device_put(jnp.asarray(a, dtype=a.dtype), jax_device(device))
 
@@ -57,8 +57,8 @@ def settings(threads: int) -> dict:
     return {
         "backend": jax.default_backend(),
         "devices": [d.device_kind for d in jax.devices()],
-        "matmul_precision": str(jax.config.jax_default_matmul_precision),
-        "x64": bool(jax.config.jax_enable_x64),
+        "matmul_precision": str(config_flag("jax_default_matmul_precision")),
+        "x64": bool(config_flag("jax_enable_x64")),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "threads": threads,
     }
@@ -117,6 +117,14 @@ class Trainer:
 
 
 # ---- other variants ------------------------------------------------------------------------
+
+
+def config_flag(name: str):
+    """A JAX config value, across versions that expose it as an attribute or by read()."""
+    try:
+        return getattr(jax.config, name)
+    except AttributeError:
+        return jax.config.read(name)
 
 
 def jax_device(device: str):

@@ -60,6 +60,6 @@ def test_tf32_is_off():
 
         assert not torch.backends.cuda.matmul.allow_tf32
     if "jax" in FRAMEWORKS:
-        import jax
+        from implementations.jax_backprop import config_flag
 
-        assert str(jax.config.jax_default_matmul_precision) == "highest"
+        assert str(config_flag("jax_default_matmul_precision")) == "highest"
