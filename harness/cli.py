@@ -29,6 +29,15 @@ from implementations.problem import (
 PROG = "backprop-bench"
 
 
+LR_HELP = ("SGD learning rate (default: 0.1, times 16/width for networks wider than 16, so "
+           "that plain SGD stays stable)")
+
+
+def lr_from(args) -> float | None:
+    """--lr as a checked float, or None for the per-network default."""
+    return None if args.lr is None else validate_lr(args.lr)
+
+
 class UsageError(BenchError):
     """A bad command line."""
 
@@ -60,8 +69,7 @@ def add_network_args(p: argparse.ArgumentParser, dtype_default: str = "float64")
     g.add_argument("--batch", type=int, default=1,
                    help="samples per step; batch 1 with input width 1 is X=1 -> Y=-1, "
                         "otherwise a seeded batch x in [-1, 1], y = -x (default: 1)")
-    g.add_argument("--lr", default=str(DEFAULT_LR),
-                   help=f"SGD learning rate (default: {DEFAULT_LR})")
+    g.add_argument("--lr", help=LR_HELP)
     g.add_argument("--seed", type=int, default=0, help="seed for data and weights (default: 0)")
 
 
@@ -77,7 +85,7 @@ def add_timing_network_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", help="comma list of float32, float64 (default: float64 for "
                    "1-1-1, float32 otherwise)")
     g.add_argument("--batch", type=int, help="(default: 1 for 1-1-1, 64 otherwise)")
-    g.add_argument("--lr", default=str(DEFAULT_LR), help=f"(default: {DEFAULT_LR})")
+    g.add_argument("--lr", help=LR_HELP)
     g.add_argument("--seed", type=int, default=0, help="(default: 0)")
 
 
@@ -93,7 +101,7 @@ def dtypes_from(args) -> list[str]:
 
 def problems_from(args, widths: Sequence[int] | None = None) -> list:
     """One problem per dtype asked for, from the network options."""
-    lr = validate_lr(args.lr)
+    lr = lr_from(args)
     widths = tuple(widths) if widths is not None else parse_widths(args.widths)
     return [
         make_problem(NetworkSpec(widths, args.activation, args.output_activation, args.bias, d),
@@ -243,7 +251,7 @@ DEFAULT_NETWORKS = (
 
 def timing_problems(args) -> list:
     """The networks of run: the defaults, or --widths (one or more) × --dtype."""
-    lr = validate_lr(args.lr)
+    lr = lr_from(args)
     if args.widths is None:
         nets = [dict(n, dtype=args.dtype or n["dtype"], batch=args.batch or n["batch"],
                      activation=args.activation or n["activation"]) for n in DEFAULT_NETWORKS]
@@ -330,7 +338,7 @@ def cmd_sweep(args) -> int:
     from harness.timing import TimingConfig
 
     device = device_from(args.device)
-    lr = validate_lr(args.lr)
+    lr = lr_from(args)
     grid = sweep.Grid(tuple(ints(args.widths, "--widths")), tuple(ints(args.depths, "--depths")),
                       tuple(ints(args.batches, "--batches")), tuple(dtypes_from(args)),
                       args.activation)
@@ -465,7 +473,7 @@ def build_parser() -> Parser:
     w.add_argument("--batches", default="64", help="comma list (default: 64)")
     w.add_argument("--dtype", default="float32", help="comma list (default: float32)")
     w.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
-    w.add_argument("--lr", default=str(DEFAULT_LR), help=f"(default: {DEFAULT_LR})")
+    w.add_argument("--lr", help=LR_HELP)
     w.add_argument("--seed", type=int, default=0, help="(default: 0)")
     w.add_argument("--device", default="cpu", help="cpu or cuda (also: gpu) (default: cpu)")
     w.add_argument("--variants", help="comma list (default on cpu: numpy, torch, jax, "

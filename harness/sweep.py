@@ -21,10 +21,12 @@ DEFAULT_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 DEFAULT_VARIANTS = {"cpu": ("numpy", "torch", "jax", "jax-scan"),
                     "cuda": ("torch", "torch-cudagraph", "jax", "jax-scan")}
 TIME_PER_CASE_STEPS = (0.75, 0.5, 0.25)
-# Rough costs for the estimate only (never reported): per-step overhead and throughput.
+# Rough costs for the estimate only (never reported): per-step overhead and throughput, and
+# the fixed cost of a case (first call, calibration, warm-up, the two reference checks; XLA's
+# GPU compile alone takes seconds) and of a worker process.
 GUESS = {"cpu": (30e-6, 50e9), "cuda": (100e-6, 10e12)}
-PROCESS_START_S = 4.0
-CASE_FIXED_S = 0.8  # first call, calibration, warm-up and the two reference checks
+CASE_FIXED_S = {"cpu": 0.8, "cuda": 2.0}
+PROCESS_START_S = {"cpu": 4.0, "cuda": 8.0}
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Grid:
     def size(self) -> int:
         return len(self.widths) * len(self.depths) * len(self.batches) * len(self.dtypes)
 
-    def problems(self, lr: float, seed: int) -> list[Problem]:
+    def problems(self, lr: float | None, seed: int) -> list[Problem]:
         return [
             make_problem(NetworkSpec((d,) * (depth + 1), self.activation, dtype=dtype),
                          batch=batch, lr=lr, seed=seed)
@@ -59,7 +61,7 @@ class Grid:
                 "activation": self.activation}
 
 
-def ceiling_problem(lr: float) -> Problem:
+def ceiling_problem(lr: float | None) -> Problem:
     """The worked example, on which the limit loop is the machine's serial ceiling."""
     return make_problem(lr=lr)
 
@@ -68,12 +70,13 @@ def estimate_case_s(problem: Problem, device: str, timing: TimingConfig) -> floa
     overhead, throughput = GUESS[device]
     step = overhead + problem.flops_per_step() / throughput
     timed = max(timing.budget_s, timing.min_blocks * max(step, timing.target_block_s))
-    return CASE_FIXED_S + timed + (timing.warmup_blocks + 3) * max(step, timing.target_block_s)
+    return CASE_FIXED_S[device] + timed + (timing.warmup_blocks + 3) * max(
+        step, timing.target_block_s)
 
 
 def estimate_s(cases: list[tuple[Problem, registry.Variant, str]], timing: TimingConfig) -> float:
-    frameworks = {v.framework for _, v, _ in cases}
-    return PROCESS_START_S * len(frameworks) + sum(
+    workers = {(v.framework, d) for _, v, d in cases}
+    return sum(PROCESS_START_S[d] for _, d in workers) + sum(
         estimate_case_s(p, d, timing) for p, _, d in cases)
 
 

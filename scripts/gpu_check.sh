@@ -5,9 +5,9 @@
 #
 # Runs from the repository root with that machine's python3 (override with PYTHON=...).
 # Writes into OUTDIR: the GPU test log, `run --device cuda` results for the worked example
-# and widths up to 4096, a cuda sweep, nvidia-smi output and gpu_check.log. Each step has its
-# own time limit, so the whole script ends in under 8 minutes; a step cut short still leaves
-# a valid results file with every case it finished.
+# and widths up to 4096, a cuda sweep, nvidia-smi output, gpu_check.log, and all of it again
+# in gpu-check.tar.gz. Each step has its own time limit, so the whole script ends in under
+# 8 minutes; a step cut short still leaves a valid results file with every case it finished.
 set -u
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -36,21 +36,23 @@ PY
 # torch-block is left out on the GPU: its 16-step graph is the CPU's answer to dispatch cost,
 # and the CUDA graph is the GPU's. torch-compile has a step of its own, last but one, so that a
 # slow cold Triton compile cannot cost the other variants their results.
-step tests 80 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
-step run-worked-example 70 $PY -m harness.cli run --device cuda --widths 1,1,1 \
+step tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step run-worked-example 50 $PY -m harness.cli run --device cuda --widths 1,1,1 \
     --variants numpy,limit,torch,torch-cudagraph,jax-eager,jax,jax-scan \
     --time-per-case 0.5 --out "$OUT/run-cuda-worked-example.json"
 step run-wide 100 $PY -m harness.cli run --device cuda --widths 256,256,256 1024,1024,1024 \
     4096,4096,4096 --activation tanh --variants numpy,torch,torch-cudagraph,jax,jax-scan \
     --time-per-case 0.5 --out "$OUT/run-cuda-wide.json"
-step run-compile 60 $PY -m harness.cli run --device cuda --widths 1,1,1 \
+step run-compile 50 $PY -m harness.cli run --device cuda --widths 1,1,1 \
     --variants torch,torch-compile --time-per-case 0.5 --no-peak \
     --out "$OUT/run-cuda-compile.json"
-step run-compile-wide 60 $PY -m harness.cli run --device cuda --widths 1024,1024,1024 \
+step run-compile-wide 50 $PY -m harness.cli run --device cuda --widths 1024,1024,1024 \
     --activation tanh --variants torch,torch-compile --time-per-case 0.5 --no-peak \
     --out "$OUT/run-cuda-compile-wide.json"
-step sweep 90 $PY -m harness.cli sweep --device cuda --widths 1,4,16,64,256,1024,2048,4096 \
-    --variants numpy,torch,torch-cudagraph,jax,jax-scan --budget 75 \
+step sweep 130 $PY -m harness.cli sweep --device cuda --widths 1,16,256,1024,2048,4096 \
+    --variants numpy,torch,torch-cudagraph,jax,jax-scan --budget 110 \
     --out "$OUT/sweep-cuda.json"
 log "done in $(( $(date +%s) - START ))s; results:"
 ls -l "$OUT" | tee -a "$OUT/gpu_check.log"
+# one archive, so that a tool that fetches only a few files still gets everything
+(cd "$OUT" && tar czf gpu-check.tar.gz --exclude=gpu-check.tar.gz ./*.json ./*.log ./*.txt)
