@@ -29,7 +29,7 @@ import numpy as np
 
 from harness import model, results, summary
 from harness.results import ResultsError
-from harness.tables import fmt_ratio, fmt_time, markdown_table
+from harness.tables import fmt_time, markdown_table
 from implementations import registry
 
 DEFAULT_DIR = "results"
@@ -397,18 +397,11 @@ def run_section(source: Source, out_dir: Path, plots: Path) -> str:
 
 
 def summary_table(rows: list[dict]) -> str:
-    """The `run` table of harness.summary, in Markdown."""
-    table = []
-    for r in rows:
-        c = r["case"]
-        table.append([r["network"], f"`{c['variant']}`", c.get("kind", ""), fmt_time(r["median"]),
-                      "—" if r["iqr_pct"] is None else f"{r['iqr_pct']:.0f}%",
-                      fmt_time(r["min"]), fmt_ratio(r["x_limit"]), fmt_ratio(r["x_numpy"]),
-                      fmt_time(r["first"]), fmt_time(r["compile"]), r["pays_off"] or "—",
-                      summary.status_text(c) if c["status"] == "ok" else c["status"]])
-    return markdown_table(["network", "variant", "kind", "per step", "IQR", "min", "× limit",
-                           "× numpy", "first call", "compile", "pays off after", "status"],
-                          table, "lllrrrrrrrrl")
+    """The `run` table of harness.summary, in Markdown (the device is in the heading above)."""
+    keep = [i for i, h in enumerate(summary.HEADERS) if h != "device"]
+    table = [[cells[i] for i in keep] for cells in (summary.row_cells(r, True) for r in rows)]
+    return markdown_table([summary.HEADERS[i] for i in keep], table,
+                          "".join(summary.ALIGN[i] for i in keep))
 
 
 def problem_list(cases: Iterable[dict]) -> str:

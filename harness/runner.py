@@ -37,7 +37,7 @@ class Plan:
     variants: list[registry.Variant]
     threads: int
     timing: TimingConfig = field(default_factory=TimingConfig)
-    peaks: list[dict] = field(default_factory=list)  # {"device", "dtype", "n"}
+    peaks: list[str] = field(default_factory=list)  # dtypes whose matmul peak is measured
     explicit_variants: bool = False
     notes: list[str] = field(default_factory=list)
     extra_config: dict = field(default_factory=dict)
@@ -130,8 +130,7 @@ def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -
             if not mine:
                 continue
             job = {"framework": framework, "device": plan.device, "threads": plan.threads,
-                   "timing": plan.timing.as_dict(),
-                   "peaks": plan.peaks if registry.FRAMEWORKS[framework].contract else [],
+                   "timing": plan.timing.as_dict(), "peaks": peaks_for(plan, framework, mine),
                    "cases": [{"problem": p.as_dict(), "variant": v.name, "device": d}
                              for p, v, d in mine]}
             got: list[dict] = []
@@ -165,6 +164,18 @@ def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -
         results.write(run, path)
         log.unlink(missing_ok=True)
     return run
+
+
+PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each device
+
+
+def peaks_for(plan: Plan, framework: str, cases: list) -> list[dict]:
+    """The matmul ceilings to measure in this framework's worker: one per dtype asked for,
+    on every device its cases use (so a CPU reference in a GPU run gets its CPU peak)."""
+    if not registry.FRAMEWORKS[framework].contract:
+        return []
+    devices = dict.fromkeys(d for _, _, d in cases)
+    return [{"device": d, "dtype": t, "n": PEAK_N[d]} for d in devices for t in plan.peaks]
 
 
 def lost_case(problem: Problem, variant, device: str, status: int, last: str) -> dict:

@@ -91,20 +91,26 @@ def in_order(run: dict, rows: list[dict]) -> list[dict]:
     return sorted(rows, key=key)
 
 
+HEADERS = ["network", "variant", "kind", "device", "per step", "IQR", "min", "× limit",
+           "× numpy", "first call", "compile", "pays off after", "status"]
+ALIGN = "llllrrrrrrrrl"
+
+
+def row_cells(r: dict, markdown: bool = False) -> list[str]:
+    """The cells of one derived row, in HEADERS order; Markdown quotes the variant and keeps
+    the status short (the reasons are listed under the table)."""
+    c = r["case"]
+    status = c["status"] if markdown and c["status"] != "ok" else status_text(c)
+    return [r["network"], f"`{c['variant']}`" if markdown else c["variant"], c.get("kind", ""),
+            c["device"], fmt_time(r["median"]),
+            "—" if r["iqr_pct"] is None else f"{r['iqr_pct']:.0f}%", fmt_time(r["min"]),
+            fmt_ratio(r["x_limit"]), fmt_ratio(r["x_numpy"]), fmt_time(r["first"]),
+            fmt_time(r["compile"]), r["pays_off"] or "—", status]
+
+
 def run_table(run: dict) -> str:
     """The table `backprop-bench run` prints at the end."""
-    rows = []
-    for r in in_order(run, derive(run)):
-        c = r["case"]
-        rows.append([r["network"], c["variant"], c.get("kind", ""), c["device"],
-                     fmt_time(r["median"]),
-                     "—" if r["iqr_pct"] is None else f"{r['iqr_pct']:.0f}%",
-                     fmt_time(r["min"]), fmt_ratio(r["x_limit"]), fmt_ratio(r["x_numpy"]),
-                     fmt_time(r["first"]), fmt_time(r["compile"]), r["pays_off"] or "—",
-                     status_text(c)])
-    return text_table(["network", "variant", "kind", "device", "per step", "IQR", "min",
-                       "× limit", "× numpy", "first call", "compile", "pays off after",
-                       "status"], rows, "llllrrrrrrrrl")
+    return text_table(HEADERS, [row_cells(r) for r in in_order(run, derive(run))], ALIGN)
 
 
 def case_line(case: dict, done: int, total: int) -> str:

@@ -80,11 +80,12 @@ def settings(threads: int) -> dict:
 
 
 def inductor_cache_state() -> dict:
-    """Where torch.compile keeps its disk cache, and whether it already held anything."""
+    """Where torch.compile keeps its disk cache, and whether it already held compiled graphs."""
     path = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
         tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"
     )
-    return {"dir": path, "warm_at_start": os.path.isdir(path) and any(os.scandir(path))}
+    graphs = os.path.join(path, "fxgraph")
+    return {"dir": path, "warm_at_start": os.path.isdir(graphs) and any(os.scandir(graphs))}
 
 
 def forward(net: NetworkSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
