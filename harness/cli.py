@@ -307,12 +307,11 @@ def cmd_run(args) -> int:
     explicit = bool(args.variants)
     variants = ([registry.get(n) for n in csv(args.variants)] if explicit
                 else list(registry.VARIANTS.values()))
-    if args.time_per_case <= 0 or args.threads is not None and args.threads <= 0:
-        raise UsageError("--time-per-case and --threads must be positive")
+    check_positive(args)
     timing = TimingConfig(budget_s=args.time_per_case)
     peaks = [] if args.no_peak else default_peaks(problems, device)
     plan = runner.Plan("run", device, problems, variants, args.threads or default_threads(),
-                       timing, peaks, explicit)
+                       timing, peaks, explicit, processes=args.processes)
     path = results.ensure_writable(Path(args.out) if args.out else results.default_path(
         "run", device, machine_info(), Path(args.results_dir)))
     print(f"backprop-bench run: writing {path}", flush=True)
@@ -348,19 +347,18 @@ def cmd_sweep(args) -> int:
     explicit = bool(args.variants)
     variants = ([registry.get(n) for n in csv(args.variants)] if explicit
                 else sweep.default_variants(device))
+    check_positive(args)
     threads = args.threads or default_threads()
-    if args.time_per_case <= 0 or threads <= 0:
-        raise UsageError("--time-per-case and --threads must be positive")
 
     def make_plan(g, timing):
         problems = g.problems(lr, args.seed)
         peaks = [] if args.no_peak else default_peaks(problems, device)
         return runner.Plan("sweep", device, problems, variants, threads, timing, peaks, False,
-                           extra_config={"grid": g.as_dict()},
+                           extra_config={"grid": g.as_dict()}, processes=args.processes,
                            extra_cases=[(sweep.ceiling_problem(lr), registry.get("limit"))])
 
     def estimate(g, timing):
-        return sweep.estimate_s(make_plan(g, timing).cases(), timing)
+        return sweep.estimate_s(make_plan(g, timing).cases(), timing, args.processes)
 
     timing = TimingConfig(budget_s=args.time_per_case)
     grid, timing, message = sweep.fit_budget(grid, timing, args.budget, estimate)
@@ -376,7 +374,8 @@ def cmd_sweep(args) -> int:
     path = results.ensure_writable(Path(args.out) if args.out else results.default_path(
         "sweep", device, machine_info(), Path(args.results_dir)))
     print(f"backprop-bench sweep: {len(cases)} cases, estimated "
-          f"{sweep.estimate_s(cases, timing):.0f} s; writing {path}", flush=True)
+          f"{sweep.estimate_s(cases, timing, args.processes):.0f} s; writing {path}",
+          flush=True)
     if message:
         print(message, flush=True)
     bar = progress.Bar(len(cases))
@@ -393,6 +392,13 @@ def cmd_sweep(args) -> int:
     print(f"results: {path}  ({len(run['cases']) - len(failed)} ok or unavailable, "
           f"{len(failed)} failed); make a report with: backprop-bench report {path}")
     return 1 if failed else 0
+
+
+def check_positive(args) -> None:
+    for flag, value in (("--time-per-case", args.time_per_case), ("--threads", args.threads),
+                        ("--processes", args.processes)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{flag} {value:g}: must be positive")
 
 
 def ints(text: str, flag: str) -> list[int]:
@@ -455,8 +461,13 @@ def build_parser() -> Parser:
                    "(default: every variant that can run each network on the device)")
     r.add_argument("--threads", type=int, help="threads for every framework (default: all "
                    "usable cores)")
-    r.add_argument("--time-per-case", type=float, default=1.0,
-                   help="seconds of timed blocks per case, after calibration (default: 1.0)")
+    r.add_argument("--time-per-case", type=float, default=0.5,
+                   help="seconds of timed blocks per case and process, after calibration "
+                        "(default: 0.5)")
+    r.add_argument("--processes", type=int, default=2,
+                   help="worker processes per framework, one round after another; their "
+                        "samples are pooled, so the IQR includes the noise between processes "
+                        "(default: 2)")
     r.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
     r.add_argument("--out", help="results file (default: results/run-DEVICE-HOST-TIME.json)")
     r.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
@@ -481,6 +492,8 @@ def build_parser() -> Parser:
                    "widths, up front until the estimate fits, and say which")
     w.add_argument("--threads", type=int, help="(default: all usable cores)")
     w.add_argument("--time-per-case", type=float, default=1.0, help="(default: 1.0)")
+    w.add_argument("--processes", type=int, default=1,
+                   help="worker processes per framework, pooled (default: 1)")
     w.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
     w.add_argument("--out", help="results file (default: results/sweep-DEVICE-HOST-TIME.json)")
     w.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness import environment, results
 from harness.climit import measure_c_limit
-from harness.timing import TimingConfig, engine_overhead
+from harness.timing import Stats, TimingConfig, engine_overhead
 from implementations import registry
 from implementations.problem import BenchError, Problem
 
@@ -42,6 +42,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     extra_config: dict = field(default_factory=dict)
     extra_cases: list[tuple[Problem, registry.Variant]] = field(default_factory=list)
+    processes: int = 1  # worker processes per framework, pooled into each case
 
     def cases(self) -> list[tuple[Problem, registry.Variant, str]]:
         """(problem, variant, device) triples that can run; the rest become notes or errors."""
@@ -72,7 +73,7 @@ class Plan:
             "problems": [p.as_dict() for p in self.problems],
             "extra_cases": [{"problem": p.as_dict(), "variant": v.name}
                             for p, v in self.extra_cases],
-            "threads": self.threads,
+            "threads": self.threads, "processes": self.processes,
             "timing": self.timing.as_dict(), "peaks": self.peaks,
             "python": environment.python_executable(), **self.extra_config,
         }
@@ -111,7 +112,12 @@ def run_worker(framework: str, job: dict, on_message: Callable[[dict], None],
 
 
 def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -> dict:
-    """Run the plan, writing the results file after every case; returns the run dict."""
+    """Run the plan, writing the results file after every case; returns the run dict.
+
+    With ``plan.processes`` > 1 every framework's worker runs that many times, one round
+    after another; the later rounds reuse the first round's K and their samples are pooled
+    into the same case, so that its IQR also holds the noise between processes.
+    """
     cases = plan.cases()
     if not cases:
         raise BenchError("nothing to run: " + ("; ".join(dict.fromkeys(plan.notes)) or
@@ -122,40 +128,15 @@ def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -
     run["ceilings"]["engine_overhead"] = engine_overhead(plan.timing)
     run["ceilings"]["c_limit"] = measure_c_limit()
     results.write(run, path)
-    total, done = len(cases), 0
+    progress = {"done": 0, "total": len(cases) * plan.processes}
     log = Path(tempfile.mkstemp(prefix="backprop-bench-", suffix=".log")[1])
     try:
-        for framework in registry.FRAMEWORKS:
-            mine = [c for c in cases if c[1].framework == framework]
-            if not mine:
-                continue
-            job = {"framework": framework, "device": plan.device, "threads": plan.threads,
-                   "timing": plan.timing.as_dict(), "peaks": peaks_for(plan, framework, mine),
-                   "cases": [{"problem": p.as_dict(), "variant": v.name, "device": d}
-                             for p, v, d in mine]}
-            got: list[dict] = []
-
-            def on_message(msg: dict, got: list = got) -> None:
-                nonlocal done
-                kind = msg.pop("type", None)
-                if kind == "case":
-                    got.append(msg)
-                    run["cases"].append(msg)
-                    done += 1
-                    results.write(run, path)
-                    on_case(msg, done, total)
-                elif kind == "framework":
-                    run["frameworks"][msg.pop("name")] = msg
-                elif kind == "peak":
-                    run["ceilings"]["matmul_peak"].append(msg)
-
-            status, last = run_worker(framework, job, on_message, log)
-            for p, v, d in mine[len(got):]:  # cases the worker never reported
-                msg = lost_case(p, v, d, status, last)
-                run["cases"].append(msg)
-                done += 1
-                on_case(msg, done, total)
-            results.write(run, path)
+        for round_ in range(plan.processes):
+            for framework in registry.FRAMEWORKS:
+                mine = [c for c in cases if c[1].framework == framework]
+                if mine:
+                    run_round(plan, run, path, framework, mine, round_, log,
+                              lambda case: report_case(case, progress, on_case))
     except KeyboardInterrupt:
         run["interrupted"] = True
         raise
@@ -164,6 +145,75 @@ def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -
         results.write(run, path)
         log.unlink(missing_ok=True)
     return run
+
+
+def report_case(case: dict, progress: dict, on_case) -> None:
+    progress["done"] += 1
+    on_case(case, progress["done"], progress["total"])
+
+
+def run_round(plan: Plan, run: dict, path: Path, framework: str, mine: list, round_: int,
+              log: Path, on_case: Callable[[dict], None]) -> None:
+    """One worker process for one framework's cases; every case is saved as it arrives."""
+    by_id = {c["id"]: c for c in run["cases"]}
+    ids = [results.case_id(d, v.name, p.as_dict()) for p, v, d in mine]
+    job = {"framework": framework, "device": plan.device, "threads": plan.threads,
+           "timing": plan.timing.as_dict(),
+           "peaks": peaks_for(plan, framework, mine) if round_ == 0 else [],
+           "cases": [{"problem": p.as_dict(), "variant": v.name, "device": d,
+                      "block_steps": fixed_k(by_id.get(i))} for (p, v, d), i in zip(mine, ids)]}
+    got: list[dict] = []
+
+    def on_message(msg: dict) -> None:
+        kind = msg.pop("type", None)
+        if kind == "case":
+            got.append(msg)
+            on_case(record(run, msg))
+            results.write(run, path)
+        elif kind == "framework" and round_ == 0:
+            run["frameworks"][msg.pop("name")] = msg
+        elif kind == "peak":
+            run["ceilings"]["matmul_peak"].append(msg)
+
+    status, last = run_worker(framework, job, on_message, log)
+    for p, v, d in mine[len(got):]:  # cases the worker never reported
+        on_case(record(run, lost_case(p, v, d, status, last)))
+    results.write(run, path)
+
+
+def fixed_k(case: dict | None) -> int | None:
+    """The K an earlier process used for this case, so that samples can be pooled."""
+    return case["timing"]["block_steps"] if case and case["status"] == "ok" else None
+
+
+def record(run: dict, case: dict) -> dict:
+    """Add a case to the run, or pool it into the case with the same id; returns that case."""
+    old = next((c for c in run["cases"] if c["id"] == case["id"]), None)
+    if old is None:
+        run["cases"].append(case)
+        return case
+    old.setdefault("processes", [process_summary(old)]).append(process_summary(case))
+    if old["status"] != "ok":
+        return old
+    if case["status"] != "ok":
+        old.update(status=case["status"], reason=f"process {len(old['processes'])}: "
+                   f"{case['reason']}")
+        old["timing"]["per_step"]["discarded"] = True
+        return old
+    timing = old["timing"]
+    timing["samples_s"] += case["timing"]["samples_s"]
+    timing["total_steps"] += case["timing"]["total_steps"]
+    timing["per_step"] = Stats(timing["samples_s"], timing["block_steps"]).as_dict()
+    return old
+
+
+def process_summary(case: dict) -> dict:
+    """What one process contributed to a pooled case."""
+    t = case.get("timing") or {}
+    ps = t.get("per_step") or {}
+    return {"status": case["status"], "first_call_s": t.get("first_call_s"),
+            "compile_s": t.get("compile_s"), "median_s": ps.get("median_s"),
+            "iqr_s": ps.get("iqr_s"), "blocks": ps.get("blocks")}
 
 
 PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each device

@@ -74,10 +74,11 @@ def estimate_case_s(problem: Problem, device: str, timing: TimingConfig) -> floa
         step, timing.target_block_s)
 
 
-def estimate_s(cases: list[tuple[Problem, registry.Variant, str]], timing: TimingConfig) -> float:
+def estimate_s(cases: list[tuple[Problem, registry.Variant, str]], timing: TimingConfig,
+               processes: int = 1) -> float:
     workers = {(v.framework, d) for _, v, d in cases}
-    return sum(PROCESS_START_S[d] for _, d in workers) + sum(
-        estimate_case_s(p, d, timing) for p, _, d in cases)
+    return processes * (sum(PROCESS_START_S[d] for _, d in workers) + sum(
+        estimate_case_s(p, d, timing) for p, _, d in cases))
 
 
 def thin(widths: tuple[int, ...]) -> tuple[int, ...]:

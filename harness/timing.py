@@ -5,7 +5,8 @@ Trainer owns. The engine
 
 1. times the first call, ``run(block)``, on its own (tracing, compiling, capturing);
 2. calibrates K by growing it until one block takes at least ``target_block_s``
-   (these calls double as warm-up), then runs ``warmup_blocks`` more blocks untimed;
+   (these calls double as warm-up), or takes K as given (``block_steps``, so that samples
+   from several processes share one K), then runs ``warmup_blocks`` more blocks untimed;
 3. times blocks of K steps until it has ``min_blocks`` and ``budget_s`` has passed (or
    ``max_blocks``), keeping every block's raw time;
 4. reports the per-step median, IQR and min, and flags the measurement as noisy when
@@ -37,6 +38,7 @@ class TimingConfig:
     budget_s: float = 1.0
     warmup_blocks: int = 2
     max_block_steps: int = 1 << 26
+    block_steps: int | None = None  # a fixed K (from an earlier process): no calibration
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -145,7 +147,10 @@ def prepare(trainer, cfg: TimingConfig = TimingConfig(),
     """Steps 1 and 2: (first-call seconds, its steps, calibrated K, calibration history)."""
     block = max(1, int(getattr(trainer, "block", 1)))
     first = timed(trainer, block, clock)
-    k, history = calibrate(trainer, block, cfg, clock)
+    if cfg.block_steps:
+        k, history = cfg.block_steps, []
+    else:
+        k, history = calibrate(trainer, block, cfg, clock)
     for _ in range(cfg.warmup_blocks):
         trainer.run(k)
     return first, block, k, history

@@ -65,7 +65,12 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
 
 
 def run_case(job_case: dict, device: str, cfg, seen: set) -> dict:
-    """Time and verify one (problem, variant) pair; never raises."""
+    """Time and verify one (problem, variant) pair; never raises.
+
+    ``job_case["block_steps"]``, when given, fixes K (a later process of a pooled case).
+    """
+    from dataclasses import replace
+
     from harness.results import case_id
     from harness.timing import time_trainer
     from implementations import registry
@@ -87,7 +92,7 @@ def run_case(job_case: dict, device: str, cfg, seen: set) -> dict:
     try:
         trainer = variant.make(problem, dev)
         seen.add(variant.name)
-        m = time_trainer(trainer, cfg)
+        m = time_trainer(trainer, replace(cfg, block_steps=job_case.get("block_steps")))
         case["timing"] = m.as_dict()
         passed, reason, report = verify(problem, variant, trainer, m.block_steps, dev,
                                         m.total_steps)

@@ -20,7 +20,7 @@ from harness.timing import TimingConfig
 from implementations import registry
 from implementations.problem import NetworkSpec, make_problem
 
-FAST = ["--time-per-case", "0.05", "--no-peak"]
+FAST = ["--time-per-case", "0.05", "--no-peak", "--processes", "1"]
 
 
 def bench(*args, timeout=120):
@@ -156,3 +156,26 @@ def test_a_gpu_plan_keeps_cpu_references():
 def test_worker_env_points_at_this_checkout():
     env = runner.worker_env()
     assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "harness"))
+
+
+def test_samples_from_several_processes_are_pooled_into_one_case(tmp_path):
+    out = tmp_path / "r.json"
+    proc = bench("run", "--variants", "numpy", "--widths", "1,1,1", "--time-per-case", "0.05",
+                 "--no-peak", "--processes", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (case,) = results.load(out)["cases"]
+    assert len(case["processes"]) == 3
+    assert case["timing"]["per_step"]["blocks"] == sum(p["blocks"] for p in case["processes"])
+    assert len(case["timing"]["samples_s"]) == case["timing"]["per_step"]["blocks"]
+
+
+def test_a_failure_in_any_process_fails_the_pooled_case():
+    ok = {"id": "x", "status": "ok", "reason": None,
+          "timing": {"samples_s": [1.0, 1.0], "block_steps": 10, "total_steps": 20,
+                     "per_step": {"median_s": 0.1, "iqr_s": 0.0, "blocks": 2}}}
+    run = {"cases": []}
+    runner.record(run, ok)
+    merged = runner.record(run, {"id": "x", "status": "failed", "reason": "diverged",
+                                 "timing": None})
+    assert merged["status"] == "failed" and "process 2: diverged" in merged["reason"]
+    assert len(run["cases"]) == 1
