@@ -611,8 +611,10 @@ def sweep_plots(source: Source, fits: dict, out_dir: Path, plots: Path) -> list[
         time_png, peak_png = (plots / f"{source.name}-{i}-{kind}.png" for kind in ("time", "peak"))
         plot_times(source.run, shape, by_device, fits, time_png)
         out.append(image(time_png, out_dir, "time per step"))
-        if any(machine_peak(source.run, device, shape.dtype) for device in by_device):
-            plot_peak(source.run, shape, by_device, peak_png)
+        with_peak = {d: v for d, v in by_device.items()
+                     if machine_peak(source.run, d, shape.dtype)}
+        if with_peak:  # a panel with no peak would pin the shared y axis to 0..1
+            plot_peak(source.run, shape, with_peak, peak_png)
             out.append(image(peak_png, out_dir, "% of matmul peak"))
     return out
 
@@ -647,7 +649,7 @@ def plot_times(run: dict, shape: model.GroupKey, by_device: dict, fits: dict,
     fig.axes[0].set_ylabel("time per step (µs)")
     extra = [Line2D([], [], color="grey", ls="--", label="fit: overhead + FLOPs/throughput")]
     legend(fig, extra)
-    fig.suptitle(f"{machine_label(run)}: time per SGD step, {shape_label(shape)}", fontsize=11)
+    fig.suptitle(f"{machine_label(run)}\ntime per SGD step, {shape_label(shape)}", fontsize=11)
     save(fig, path)
 
 
@@ -696,6 +698,7 @@ def plot_peak(run: dict, shape: model.GroupKey, by_device: dict, path: Path) -> 
         ax.set_xscale("log", base=2)
         ticks = widths_of(by_variant)
         ax.set_xticks(ticks, [str(d) for d in ticks])
+        ax.tick_params(axis="x", labelrotation=45)
         ax.set_xlabel("width d")
         peak = f"peak {fmt_gflops(best[0])} GFLOP/s ({best[1]})" if best else "no peak measured"
         ax.set_title(f"{device_label(run, device)}\n{peak}", fontsize=10)
@@ -703,7 +706,7 @@ def plot_peak(run: dict, shape: model.GroupKey, by_device: dict, path: Path) -> 
         ax.grid(True, alpha=0.3)
     fig.axes[0].set_ylabel("% of the machine's matmul peak")
     legend(fig)
-    fig.suptitle(f"{machine_label(run)}: achieved FLOP rate, {shape_label(shape)}",
+    fig.suptitle(f"{machine_label(run)}\nachieved FLOP rate, {shape_label(shape)}",
                  fontsize=11)
     save(fig, path)
 

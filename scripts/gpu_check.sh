@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The prepared GPU check, for a lent CUDA machine that cannot install anything.
 #
-#   PYTHONPATH=. bash scripts/gpu_check.sh OUTDIR
+#   PYTHONPATH=. BACKPROP_BENCH_COMMIT=<sha> bash scripts/gpu_check.sh OUTDIR
 #
+# (a copy of the tree without .git cannot tell its commit: BACKPROP_BENCH_COMMIT records it)
 # Runs from the repository root with that machine's python3 (override with PYTHON=...).
 # Writes into OUTDIR: the GPU test log, `run --device cuda` results for the worked example
 # and widths up to 4096, a cuda sweep, nvidia-smi output, gpu_check.log, and all of it again
