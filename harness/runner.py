@@ -43,13 +43,16 @@ class Plan:
     extra_config: dict = field(default_factory=dict)
     extra_cases: list[tuple[Problem, registry.Variant]] = field(default_factory=list)
     processes: int = 1  # worker processes per framework, pooled into each case
+    skip: dict[int, tuple[str, ...]] = field(default_factory=dict)  # problem index -> variants
 
     def cases(self) -> list[tuple[Problem, registry.Variant, str]]:
         """(problem, variant, device) triples that can run; the rest become notes or errors."""
         out = []
         for v in self.variants:
             runs = []
-            for p in self.problems:
+            for i, p in enumerate(self.problems):
+                if v.name in self.skip.get(i, ()):
+                    continue
                 dev = self.device
                 if dev not in v.devices and v.name in CPU_REFERENCES and "cpu" in v.devices:
                     dev = "cpu"
