@@ -10,9 +10,11 @@ under test*, so that the rounding of the starting point is not counted as an err
 * **trajectory**: each variant's Trainer trained N steps, against the float64 NumPy
   trajectory from the same start (NumPy's gradients being themselves checked above).
 
-Errors are normalised per tensor: ``max|x - ref| / max(max|ref|, 1e-3 * G)``, where G is the
-largest reference magnitude among the tensors compared, so that a tensor whose gradient is
-all but zero is not judged on rounding noise. Tolerances are set per dtype (TOLERANCES).
+Gradient errors are normalised per tensor: ``max|x - ref| / max(max|ref|, 1e-3 * G)``, where
+G is the largest reference magnitude among the tensors compared, so that a tensor whose
+gradient is all but zero is not judged on rounding noise. Trajectory errors are normalised by
+how far the reference moved (``trajectory_errors``). Tolerances are set per dtype
+(TOLERANCES).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ TOLERANCES = {
 }
 FD_MAX_ENTRIES = 48  # finite differences on at most this many seeded entries per tensor
 RELATIVE_FLOOR = 1e-3
+TRAJECTORY_NOISE_ULPS = 100
 
 
 @dataclass
@@ -255,12 +258,34 @@ def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
                                 steps, report)
 
 
+def trajectory_errors(params: Params, ref: Params, start: Params, dtype: str) -> list[float]:
+    """Per tensor max|p - ref| / max(max|ref - start|, noise floor): the error relative to how
+    far the reference moved, so that a Trainer that does nothing (or too little) scores ~1
+    even when a few steps barely move wide networks' weights.
+
+    The floor, TRAJECTORY_NOISE_ULPS rounding units of the starting values divided by the
+    tolerance, keeps a converged trajectory (which hardly moves) from being judged on
+    rounding noise: there a Trainer that stands still is as right as one that moves.
+    """
+    eps, tol = float(np.finfo(dtype).eps), TOLERANCES[dtype].trajectory
+    out = []
+    for p, r, s in zip(flatten(params), flatten(ref), flatten(start)):
+        p = np.asarray(p, dtype=np.float64)
+        if not np.all(np.isfinite(p)):
+            out.append(math.inf)
+            continue
+        moved = float(np.max(np.abs(r - s))) if r.size else 0.0
+        floor = TRAJECTORY_NOISE_ULPS * eps * float(np.max(np.abs(s), initial=0.0)) / tol
+        out.append(float(np.max(np.abs(p - r), initial=0.0)) / max(moved, floor, 1e-300))
+    return out
+
+
 def compare_to_reference(problem: Problem, subject: str, params: Params, start: Params,
                          steps: int, report: Report | None = None) -> Report:
     """Rows for params vs the reference trajectory of ``steps`` steps from ``start``."""
     report = report or Report()
     ref = reference_trajectory(problem, start, steps)
-    errs = normalised_errors(flatten(params), flatten(ref))
+    errs = trajectory_errors(params, ref, start, problem.spec.dtype)
     tol = TOLERANCES[problem.spec.dtype].trajectory
     for tensor, e in zip(problem.spec.param_names(), errs):
         report.rows.append(Row(subject, problem.spec.dtype, tensor, "trajectory", e, tol,
