@@ -208,29 +208,45 @@ def rounded_start(problem: Problem) -> Params:
 
 def framework_gradients(module, problem: Problem, device: str = "cpu") -> list[np.ndarray]:
     """A framework's gradients at the problem's starting point, as float64 NumPy arrays."""
+    return framework_loss_and_gradients(module, problem, device)[1]
+
+
+def framework_loss_and_gradients(module, problem: Problem,
+                                 device: str = "cpu") -> tuple[float, list[np.ndarray]]:
+    """A framework's (E, gradients) at the problem's starting point, as float64 NumPy."""
     x, y, params = cast_problem(problem)
     fx, fy = module.to_framework(x, device), module.to_framework(y, device)
     fparams = map_params(lambda a: module.to_framework(a, device, trainable=True), params)
-    _, g = module.grads(problem.spec, fparams, fx, fy)
-    return [np.asarray(module.to_numpy(t), dtype=np.float64).reshape(p.shape)
-            for t, p in zip(flatten(g), flatten(params))]
+    E, g = module.grads(problem.spec, fparams, fx, fy)
+    grads = [np.asarray(module.to_numpy(t), dtype=np.float64).reshape(p.shape)
+             for t, p in zip(flatten(g), flatten(params))]
+    return float(np.asarray(module.to_numpy(E)).reshape(-1)[0]), grads
 
 
 def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
-                    report: Report | None = None) -> Report:
-    """Each framework's gradients vs finite differences, the closed form and each other."""
+                    report: Report | None = None,
+                    max_entries: int = FD_MAX_ENTRIES) -> Report:
+    """Each framework's loss vs the reference forward pass, and its gradients vs finite
+    differences (on at most ``max_entries`` entries per tensor), the closed form and each
+    other."""
     report = report or Report()
     spec, tol = problem.spec, TOLERANCES[problem.spec.dtype]
     names = spec.param_names()
     start = rounded_start(problem)
     flat = flatten(start)
-    fd = finite_differences(problem, flat)
+    fd = finite_differences(problem, flat, max_entries)
     exact = closed_form(problem, start)
-    got = {name: framework_gradients(m, problem, device) for name, m in modules.items()}
+    results = {name: framework_loss_and_gradients(m, problem, device)
+               for name, m in modules.items()}
+    got = {name: g for name, (_, g) in results.items()}
+    E_ref = reference_loss(spec, flat, problem.x, problem.y)
+    for name, (E, _) in results.items():
+        e = abs(E - E_ref) / max(abs(E_ref), 1e-300) if math.isfinite(E) else math.inf
+        report.rows.append(Row(name, spec.dtype, "E", "reference loss", e, tol.frameworks))
     sampled = [len(idx) for idx, _ in fd]
     if any(s < t.size for s, t in zip(sampled, flat)):
         report.notes.append(
-            f"{spec.label()}: finite differences on {FD_MAX_ENTRIES} seeded entries per tensor"
+            f"{spec.label()}: finite differences on {max_entries} seeded entries per tensor"
         )
     for name, g in got.items():
         fd_errs = normalised_errors([gi.reshape(-1)[idx] for gi, (idx, _) in zip(g, fd)],

@@ -7,12 +7,16 @@ disagreement exits 1. Tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import compare, progress, report
+import numpy as np
+
+from harness import compare, progress, report, sweep
+from harness.environment import default_threads
 from implementations import registry
 from implementations.problem import (
     ACTIVATIONS,
@@ -43,7 +47,12 @@ class UsageError(BenchError):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line and exit status 2, with no usage dump."""
+    """argparse, but a bad flag is one line and exit status 2, with no usage dump, and no
+    abbreviated flags (``--out`` must never be read as ``--output-activation``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -90,12 +99,12 @@ def add_timing_network_args(p: argparse.ArgumentParser) -> None:
 
 
 def dtypes_from(args) -> list[str]:
-    dtypes = csv(args.dtype)
+    dtypes = list(dict.fromkeys(csv(args.dtype)))
     for d in dtypes:
         if d not in DTYPES:
             raise SpecError(f"unknown dtype {d!r}: choose from {', '.join(DTYPES)}")
     if not dtypes:
-        raise SpecError("--dtype is empty")
+        raise SpecError(f"--dtype is empty: choose from {', '.join(DTYPES)}")
     return dtypes
 
 
@@ -121,8 +130,9 @@ def frameworks_from(text: str | None, *, contract_only: bool = True) -> dict[str
     for name in names:
         fw = registry.get_framework(name)
         if contract_only and not fw.contract:
-            raise BenchError(f"{name} has no gradient functions to check; try its variant "
-                             f"with 'check --variants'")
+            variants = ", ".join(v.name for v in registry.variants_of(name))
+            raise BenchError(f"{name} has no forward/grads functions, only a training loop: "
+                             f"use its variant ({variants}) with 'check --variants' or 'run'")
         try:
             modules[name] = fw.import_module()
         except registry.Unavailable as exc:
@@ -143,9 +153,15 @@ def cmd_demo(args) -> int:
     if args.epochs < 0:
         raise UsageError(f"--epochs {args.epochs} must be 0 or more")
     problem = make_problem(lr=lr)
-    results = {name: demo.replay(m, problem, args.epochs)
-               for name, m in frameworks_from(args.framework).items()}
+    with np.errstate(all="ignore"):  # a diverging lr is reported below, not as warnings
+        results = {name: demo.replay(m, problem, args.epochs)
+                   for name, m in frameworks_from(args.framework).items()}
     print(demo.render(results, lr))
+    diverged = demo.diverged(results)
+    if diverged:
+        print(f"{PROG}: error: training diverged (non-finite loss or weights) with lr {lr:g} "
+              f"in {', '.join(diverged)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -157,6 +173,11 @@ def cmd_check(args) -> int:
     variants = variants_for_check(args, modules)
     if args.steps <= 0:
         raise UsageError(f"--steps {args.steps} must be 1 or more")
+    if args.variants is not None:
+        for v in variants:
+            reasons = [v.why_not(p, args.device) for p in problems]
+            if all(reasons):
+                raise BenchError(f"variant {v.name} cannot run any case asked for: {reasons[0]}")
     report = check.Report()
     for problem in problems:
         usable = {}
@@ -184,8 +205,8 @@ def cmd_check(args) -> int:
 
 
 def variants_for_check(args, modules) -> list:
-    if args.variants:
-        return [registry.get(n) for n in csv(args.variants)]
+    if args.variants is not None:
+        return variants_from(args.variants)
     return [v for v in registry.VARIANTS.values()
             if v.framework in modules or (v.framework == "numba" and "numpy" in modules
                                           and args.framework is None)]
@@ -203,9 +224,13 @@ def render_check(report, problems) -> str:
                    f"FD {t.finite_differences:.0e}, closed form {t.closed_form:.0e}, "
                    f"frameworks {t.frameworks:.0e}, trajectory {t.trajectory:.0e}")
         rows = [r for r in report.rows if r.dtype == d]
+        losses = [r for r in rows if r.reference == "reference loss"]
+        if losses:
+            out.append("loss E vs the reference forward pass: " + ", ".join(
+                f"{r.subject} {r.error:.1e}{'' if r.passed else ' FAIL'}" for r in losses))
         grad_rows = {}
         for r in rows:
-            if r.reference != "trajectory":
+            if r.reference not in ("trajectory", "reference loss"):
                 grad_rows.setdefault((r.subject, r.tensor), {})[r.reference] = r
         table = []
         for (subject, tensor), refs in grad_rows.items():
@@ -240,7 +265,6 @@ def render_check(report, problems) -> str:
     return "\n".join(out)
 
 
-DEFAULT_SWEEP_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 DEFAULT_NETWORKS = (
     # the worked example, then two wider networks: overhead-bound and compute-bound
     dict(widths=(1, 1, 1), activation="linear", dtype="float64", batch=1),
@@ -250,29 +274,37 @@ DEFAULT_NETWORKS = (
 # Left out of the default run (not of explicit --widths/--variants) to keep it within 90 s
 # with a cold torch.compile cache: jax-eager retraces at the same ~5 ms whatever the width,
 # and torch-block's 16-step graph costs ~6 s to compile per network.
-DEFAULT_SKIP = {1: ("jax-eager", "torch-block"), 2: ("jax-eager",)}
+DEFAULT_SKIP = {(16, 16, 16): ("jax-eager", "torch-block"), (256, 256, 256): ("jax-eager",)}
 
 
 def timing_problems(args) -> list:
-    """The networks of run: the defaults, or --widths (one or more) × --dtype."""
+    """The networks of run: the defaults, or --widths (one or more), × --dtype, without
+    repeats (a repeated network would be pooled as if it came from another process)."""
     lr = lr_from(args)
+    dtypes = None if args.dtype is None else dtypes_from(args)
     if args.widths is None:
-        nets = [dict(n, dtype=args.dtype or n["dtype"], batch=args.batch or n["batch"],
-                     activation=args.activation or n["activation"]) for n in DEFAULT_NETWORKS]
-        for n in nets:
-            if n["dtype"] not in DTYPES:
-                raise SpecError(f"unknown dtype {n['dtype']!r}: choose from {', '.join(DTYPES)}")
+        nets = [dict(n, activation=args.activation or n["activation"], dtype=d,
+                     batch=n["batch"] if args.batch is None else args.batch)
+                for n in DEFAULT_NETWORKS for d in (dtypes or [n["dtype"]])]
     else:
         nets = []
         for text in args.widths:
             widths = parse_widths(text)
             one = widths == (1, 1, 1)
-            dts = csv(args.dtype) if args.dtype else ["float64" if one else "float32"]
             nets += [dict(widths=widths, activation=args.activation or "linear", dtype=d,
-                          batch=args.batch or (1 if one else 64)) for d in dts]
-    return [make_problem(NetworkSpec(n["widths"], n["activation"], args.output_activation,
-                                     args.bias, n["dtype"]), batch=n["batch"], lr=lr,
-                         seed=args.seed) for n in nets]
+                          batch=(1 if one else 64) if args.batch is None else args.batch)
+                     for d in (dtypes or ["float64" if one else "float32"])]
+    problems = [make_problem(NetworkSpec(n["widths"], n["activation"], args.output_activation,
+                                         args.bias, n["dtype"]), batch=n["batch"], lr=lr,
+                             seed=args.seed) for n in nets]
+    unique = {json.dumps(p.as_dict(), sort_keys=True): p for p in problems}
+    return list(unique.values())
+
+
+def default_skip(problems) -> dict[int, tuple[str, ...]]:
+    """DEFAULT_SKIP by the index of each problem in this run."""
+    return {i: DEFAULT_SKIP[p.spec.widths] for i, p in enumerate(problems)
+            if p.spec.widths in DEFAULT_SKIP}
 
 
 def device_from(text: str) -> str:
@@ -308,17 +340,17 @@ def cmd_run(args) -> int:
 
     device = device_from(args.device)
     problems = timing_problems(args)
-    explicit = bool(args.variants)
-    variants = ([registry.get(n) for n in csv(args.variants)] if explicit
-                else list(registry.VARIANTS.values()))
+    explicit = args.variants is not None
+    variants = variants_from(args.variants) if explicit else list(registry.VARIANTS.values())
     check_positive(args)
     timing = TimingConfig(budget_s=args.time_per_case)
     peaks = [] if args.no_peak else default_peaks(problems, device)
     plan = runner.Plan("run", device, problems, variants, args.threads or default_threads(),
                        timing, peaks, explicit, processes=args.processes,
-                       skip={} if args.widths or explicit else DEFAULT_SKIP)
+                       skip={} if args.widths or explicit else default_skip(problems))
     path = results.ensure_writable(Path(args.out) if args.out else results.default_path(
-        "run", device, machine_info(), Path(args.results_dir)))
+        "run", device, machine_info(), Path(args.results_dir)), args.force)
+    plan.cases()  # an explicit variant that can run nothing fails here, before any output
     print(f"backprop-bench run: writing {path}", flush=True)
     try:
         run = runner.execute(plan, path, lambda c, d, t: print(summary.case_line(c, d, t),
@@ -335,7 +367,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from dataclasses import replace
 
     from harness import results, runner, sweep
     from harness.environment import default_threads, machine_info
@@ -349,9 +380,8 @@ def cmd_sweep(args) -> int:
     if args.activation not in ACTIVATIONS:
         raise SpecError(f"unknown activation {args.activation!r}: choose from "
                         f"{', '.join(ACTIVATIONS)}")
-    explicit = bool(args.variants)
-    variants = ([registry.get(n) for n in csv(args.variants)] if explicit
-                else sweep.default_variants(device))
+    explicit = args.variants is not None
+    variants = variants_from(args.variants) if explicit else sweep.default_variants(device)
     check_positive(args)
     threads = args.threads or default_threads()
 
@@ -377,7 +407,7 @@ def cmd_sweep(args) -> int:
                 raise BenchError(f"variant {v.name} cannot run any point of this grid on "
                                  f"{device}")
     path = results.ensure_writable(Path(args.out) if args.out else results.default_path(
-        "sweep", device, machine_info(), Path(args.results_dir)))
+        "sweep", device, machine_info(), Path(args.results_dir)), args.force)
     print(f"backprop-bench sweep: {len(cases)} cases, estimated "
           f"{sweep.estimate_s(cases, timing, args.processes):.0f} s; writing {path}",
           flush=True)
@@ -385,7 +415,7 @@ def cmd_sweep(args) -> int:
         print(message, flush=True)
     bar = progress.Bar(len(cases))
     try:
-        run = runner.execute(replace(plan, notes=[]), path, bar.update)
+        run = runner.execute(plan, path, bar.update)
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted: the finished cases are saved in {path}", file=sys.stderr)
@@ -399,11 +429,21 @@ def cmd_sweep(args) -> int:
     return 1 if failed else 0
 
 
+def variants_from(text: str) -> list:
+    names = list(dict.fromkeys(csv(text)))
+    if not names:
+        raise UsageError(f"--variants is empty: choose from {', '.join(registry.VARIANTS)}")
+    return [registry.get(n) for n in names]
+
+
 def check_positive(args) -> None:
     for flag, value in (("--time-per-case", args.time_per_case), ("--threads", args.threads),
-                        ("--processes", args.processes)):
+                        ("--processes", args.processes), ("--batch", getattr(args, "batch", None))):
         if value is not None and not value > 0:
             raise UsageError(f"{flag} {value:g}: must be positive")
+    usable = default_threads()
+    if args.threads is not None and args.threads > usable:
+        raise UsageError(f"--threads {args.threads}: only {usable} cores are usable here")
 
 
 def ints(text: str, flag: str) -> list[int]:
@@ -480,12 +520,13 @@ def build_parser() -> Parser:
                         "(default: 2)")
     r.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
     r.add_argument("--out", help="results file (default: results/run-DEVICE-HOST-TIME.json)")
+    r.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     r.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_run)
 
     w = sub.add_parser("sweep", help="time a grid of [d]*(depth+1) networks for the scaling "
                        "story; write one JSON file of results")
-    w.add_argument("--widths", default=",".join(map(str, DEFAULT_SWEEP_WIDTHS)),
+    w.add_argument("--widths", default=",".join(map(str, sweep.DEFAULT_WIDTHS)),
                    help="comma list of d (default: 1,2,4,...,2048)")
     w.add_argument("--depths", default="2", help="comma list of weight layers (default: 2, "
                    "the [d, d, d] network)")
@@ -506,6 +547,7 @@ def build_parser() -> Parser:
                    help="worker processes per framework, pooled (default: 1)")
     w.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
     w.add_argument("--out", help="results file (default: results/sweep-DEVICE-HOST-TIME.json)")
+    w.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     w.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
     w.set_defaults(func=cmd_sweep)
 

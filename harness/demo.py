@@ -79,9 +79,17 @@ def render(results: dict[str, tuple[list[Snapshot], list[float]]], lr: float) ->
     probe_rows = [[name] + [f"{v:.8g}" for v in results[name][1]] for name in names]
     out.append("\nWhat the trained network predicts (it learns y = -x):")
     out.append(text_table(["framework"] + [f"x = {v:g}" for v in PROBES], probe_rows))
-    spread = max_spread(results)
+    with np.errstate(invalid="ignore"):
+        spread = max_spread(results)
     out.append(f"\nLargest difference between frameworks at any shown value: {spread:.1e}")
     return "\n".join(out)
+
+
+def diverged(results) -> list[str]:
+    """The frameworks whose shown values or predictions are not finite."""
+    return [name for name, (snaps, probes) in results.items()
+            if not np.all(np.isfinite([[s.output, s.loss, s.w_ih, s.w_ho] for s in snaps]))
+            or not np.all(np.isfinite(probes))]
 
 
 def max_spread(results) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -70,11 +71,17 @@ def default_path(command: str, device: str, machine: dict, directory: Path) -> P
     return directory / f"{command}-{device}-{host}-{stamp}.json"
 
 
-def ensure_writable(path: Path) -> Path:
-    """Create the folder and prove a file can be written there, before any measuring."""
+def ensure_writable(path: Path, overwrite: bool = False) -> Path:
+    """Create the folder and prove a file can be written there, before any measuring.
+
+    An existing file is never overwritten unless ``overwrite`` (``--force``) says so: a typo
+    in ``--out`` must not destroy a committed reference run.
+    """
     path = Path(path)
     if path.exists() and path.is_dir():
         raise ResultsError(f"cannot write results to {path}: it is a directory")
+    if path.exists() and not overwrite:
+        raise ResultsError(f"{path} already exists: choose another --out, or add --force")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe-", delete=True):
@@ -138,11 +145,19 @@ def validate(run, name: str) -> None:
             raise ResultsError(f"{name}: case {i} lacks {', '.join(lacking)}")
         if case["status"] not in STATUSES:
             raise ResultsError(f"{name}: case {i} has unknown status {case['status']!r}")
-        if case["status"] == "ok" and "per_step" not in (case.get("timing") or {}):
-            raise ResultsError(f"{name}: case {i} ({case['id']}) is ok but has no timing")
+        if case["status"] == "ok" and not positive_median(case):
+            raise ResultsError(f"{name}: case {i} ({case['id']}) is ok but has no positive "
+                               f"per-step median")
 
 
 SKIPPED_FOLDERS = ("pytest-bench", "tmp")  # pytest-benchmark's own JSON; scratch runs
+
+
+def positive_median(case: dict) -> bool:
+    """True if the case carries a finite, positive per-step median time."""
+    per_step = (case.get("timing") or {}).get("per_step") or {}
+    median = per_step.get("median_s")
+    return isinstance(median, (int, float)) and math.isfinite(median) and median > 0
 
 
 def find_files(paths: list[str]) -> list[Path]:

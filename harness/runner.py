@@ -46,8 +46,9 @@ class Plan:
     skip: dict[int, tuple[str, ...]] = field(default_factory=dict)  # problem index -> variants
 
     def cases(self) -> list[tuple[Problem, registry.Variant, str]]:
-        """(problem, variant, device) triples that can run; the rest become notes or errors."""
-        out = []
+        """(problem, variant, device) triples that can run; the rest become ``self.notes``
+        (replaced on every call) or, for an explicit variant that can run nothing, an error."""
+        out, notes = [], []
         for v in self.variants:
             runs = []
             for i, p in enumerate(self.problems):
@@ -58,13 +59,14 @@ class Plan:
                     dev = "cpu"
                 reason = v.why_not(p, dev)
                 if reason:
-                    self.notes.append(reason)
+                    notes.append(reason)
                 else:
                     runs.append((p, v, dev))
             if self.explicit_variants and not runs:
                 raise BenchError(f"variant {v.name} cannot run any case asked for: "
-                                 f"{self.notes[-1]}")
+                                 f"{notes[-1]}")
             out += runs
+        self.notes = list(dict.fromkeys(notes))
         out += [(p, v, "cpu") for p, v in self.extra_cases if not v.why_not(p, "cpu")]
         problems = self.problems + [p for p, _ in self.extra_cases]
         order = {id(p): i for i, p in enumerate(problems)}
@@ -92,8 +94,8 @@ def worker_env() -> dict:
 
 def run_worker(framework: str, job: dict, on_message: Callable[[dict], None],
                log: Path) -> tuple[int, str]:
-    """Run one worker to the end; returns (exit status, last stderr line)."""
-    with open(log, "a") as err:
+    """Run one worker to the end; returns (exit status, last line of its own stderr)."""
+    with open(log, "w") as err:  # one worker's stderr only: a crash is blamed on its own line
         proc = subprocess.Popen([sys.executable, "-m", "harness.worker"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env())
         try:
@@ -225,7 +227,7 @@ PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each 
 def peaks_for(plan: Plan, framework: str, cases: list) -> list[dict]:
     """The matmul ceilings to measure in this framework's worker: one per dtype asked for,
     on every device its cases use (so a CPU reference in a GPU run gets its CPU peak)."""
-    if not registry.FRAMEWORKS[framework].contract:
+    if not registry.FRAMEWORKS[framework].arrays:
         return []
     devices = dict.fromkeys(d for _, _, d in cases)
     return [{"device": d, "dtype": t, "n": PEAK_N[d]} for d in devices for t in plan.peaks]

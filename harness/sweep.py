@@ -117,8 +117,9 @@ def fit_budget(grid: Grid, timing: TimingConfig, budget_s: float | None, estimat
         cuts.append(f"widths thinned to {','.join(map(str, grid.widths))}")
     after = estimate(grid, timing)
     verdict = "fits" if after <= budget_s else "still over: the smallest plan it can make"
-    return grid, timing, (f"budget {budget_s:g} s < estimated {before:.0f} s: "
-                          + "; ".join(cuts) + f" (now estimated {after:.0f} s, {verdict})")
+    done = "; ".join(cuts) if cuts else "nothing left to cut"
+    return grid, timing, (f"budget {budget_s:g} s < estimated {before:.0f} s: {done} "
+                          f"(now estimated {after:.0f} s, {verdict})")
 
 
 def default_variants(device: str) -> list[registry.Variant]:

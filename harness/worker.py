@@ -7,6 +7,8 @@ goes to stderr; the protocol has stdout to itself.
 
 Each case is timed, then verified, and only a verified case keeps status "ok":
 
+0. for ``numpy``, whose float64 trajectory is the reference of all the others, its loss and
+   gradients are checked against the independent forward pass and finite differences;
 1. the timed Trainer's parameters must be finite (else: diverged);
 2. it runs V more steps (V = K, capped at ``MAX_VERIFY_STEPS`` and so that the float64
    reference costs at most ``REFERENCE_BUDGET_S``), compared with the float64 reference
@@ -40,18 +42,30 @@ def reference_steps(problem, budget_steps: int, block: int) -> int:
     return max(block, v - v % block)
 
 
+def fd_entries(problem) -> int:
+    """Finite-difference entries per tensor that cost about a second of float64 NumPy."""
+    forward_flops = max(1, problem.flops_per_step() // 3)  # one forward pass of 6·B·W
+    per_tensor = int(1e9 / (2 * forward_flops) / len(problem.spec.param_names()))
+    return max(2, min(48, per_tensor))
+
+
 def verify(problem, variant, trainer, block_steps: int, device: str,
            steps_done: int | None = None, fresh: bool = True) -> tuple[bool, str | None, dict]:
-    """The three checks of the module docstring; (passed, reason, check report dict).
+    """The checks of the module docstring; (passed, reason, check report dict).
 
-    ``fresh=False`` skips the third (a later process of a pooled case: the first process
-    already ran the same fresh Trainer from the same start).
+    ``fresh=False`` skips checks 0 and 3 (a later process of a pooled case: the first process
+    already made them, from the same start).
     """
     import numpy as np
 
     from harness import check
+    from implementations import registry
     from implementations.problem import flatten, map_params
 
+    report = check.Report()
+    if fresh and variant.name == "numpy":  # the reference trajectory is NumPy's: check it
+        modules = {"numpy": registry.FRAMEWORKS["numpy"].import_module()}
+        check.check_gradients(problem, modules, device, report, fd_entries(problem))
     start = map_params(lambda a: np.asarray(a, dtype=np.float64), trainer.params())
     if not all(np.all(np.isfinite(t)) for t in flatten(start)):
         after = f" after {steps_done:,} steps" if steps_done else ""
@@ -59,8 +73,8 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     block = max(1, int(getattr(trainer, "block", 1)))
     v = reference_steps(problem, min(block_steps, MAX_VERIFY_STEPS), block)
     trainer.run(v)
-    report = check.compare_to_reference(problem, f"{variant.name} (timed)", trainer.params(),
-                                        start, v)
+    check.compare_to_reference(problem, f"{variant.name} (timed)", trainer.params(), start, v,
+                               report)
     if fresh:
         n = reference_steps(problem, FRESH_STEPS, 1)
         check.check_trajectory(problem, variant, n, device, report)
@@ -115,6 +129,19 @@ def run_case(job_case: dict, device: str, cfg, seen: set) -> dict:
     return case
 
 
+def warm_up(module, devices) -> None:
+    """One tiny product per device before the first case, so that starting the backend (CUDA
+    context, XLA client, thread pools) is not billed to whichever case happens to be first."""
+    import numpy as np
+
+    for device in devices:
+        try:
+            a = module.to_framework(np.ones((2, 2), dtype=np.float32), device)
+            module.sync([(a @ a, None)])
+        except Exception:  # the case itself will report what is wrong with the device
+            pass
+
+
 def main() -> int:
     job = json.loads(sys.stdin.read())
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
@@ -138,8 +165,10 @@ def main() -> int:
     if settings is not None:
         emit(out, {"type": "framework", "name": framework.name, "settings": settings,
                    "pinning": pinning})
-        for peak in job.get("peaks", []) if hasattr(module, "sync") else []:
+        for peak in job.get("peaks", []):
             emit(out, {"type": "peak", **measure_peak(framework.name, module, **peak)})
+        if framework.arrays:
+            warm_up(module, {c.get("device", job["device"]) for c in job["cases"]})
     cfg = TimingConfig(**job["timing"])
     seen: set = set()
     for job_case in job["cases"]:

@@ -12,6 +12,11 @@ them shows only the framework calls:
     This framework's array as a NumPy array.
 ``check_device(device)``
     Raise ``registry.Unavailable`` with a reason if this framework cannot use ``device``.
+``sync(params)``
+    Return only when the device has finished the work on these arrays (no-op for NumPy).
+``settings(threads)``
+    Apply the framework's own thread setting where it has one, and return what the results
+    file should record (threads, BLAS, precision, backend).
 ``forward(net, params, x) -> y_hat``
     ``net`` is a ``problem.NetworkSpec``; ``params`` a list of ``(W, b)`` pairs with ``W`` of
     shape (fan_in, fan_out) and ``b`` of shape (fan_out,) or ``None``; ``x`` has shape
@@ -29,8 +34,10 @@ them shows only the framework calls:
     dtype, ``loss()`` the current loss as a float.
 
 A module may define more Trainer classes after ``Trainer``, one per extra variant (for example
-``ScanTrainer`` in ``jax_backprop``). ``python_scalar`` (pure-Python floats) and ``numba_limit``
-(the compiled physical-limit loop) cover the 1-1-1 network only.
+``ScanTrainer`` in ``jax_backprop``), with helpers, under one heading at the end.
+``python_scalar`` (pure-Python floats; no ``sync``) and ``numba_limit`` (the compiled
+physical-limit loop; only ``check_device``, ``settings`` and ``Trainer``) cover the 1-1-1
+network with batch 1 only.
 
 Every Trainer starts from ``problem.cast_problem(problem)``: the same float64 seeded numbers,
 rounded once to the problem's dtype. The ``registry`` maps variant names to these classes and

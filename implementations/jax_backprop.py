@@ -58,7 +58,7 @@ def settings(threads: int) -> dict:
         "backend": jax.default_backend(),
         "devices": [d.device_kind for d in jax.devices()],
         "matmul_precision": str(config_flag("jax_default_matmul_precision")),
-        "x64": bool(config_flag("jax_enable_x64")),
+        "x64": "enabled on first use of float64 (to_framework); float32 cases stay float32",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "threads": threads,
     }
@@ -116,7 +116,7 @@ class Trainer:
         return float(loss(self.net, self._params, self.x, self.y))
 
 
-# ---- other variants ------------------------------------------------------------------------
+# ---- helpers and the other variants ----------------------------------------------------------
 
 
 def config_flag(name: str):
@@ -162,6 +162,14 @@ def fused_steps(net: NetworkSpec, params: Params, x, y, lr, unroll: int, steps) 
     return jax.lax.fori_loop(0, steps % unroll, lambda _, p: sgd_step(net, p, x, y, lr), params)
 
 
+class EagerTrainer(Trainer):
+    """jax-eager: the same step with no jit; jax.grad retraces on every call (idiomatic)."""
+
+    def __init__(self, problem: Problem, device: str = "cpu"):
+        super().__init__(problem, device)
+        self._step = sgd_step
+
+
 class ScanTrainer(Trainer):
     """jax-scan: K steps fused inside one jit (optimised)."""
 
@@ -174,11 +182,3 @@ class ScanTrainer(Trainer):
             self.net, self._params, self.x, self.y, self._lr, self.unroll, steps
         )
         sync(self._params)
-
-
-class EagerTrainer(Trainer):
-    """jax-eager: the same step with no jit; jax.grad retraces on every call (idiomatic)."""
-
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        super().__init__(problem, device)
-        self._step = sgd_step

@@ -28,6 +28,7 @@ class Framework:
     package: str
     module: str
     contract: bool = True  # defines forward, loss, grads and sgd_step (numba's loop does not)
+    arrays: bool = True  # has device arrays with sync and @ (matmul peak, warm-up); not scalars
 
     def import_module(self):
         """The implementation module, or raise Unavailable if the package is missing."""
@@ -41,9 +42,9 @@ class Framework:
 FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in [
-        Framework("python", "math", "python_scalar"),
+        Framework("python", "math", "python_scalar", arrays=False),
         Framework("numpy", "numpy", "numpy_backprop"),
-        Framework("numba", "numba", "numba_limit", contract=False),
+        Framework("numba", "numba", "numba_limit", contract=False, arrays=False),
         Framework("torch", "torch", "torch_backprop"),
         Framework("jax", "jax", "jax_backprop"),
     ]

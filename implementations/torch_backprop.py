@@ -146,7 +146,7 @@ class Trainer:
             return float(loss(self.net, self._params, self.x, self.y))
 
 
-# ---- optimised variants -------------------------------------------------------------------
+# ---- helpers and the other variants ----------------------------------------------------------
 
 
 def functional_step(net: NetworkSpec, leaves: list, x, y, lr) -> list:
@@ -218,7 +218,7 @@ class CudaGraphTrainer(CompileTrainer):
     data live in static tensors that the graph updates in place.
     """
 
-    def __init__(self, problem: Problem, device: str = "cuda"):
+    def __init__(self, problem: Problem, device: str = "cpu"):
         if device != "cuda":
             raise Unavailable("torch-cudagraph needs a CUDA device")
         super().__init__(problem, device)

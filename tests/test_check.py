@@ -369,3 +369,37 @@ def test_check_gradients_notes_when_finite_differences_are_sampled():
     report = check.check_gradients(problem, {"numpy": numpy_backprop})
     assert report.passed
     assert any("finite differences on" in n for n in report.notes)
+
+
+def test_a_trainer_that_moves_too_little_fails_on_a_wide_float32_network():
+    from harness.check import TOLERANCES, reference_trajectory, rounded_start, trajectory_errors
+    from implementations.problem import NetworkSpec, make_problem
+
+    problem = make_problem(NetworkSpec((512, 512, 512), "tanh", dtype="float32"), batch=64)
+    start = rounded_start(problem)
+    ref = reference_trajectory(problem, start, 1)
+    short = [(s + 0.75 * (r - s), None) for (s, _), (r, _) in zip(start, ref)]
+    tol = TOLERANCES["float32"].trajectory
+    assert min(trajectory_errors(start, ref, start, "float32")) > 100 * tol  # did nothing
+    assert min(trajectory_errors(short, ref, start, "float32")) > 10 * tol  # 3/4 of a step
+    right = [(r.astype("float32"), None) for r, _ in ref]
+    assert max(trajectory_errors(right, ref, start, "float32")) < tol
+
+
+def test_the_loss_is_checked_against_the_reference_forward_pass():
+    import types
+
+    from harness.check import check_gradients
+    from implementations import numpy_backprop
+    from implementations.problem import NetworkSpec, make_problem
+
+    def grads(net, params, x, y):
+        E, g = numpy_backprop.grads(net, params, x, y)
+        return 2 * E, g  # right gradients, wrong loss
+
+    fake = types.SimpleNamespace(to_framework=numpy_backprop.to_framework,
+                                 to_numpy=numpy_backprop.to_numpy, grads=grads)
+    report = check_gradients(make_problem(NetworkSpec((3, 4, 3), "tanh"), batch=5),
+                             {"twice": fake})
+    assert not report.passed
+    assert any("twice" in f and " E vs reference loss" in f for f in report.failures())

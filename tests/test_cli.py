@@ -105,7 +105,7 @@ def test_bad_command_line_is_one_line_and_exit_2(argv, fragment, capsys):
     (["check", "--framework", "numpy", "--dtype", ","], "--dtype is empty"),
     (["check", "--framework", "numpy", "--steps", "0"], "--steps 0 must be 1 or more"),
     (["check", "--framework", "numpy", "--variants", "bogus"], "unknown variant 'bogus'"),
-    (["check", "--framework", "numba"], "numba has no gradient functions to check"),
+    (["check", "--framework", "numba"], "numba has no forward/grads functions"),
     (["demo", "--framework", "numpy", "--epochs", "-1"], "--epochs -1 must be 0 or more"),
 ])
 def test_other_bad_options_are_one_line_and_exit_2(argv, fragment, capsys):

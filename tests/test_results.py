@@ -60,7 +60,7 @@ def test_an_ok_case_without_timing_is_rejected(tmp_path):
     run["cases"][0]["status"] = "ok"
     path = tmp_path / "r.json"
     results.write(run, path)
-    with pytest.raises(ResultsError, match="no timing"):
+    with pytest.raises(ResultsError, match="no positive per-step median"):
         results.load(path)
 
 
@@ -85,3 +85,21 @@ def test_case_id_is_stable_and_readable():
     problem = {"widths": [4, 16, 4], "activation": "tanh", "bias": True, "dtype": "float32",
                "batch": 8}
     assert results.case_id("cpu", "jax", problem) == "cpu/jax/4-16-4 tanh+b float32/b8"
+
+
+@pytest.mark.parametrize("median", [0.0, -1.0, float("inf")])
+def test_an_ok_case_needs_a_finite_positive_median(tmp_path, median):
+    run = minimal_run()
+    run["cases"][0].update(status="ok", timing={"per_step": {"median_s": median}})
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(run).replace("Infinity", "1e999"))
+    with pytest.raises(ResultsError, match="no positive per-step median"):
+        results.load(path)
+
+
+def test_an_existing_results_file_is_never_overwritten_without_force(tmp_path):
+    path = tmp_path / "r.json"
+    results.write(minimal_run(), path)
+    with pytest.raises(ResultsError, match="already exists"):
+        results.ensure_writable(path)
+    assert results.ensure_writable(path, overwrite=True) == path

@@ -179,3 +179,26 @@ def test_a_failure_in_any_process_fails_the_pooled_case():
                                  "timing": None})
     assert merged["status"] == "failed" and "process 2: diverged" in merged["reason"]
     assert len(run["cases"]) == 1
+
+
+def test_run_refuses_to_overwrite_a_results_file_without_force(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("precious")
+    assert cli.main(["run", "--variants", "numpy", "--widths", "1,1,1", *FAST,
+                     "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "precious"
+
+
+def test_flags_are_never_abbreviated(tmp_path, capsys):
+    # "--out" on check must not be read as "--output-activation"
+    assert cli.main(["check", "--out", str(tmp_path / "x.json")]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [(["--batch", "0"], "positive"),
+                                           (["--dtype", ""], "--dtype is empty"),
+                                           (["--variants", ""], "--variants is empty"),
+                                           (["--threads", "999"], "cores are usable")])
+def test_empty_or_zero_run_options_are_errors_not_defaults(tmp_path, capsys, args, message):
+    assert cli.main(["run", *args, "--out", str(tmp_path / "r.json"), *FAST]) == 2
+    assert message in capsys.readouterr().err
