@@ -11,20 +11,28 @@ fixed overhead: F = overhead * throughput) and, for a CPU and a GPU fit, the siz
 GPU's predicted time drops below the CPU's. Sizes are FLOPs per step, counted as in
 ``Problem.flops_per_step``: 6 * batch * weights, so a [d] * (depth + 1) network with batch B
 does F = 6 B depth d^2 and d = sqrt(F / (6 B depth)).
+
+Two things the numbers alone hide are kept with each fit:
+
+- the d = 1 network of a [d] * (depth + 1) grid is left out of the fit when the group has at
+  least ``MIN_SIZES`` other widths (``left_out``): XLA and numba compile a 1-wide network to a
+  scalar program, not a matmul, so its time says nothing about the FLOP line;
+- a fit whose rms relative residual is above ``POOR_FIT`` is ``poor``: a straight line in
+  FLOPs does not describe those points, and what is read off it is a rough guide only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from harness.timing import steps_to_pay_off
-
 MIN_SIZES = 3
 MAX_FLOPS = 1e15  # beyond this (d ~ 10^6 at batch 64) a crossover is not a sane prediction
+POOR_FIT = 0.25  # rms relative residual above which a fit is marked "poor fit"
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,8 @@ class Fit:
     """time per step = overhead_s + flops / throughput_flops, fitted to ``n_points`` cases.
 
     ``residuals`` are relative, (predicted - measured) / measured, one per point in the order
-    of ``flops`` and ``times_s``.
+    of ``flops`` and ``times_s``. ``left_out`` holds the widths of the measured networks that
+    were not fitted (the d = 1 network; see the module docstring).
     """
 
     variant: str
@@ -63,6 +72,24 @@ class Fit:
     times_s: tuple[float, ...]
     residuals: tuple[float, ...]
     rms_rel_residual: float
+    left_out: tuple[int, ...] = ()
+
+    @property
+    def poor(self) -> bool:
+        """True if the rms relative residual is above ``POOR_FIT``."""
+        return self.rms_rel_residual > POOR_FIT
+
+    @property
+    def flops_range(self) -> tuple[float, float]:
+        """The smallest and largest FLOPs per step of the fitted points."""
+        return min(self.flops), max(self.flops)
+
+    @property
+    def d_range(self) -> tuple[float, float]:
+        """The widths of a [d] * (depth + 1) network at either end of ``flops_range``."""
+        lo, hi = self.flops_range
+        return (width_for_flops(lo, self.group.batch, self.group.depth),
+                width_for_flops(hi, self.group.batch, self.group.depth))
 
     @property
     def crossover_flops(self) -> float:
@@ -92,11 +119,6 @@ class Crossover:
 def width_for_flops(flops: float, batch: int, depth: int) -> float:
     """d such that a [d] * (depth + 1) network with this batch does ``flops`` per step."""
     return math.sqrt(flops / (6 * batch * depth))
-
-
-def flops_for_width(d: float, batch: int, depth: int) -> float:
-    """FLOPs per step of a [d] * (depth + 1) network: 6 * batch * depth * d^2."""
-    return 6 * batch * depth * d * d
 
 
 def fit_line(flops: Sequence[float], times_s: Sequence[float]) -> tuple[float, float]:
@@ -132,19 +154,42 @@ def group_key(case: dict) -> GroupKey:
                     int(p["batch"]), len(p["widths"]) - 1, bool(p.get("bias")))
 
 
+def usable_time(case: dict) -> float | None:
+    """The case's per-step median if it is a finite positive number, else None."""
+    median = ((case.get("timing") or {}).get("per_step") or {}).get("median_s")
+    if isinstance(median, bool) or not isinstance(median, (int, float)):
+        return None
+    return float(median) if math.isfinite(median) and median > 0 else None
+
+
+def square_width(case: dict) -> int | None:
+    """d of a [d] * (depth + 1) network, None for any other shape."""
+    widths = case["problem"]["widths"]
+    return int(widths[0]) if len(set(widths)) == 1 else None
+
+
 def fit_cases(cases: Iterable[dict]) -> list[Fit]:
-    """One fit per group of ok cases that has at least MIN_SIZES sizes."""
-    groups: dict[GroupKey, list[tuple[float, float]]] = {}
+    """One fit per group of ok cases that has at least MIN_SIZES sizes.
+
+    The d = 1 network is left out of a group that has at least MIN_SIZES other sizes; cases
+    without a usable per-step median are skipped.
+    """
+    groups: dict[GroupKey, list[tuple[float, float, int | None]]] = {}
     for c in cases:
-        if c["status"] == "ok":
-            point = (float(c["flops_per_step"]), c["timing"]["per_step"]["median_s"])
-            groups.setdefault(group_key(c), []).append(point)
+        t = usable_time(c) if c["status"] == "ok" else None
+        flops = c.get("flops_per_step")
+        if t is not None and isinstance(flops, (int, float)) and 0 < flops < math.inf:
+            groups.setdefault(group_key(c), []).append((float(flops), t, square_width(c)))
     fits = []
     for key, points in groups.items():
-        points.sort()
-        fit = fit_points(key, [f for f, _ in points], [t for _, t in points])
+        points.sort(key=lambda p: p[:2])
+        others = [p for p in points if p[2] != 1]
+        left_out: tuple[int, ...] = ()
+        if len(others) < len(points) and len({f for f, _, _ in others}) >= MIN_SIZES:
+            points, left_out = others, (1,)
+        fit = fit_points(key, [f for f, _, _ in points], [t for _, t, _ in points])
         if fit is not None:
-            fits.append(fit)
+            fits.append(dataclasses.replace(fit, left_out=left_out))
     return fits
 
 
@@ -157,22 +202,6 @@ def common_d(flops: float, fits: Sequence[Fit]) -> float | None:
     return width_for_flops(flops, batch, depth)
 
 
-def gpu_beats_cpu(fit_cpu: Fit, fit_gpu: Fit, max_flops: float = MAX_FLOPS) -> Crossover | None:
-    """The smallest size where the GPU fit predicts less time than the CPU fit.
-
-    None when the GPU is never faster below ``max_flops``, or is faster from the start (no
-    overhead to pay back); ``always_faster`` tells the two apart.
-    """
-    extra_overhead = fit_gpu.overhead_s - fit_cpu.overhead_s
-    saved_per_flop = 1.0 / fit_cpu.throughput_flops - 1.0 / fit_gpu.throughput_flops
-    if extra_overhead <= 0 or saved_per_flop <= 0:
-        return None
-    flops = extra_overhead / saved_per_flop
-    if flops > max_flops:
-        return None
-    return Crossover(flops, common_d(flops, [fit_cpu, fit_gpu]))
-
-
 def always_faster(fast: Sequence[Fit], slow: Sequence[Fit], lo: float = 1.0) -> bool:
     """True if the best of ``fast`` is already faster than the best of ``slow`` at ``lo``."""
     return _best(fast, lo) < _best(slow, lo)
@@ -182,12 +211,18 @@ def _best(fits: Sequence[Fit], flops: float) -> float:
     return min(float(f.predict(flops)) for f in fits)
 
 
+def best_at(fits: Sequence[Fit], flops: float) -> Fit:
+    """The fit that predicts the least time at ``flops`` (the first of equals)."""
+    return min(fits, key=lambda f: float(f.predict(flops)))
+
+
 def best_gpu_beats_best_cpu(cpu_fits: Sequence[Fit], gpu_fits: Sequence[Fit],
                             max_flops: float = MAX_FLOPS) -> Crossover | None:
     """Where the fastest GPU fit at each size first beats the fastest CPU fit at that size.
 
     Both sides are lower envelopes of lines, so the crossover is found on a log grid and then
-    refined with brentq. None as in ``gpu_beats_cpu``.
+    refined with brentq. None when the GPU is never faster below ``max_flops``, or is faster
+    from the start (no overhead to pay back); ``always_faster`` tells the two apart.
     """
     from scipy.optimize import brentq
 
@@ -204,14 +239,3 @@ def best_gpu_beats_best_cpu(cpu_fits: Sequence[Fit], gpu_fits: Sequence[Fit],
     i = below[0]
     flops = brentq(gap, grid[i - 1], grid[i], rtol=1e-10)
     return Crossover(flops, common_d(flops, [*cpu_fits, *gpu_fits]))
-
-
-def pays_off_after(fit: Fit, base_fit: Fit, compile_s: float, base_compile_s: float,
-                   flops: float) -> float | None:
-    """Steps after which a compiled variant beats its baseline at a size, from the fits.
-
-    ``timing.steps_to_pay_off`` with steady-state step times predicted at ``flops``; None
-    when the compiled variant is not faster there.
-    """
-    return steps_to_pay_off(compile_s, float(fit.predict(flops)), base_compile_s,
-                            float(base_fit.predict(flops)))

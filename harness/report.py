@@ -64,19 +64,31 @@ class Source:
 
 def build_report(paths: Sequence[str | Path], out: str | Path) -> Path:
     """Write the Markdown report and its plots (in plots/ beside it); return its path."""
+    out = check_out(out)
     paths = [str(p) for p in paths] or [DEFAULT_DIR]
     loaded, problems = usable(*results.load_many(paths))
     for problem in problems:
         print(f"backprop-bench report: warning: {problem}; left out", file=sys.stderr)
     if not loaded:
         raise ResultsError(no_valid_message(paths, problems))
-    out = Path(out)
     plots = out.parent / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     text = render(sources_of(loaded), problems, out.parent, plots)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, out)
+    return out
+
+
+def check_out(out: str | Path) -> Path:
+    """The report path, or ResultsError (one line) if it is a folder or not a *.md file; this
+    runs before anything is written."""
+    out = Path(out)
+    if out.is_dir():
+        raise ResultsError(f"report --out must be a Markdown file path (*.md), not {out} "
+                           f"(a directory)")
+    if out.suffix.lower() != ".md":
+        raise ResultsError(f"report --out must be a Markdown file path (*.md), not {out}")
     return out
 
 
@@ -106,9 +118,12 @@ def missing_field(run: dict) -> str | None:
         need = [f"problem.{k}" for k in PROBLEM_FIELDS if k not in (c["problem"] or {})]
         if c["status"] == "ok":
             t = c.get("timing") or {}
+            per_step = t.get("per_step") or {}
             need += ["flops_per_step"] * ("flops_per_step" not in c)
             need += [f"timing.{k}" for k in TIMING_FIELDS if k not in t]
-            need += [f"timing.per_step.{k}" for k in PER_STEP_FIELDS if k not in t["per_step"]]
+            need += [f"timing.per_step.{k}" for k in PER_STEP_FIELDS if k not in per_step]
+            if "median_s" in per_step and summary.median_of(c) is None:
+                need.append("timing.per_step.median_s")  # zero, negative or not a number
         if need:
             return f"{need[0]} (case {i})"
     return None
@@ -369,7 +384,8 @@ def limit_lines(run: dict) -> str:
     case = limit_case(run)
     if case:
         ns = 1e9 * case["timing"]["per_step"]["median_s"]
-        lines.append(f"- the `limit` loop (numba, 1-1-1 linear float64): **{ns:.3g} ns/step**")
+        lines.append(f"- the `limit` loop (numba, {summary.network_label(case['problem'])}): "
+                     f"**{ns:.3g} ns/step**")
     c_limit = (run.get("ceilings") or {}).get("c_limit") or {}
     if "ns_per_step" in c_limit:
         lines.append(f"- the C loop (gcc -O2): **{c_limit['ns_per_step']:.3g} ns/step**")
@@ -507,7 +523,7 @@ def variant_order(names: Iterable[str]) -> list[str]:
 def sweep_section(source: Source, out_dir: Path, plots: Path) -> str:
     run = source.run
     parts = [f"## Sweep: `{source.path.name}` · {machine_label(run)}"]
-    fits = {(f.group.variant, f.device): f for f in model.fit_cases(run["cases"])}
+    fits = {f.group: f for f in model.fit_cases(run["cases"])}
     for shape, by_variant in sweep_groups(run).items():
         parts.append(f"### {shape_label(shape)} · {device_label(run, shape.device)}")
         parts += [sweep_time_table(by_variant), sweep_gflops_table(run, shape, by_variant),
@@ -577,15 +593,49 @@ def model_table(source: Source) -> str:
                   key=lambda f: (f.device != "cpu", variant_rank(f.variant)))
     if not fits:
         return ""
-    rows = [[f"`{f.variant}`", device_label(source.run, f.device), f.group.label(), f.n_points,
-             fmt_time(f.overhead_s), fmt_gflops(f.throughput_flops / 1e9),
-             fmt_width(f.crossover_d), fmt_pct(100 * f.rms_rel_residual)] for f in fits]
+    rows = [[f"`{f.variant}`", device_label(source.run, f.device), f.group.label(),
+             points_text(f), fmt_time(f.overhead_s), fmt_gflops(f.throughput_flops / 1e9),
+             fmt_measured_width(f.crossover_d, *f.d_range), fit_quality(f)] for f in fits]
+    left_out = ("The d = 1 network is left out of every fit that has at least "
+                f"{model.MIN_SIZES} other widths: XLA and numba compile a 1-wide network to a "
+                "scalar program, not a matmul, so its time is not on the FLOP line (it is left "
+                "out of the other variants' fits too, so that all fits cover the same widths). "
+                if any(f.left_out for f in fits) else "")
     return ("Cost model: time per step = overhead + FLOPs / throughput, fitted by least squares "
             "on relative residuals with overhead ≥ 0. A variant stops being overhead-bound "
-            "where its FLOP term equals its overhead (d of a [d]×(depth+1) network).\n\n"
+            "where its FLOP term equals its overhead (d of a [d]×(depth+1) network). "
+            + left_out + POOR_FIT_NOTE + "\n\n"
             + markdown_table(["variant", "device", "networks", "points", "overhead per step",
                               "throughput GFLOP/s", "stops being overhead-bound at d ≈",
                               "rms residual"], rows, "lllrrrrr"))
+
+
+POOR_FIT_NOTE = (f"A fit whose rms relative residual is above {model.POOR_FIT:.0%} is marked "
+                 f"*poor fit*: a line in FLOPs does not describe its points, so what is read off "
+                 f"it is a rough guide; a width outside the fitted widths is marked "
+                 f"*extrapolated*.")
+
+
+def points_text(fit: model.Fit) -> str:
+    left = ", ".join(map(str, fit.left_out))
+    return f"{fit.n_points} (d = {left} left out)" if fit.left_out else str(fit.n_points)
+
+
+def fit_quality(fit: model.Fit) -> str:
+    rms = fmt_pct(100 * fit.rms_rel_residual)
+    return f"{rms} (poor fit)" if fit.poor else rms
+
+
+def fmt_measured_width(d: float | None, lo: float, hi: float) -> str:
+    """fmt_width, marked "(extrapolated; ...)" when d lies outside the measured [lo, hi]."""
+    text = fmt_width(d)
+    if d is None or d == 0 or not math.isfinite(d):
+        return text
+    if round(d) < round(lo):
+        return f"{text} (extrapolated; fitted from {lo:.0f})"
+    if round(d) > round(hi):
+        return f"{text} (extrapolated; measured up to {hi:.0f})"
+    return text
 
 
 # ---- plots ------------------------------------------------------------------------------------
@@ -631,15 +681,19 @@ def device_axes(fig, n: int):
     return fig.subplots(1, n, sharey=True, squeeze=False)[0]
 
 
-def plot_times(run: dict, shape: model.GroupKey, by_device: dict, fits: dict,
-               path: Path) -> None:
-    """Log-log µs per step against FLOPs per step, measured (solid) and fitted (dashed)."""
+def plot_times(run: dict, shape: model.GroupKey, by_device: dict,
+               fits: dict[model.GroupKey, model.Fit], path: Path) -> None:
+    """Log-log µs per step against FLOPs per step, measured (solid) and fitted (dashed, over
+    the fitted points only); ``shape`` has no variant or device, ``fits`` are by group."""
     from matplotlib.lines import Line2D
 
     fig = new_figure(5.6 * len(by_device) + 1.6, 4.6)
+    left_out = False
     for ax, (device, by_variant) in zip(device_axes(fig, len(by_device)), by_device.items()):
         for variant in variant_order(by_variant):
-            draw_time_line(ax, variant, by_variant[variant], fits.get((variant, device)))
+            fit = fits.get(dataclasses.replace(shape, variant=variant, device=device))
+            left_out |= bool(fit and fit.left_out)
+            draw_time_line(ax, variant, by_variant[variant], fit)
         ax.set_xscale("log")
         ax.set_yscale("log")
         add_width_axis(ax, shape)
@@ -647,7 +701,8 @@ def plot_times(run: dict, shape: model.GroupKey, by_device: dict, fits: dict,
         ax.set_title(device_label(run, device), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     fig.axes[0].set_ylabel("time per step (µs)")
-    extra = [Line2D([], [], color="grey", ls="--", label="fit: overhead + FLOPs/throughput")]
+    label = "fit: overhead + FLOPs/throughput" + ("\n(d = 1 left out)" if left_out else "")
+    extra = [Line2D([], [], color="grey", ls="--", label=label)]
     legend(fig, extra)
     fig.suptitle(f"{machine_label(run)}\ntime per SGD step, {shape_label(shape)}", fontsize=11)
     save(fig, path)
@@ -658,8 +713,8 @@ def draw_time_line(ax, variant: str, cases: dict[int, dict], fit: model.Fit | No
     if not len(flops):
         return
     ax.plot(flops, 1e6 * seconds, "o-", color=COLORS.get(variant), label=variant, ms=4)
-    if fit is not None:
-        grid = np.geomspace(flops.min(), flops.max(), 100)
+    if fit is not None:  # over the fitted points only (the d = 1 point may be left out)
+        grid = np.geomspace(*fit.flops_range, 100)
         ax.plot(grid, 1e6 * fit.predict(grid), "--", color=COLORS.get(variant), lw=1)
 
 
@@ -713,51 +768,70 @@ def plot_peak(run: dict, shape: model.GroupKey, by_device: dict, path: Path) -> 
 
 # ---- GPU against CPU --------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Labelled:
-    machine: str
-    fit: model.Fit
-
-
-def labelled_fits(sources: list[Source]) -> list[Labelled]:
-    """Every fit, labelled with its device and the host it ran on."""
-    return [Labelled(f"{device_label(s.run, f.device)} ({s.run['machine'].get('hostname', '?')})",
-                     f) for s in sources for f in model.fit_cases(s.run["cases"])]
-
-
 def gpu_vs_cpu_section(sources: list[Source]) -> str:
-    fits = labelled_fits(sources)
+    per_file = [(s, model.fit_cases(s.run["cases"])) for s in sources]
     rows = []
-    for shape, cpu_machine, gpu_machine in pairings(fits):
-        cpu = [x.fit for x in fits if x.machine == cpu_machine and same_shape(x.fit, shape)]
-        gpu = [x.fit for x in fits if x.machine == gpu_machine and same_shape(x.fit, shape)]
-        rows += crossover_rows(cpu, gpu, f"{cpu_machine} → {gpu_machine}", shape)
+    for shape in shapes_of(f for _, fits in per_file for f in fits):
+        sides = [(s, [f for f in fits if same_shape(f, shape) and not on_gpu(f)],
+                  [f for f in fits if same_shape(f, shape) and on_gpu(f)]) for s, fits in per_file]
+        for cs, cpu, gpu_of_cs in sides:
+            for gs, cpu_of_gs, gpu in sides:
+                if cpu and gpu and paired(cs, gs, bool(gpu_of_cs), bool(cpu_of_gs)):
+                    rows += crossover_rows(cpu, gpu, pair_label(cs, gs, cpu[0], gpu[0]), shape)
     if not rows:
         return ""
     return ("## Where a GPU starts beating a CPU\n\nFrom the fitted cost models: the smallest "
-            "size where the GPU's predicted time per step drops below the CPU's. *best* "
-            "compares the fastest fitted variant on each side at every size.\n\n"
-            + markdown_table(["compared", "CPU → GPU", "networks", "GPU faster from d ≈",
-                              "FLOPs per step"], rows, "lllrr"))
+            "size where the GPU's predicted time per step drops below the CPU's. CPU and GPU "
+            "fits are paired within each results file, and across files that measured the same "
+            "networks when one of the two files cannot make the pair on its own (a CPU-only "
+            "file against a GPU file); two files from one GPU machine are not mixed. *best* "
+            "compares the fastest fitted variant on each side at every size; *fastest at the "
+            "crossover* names them there (where the GPU is faster at every size: at the "
+            "smallest width both sides measured; where it never is: at the largest). "
+            + POOR_FIT_NOTE + "\n\n"
+            + markdown_table(["compared", "fastest at the crossover", "CPU → GPU", "networks",
+                              "GPU faster from d ≈", "FLOPs per step"], rows, "llllrr"))
+
+
+def on_gpu(fit: model.Fit) -> bool:
+    return fit.device == "cuda"
+
+
+def shape_of(fit: model.Fit) -> model.GroupKey:
+    return dataclasses.replace(fit.group, variant="", device="")
 
 
 def same_shape(fit: model.Fit, shape: model.GroupKey) -> bool:
-    return dataclasses.replace(fit.group, variant="", device="") == shape
+    return shape_of(fit) == shape
 
 
-def pairings(fits: list[Labelled]) -> list[tuple[model.GroupKey, str, str]]:
-    """(shape, CPU label, GPU label) for every shape measured on both kinds of device."""
-    seen: dict[model.GroupKey, dict[str, set]] = {}
-    for x in fits:
-        shape = dataclasses.replace(x.fit.group, variant="", device="")
-        side = "gpu" if x.fit.device == "cuda" else "cpu"
-        seen.setdefault(shape, {"cpu": set(), "gpu": set()})[side].add(x.machine)
-    return [(shape, c, g) for shape, sides in seen.items()
-            for c in sorted(sides["cpu"]) for g in sorted(sides["gpu"])]
+def shapes_of(fits: Iterable[model.Fit]) -> list[model.GroupKey]:
+    """The network shapes of the fits, in first-seen order."""
+    return list(dict.fromkeys(map(shape_of, fits)))
 
 
-def crossover_rows(cpu: list[model.Fit], gpu: list[model.Fit], machines: str,
+def paired(cpu_source: Source, gpu_source: Source, cpu_source_has_gpu: bool,
+           gpu_source_has_cpu: bool) -> bool:
+    """Pair a file's own CPU and GPU fits; across files, only where one of them cannot make the
+    pair on its own (so two files from one GPU machine are not mixed)."""
+    if cpu_source is gpu_source:
+        return True
+    return not (cpu_source_has_gpu and gpu_source_has_cpu)
+
+
+def pair_label(cpu_source: Source, gpu_source: Source, cpu: model.Fit, gpu: model.Fit) -> str:
+    """'`a.json`: cpu · X → cuda · Y', or with both file names when they differ."""
+    cpu_dev = device_label(cpu_source.run, cpu.device)
+    gpu_dev = device_label(gpu_source.run, gpu.device)
+    if cpu_source is gpu_source:
+        return f"`{cpu_source.path.name}`: {cpu_dev} → {gpu_dev}"
+    return f"`{cpu_source.path.name}` ({cpu_dev}) → `{gpu_source.path.name}` ({gpu_dev})"
+
+
+def crossover_rows(cpu: list[model.Fit], gpu: list[model.Fit], pair: str,
                    shape: model.GroupKey) -> list[list]:
+    """One row per variant fitted on both sides, per framework with several fits on a side,
+    and the best of all, each comparison once."""
     both = variant_order({f.variant for f in cpu} & {f.variant for f in gpu})
     comparisons = [(f"`{v}`", [f for f in cpu if f.variant == v],
                     [f for f in gpu if f.variant == v]) for v in both]
@@ -765,10 +839,29 @@ def crossover_rows(cpu: list[model.Fit], gpu: list[model.Fit], machines: str,
                       if f.variant in registry.VARIANTS}):
         c, g = framework_fits(cpu, fw), framework_fits(gpu, fw)
         if c and g and (len(c) > 1 or len(g) > 1):
-            comparisons.append((f"best {fw}", c, g))
-    comparisons.append(("best of all", cpu, gpu))
-    label = f"{shape.dtype} {shape.activation} b{shape.batch} depth {shape.depth}"
-    return [[name, machines, label, *crossover_cells(c, g)] for name, c, g in comparisons]
+            comparisons.append((group_name(fw, c, g), c, g))
+    comparisons.append((group_name(None, cpu, gpu), cpu, gpu))
+    rows, seen = [], set()
+    for name, c, g in comparisons:
+        key = (frozenset(map(id, c)), frozenset(map(id, g)))
+        if key not in seen:
+            seen.add(key)
+            rows.append([name, *crossover_cells(c, g, pair, shape.label())])
+    return rows
+
+
+def group_name(framework: str | None, cpu: list[model.Fit], gpu: list[model.Fit]) -> str:
+    """'best torch' / 'best of all' if both sides have several fits; else a side with one fit
+    is named by its variant: 'best GPU vs `numpy` (CPU)', 'best torch GPU vs `torch` (CPU)'."""
+    if len(cpu) > 1 and len(gpu) > 1:
+        return f"best {framework}" if framework else "best of all"
+
+    def side(fits: list[model.Fit], where: str) -> str:
+        if len(fits) == 1:
+            return f"`{fits[0].variant}` ({where})"
+        return f"best {framework} {where}" if framework else f"best {where}"
+
+    return f"{side(gpu, 'GPU')} vs {side(cpu, 'CPU')}"
 
 
 def framework_fits(fits: list[model.Fit], framework: str) -> list[model.Fit]:
@@ -776,13 +869,34 @@ def framework_fits(fits: list[model.Fit], framework: str) -> list[model.Fit]:
             and registry.VARIANTS[f.variant].framework == framework]
 
 
-def crossover_cells(cpu: list[model.Fit], gpu: list[model.Fit]) -> list[str]:
+def fit_name(fit: model.Fit, where: str) -> str:
+    return f"`{fit.variant}` ({where}{', poor fit' if fit.poor else ''})"
+
+
+def crossover_cells(cpu: list[model.Fit], gpu: list[model.Fit], pair: str,
+                    networks: str) -> list[str]:
+    """[fastest at the crossover, pair, networks, d, FLOPs] of one comparison."""
     cross = model.best_gpu_beats_best_cpu(cpu, gpu)
+    lo = max(min(f.flops_range[0] for f in cpu), min(f.flops_range[0] for f in gpu))
+    hi = min(max(f.flops_range[1] for f in cpu), max(f.flops_range[1] for f in gpu))
     if cross is not None:
-        return [fmt_width(cross.d), f"{cross.flops:.3g}"]
+        at, where = cross.flops, ""
+    else:
+        at = lo if model.always_faster(gpu, cpu) else hi
+        d = model.common_d(at, [*cpu, *gpu])
+        where = "" if d is None else f" at d = {d:.0f}"
+    c, g = model.best_at(cpu, at), model.best_at(gpu, at)
+    fastest = f"{fit_name(g, 'GPU')} vs {fit_name(c, 'CPU')}{where}"
+    d_lo, d_hi = max(c.d_range[0], g.d_range[0]), min(c.d_range[1], g.d_range[1])
+    if cross is not None:
+        d_text = (fmt_width(cross.d) if cross.d is None
+                  else fmt_measured_width(cross.d, d_lo, d_hi))
+        return [fastest, pair, networks, d_text, f"{cross.flops:.3g}"]
     if model.always_faster(gpu, cpu):
-        return ["GPU faster at every size", "—"]
-    return ["never (below 10¹⁵ FLOPs)", "—"]
+        return [fastest, pair, networks,
+                f"GPU faster at every size (extrapolated below d = {d_lo:.0f})", "—"]
+    return [fastest, pair, networks,
+            f"never (below 10¹⁵ FLOPs; extrapolated above d = {d_hi:.0f})", "—"]
 
 
 # ---- compile cost -----------------------------------------------------------------------------
@@ -890,11 +1004,47 @@ def api_section() -> str:
                             for fw in API_FILES)] for fn in API_FUNCTIONS]
     files = ", ".join(f"`implementations/{f}`" for f in API_FILES.values())
     parts = ["## The API side by side",
-             f"Read from {files} when this report was built, so it is the code that ran. "
+             f"Read from {files} in the checkout that built this report, at report time"
+             f"{checkout_text(root)}. This may differ from the code that ran: the commits the "
+             f"results files were measured at are listed under *Where the numbers come from*. "
              f"Lines of code per function (without docstring, comments and blank lines):",
              markdown_table(["function", *API_FILES], counts, "l" + "r" * len(API_FILES))]
     parts += [side_by_side(fn, sources) for fn in API_FUNCTIONS]
     return "\n\n".join(parts)
+
+
+def git_head(root: Path) -> str | None:
+    """`git rev-parse --short HEAD` of the checkout holding ``root``, or None."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    head = done.stdout.strip()
+    return head if done.returncode == 0 and head else None
+
+
+def api_files_dirty(root: Path) -> bool:
+    """True if the API files differ from HEAD (uncommitted changes); False if unknown."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *API_FILES.values()],
+                              cwd=root, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 1
+
+
+def checkout_text(root: Path) -> str:
+    """' (commit `abc1234`)', with uncommitted changes noted; '' outside a git checkout."""
+    head = git_head(root)
+    if head is None:
+        return ""
+    dirty = ", with uncommitted changes to these files" if api_files_dirty(root) else ""
+    return f" (commit `{head}`{dirty})"
 
 
 def side_by_side(function: str, sources: dict[str, dict[str, str]]) -> str:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import helpers_results as h
+import numpy as np
 import pytest
 
-from harness import report, results
+from harness import report, results, summary
 from harness.results import ResultsError
+from implementations import registry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,3 +209,254 @@ def test_function_sources_reads_functions_and_methods(tmp_path):
     found = report.function_sources(path)
     assert found == {"forward": "def forward(x):\n    return x",
                      "Trainer.run": "def run(self, steps):\n    return steps"}
+
+
+# ---- --out must be a Markdown file, checked before anything is written -------------------------
+
+@pytest.mark.parametrize("out", ["folder", "REPORT.txt", "REPORT"])
+def test_out_that_is_a_folder_or_not_markdown_is_an_error_before_writing(tmp_path, out):
+    folder = write_results(tmp_path / "results", sweep=False)
+    target = tmp_path / "site" / out
+    if out == "folder":
+        target.mkdir(parents=True)
+    with pytest.raises(ResultsError, match=r"report --out must be a Markdown file path \(\*\.md\)"):
+        report.build_report([folder], target)
+    site = tmp_path / "site"  # no plots/, no temporary file, no report
+    assert [p.name for p in site.rglob("*")] == (["folder"] if out == "folder" else [])
+
+
+def test_out_folder_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
+    folder = write_results(tmp_path / "results", sweep=False)
+    code = h.run_cli(["report", str(folder), "--out", str(tmp_path)], report.register)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "report --out must be a Markdown file path (*.md), not" in err[0]
+    assert not (tmp_path.parent / "plots").exists() and not (tmp_path / "plots").exists()
+
+
+# ---- cases without a usable per-step median ----------------------------------------------------
+
+@pytest.mark.parametrize("median", [0.0, -1.0, float("nan"), None])
+def test_a_zero_or_missing_median_is_a_malformed_field_not_a_crash(median):
+    run = h.run_file()
+    ps = run["cases"][1]["timing"]["per_step"]
+    if median is None:
+        del ps["median_s"]
+    else:
+        ps["median_s"] = median
+    assert report.missing_field(run) == "timing.per_step.median_s (case 1)"
+    rows = summary.derive(run)  # derived columns guard against the bad median
+    assert rows[1]["median"] is None and rows[1]["iqr_pct"] is None
+    assert rows[1]["x_limit"] is None and rows[1]["x_numpy"] is None
+    assert summary.row_cells(rows[1])[4] == "—"
+    summary.run_table(run)
+    summary.case_line(run["cases"][1], 1, 1)
+
+
+def test_a_missing_per_step_is_a_malformed_field_not_a_key_error():
+    run = h.run_file()
+    del run["cases"][0]["timing"]["per_step"]
+    assert report.missing_field(run).startswith("timing.per_step.median_s (case 0)")
+    assert summary.derive(run)[0]["median"] is None
+
+
+def test_a_zero_reference_median_leaves_the_ratio_and_pay_off_empty():
+    run = h.run_file()
+    by_variant = {c["variant"]: c for c in run["cases"] if c["problem"] == h.WORKED}
+    by_variant["numpy"]["timing"]["per_step"]["median_s"] = 0.0
+    by_variant["limit"]["timing"]["per_step"]["median_s"] = 0.0
+    by_variant["torch"]["timing"]["per_step"]["median_s"] = 0.0
+    rows = {r["case"]["variant"]: r for r in summary.derive(run)
+            if r["case"]["problem"] == h.WORKED}
+    assert rows["python"]["x_numpy"] is None and rows["python"]["x_limit"] is None
+    assert rows["torch-compile"]["pays_off"] is None  # its baseline `torch` has no median
+
+
+# ---- summary: compile only for variants that compile ------------------------------------------
+
+def test_compile_column_only_for_variants_with_a_baseline():
+    rows = {(r["case"]["variant"], r["network"]): r for r in summary.derive(h.run_file())}
+    worked = summary.network_label(h.WORKED)
+    col = summary.HEADERS.index("compile")
+    first = summary.HEADERS.index("first call")
+    for variant in ("python", "numpy", "torch", "jax-eager"):
+        cells = summary.row_cells(rows[(variant, worked)])
+        assert cells[col] == "—" and cells[first] != "—", variant
+    assert summary.row_cells(rows[("torch-compile", worked)])[col] == "2.4 s"
+    assert summary.row_cells(rows[("limit", worked)])[col] == "200 ms"
+
+
+def test_report_compile_table_lists_only_variants_with_a_baseline(built):
+    _, text = built
+    comp = section(text, "Compile cost")
+    variants = set(re.findall(r"^\| `[^`]+` \| [^|]+ \| [^|]+ \| `([^`]+)` \|", comp, re.M))
+    assert variants and all(registry.VARIANTS[v].baseline for v in variants)
+
+
+# ---- the limit line names the network it ran ---------------------------------------------------
+
+def test_limit_line_labels_the_network_from_the_problem():
+    run = h.run_file()
+    limit = next(c for c in run["cases"] if c["variant"] == "limit")
+    limit["problem"] = {**limit["problem"], "activation": "tanh", "bias": True}
+    line = report.limit_lines(run).splitlines()[0]
+    assert "(numba, 1-1-1 tanh+b float64 b1)" in line and "linear" not in line
+
+
+def test_limit_line_of_the_worked_example(built):
+    _, text = built
+    assert "the `limit` loop (numba, 1-1-1 linear float64 b1): **" in section(text, "Ceilings")
+
+
+# ---- the API section says when and from which checkout it was read -----------------------------
+
+def test_api_section_is_read_at_report_time_from_the_current_head(built):
+    _, text = built
+    api = section(text, "The API side by side")
+    assert "so it is the code that ran" not in api and "at report time" in api
+    assert "may differ from the code that ran" in api
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True)
+    if head.returncode == 0:
+        assert f"(commit `{head.stdout.strip()}`" in api
+
+
+def test_api_section_without_git_names_no_commit(monkeypatch):
+    monkeypatch.setattr(report, "git_head", lambda root: None)
+    head = report.api_section().split("\n\n")[1]
+    assert "at report time. This may differ" in head and "(commit" not in head
+
+
+def test_git_head_outside_a_checkout_is_none(tmp_path):
+    assert report.git_head(tmp_path) is None
+
+
+# ---- the model table: d = 1 left out, poor fits and extrapolated widths --------------------------
+
+def test_model_table_marks_left_out_d1_extrapolated_widths(built):
+    _, text = built
+    sweep = section(text, "Sweep")
+    assert "scalar program, not a matmul" in sweep
+    rows = {tuple(line.split(" | ")[:2]): line for line in sweep.splitlines()
+            if line.startswith("| `")}
+    # torch on cuda: 60 µs * 20 TFLOP/s -> d = 1250, above the widest measured network (1024)
+    torch = rows[("| `torch`", "cuda · NVIDIA H200")]
+    assert "| 1,250 (extrapolated; measured up to 1024) |" in torch
+    # jax-scan on cpu: 0.4 µs * 120 GFLOP/s -> d = 8, below the narrowest fitted one (16; d = 1
+    # is left out)
+    jax_scan = rows[("| `jax-scan`", "cpu · AMD EPYC 9654 ×16")]
+    assert "| 4 (d = 1 left out) |" in jax_scan
+    assert "| 8 (extrapolated; fitted from 16) |" in jax_scan
+    assert "poor fit" not in section(sweep, "Sweep").split("| variant |")[1].split("\n\n")[0]
+
+
+def test_model_table_marks_poor_fits_and_keeps_their_numbers():
+    run = h.sweep_file()
+    for c in run["cases"]:  # zigzag numpy's points by 2× around the line
+        if c["variant"] == "numpy" and c["problem"]["widths"][0] in (16, 256):
+            c["timing"]["per_step"]["median_s"] *= 2.0
+    table = report.model_table(report.Source(Path("s.json"), run, "s"))
+    numpy_row = next(line for line in table.splitlines() if line.startswith("| `numpy`"))
+    assert re.search(r"\| \d+% \(poor fit\) \|$", numpy_row)
+    assert "µs |" in numpy_row  # the numbers are still there
+    assert all("poor fit" not in line for line in table.splitlines()
+               if line.startswith("| `torch`"))
+
+
+def test_model_table_without_d1_does_not_mention_it():
+    run = h.sweep_file(widths=(16, 64, 256, 1024))
+    table = report.model_table(report.Source(Path("s.json"), run, "s"))
+    assert "scalar program" not in table and "left out" not in table
+
+
+# ---- where a GPU starts beating a CPU: by file, never merged across files ------------------------
+
+def gpu_machine_file(jax_scan_overhead: float) -> dict:
+    """A GPU-machine sweep: numpy on the CPU, torch and jax-scan on the GPU."""
+    rng = np.random.default_rng(3)
+    laws = {("numpy", "cpu"): (19e-6, 120e9), ("torch", "cuda"): (60e-6, 20e12),
+            ("jax-scan", "cuda"): (jax_scan_overhead, 22e12)}
+    cases = [h.ok_case(v, dev, h.problem((d, d, d)),
+                       o + h.flops(h.problem((d, d, d))) / t, rng, sigma=0.0)
+             for (v, dev), (o, t) in laws.items() for d in h.SWEEP_WIDTHS]
+    return h.new_run("sweep", "cuda", h.GPU_MACHINE, cases)
+
+
+def cpu_only_file() -> dict:
+    run = h.sweep_file()
+    run["cases"] = [c for c in run["cases"] if c["device"] == "cpu"]
+    run["machine"] = h.CPU_MACHINE
+    return run
+
+
+def gpu_rows(sources: list) -> list[list[str]]:
+    text = report.gpu_vs_cpu_section(sources)
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in text.splitlines()
+            if line.startswith("| ") and "→" in line and "compared" not in line]
+
+
+def crossover_d(cpu_law, gpu_law) -> float:
+    (oc, tc), (og, tg) = cpu_law, gpu_law
+    return math.sqrt((og - oc) / (1 / tc - 1 / tg) / (6 * 64 * 2))
+
+
+@pytest.fixture(scope="module")
+def by_file():
+    sources = [report.Source(Path("gpu-a.json"), gpu_machine_file(25e-6), "gpu-a"),
+               report.Source(Path("gpu-b.json"), gpu_machine_file(40e-6), "gpu-b"),
+               report.Source(Path("cpu.json"), cpu_only_file(), "cpu")]
+    return gpu_rows(sources)
+
+
+def test_gpu_fits_of_two_files_on_one_machine_are_not_merged(by_file):
+    own = {r[2].split("`")[1]: r for r in by_file if r[2].count("`") == 2}
+    assert set(own) == {"gpu-a.json", "gpu-b.json"}
+    for name, overhead in (("gpu-a.json", 25e-6), ("gpu-b.json", 40e-6)):
+        d = crossover_d((19e-6, 120e9), (overhead, 22e12))
+        assert own[name][4].strip() == f"{d:,.0f}", name  # each file's own crossover
+    assert own["gpu-a.json"][4] != own["gpu-b.json"][4]
+
+
+def test_a_gpu_machine_file_names_numpy_as_its_cpu_side(by_file):
+    own = [r for r in by_file if r[2].count("`") == 2]
+    for r in own:
+        assert r[0] == "best GPU vs `numpy` (CPU)" and "best of all" not in r[0]
+        assert r[1] == "`jax-scan` (GPU) vs `numpy` (CPU)"
+        assert ": cpu · AMD EPYC 9654 ×16 → cuda · NVIDIA H200" in r[2]
+
+
+def test_files_pair_across_only_when_one_cannot_pair_alone(by_file):
+    names = [re.findall(r"`([^`]+\.json)`", r[2]) for r in by_file]
+    pairs = {(n[0], n[-1]) for n in names}
+    assert pairs == {("gpu-a.json", "gpu-a.json"), ("gpu-b.json", "gpu-b.json"),
+                     ("cpu.json", "gpu-a.json"), ("cpu.json", "gpu-b.json")}
+    cross = [r for r in by_file if r[2].startswith("`cpu.json` (cpu · Intel(R) Xeon(R)")]
+    assert all("→ `gpu-" in r[2] and "(cuda · NVIDIA H200)" in r[2] for r in cross)
+
+
+def test_best_rows_name_the_fastest_variants_at_the_crossover(by_file):
+    best = next(r for r in by_file if r[0] == "best of all" and "`gpu-a.json`" in r[2])
+    # the CPU-only file's jax-scan (0.4 µs) is fastest on the CPU at the crossover
+    assert best[1] == "`jax-scan` (GPU) vs `jax-scan` (CPU)"
+    d = crossover_d(h.MODEL[("jax-scan", "cpu")], (25e-6, 22e12))
+    assert best[4].startswith(f"{d:,.0f}")
+    torch = next(r for r in by_file if r[0] == "`torch`" and "`gpu-b.json`" in r[2])
+    assert torch[1] == "`torch` (GPU) vs `torch` (CPU) at d = 16"  # GPU faster at every size
+    assert torch[4].startswith("GPU faster at every size (extrapolated below d = 16)")
+
+
+def test_gpu_table_marks_poor_fits_and_extrapolated_crossovers():
+    gpu = gpu_machine_file(25e-6)
+    for c in gpu["cases"]:
+        if c["variant"] == "jax-scan" and c["problem"]["widths"][0] in (16, 256):
+            c["timing"]["per_step"]["median_s"] *= 2.0
+    narrow = gpu_machine_file(200e-6)  # torch crosses numpy near d = 80: above its widest point
+    narrow["cases"] = [c for c in narrow["cases"] if c["problem"]["widths"][0] <= 64]
+    rows = gpu_rows([report.Source(Path("zig.json"), gpu, "zig"),
+                     report.Source(Path("narrow.json"), narrow, "narrow")])
+    zig = next(r for r in rows if "`zig.json`" in r[2])
+    assert zig[1] == "`jax-scan` (GPU, poor fit) vs `numpy` (CPU)"
+    far = next(r for r in rows if "`narrow.json`" in r[2])
+    d = crossover_d((19e-6, 120e9), (60e-6, 20e12))
+    assert far[1] == "`torch` (GPU) vs `numpy` (CPU)"
+    assert far[4] == f"{d:,.0f} (extrapolated; measured up to 64)"
