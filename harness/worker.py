@@ -25,7 +25,7 @@ import os
 import sys
 import traceback
 
-REFERENCE_BUDGET_S = 0.3
+REFERENCE_BUDGET_S = 0.15
 MAX_VERIFY_STEPS = 1000  # float32 drifts from the float64 reference over very long runs
 FRESH_STEPS = 100
 
