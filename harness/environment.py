@@ -10,7 +10,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -115,6 +114,3 @@ def pin_threads(threads: int) -> dict:
     threadpool_limits(threads)
     return {"threads": threads, "affinity": affinity}
 
-
-def python_executable() -> str:
-    return sys.executable

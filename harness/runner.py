@@ -80,7 +80,7 @@ class Plan:
                             for p, v in self.extra_cases],
             "threads": self.threads, "processes": self.processes,
             "timing": self.timing.as_dict(), "peaks": self.peaks,
-            "python": environment.python_executable(), **self.extra_config,
+            "python": sys.executable, **self.extra_config,
         }
 
 

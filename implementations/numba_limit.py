@@ -10,7 +10,6 @@ than honest). One kernel is compiled per (activation, output activation, bias) c
 
 from __future__ import annotations
 
-import math
 from functools import cache
 
 import numba
@@ -20,12 +19,7 @@ from implementations import python_scalar
 from implementations.problem import Params, Problem, cast_problem, map_params
 from implementations.registry import Unavailable
 
-ACTIVATIONS = {
-    "linear": lambda a: a,
-    "sigmoid": lambda a: 1.0 / (1.0 + math.exp(-a)),
-    "tanh": lambda a: math.tanh(a),  # njit compiles functions, not builtins
-    "relu": lambda a: a if a > 0.0 else 0.0,
-}
+ACTIVATIONS = python_scalar.ACTIVATIONS  # the same scalar formulas, compiled by numba.njit
 DERIVATIVES = python_scalar.DERIVATIVES
 
 

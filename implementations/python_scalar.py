@@ -17,7 +17,7 @@ from implementations.registry import Unavailable
 ACTIVATIONS = {
     "linear": lambda a: a,
     "sigmoid": lambda a: 1.0 / (1.0 + math.exp(-a)),
-    "tanh": math.tanh,
+    "tanh": lambda a: math.tanh(a),  # a function, not a builtin, so numba can compile it
     "relu": lambda a: a if a > 0.0 else 0.0,
 }
 # phi'(a), written with h = phi(a) where that is cheaper
