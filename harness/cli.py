@@ -125,16 +125,16 @@ def frameworks_from(text: str | None, *, contract_only: bool = True) -> dict[str
     asked = csv(text) if text is not None else None
     if asked == []:
         raise UsageError("--framework is empty: name at least one framework")
-    names = asked or [n for n, f in registry.FRAMEWORKS.items() if f.contract or not contract_only]
+    names = asked or [n for n, f in registry.FRAMEWORKS.items() if f.gradients or not contract_only]
     modules = {}
     for name in names:
         fw = registry.get_framework(name)
-        if contract_only and not fw.contract:
+        if contract_only and not fw.gradients:
             variants = ", ".join(v.name for v in registry.variants_of(name))
             raise BenchError(f"{name} has no forward/grads functions, only a training loop: "
                              f"use its variant ({variants}) with 'check --variants' or 'run'")
         try:
-            modules[name] = fw.import_module()
+            modules[name] = registry.import_module(name)
         except registry.Unavailable as exc:
             if asked:
                 raise
@@ -325,7 +325,7 @@ def require_cuda() -> None:
     reasons = []
     for name in ("torch", "jax"):
         try:
-            registry.FRAMEWORKS[name].import_module().check_device("cuda")
+            registry.import_module(name).check_device("cuda")
             return
         except registry.Unavailable as exc:
             reasons.append(str(exc))
@@ -466,7 +466,7 @@ def cmd_list(args) -> int:
     rows = []
     for v in registry.VARIANTS.values():
         try:
-            registry.FRAMEWORKS[v.framework].import_module()
+            registry.import_module(v.framework)
             status = "available"
         except registry.Unavailable as exc:
             status = f"unavailable: {exc}"

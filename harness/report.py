@@ -39,7 +39,7 @@ FLOPS_NOTE = ("FLOPs are counted as 6 · batch · weights per SGD step: 2 for th
               "matmuls, 4 for the backward ones (input and weight gradients). Elementwise work "
               "(activations, loss, the update) is not counted; it is what makes small networks "
               "overhead-bound.")
-MODULE_FRAMEWORK = {f.module: name for name, f in registry.FRAMEWORKS.items()}
+MODULE_FRAMEWORK = {registry.module_name(name).rsplit(".", 1)[-1]: name for name in registry.FRAMEWORKS}
 COLORS = dict(zip(registry.VARIANTS, [f"C{i}" for i in range(10)]))
 
 

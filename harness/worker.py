@@ -64,7 +64,7 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
 
     report = check.Report()
     if fresh and variant.name == "numpy":  # the reference trajectory is NumPy's: check it
-        modules = {"numpy": registry.FRAMEWORKS["numpy"].import_module()}
+        modules = {"numpy": registry.import_module("numpy")}
         check.check_gradients(problem, modules, device, report, fd_entries(problem))
     start = map_params(lambda a: np.asarray(a, dtype=np.float64), trainer.params())
     if not all(np.all(np.isfinite(t)) for t in flatten(start)):
@@ -157,7 +157,7 @@ def main() -> int:
 
     framework = registry.FRAMEWORKS[job["framework"]]
     try:
-        module = framework.import_module()
+        module = registry.import_module(framework.name)
         settings = module.settings(job["threads"])
     except registry.Unavailable as exc:
         emit(out, {"type": "framework", "name": framework.name, "error": str(exc)})

@@ -1,45 +1,38 @@
 """Implementations of one network and its MSE/SGD loop, one module per framework.
 
-The contract
-------------
-Every framework module (``numpy_backprop``, ``torch_backprop``, ``jax_backprop``) defines the
+The contract is written as code in ``implementations.contract``: the ``Framework`` and
+``Variant`` declarations, and the ``FrameworkModule``, ``LoopModule`` and ``Trainer``
+Protocols, with the copy, sync and device semantics every module keeps. ``registry`` finds
+the modules and imports them lazily.
+
+The array frameworks (``numpy_backprop``, ``torch_backprop``, ``jax_backprop``) define the
 same names, in the same order, with the same variable names, so that a diff between two of
-them shows only the framework calls:
-
-``to_framework(a, device, trainable=False)``
-    A NumPy array as this framework's array on ``device`` ("cpu" or "cuda").
-``to_numpy(a)``
-    This framework's array as a NumPy array.
-``check_device(device)``
-    Raise ``registry.Unavailable`` with a reason if this framework cannot use ``device``.
-``sync(params)``
-    Return only when the device has finished the work on these arrays (no-op for NumPy).
-``settings(threads)``
-    Apply the framework's own thread setting where it has one, and return what the results
-    file should record (threads, BLAS, precision, backend).
-``forward(net, params, x) -> y_hat``
-    ``net`` is a ``problem.NetworkSpec``; ``params`` a list of ``(W, b)`` pairs with ``W`` of
-    shape (fan_in, fan_out) and ``b`` of shape (fan_out,) or ``None``; ``x`` has shape
-    (batch, widths[0]) and ``y_hat`` (batch, widths[-1]).
-``loss(net, params, x, y) -> E``
-    E = 1/2 * mean over the batch of ||y_hat - y||^2, a scalar.
-``grads(net, params, x, y) -> (E, dE/dparams)``
-    The gradients have the structure of ``params`` (``None`` where there is no bias).
-``sgd_step(net, params, x, y, lr) -> params``
-    One SGD update, params - lr * dE/dparams.
-``Trainer(problem, device="cpu")``
-    Owns the update loop of one *variant*. ``run(steps)`` advances it by exactly ``steps``
-    SGD updates and returns only when the device has finished them (the Trainer owns the
-    sync). ``params()`` returns the current parameters as NumPy arrays in the problem's
-    dtype, ``loss()`` the current loss as a float.
-
-A module may define more Trainer classes after ``Trainer``, one per extra variant (for example
-``ScanTrainer`` in ``jax_backprop``), with helpers, under one heading at the end.
-``python_scalar`` (pure-Python floats; no ``sync``) and ``numba_limit`` (the compiled
-physical-limit loop; only ``check_device``, ``settings`` and ``Trainer``) cover the 1-1-1
-network with batch 1 only.
+them shows only the framework calls: the declarations, ``ACTIVATIONS``, ``to_framework``,
+``to_numpy``, ``check_device``, ``sync``, ``settings``, ``forward``, ``loss``, ``grads``,
+``sgd_step``, ``StepLoop``, ``Trainer``, then the helpers and other loops under one heading
+at the end. A ``Trainer`` holds the loop's state (data and parameters on the device) and a
+*loop strategy* (``StepLoop``, ``CompiledBlock``, ``FusedLoop``, ...) that advances the
+parameters by K steps; a variant names its Trainer and loop in the registry. ``python_scalar``
+(the worked example in Python floats) and ``numba_limit`` (the compiled physical-limit loop,
+a ``LoopModule``) cover the 1-1-1 network with batch 1 only.
 
 Every Trainer starts from ``problem.cast_problem(problem)``: the same float64 seeded numbers,
-rounded once to the problem's dtype. The ``registry`` maps variant names to these classes and
-imports them lazily, so a framework that is not installed is reported, never fatal.
+rounded once to the problem's dtype.
+
+Adding a framework
+------------------
+Write one file, ``implementations/<name>.py`` (or any path listed in the environment variable
+``BACKPROP_BENCH_FRAMEWORKS``), and nothing else:
+
+1. the module docstring: how the framework is used, and how it differs from the others;
+2. imports, with the framework's own package imported at the top (a missing or broken
+   package then makes its variants *unavailable, with the reason*);
+3. ``FRAMEWORK = Framework("name", label=..., packages=(...), order=...)`` and
+   ``VARIANTS = (Variant("name", "idiomatic", "what it does"), ...)``, literals only;
+4. the functions of ``contract.FrameworkModule`` in the order above, copying the NumPy file's
+   shape, and a ``Trainer(problem, device="cpu", loop=StepLoop)``.
+
+``backprop-bench list``, ``check``, ``run``, ``sweep`` and ``report`` then pick it up: no list
+in the harness names the frameworks. ``tests/test_contract.py`` checks every module against
+the Protocols, and ``tests/fake_framework.py`` is a complete example in pure Python.
 """

@@ -1,25 +1,41 @@
 """JAX: the gradient by ``jax.value_and_grad``, the step compiled by ``jax.jit``.
 
 Functions are pure: ``sgd_step`` returns new parameters. JAX is 32-bit unless x64 is enabled,
-so ``to_framework`` enables it as soon as a float64 array is asked for. Dispatch is
-asynchronous, on the CPU too, so ``sync`` blocks until the arrays are ready. Float32 matmuls
-on the GPU would use TF32 by default; the default matmul precision is pinned to "highest".
+so ``to_framework`` enables it (process-wide) as soon as a float64 array is asked for; float32
+arrays stay float32. Dispatch is asynchronous, on the CPU too, so ``sync`` blocks until the
+arrays are ready. Float32 matmuls on the GPU would use TF32 by default; importing this module
+pins the default matmul precision to "highest" for the whole process.
 
-Variants: ``Trainer`` is ``jax.jit`` of one step driven from a Python loop (idiomatic);
-``EagerTrainer`` calls the same step without ``jit`` (it retraces every step: what you get
-without jit); ``ScanTrainer`` fuses any number of steps into one compiled call.
+The ``Trainer`` is advanced by a loop strategy: ``StepLoop`` (``jax.jit`` of one step driven
+from a Python loop, idiomatic), and after it ``EagerLoop`` (the same step without ``jit``: it
+retraces every step, what you get without jit) and ``FusedLoop`` (any number of steps fused
+into one compiled call).
 """
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from implementations.contract import ALL_DEVICES, Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
-from implementations.registry import Unavailable
+
+FRAMEWORK = Framework("jax", label="JAX", packages=("jax", "jaxlib"), order=50,
+                      import_effects="default matmul precision 'highest'; x64 on first float64")
+VARIANTS = (
+    Variant("jax-eager", "idiomatic",
+            "jax.grad with no jit: retraces every step (what you get without jit)",
+            loop="EagerLoop", devices=ALL_DEVICES, default_run="worked-example"),
+    Variant("jax", "idiomatic", "jax.jit of one step, driven from a Python loop",
+            devices=ALL_DEVICES, baseline="jax-eager", sweep_devices=ALL_DEVICES),
+    Variant("jax-scan", "optimised", "K steps fused in one jit (fori_loop over unrolled chunks)",
+            loop="FusedLoop", devices=ALL_DEVICES, baseline="jax-eager",
+            sweep_devices=ALL_DEVICES),
+)
 
 ACTIVATIONS = {
     "linear": lambda a: a,
@@ -52,8 +68,6 @@ def sync(params: Params) -> None:
 
 def settings(threads: int) -> dict:
     """Record the backend, matmul precision and XLA flags (threads are pinned by affinity)."""
-    import os
-
     return {
         "backend": jax.default_backend(),
         "devices": [d.device_kind for d in jax.devices()],
@@ -90,24 +104,39 @@ def sgd_step(net: NetworkSpec, params: Params, x: jax.Array, y: jax.Array, lr) -
     return jax.tree.map(lambda p, gp: p - lr * gp, params, g)
 
 
-class Trainer:
-    """jax: jax.jit of one step, driven from a Python loop (idiomatic)."""
+class StepLoop:
+    """jax.jit of one sgd_step, called once per step from Python (the idiomatic loop)."""
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
+    autograd, block = True, 1  # JAX arrays carry no autograd flag: nothing to ask for
+
+    def __init__(self, trainer: Trainer):
+        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
+        self.lr = to_framework(np.asarray(trainer.lr, dtype=trainer.net.dtype), trainer.device)
+        self.step = jax.jit(sgd_step, static_argnums=0)  # lr is an argument, never folded in
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        net, x, y, lr = self.net, self.x, self.y, self.lr
+        for _ in range(steps):
+            params = self.step(net, params, x, y, lr)
+        return params
+
+
+class Trainer:
+    """The loop's state (data, parameters on the device) and the loop that advances it."""
+
+    def __init__(self, problem: Problem, device: str = "cpu", loop: type = StepLoop):
         check_device(device)
         x, y, params = cast_problem(problem)
-        self.net, self.lr = problem.spec, problem.lr
+        self.net, self.lr, self.device = problem.spec, problem.lr, device
         self.x, self.y = to_framework(x, device), to_framework(y, device)
-        self._params = map_params(lambda a: to_framework(a, device, trainable=True), params)
-        self._lr = to_framework(np.asarray(problem.lr, dtype=x.dtype), device)  # an argument
-        self._step = jax.jit(sgd_step, static_argnums=0)
+        self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
+        self._loop = loop(self)
+        self.block = self._loop.block
 
     def run(self, steps: int) -> None:
-        net, params, x, y, lr = self.net, self._params, self.x, self.y, self._lr
-        for _ in range(steps):
-            params = self._step(net, params, x, y, lr)
-        self._params = params
-        sync(params)
+        """Advance by exactly ``steps`` SGD updates, then wait for the device."""
+        self._params = self._loop(self._params, steps)
+        sync(self._params)
 
     def params(self) -> Params:
         return map_params(to_numpy, self._params)
@@ -143,8 +172,9 @@ def jax_device(device: str):
 SMALL_STEP_FLOPS = 1 << 16
 
 
-def unroll_for(problem: Problem) -> int:
-    return 8 if problem.flops_per_step() <= SMALL_STEP_FLOPS else 1
+def unroll_for(net: NetworkSpec, batch: int) -> int:
+    weights = sum(a * b for a, b in zip(net.widths, net.widths[1:]))
+    return 8 if 6 * batch * weights <= SMALL_STEP_FLOPS else 1
 
 
 @partial(jax.jit, static_argnums=(0, 5))
@@ -162,23 +192,28 @@ def fused_steps(net: NetworkSpec, params: Params, x, y, lr, unroll: int, steps) 
     return jax.lax.fori_loop(0, steps % unroll, lambda _, p: sgd_step(net, p, x, y, lr), params)
 
 
-class EagerTrainer(Trainer):
-    """jax-eager: the same step with no jit; jax.grad retraces on every call (idiomatic)."""
+class EagerLoop:
+    """jax-eager: StepLoop with the step not jitted; jax.grad retraces on every call."""
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        super().__init__(problem, device)
-        self._step = sgd_step
+    autograd, block = True, 1
+
+    def __init__(self, trainer: Trainer):
+        self.loop = StepLoop(trainer)
+        self.loop.step = sgd_step
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        return self.loop(params, steps)
 
 
-class ScanTrainer(Trainer):
-    """jax-scan: K steps fused inside one jit (optimised)."""
+class FusedLoop:
+    """jax-scan: any number of steps fused inside one jit call (``fused_steps``)."""
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        super().__init__(problem, device)
-        self.unroll = unroll_for(problem)
+    autograd, block = True, 1
 
-    def run(self, steps: int) -> None:
-        self._params = fused_steps(
-            self.net, self._params, self.x, self.y, self._lr, self.unroll, steps
-        )
-        sync(self._params)
+    def __init__(self, trainer: Trainer):
+        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
+        self.lr = to_framework(np.asarray(trainer.lr, dtype=trainer.net.dtype), trainer.device)
+        self.unroll = unroll_for(trainer.net, trainer.x.shape[0])
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        return fused_steps(self.net, params, self.x, self.y, self.lr, self.unroll, steps)

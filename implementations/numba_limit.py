@@ -16,8 +16,16 @@ import numba
 import numpy as np
 
 from implementations import python_scalar
+from implementations.contract import FLOAT64_ONLY, Framework, Unavailable, Variant
 from implementations.problem import Params, Problem, cast_problem, map_params
-from implementations.registry import Unavailable
+
+FRAMEWORK = Framework("numba", label="numba", packages=("numba",), order=30, gradients=False,
+                      arrays=False, api=False)
+VARIANTS = (
+    Variant("limit", "optimised",
+            "numba @njit loop, inputs as arguments: the physical limit of the serial chain",
+            dtypes=FLOAT64_ONLY, worked_example_only=True, baseline="python", role="limit"),
+)
 
 ACTIVATIONS = python_scalar.ACTIVATIONS  # the same scalar formulas, compiled by numba.njit
 DERIVATIVES = python_scalar.DERIVATIVES
@@ -35,16 +43,17 @@ def settings(threads: int) -> dict:
 
 @cache
 def kernel(act_h: str, act_o: str, bias: bool):
-    """The compiled loop for one activation pair; bias is a compile-time constant."""
+    """The compiled loop for one activation pair. ``bias`` is a compile-time constant (numba
+    freezes closure variables), so a network without bias has no bias add on its chain."""
     phi_h, phi_o = numba.njit(ACTIVATIONS[act_h]), numba.njit(ACTIVATIONS[act_o])
     dphi_h, dphi_o = numba.njit(DERIVATIVES[act_h]), numba.njit(DERIVATIVES[act_o])
 
     @numba.njit(fastmath=False)
     def loop(w_ih, b_h, w_ho, b_o, x, y, lr, steps):
         for _ in range(steps):
-            a_h = x * w_ih + b_h
+            a_h = x * w_ih + b_h if bias else x * w_ih
             h = phi_h(a_h)
-            a_o = h * w_ho + b_o
+            a_o = h * w_ho + b_o if bias else h * w_ho
             out = phi_o(a_o)
             d_ao = (out - y) * dphi_o(a_o, out)  # dE/da_o
             d_ah = d_ao * w_ho * dphi_h(a_h, h)  # dE/da_h

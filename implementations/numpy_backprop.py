@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from implementations.contract import Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
-from implementations.registry import Unavailable
+
+FRAMEWORK = Framework("numpy", label="NumPy", packages=("numpy",), order=20)
+VARIANTS = (
+    Variant("numpy", "idiomatic", "NumPy, backward pass written by hand", role="reference",
+            sweep_devices=("cpu",)),
+)
 
 ACTIVATIONS = {
     "linear": lambda a: a,
@@ -103,22 +109,37 @@ def sgd_step(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray, lr)
     ]
 
 
-class Trainer:
-    """numpy: manual backprop, one eager step after another (idiomatic)."""
+class StepLoop:
+    """One sgd_step after another, driven from Python (the idiomatic loop)."""
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        check_device(device)
-        x, y, params = cast_problem(problem)
-        self.net, self.lr = problem.spec, problem.lr
-        self.x, self.y = to_framework(x, device), to_framework(y, device)
-        self._params = map_params(lambda a: to_framework(a, device, trainable=True), params)
+    autograd, block = False, 1  # NumPy has no autograd to ask for
 
-    def run(self, steps: int) -> None:
-        net, params, x, y, lr = self.net, self._params, self.x, self.y, self.lr
+    def __init__(self, trainer: Trainer):
+        self.net, self.x, self.y, self.lr = trainer.net, trainer.x, trainer.y, trainer.lr
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        net, x, y, lr = self.net, self.x, self.y, self.lr
         for _ in range(steps):
             params = sgd_step(net, params, x, y, lr)
-        self._params = params
-        sync(params)
+        return params
+
+
+class Trainer:
+    """The loop's state (data, parameters on the device) and the loop that advances it."""
+
+    def __init__(self, problem: Problem, device: str = "cpu", loop: type = StepLoop):
+        check_device(device)
+        x, y, params = cast_problem(problem)
+        self.net, self.lr, self.device = problem.spec, problem.lr, device
+        self.x, self.y = to_framework(x, device), to_framework(y, device)
+        self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
+        self._loop = loop(self)
+        self.block = self._loop.block
+
+    def run(self, steps: int) -> None:
+        """Advance by exactly ``steps`` SGD updates, then wait for the device."""
+        self._params = self._loop(self._params, steps)
+        sync(self._params)
 
     def params(self) -> Params:
         return map_params(to_numpy, self._params)

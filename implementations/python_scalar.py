@@ -11,8 +11,14 @@ import math
 
 import numpy as np
 
+from implementations.contract import FLOAT64_ONLY, Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
-from implementations.registry import Unavailable
+
+FRAMEWORK = Framework("python", label="Python", packages=("math",), order=10, arrays=False)
+VARIANTS = (
+    Variant("python", "idiomatic", "the worked example's loop in pure-Python floats",
+            dtypes=FLOAT64_ONLY, worked_example_only=True),
+)
 
 ACTIVATIONS = {
     "linear": lambda a: a,
@@ -35,13 +41,18 @@ def to_framework(a: np.ndarray, device: str = "cpu", trainable: bool = False) ->
     return float(np.asarray(a).reshape(-1)[0])
 
 
-def to_numpy(a: float, shape=(1, 1)) -> np.ndarray:
-    return np.full(shape, a)
+def to_numpy(a: float) -> np.ndarray:
+    """A Python float as a one-element array (reshape it to the tensor's shape)."""
+    return np.full(1, a)
 
 
 def check_device(device: str) -> None:
     if device != "cpu":
         raise Unavailable(f"python runs on the CPU only, not on {device!r}")
+
+
+def sync(params: Params) -> None:
+    """Nothing to wait for: Python floats are computed at once."""
 
 
 def settings(threads: int) -> dict:
@@ -101,27 +112,42 @@ def linear_loop(params: Params, x: float, y: float, lr: float, steps: int) -> Pa
     return [(w_ih, None), (w_ho, None)]
 
 
-class Trainer:
-    """python: the worked example's loop in Python floats (idiomatic); 1-1-1, batch 1."""
+class StepLoop:
+    """One sgd_step after another; the linear network without bias runs the loop inlined."""
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        check_device(device)
-        x, y, params = cast_problem(problem)
-        self.net, self.lr = problem.spec, problem.lr
-        self.x, self.y = to_framework(x, device), to_framework(y, device)
-        self._params = map_params(lambda a: to_framework(a, device, trainable=True), params)
+    autograd, block = False, 1
 
-    def run(self, steps: int) -> None:
-        net, params, x, y, lr = self.net, self._params, self.x, self.y, self.lr
+    def __init__(self, trainer: Trainer):
+        self.net, self.x, self.y, self.lr = trainer.net, trainer.x, trainer.y, trainer.lr
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        net, x, y, lr = self.net, self.x, self.y, self.lr
         if net.layer_activations() == ("linear", "linear") and not net.bias:
-            self._params = linear_loop(params, x, y, lr, steps)
-            return
+            return linear_loop(params, x, y, lr, steps)
         for _ in range(steps):
             params = sgd_step(net, params, x, y, lr)
-        self._params = params
+        return params
+
+
+class Trainer:
+    """The loop's state (X, Y and the weights as floats) and the loop that advances it."""
+
+    def __init__(self, problem: Problem, device: str = "cpu", loop: type = StepLoop):
+        check_device(device)
+        x, y, params = cast_problem(problem)
+        self.net, self.lr, self.device = problem.spec, problem.lr, device
+        self.x, self.y = to_framework(x, device), to_framework(y, device)
+        self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
+        self._loop = loop(self)
+        self.block = self._loop.block
+
+    def run(self, steps: int) -> None:
+        """Advance by exactly ``steps`` SGD updates (Python floats: nothing to wait for)."""
+        self._params = self._loop(self._params, steps)
 
     def params(self) -> Params:
-        return [(to_numpy(W), None if b is None else to_numpy(b, (1,))) for W, b in self._params]
+        return [(to_numpy(W).reshape(1, 1), None if b is None else to_numpy(b))
+                for W, b in self._params]
 
     def loss(self) -> float:
         return float(loss(self.net, self._params, self.x, self.y))

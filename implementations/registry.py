@@ -1,144 +1,183 @@
-"""The variants: names mapped to Trainer classes, imported lazily.
+"""The variants, found in the framework modules and imported lazily.
 
-A *variant* is one way to run a framework's update loop. Each is labelled ``idiomatic`` (the
-way the framework's tutorials write it) or ``optimised`` (the fastest honest way the framework
-allows; it never changes what is computed). A framework that cannot be imported, or a device
-that is not there, makes a variant *unavailable, with the reason*; it never crashes a run.
-
-Adding a framework is one new module plus one line in ``VARIANTS``.
+Every ``implementations/*.py`` that declares ``FRAMEWORK = Framework(...)`` and
+``VARIANTS = (Variant(...), ...)`` (see ``implementations.contract``) is a framework module;
+so is every file named in ``BACKPROP_BENCH_FRAMEWORKS`` (paths separated by ``os.pathsep``;
+worker processes inherit it). The declarations are read from the source with ``ast`` and
+never by importing the module, so listing the variants costs milliseconds and needs no
+framework installed. A module is imported when a variant runs; any failure to import it,
+of any kind, becomes ``Unavailable`` with the reason.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
-from dataclasses import dataclass
+import importlib.util
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
 
+from implementations.contract import (
+    DECLARATION_NAMES,
+    DEFAULT_RUN,
+    KINDS,
+    ROLES,
+    Framework,
+    Unavailable,
+    Variant,
+)
 from implementations.problem import BenchError, Problem
 
-
-class Unavailable(BenchError):
-    """A variant that cannot run here: framework missing, device absent, network unsupported."""
-
-
-@dataclass(frozen=True)
-class Framework:
-    """A framework: the package it needs and the module that implements the contract."""
-
-    name: str
-    package: str
-    module: str
-    contract: bool = True  # defines forward, loss, grads and sgd_step (numba's loop does not)
-    arrays: bool = True  # has device arrays with sync and @ (matmul peak, warm-up); not scalars
-
-    def import_module(self):
-        """The implementation module, or raise Unavailable if the package is missing."""
-        try:
-            importlib.import_module(self.package)
-        except ImportError as exc:
-            raise Unavailable(f"{self.name}: {self.package} is not installed ({exc})") from None
-        return importlib.import_module(f"implementations.{self.module}")
-
-
-FRAMEWORKS: dict[str, Framework] = {
-    f.name: f
-    for f in [
-        Framework("python", "math", "python_scalar", arrays=False),
-        Framework("numpy", "numpy", "numpy_backprop"),
-        Framework("numba", "numba", "numba_limit", contract=False, arrays=False),
-        Framework("torch", "torch", "torch_backprop"),
-        Framework("jax", "jax", "jax_backprop"),
-    ]
-}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One registered way of running the update loop.
-
-    Attributes:
-        name: registry name, used on the command line.
-        framework: key into FRAMEWORKS; variants of one framework share a worker process.
-        trainer: the Trainer class name in the framework's module.
-        kind: "idiomatic" or "optimised".
-        description: one line for tables and ``--help``.
-        devices: devices it can run on.
-        dtypes: dtypes it can run.
-        worked_example_only: True if it runs the worked example's shape only: 1-1-1, batch 1.
-        baseline: the variant that compiling is measured against (for "pays off after N steps").
-    """
-
-    name: str
-    framework: str
-    trainer: str
-    kind: str
-    description: str
-    devices: tuple[str, ...] = ("cpu",)
-    dtypes: tuple[str, ...] = ("float32", "float64")
-    worked_example_only: bool = False
-    baseline: str | None = None
-
-    def why_not(self, problem: Problem, device: str) -> str | None:
-        """The reason this variant cannot run this problem on this device, or None."""
-        spec = problem.spec
-        if device not in self.devices:
-            return f"{self.name} runs on {' or '.join(self.devices)} only, not {device}"
-        if spec.dtype not in self.dtypes:
-            return f"{self.name} runs {' or '.join(self.dtypes)} only, not {spec.dtype}"
-        if self.worked_example_only and not (spec.is_worked_example and problem.batch == 1):
-            widths = "-".join(map(str, spec.widths))
-            return (
-                f"{self.name} runs the 1-1-1 network with batch 1 only, "
-                f"not {widths} with batch {problem.batch}"
-            )
-        return None
-
-    def make(self, problem: Problem, device: str = "cpu"):
-        """A ready Trainer for this problem on this device, or raise Unavailable."""
-        reason = self.why_not(problem, device)
-        if reason:
-            raise Unavailable(reason)
-        module = FRAMEWORKS[self.framework].import_module()
-        module.check_device(device)
-        return getattr(module, self.trainer)(problem, device)
-
-
+HERE = Path(__file__).resolve().parent
+ENV = "BACKPROP_BENCH_FRAMEWORKS"
 ALL_DEVICES = ("cpu", "cuda")
-_V = Variant
-# fmt: off
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in [
-        _V("python", "python", "Trainer", "idiomatic",
-           "the worked example's loop in pure-Python floats", dtypes=("float64",),
-           worked_example_only=True),
-        _V("numpy", "numpy", "Trainer", "idiomatic",
-           "NumPy, backward pass written by hand"),
-        _V("limit", "numba", "Trainer", "optimised",
-           "numba @njit loop, inputs as arguments: the physical limit of the serial chain",
-           dtypes=("float64",), worked_example_only=True, baseline="python"),
-        _V("torch", "torch", "Trainer", "idiomatic",
-           "PyTorch eager autograd: backward(), no_grad update", devices=ALL_DEVICES),
-        _V("torch-compile", "torch", "CompileTrainer", "optimised",
-           "torch.compile of one functional step (torch.func)", devices=ALL_DEVICES,
-           baseline="torch"),
-        _V("torch-block", "torch", "BlockTrainer", "optimised",
-           "torch.compile of a block of unrolled steps: dispatch paid once per block",
-           devices=ALL_DEVICES, baseline="torch"),
-        _V("torch-cudagraph", "torch", "CudaGraphTrainer", "optimised",
-           "whole step captured once as a CUDA graph and replayed", devices=("cuda",),
-           baseline="torch"),
-        _V("jax-eager", "jax", "EagerTrainer", "idiomatic",
-           "jax.grad with no jit: retraces every step (what you get without jit)",
-           devices=ALL_DEVICES),
-        _V("jax", "jax", "Trainer", "idiomatic",
-           "jax.jit of one step, driven from a Python loop", devices=ALL_DEVICES,
-           baseline="jax-eager"),
-        _V("jax-scan", "jax", "ScanTrainer", "optimised",
-           "K steps fused in one jit (fori_loop over unrolled chunks)", devices=ALL_DEVICES,
-           baseline="jax-eager"),
-    ]
-}
-# fmt: on
+
+FRAMEWORKS: dict[str, Framework] = {}  # in Framework.order
+VARIANTS: dict[str, Variant] = {}  # frameworks in order, each module's variants in its order
+MODULE_PATHS: dict[str, Path] = {}  # framework name -> its source file
+
+
+def module_files() -> list[Path]:
+    """The candidate module files: implementations/*.py, then those named in the env."""
+    files = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_"))
+    extra = [Path(p).resolve() for p in os.environ.get(ENV, "").split(os.pathsep) if p]
+    for path in extra:
+        if not path.is_file():
+            raise BenchError(f"{ENV}: {path} is not a file")
+    return files + extra
+
+
+def declarations(path: Path) -> tuple[Framework, tuple[Variant, ...]] | None:
+    """(FRAMEWORK, VARIANTS) of a module file, read from its source; None if it has none."""
+    found = {}
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+                node.targets[0], ast.Name) and node.targets[0].id in ("FRAMEWORK", "VARIANTS"):
+            found[node.targets[0].id] = evaluate(node.value, path)
+    if not found:
+        return None
+    if set(found) != {"FRAMEWORK", "VARIANTS"}:
+        raise BenchError(f"{path.name}: declares {', '.join(found)} but needs both FRAMEWORK "
+                         f"and VARIANTS")
+    framework, variants = found["FRAMEWORK"], tuple(found["VARIANTS"])
+    if not isinstance(framework, Framework) or not all(isinstance(v, Variant) for v in variants):
+        raise BenchError(f"{path.name}: FRAMEWORK must be a Framework and VARIANTS Variants")
+    return framework, tuple(replace(v, framework=framework.name) for v in variants)
+
+
+def evaluate(node: ast.expr, path: Path):
+    """A declaration's value: literals and the names of ``contract.DECLARATION_NAMES``."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and sub.id not in DECLARATION_NAMES:
+            raise BenchError(f"{path.name}:{sub.lineno}: a declaration may use only literals "
+                             f"and {', '.join(DECLARATION_NAMES)}, not {sub.id}")
+    code = compile(ast.Expression(node), str(path), "eval")
+    return eval(code, {"__builtins__": {}}, dict(DECLARATION_NAMES))  # noqa: S307
+
+
+def check_variant(v: Variant, names: set[str]) -> None:
+    """Raise BenchError on a declaration the harness could not use."""
+    if v.kind not in KINDS:
+        raise BenchError(f"variant {v.name}: kind {v.kind!r} is not one of {', '.join(KINDS)}")
+    if v.role is not None and v.role not in ROLES:
+        raise BenchError(f"variant {v.name}: role {v.role!r} is not one of {', '.join(ROLES)}")
+    if v.default_run not in DEFAULT_RUN:
+        raise BenchError(f"variant {v.name}: default_run {v.default_run!r} is not one of "
+                         f"{', '.join(DEFAULT_RUN)}")
+    if v.name in names:
+        raise BenchError(f"variant {v.name} is declared twice")
+
+
+def discover() -> None:
+    """(Re)build FRAMEWORKS, VARIANTS and MODULE_PATHS in place from the module files."""
+    found = []
+    for path in module_files():
+        decl = declarations(path)
+        if decl:
+            found.append((decl[0], decl[1], path))
+    found.sort(key=lambda f: (f[0].order, f[0].name))
+    frameworks, variants, paths = {}, {}, {}
+    for framework, vs, path in found:
+        if framework.name in frameworks:
+            raise BenchError(f"framework {framework.name} is declared twice ({path})")
+        frameworks[framework.name], paths[framework.name] = framework, path
+        for v in vs:
+            check_variant(v, set(variants))
+            variants[v.name] = v
+    for table, new in ((FRAMEWORKS, frameworks), (VARIANTS, variants), (MODULE_PATHS, paths)):
+        table.clear()
+        table.update(new)
+
+
+def module_name(framework: str) -> str:
+    """The import name of a framework's module: implementations.X, or a name for an extra."""
+    path = MODULE_PATHS[framework]
+    if path.parent == HERE:
+        return f"implementations.{path.stem}"
+    return f"backprop_bench_extra_{path.stem}"
+
+
+def import_module(framework: str) -> ModuleType:
+    """The framework's module, or Unavailable saying which package is missing or what broke."""
+    fw = get_framework(framework)
+    for package in fw.packages:
+        try:
+            importlib.import_module(package)
+        except Exception as exc:  # ImportError, or OSError of a broken CUDA library, ...
+            if not package_exists(package):
+                raise Unavailable(f"{fw.name}: {package} is not installed") from None
+            raise Unavailable(failed(fw.name, package, exc)) from None
+    try:
+        return load(framework)
+    except Unavailable:
+        raise
+    except Exception as exc:
+        raise Unavailable(failed(fw.name, MODULE_PATHS[framework].name, exc)) from None
+
+
+def package_exists(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package.split(".")[0]) is not None
+    except (ImportError, ValueError, AttributeError):  # AttributeError: sys.modules[x] is None
+        return False
+
+
+def failed(framework: str, what: str, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{framework}: {what} is installed but fails to import ({type(exc).__name__}: {first})"
+
+
+def load(framework: str) -> ModuleType:
+    name = module_name(framework)
+    if name.startswith("implementations."):
+        return importlib.import_module(name)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, MODULE_PATHS[framework])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def make(variant: Variant, problem: Problem, device: str = "cpu"):
+    """A ready Trainer for this problem on this device, or raise Unavailable."""
+    reason = variant.why_not(problem, device)
+    if reason:
+        raise Unavailable(reason)
+    module = import_module(variant.framework)
+    module.check_device(device)
+    trainer = getattr(module, variant.trainer)
+    if variant.loop is None:
+        return trainer(problem, device)
+    return trainer(problem, device, loop=getattr(module, variant.loop))
 
 
 def get(name: str) -> Variant:
@@ -146,9 +185,7 @@ def get(name: str) -> Variant:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise BenchError(
-            f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}"
-        ) from None
+        raise BenchError(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}") from None
 
 
 def get_framework(name: str) -> Framework:
@@ -157,8 +194,7 @@ def get_framework(name: str) -> Framework:
         return FRAMEWORKS[name]
     except KeyError:
         raise BenchError(
-            f"unknown framework {name!r}: choose from {', '.join(FRAMEWORKS)}"
-        ) from None
+            f"unknown framework {name!r}: choose from {', '.join(FRAMEWORKS)}") from None
 
 
 def variants_of(framework: str) -> list[Variant]:
@@ -166,5 +202,19 @@ def variants_of(framework: str) -> list[Variant]:
 
 
 def main_variant(framework: str) -> Variant:
-    """The variant that runs a framework's own ``Trainer``: its limits are the framework's."""
-    return next(v for v in variants_of(framework) if v.trainer == "Trainer")
+    """The variant that runs a framework's own ``Trainer`` with its default loop."""
+    return next(v for v in variants_of(framework) if v.trainer == "Trainer" and v.loop is None)
+
+
+def with_role(role: str) -> list[Variant]:
+    """The variants with a role ("limit", "reference"), in registry order."""
+    return [v for v in VARIANTS.values() if v.role == role]
+
+
+def framework_of(variant: str) -> str | None:
+    """The framework of a variant name, or None for a name this registry does not know."""
+    v = VARIANTS.get(variant)
+    return v.framework if v else None
+
+
+discover()

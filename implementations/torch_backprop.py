@@ -3,13 +3,15 @@
 ``grads`` asks ``torch.autograd.grad`` for the gradients; ``sgd_step`` is the idiomatic loop
 body: ``loss.backward()`` fills each leaf's ``.grad``, then the weights are updated in place
 under ``torch.no_grad()``. Tensors live on the device they were made on ("cpu" or "cuda"),
-and CUDA work is asynchronous, so ``sync`` waits for it. TF32 is switched off so that float32
-matmuls on the GPU are true float32, as in the other frameworks.
+and CUDA work is asynchronous, so ``sync`` waits for it. Importing this module switches TF32
+off for the whole process, so that float32 matmuls on the GPU are true float32, as in the
+other frameworks.
 
-Extra variants, after ``Trainer``: ``CompileTrainer`` (``torch.compile`` of one functional
-step written with ``torch.func.grad``), ``BlockTrainer`` (one compiled graph for a block of
-steps, to pay Python and dispatch once per block) and ``CudaGraphTrainer`` (the whole step
-captured once as a CUDA graph and replayed).
+The ``Trainer`` is advanced by a loop strategy: ``StepLoop`` (the eager step, idiomatic), and
+after it ``CompiledStep`` (``torch.compile`` of one functional step written with
+``torch.func.grad``), ``CompiledBlock`` (one compiled graph for a block of steps, to pay
+Python and dispatch once per block) and ``CudaGraph`` (the whole step captured once as a CUDA
+graph and replayed).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 import numpy as np
 import torch
 
+from implementations.contract import ALL_DEVICES, Framework, Unavailable, Variant
 from implementations.problem import (
     NetworkSpec,
     Params,
@@ -30,7 +33,22 @@ from implementations.problem import (
     map_params,
     unflatten,
 )
-from implementations.registry import Unavailable
+
+FRAMEWORK = Framework("torch", label="PyTorch", packages=("torch",), order=40,
+                      import_effects="TF32 off for matmuls and cuDNN")
+VARIANTS = (
+    Variant("torch", "idiomatic", "PyTorch eager autograd: backward(), no_grad update",
+            devices=ALL_DEVICES, sweep_devices=ALL_DEVICES),
+    Variant("torch-compile", "optimised", "torch.compile of one functional step (torch.func)",
+            loop="CompiledStep", devices=ALL_DEVICES, baseline="torch"),
+    Variant("torch-block", "optimised",
+            "torch.compile of a block of unrolled steps: dispatch paid once per block",
+            loop="CompiledBlock", devices=ALL_DEVICES, baseline="torch",
+            default_run="worked-example"),
+    Variant("torch-cudagraph", "optimised",
+            "whole step captured once as a CUDA graph and replayed", loop="CudaGraph",
+            devices=("cuda",), baseline="torch", sweep_devices=("cuda",)),
+)
 
 ACTIVATIONS = {
     "linear": lambda a: a,
@@ -67,7 +85,7 @@ def sync(params: Params) -> None:
 
 
 def settings(threads: int) -> dict:
-    """Set torch's intra-op threads; record them and the GPU precision settings."""
+    """Set torch's intra-op threads; record them, the GPU precision and the compile cache."""
     torch.set_num_threads(threads)
     return {
         "torch_threads": torch.get_num_threads(),
@@ -77,15 +95,6 @@ def settings(threads: int) -> dict:
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "inductor_cache": inductor_cache_state(),
     }
-
-
-def inductor_cache_state() -> dict:
-    """Where torch.compile keeps its disk cache, and whether it already held compiled graphs."""
-    path = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"
-    )
-    graphs = os.path.join(path, "fxgraph")
-    return {"dir": path, "warm_at_start": os.path.isdir(graphs) and any(os.scandir(graphs))}
 
 
 def forward(net: NetworkSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -121,22 +130,37 @@ def sgd_step(net: NetworkSpec, params: Params, x: torch.Tensor, y: torch.Tensor,
     return params
 
 
-class Trainer:
-    """torch: eager autograd, backward() and a no_grad update (idiomatic)."""
+class StepLoop:
+    """One eager sgd_step after another, driven from Python (the idiomatic loop)."""
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        check_device(device)
-        x, y, params = cast_problem(problem)
-        self.net, self.lr = problem.spec, problem.lr
-        self.x, self.y = to_framework(x, device), to_framework(y, device)
-        self._params = map_params(lambda a: to_framework(a, device, trainable=True), params)
+    autograd, block = True, 1  # the parameters are leaves that autograd tracks
 
-    def run(self, steps: int) -> None:
-        net, params, x, y, lr = self.net, self._params, self.x, self.y, self.lr
+    def __init__(self, trainer: Trainer):
+        self.net, self.x, self.y, self.lr = trainer.net, trainer.x, trainer.y, trainer.lr
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        net, x, y, lr = self.net, self.x, self.y, self.lr
         for _ in range(steps):
             params = sgd_step(net, params, x, y, lr)
-        self._params = params
-        sync(params)
+        return params
+
+
+class Trainer:
+    """The loop's state (data, parameters on the device) and the loop that advances it."""
+
+    def __init__(self, problem: Problem, device: str = "cpu", loop: type = StepLoop):
+        check_device(device)
+        x, y, params = cast_problem(problem)
+        self.net, self.lr, self.device = problem.spec, problem.lr, device
+        self.x, self.y = to_framework(x, device), to_framework(y, device)
+        self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
+        self._loop = loop(self)
+        self.block = self._loop.block
+
+    def run(self, steps: int) -> None:
+        """Advance by exactly ``steps`` SGD updates, then wait for the device."""
+        self._params = self._loop(self._params, steps)
+        sync(self._params)
 
     def params(self) -> Params:
         return map_params(to_numpy, self._params)
@@ -147,6 +171,15 @@ class Trainer:
 
 
 # ---- helpers and the other variants ----------------------------------------------------------
+
+
+def inductor_cache_state() -> dict:
+    """Where torch.compile keeps its disk cache, and whether it already held compiled graphs."""
+    path = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"
+    )
+    graphs = os.path.join(path, "fxgraph")
+    return {"dir": path, "warm_at_start": os.path.isdir(graphs) and any(os.scandir(graphs))}
 
 
 def functional_step(net: NetworkSpec, leaves: list, x, y, lr) -> list:
@@ -162,73 +195,68 @@ def functional_block(net: NetworkSpec, leaves: list, x, y, lr, steps: int) -> li
     return leaves
 
 
-class CompileTrainer(Trainer):
-    """torch-compile: torch.compile of one functional step (optimised).
+class CompiledStep:
+    """torch-compile: torch.compile of one functional step, called once per step.
 
     The learning rate is a tensor argument, so the compiled graph cannot fold it in.
     """
 
-    block = 1
+    autograd, block = False, 1  # torch.func.grad needs no leaves that autograd tracks
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        super().__init__(problem, device)
-        self._leaves = [p.detach() for p in flatten(self._params)]
-        self._lr = torch.tensor(self.lr, dtype=self.x.dtype, device=self.x.device)
-        self._step = torch.compile(functional_step, dynamic=False)
+    def __init__(self, trainer: Trainer):
+        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
+        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
+        self.step = torch.compile(functional_step, dynamic=False)
 
-    def run(self, steps: int) -> None:
-        leaves = self._leaves
+    def __call__(self, params: Params, steps: int) -> Params:
+        leaves = flatten(params)
         for _ in range(steps):
-            leaves = self._step(self.net, leaves, self.x, self.y, self._lr)
-        self._set(leaves)
-
-    def _set(self, leaves: list) -> None:
-        self._leaves = leaves
-        self._params = unflatten(self.net, leaves)
-        sync(self._params)
+            leaves = self.step(self.net, leaves, self.x, self.y, self.lr)
+        return unflatten(self.net, leaves)
 
 
-class BlockTrainer(CompileTrainer):
-    """torch-block: one compiled graph runs ``block`` steps (optimised).
+class CompiledBlock:
+    """torch-block: one compiled graph runs ``block`` steps, so that the per-step Python and
+    dispatch cost is paid once per block. run(steps) runs steps // block compiled blocks, then
+    the remainder as eager functional steps."""
 
-    The per-step Python and dispatch cost is paid once per block. run(steps) runs
-    steps // block compiled blocks, then the remainder as eager functional steps.
-    """
+    autograd, block = False, 16
 
-    block = 16
+    def __init__(self, trainer: Trainer):
+        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
+        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
+        self.steps = torch.compile(functional_block, dynamic=False)
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        super().__init__(problem, device)
-        self._step = torch.compile(functional_block, dynamic=False)
-
-    def run(self, steps: int) -> None:
-        leaves = self._leaves
+    def __call__(self, params: Params, steps: int) -> Params:
+        net, x, y, lr = self.net, self.x, self.y, self.lr
+        leaves = flatten(params)
         full, rest = divmod(steps, self.block)
         for _ in range(full):
-            leaves = self._step(self.net, leaves, self.x, self.y, self._lr, self.block)
+            leaves = self.steps(net, leaves, x, y, lr, self.block)
         for _ in range(rest):
-            leaves = functional_step(self.net, leaves, self.x, self.y, self._lr)
-        self._set(leaves)
+            leaves = functional_step(net, leaves, x, y, lr)
+        return unflatten(net, leaves)
 
 
-class CudaGraphTrainer(CompileTrainer):
-    """torch-cudagraph: the eager step captured once as a CUDA graph, then replayed (optimised).
+class CudaGraph:
+    """torch-cudagraph: the functional step captured once as a CUDA graph, then replayed.
 
-    Capture happens on the first run() call, so it counts as first-call cost. Parameters and
-    data live in static tensors that the graph updates in place.
+    Capture happens on the first call, so it counts as first-call cost. The parameters are the
+    graph's static tensors, which every replay updates in place.
     """
 
-    def __init__(self, problem: Problem, device: str = "cpu"):
-        if device != "cuda":
+    autograd, block = False, 1
+
+    def __init__(self, trainer: Trainer):
+        if trainer.device != "cuda":
             raise Unavailable("torch-cudagraph needs a CUDA device")
-        super().__init__(problem, device)
-        self._graph = None
+        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
+        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
+        self.graph = None
 
-    def _capture(self) -> None:
-        static = self._leaves
-
+    def capture(self, static: list) -> None:
         def step() -> None:
-            new = functional_step(self.net, static, self.x, self.y, self._lr)
+            new = functional_step(self.net, static, self.x, self.y, self.lr)
             for p, q in zip(static, new):
                 p.copy_(q)
 
@@ -241,13 +269,13 @@ class CudaGraphTrainer(CompileTrainer):
             for p, s in zip(static, snapshot):
                 p.copy_(s)
         torch.cuda.current_stream().wait_stream(side)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph, stream=side):  # the warm-up's stream and handles
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=side):  # the warm-up's stream and handles
             step()
 
-    def run(self, steps: int) -> None:
-        if self._graph is None:
-            self._capture()
+    def __call__(self, params: Params, steps: int) -> Params:
+        if self.graph is None:
+            self.capture(flatten(params))
         for _ in range(steps):
-            self._graph.replay()
-        self._set(self._leaves)
+            self.graph.replay()
+        return params

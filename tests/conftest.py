@@ -9,7 +9,7 @@ import pytest
 from implementations import registry
 from implementations.problem import NetworkSpec, make_problem
 
-CONTRACT_FRAMEWORKS = [name for name, f in registry.FRAMEWORKS.items() if f.contract]
+CONTRACT_FRAMEWORKS = [name for name, f in registry.FRAMEWORKS.items() if f.gradients]
 
 
 @functools.cache
@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
 def import_or_skip(framework: str):
     """The framework's implementation module, or skip the test with the registry's reason."""
     try:
-        return registry.FRAMEWORKS[framework].import_module()
+        return registry.import_module(framework)
     except registry.Unavailable as exc:
         pytest.skip(str(exc))
 
@@ -46,7 +46,7 @@ def available_modules(names=CONTRACT_FRAMEWORKS) -> dict:
     modules = {}
     for name in names:
         try:
-            modules[name] = registry.FRAMEWORKS[name].import_module()
+            modules[name] = registry.import_module(name)
         except registry.Unavailable:
             pass
     return modules

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from functools import partial
@@ -140,10 +141,9 @@ class OffByOneTrainer(numpy_backprop.Trainer):
         super().run(max(steps - 1, 0))
 
 
-class DoubleLearningRateTrainer(numpy_backprop.Trainer):
-    def __init__(self, problem, device="cpu"):
-        super().__init__(problem, device)
-        self.lr = 2 * self.lr
+def DoubleLearningRateTrainer(problem, device="cpu"):
+    """Trains with twice the problem's learning rate."""
+    return numpy_backprop.Trainer(dataclasses.replace(problem, lr=2 * problem.lr), device)
 
 
 class NanTrainer(numpy_backprop.Trainer):

@@ -118,7 +118,7 @@ def test_negative_seed_is_one_line_and_exit_2(capsys):
 
 
 def test_framework_that_is_not_installed_is_one_line_and_exit_2(monkeypatch, capsys):
-    ghost = registry.Framework("ghost", "ghost_package_not_installed", "numpy_backprop")
+    ghost = registry.Framework("ghost", "Ghost", ("ghost_package_not_installed",))
     monkeypatch.setitem(registry.FRAMEWORKS, "ghost", ghost)
     assert_one_line_error(["demo", "--framework", "ghost"], capsys,
                           "ghost: ghost_package_not_installed is not installed")

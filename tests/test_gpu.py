@@ -14,7 +14,7 @@ def cuda_frameworks() -> dict:
     found = {}
     for name in ("torch", "jax"):
         try:
-            module = registry.FRAMEWORKS[name].import_module()
+            module = registry.import_module(name)
             module.check_device("cuda")
             found[name] = module
         except registry.Unavailable:

@@ -1,0 +1,213 @@
+"""The contract between the harness and a framework module, written as code.
+
+A *framework module* is one file in ``implementations/`` (or a file named in the environment
+variable ``BACKPROP_BENCH_FRAMEWORKS``) that declares two literals near its top,
+
+``FRAMEWORK = Framework(...)``
+    who it is: registry name, label, the packages whose versions a results file records, the
+    order in tables, and optional limits (the matmul-peak size);
+``VARIANTS = (Variant(...), ...)``
+    the ways it runs the update loop, each with its own registry name;
+
+and then the functions and classes of ``FrameworkModule`` (arrays) or of ``LoopModule``
+(a compiled loop with no gradient functions, such as numba's). The registry reads the two
+declarations from the source without importing the module, so a framework that is missing or
+broken is listed as *unavailable, with the reason*; it is imported only when one of its
+variants runs. The declarations may use only literals and the names exported here.
+
+Semantics every module keeps (the Protocols below give the signatures):
+
+* ``to_framework(a, device, trainable)`` returns a **copy** of a NumPy array as this
+  framework's array; nothing outside can write into it.
+* ``to_numpy(a)`` returns a **copy**; a Trainer keeps updating its own arrays.
+* ``check_device(device)`` raises ``Unavailable`` with a one-line reason if the framework
+  cannot use the device; importing a module whose framework cannot start at all must raise
+  (any exception: the registry turns it into *unavailable, with the reason*).
+* ``sync(params)`` returns only when the device has finished every queued operation on
+  ``params``, forcing lazy work. The harness calls it with a parameter list, or with
+  ``[(array, None)]`` to wait for one array (the matmul peak, the warm-up).
+* ``settings(threads)`` applies the framework's thread setting, if it has one, and returns a
+  JSON-able dict of what the results file records (threads, BLAS, precision, caches).
+* ``lr`` is always a Python float.
+* A Trainer's ``params()`` returns NumPy copies in the problem's dtype, shaped as the problem's
+  parameters: a list of ``(W, b)`` with ``W`` (fan_in, fan_out) and ``b`` (fan_out,) or None.
+
+A module sets process-wide state at import only when results would otherwise be wrong, and
+says so in its docstring and in ``Framework.import_effects`` (TF32 off in torch, JAX's
+matmul precision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from implementations.problem import BenchError, NetworkSpec, Params, Problem
+
+CPU_ONLY = ("cpu",)
+ALL_DEVICES = ("cpu", "cuda")
+BOTH_DTYPES = ("float32", "float64")
+FLOAT64_ONLY = ("float64",)
+KINDS = ("idiomatic", "optimised")
+ROLES = ("limit", "reference")
+DEFAULT_RUN = ("all", "worked-example")
+PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each device
+
+
+class Unavailable(BenchError):
+    """A variant that cannot run here: framework missing or broken, device absent, network
+    unsupported. It is a result (with its reason), never a crash."""
+
+
+@dataclass(frozen=True)
+class Framework:
+    """What a framework module declares about itself.
+
+    Attributes:
+        name: registry name; variants of one framework share a worker process.
+        label: the name people use ("PyTorch").
+        packages: the packages it needs, imported in this order to tell "not installed" from
+            "fails to import"; their versions go into every results file.
+        order: position in tables and in the run (smaller first).
+        gradients: True if it defines forward, loss and grads (``FrameworkModule``); False for
+            a compiled loop (``LoopModule``), which ``check`` runs as a trajectory only.
+        arrays: True if it has device arrays with ``@`` and ``sync`` (matmul peak, warm-up).
+        peak_n: the matmul size per device for its peak; smaller for a slow framework.
+        import_effects: process-wide settings made at import, said once.
+        api: True if its step functions belong in the report's API side by side.
+    """
+
+    name: str
+    label: str
+    packages: tuple[str, ...]
+    order: int = 100
+    gradients: bool = True
+    arrays: bool = True
+    peak_n: dict[str, int] = field(default_factory=lambda: dict(PEAK_N))
+    import_effects: str = ""
+    api: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "packages", tuple(self.packages))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registered way of running a framework's update loop.
+
+    Attributes:
+        name: registry name, used on the command line.
+        kind: "idiomatic" (as the framework's tutorials write it) or "optimised" (the fastest
+            honest way; it never changes what is computed).
+        description: one line for tables and ``--help``.
+        trainer: the Trainer class in the module.
+        loop: the loop strategy class in the module that the Trainer is built with (None: the
+            Trainer's own default).
+        devices, dtypes: what it can run.
+        worked_example_only: runs the 1-1-1 network with batch 1 only.
+        baseline: the variant its compile cost is measured against ("pays off after N steps").
+        role: "limit" (the physical limit of the serial chain, the "× limit" column) or
+            "reference" (the "× reference" column); a GPU run also runs these on the CPU.
+        default_run: "all" networks of the default run, or the "worked-example" only.
+        sweep_devices: devices on which the default sweep includes it.
+        framework: filled in by the registry from the module's ``FRAMEWORK``.
+    """
+
+    name: str
+    kind: str
+    description: str
+    trainer: str = "Trainer"
+    loop: str | None = None
+    devices: tuple[str, ...] = CPU_ONLY
+    dtypes: tuple[str, ...] = BOTH_DTYPES
+    worked_example_only: bool = False
+    baseline: str | None = None
+    role: str | None = None
+    default_run: str = "all"
+    sweep_devices: tuple[str, ...] = ()
+    framework: str = ""
+
+    def why_not(self, problem: Problem, device: str) -> str | None:
+        """The reason this variant cannot run this problem on this device, or None."""
+        spec = problem.spec
+        if device not in self.devices:
+            return f"{self.name} runs on {' or '.join(self.devices)} only, not {device}"
+        if spec.dtype not in self.dtypes:
+            return f"{self.name} runs {' or '.join(self.dtypes)} only, not {spec.dtype}"
+        if self.worked_example_only and not (spec.is_worked_example and problem.batch == 1):
+            widths = "-".join(map(str, spec.widths))
+            return (f"{self.name} runs the 1-1-1 network with batch 1 only, "
+                    f"not {widths} with batch {problem.batch}")
+        return None
+
+    def make(self, problem: Problem, device: str = "cpu") -> Trainer:
+        """A ready Trainer for this problem on this device, or raise Unavailable."""
+        from implementations import registry
+
+        return registry.make(self, problem, device)
+
+
+# ---- what a module and a Trainer provide ------------------------------------------------------
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Owns the update loop of one variant, from ``problem.cast_problem(problem)``.
+
+    ``run(steps)`` advances by exactly ``steps`` SGD updates and returns only when the device
+    has finished them (the Trainer owns the sync). Optional attributes the timing engine reads:
+    ``block`` (steps fused per call: K is kept a multiple of it) and ``first_calls`` (calls of
+    ``run(block)`` that still trace, compile or capture: all are timed as first-call cost).
+    """
+
+    def run(self, steps: int) -> None: ...
+
+    def params(self) -> Params: ...
+
+    def loss(self) -> float: ...
+
+
+@runtime_checkable
+class LoopModule(Protocol):
+    """A module that only runs a training loop (``Framework.gradients`` is False)."""
+
+    FRAMEWORK: Framework
+    VARIANTS: Sequence[Variant]
+
+    def check_device(self, device: str) -> None: ...
+
+    def settings(self, threads: int) -> dict: ...
+
+
+@runtime_checkable
+class FrameworkModule(LoopModule, Protocol):
+    """A module with arrays and gradient functions (``Framework.gradients`` is True).
+
+    ``params`` is a list of ``(W, b)`` pairs in the framework's arrays, ``x`` of shape
+    (batch, widths[0]); E = 1/2 * mean over the batch of ||y_hat - y||^2.
+    """
+
+    def to_framework(self, a: np.ndarray, device: str = "cpu",
+                     trainable: bool = False) -> Any: ...
+
+    def to_numpy(self, a: Any) -> np.ndarray: ...
+
+    def sync(self, params: Params) -> None: ...
+
+    def forward(self, net: NetworkSpec, params: Params, x: Any) -> Any: ...
+
+    def loss(self, net: NetworkSpec, params: Params, x: Any, y: Any) -> Any: ...
+
+    def grads(self, net: NetworkSpec, params: Params, x: Any, y: Any) -> tuple[Any, Params]: ...
+
+    def sgd_step(self, net: NetworkSpec, params: Params, x: Any, y: Any,
+                 lr: float) -> Params: ...
+
+
+# The names a declaration may use besides literals.
+DECLARATION_NAMES = {
+    "Framework": Framework, "Variant": Variant, "CPU_ONLY": CPU_ONLY,
+    "ALL_DEVICES": ALL_DEVICES, "BOTH_DTYPES": BOTH_DTYPES, "FLOAT64_ONLY": FLOAT64_ONLY,
+}
