@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from harness.tables import text_table
 from implementations import numpy_backprop
 from implementations.problem import (
     NetworkSpec,
@@ -71,6 +72,7 @@ class Row:
     error: float
     tolerance: float
     detail: str = ""
+    problem: str = ""  # the problem's label(), so that a check of several networks stays apart
 
     @property
     def passed(self) -> bool:
@@ -104,6 +106,10 @@ class Report:
             "rows": [{**asdict(r), "passed": r.passed} for r in self.rows],
             "notes": self.notes,
         }
+
+
+def label(problem: Problem) -> str:
+    return f"{problem.spec.label()} b{problem.batch}"
 
 
 # ---- independent float64 references ---------------------------------------------------------
@@ -246,7 +252,8 @@ def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
     E_ref = reference_loss(spec, flat, problem.x, problem.y)
     for name, (E, _) in results.items():
         e = abs(E - E_ref) / max(abs(E_ref), 1e-300) if math.isfinite(E) else math.inf
-        report.rows.append(Row(name, spec.dtype, "E", "reference loss", e, tol.frameworks))
+        report.rows.append(Row(name, spec.dtype, "E", "reference loss", e, tol.frameworks,
+                               problem=label(problem)))
     sampled = [len(idx) for idx, _ in fd]
     if any(s < t.size for s, t in zip(sampled, flat)):
         report.notes.append(
@@ -264,7 +271,8 @@ def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
             rows.append(("frameworks", list(cross), tol.frameworks))
         for reference, errs, t in rows:
             for tensor, e in zip(names, errs):
-                report.rows.append(Row(name, spec.dtype, tensor, reference, e, t))
+                report.rows.append(Row(name, spec.dtype, tensor, reference, e, t,
+                                       problem=label(problem)))
     return report
 
 
@@ -310,7 +318,7 @@ def compare_to_reference(problem: Problem, subject: str, params: Params, start: 
     tols = trajectory_tolerances(problem, start, steps, ref)
     for tensor, e, (tol, why) in zip(problem.spec.param_names(), errs, tols):
         report.rows.append(Row(subject, dtype, tensor, "trajectory", e, tol,
-                               f"after {steps} steps{why}"))
+                               f"after {steps} steps{why}", label(problem)))
     return report
 
 
@@ -326,3 +334,56 @@ def trajectory_tolerances(problem: Problem, start: Params, steps: int,
     return [(tol, "") if NOISE_FACTOR * e <= tol else
             (NOISE_FACTOR * e, f" (tolerance {NOISE_FACTOR}× NumPy {dtype}'s own error)")
             for e in own]
+
+
+# ---- the table `check` prints ----------------------------------------------------------------
+
+def render(report: Report, problems: list[Problem]) -> str:
+    """The tables `backprop-bench check` prints: per problem, gradients and trajectories."""
+    out = []
+    for problem in problems:
+        d = problem.spec.dtype
+        t = TOLERANCES[d]
+        out.append(f"\n{problem.spec.label()}, batch {problem.batch}: tolerances "
+                   f"FD {t.finite_differences:.0e}, closed form {t.closed_form:.0e}, "
+                   f"frameworks {t.frameworks:.0e}, trajectory {t.trajectory:.0e}")
+        rows = [r for r in report.rows if r.problem == label(problem)]
+        losses = [r for r in rows if r.reference == "reference loss"]
+        if losses:
+            out.append("loss E vs the reference forward pass: " + ", ".join(
+                f"{r.subject} {r.error:.1e}{'' if r.passed else ' FAIL'}" for r in losses))
+        grad_rows = {}
+        for r in rows:
+            if r.reference not in ("trajectory", "reference loss"):
+                grad_rows.setdefault((r.subject, r.tensor), {})[r.reference] = r
+        table = []
+        for (subject, tensor), refs in grad_rows.items():
+            cells = [refs.get(k) for k in ("finite differences", "closed form", "frameworks")]
+            ok = all(c.passed for c in cells if c)
+            table.append([subject, tensor] + [f"{c.error:.1e}" if c else "n/a" for c in cells]
+                         + ["ok" if ok else "FAIL"])
+        if table:
+            out.append(text_table(["framework", "tensor", "vs FD", "vs closed form",
+                                   "vs others", "result"], table, "llrrrl"))
+        traj = {}
+        for r in rows:
+            if r.reference == "trajectory":
+                traj.setdefault(r.subject, []).append(r)
+        if traj:
+            trows = []
+            for subject, rs in traj.items():
+                worst = max(rs, key=lambda r: r.error)
+                trows.append([subject, worst.detail.replace("after ", ""), worst.tensor,
+                              f"{worst.error:.1e}", "ok" if all(r.passed for r in rs) else "FAIL"])
+            out.append("")
+            out.append(text_table(["trajectory of", "steps", "worst tensor", "error", "result"],
+                                  trows, "lrlrl"))
+    for note in dict.fromkeys(report.notes):
+        out.append(f"note: {note}")
+    failures = report.failures()
+    if failures:
+        out.append(f"\nFAILED: {len(failures)} comparison(s) out of tolerance")
+        out += [f"  {f}" for f in failures]
+    else:
+        out.append(f"\nPASSED: all {len(report.rows)} comparisons within tolerance")
+    return "\n".join(out)

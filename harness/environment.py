@@ -10,11 +10,12 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("numpy", "torch", "jax", "jaxlib", "numba", "scipy", "threadpoolctl")
+BASE_PACKAGES = ("numpy", "scipy", "threadpoolctl", "matplotlib")
 
 
 def cpu_model() -> str:
@@ -27,14 +28,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def memory_gb() -> float | None:
+def meminfo(field: str, text: str | None = None) -> int | None:
+    """A /proc/meminfo field in bytes (MemTotal, MemAvailable), or None where unknown."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                return round(int(line.split()[1]) / 2**20, 1)
+        text = Path("/proc/meminfo").read_text() if text is None else text
     except OSError:
-        pass
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
     return None
+
+
+def memory_gb() -> float | None:
+    total = meminfo("MemTotal")
+    return None if total is None else round(total / 2**30, 1)
 
 
 def gpu_info() -> dict | None:
@@ -64,9 +72,19 @@ def machine_info() -> dict:
     }
 
 
+def packages() -> list[str]:
+    """The packages whose versions a results file records: ours, then every framework's."""
+    from implementations import registry
+
+    return list(dict.fromkeys(
+        [*BASE_PACKAGES, *(p for f in registry.FRAMEWORKS.values() for p in f.packages)]))
+
+
 def software_info() -> dict:
     versions = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages():
+        if name in sys.stdlib_module_names:
+            continue
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -74,16 +92,25 @@ def software_info() -> dict:
     return versions
 
 
-def commit_info(repo: Path = REPO) -> dict:
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
-                                  text=True, timeout=10, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
+def git(*args: str, repo: Path = REPO) -> subprocess.CompletedProcess | None:
+    """``git -C repo ARGS``, or None where git or the checkout is missing."""
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
-    commit = {"id": git("rev-parse", "HEAD"), "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+
+def git_out(*args: str, repo: Path = REPO) -> str | None:
+    """What a successful git command printed (stripped), or None."""
+    done = git(*args, repo=repo)
+    return done.stdout.strip() if done is not None and done.returncode == 0 else None
+
+
+def commit_info(repo: Path = REPO) -> dict:
+    status = git_out("status", "--porcelain", "--untracked-files=no", repo=repo)
+    commit = {"id": git_out("rev-parse", "HEAD", repo=repo),
+              "branch": git_out("rev-parse", "--abbrev-ref", "HEAD", repo=repo),
               "dirty": None if status is None else bool(status)}
     if commit["id"] is None and os.environ.get("BACKPROP_BENCH_COMMIT"):
         # a copy of the tree without .git (a lent GPU machine): the caller says which commit

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.results import Case
+
 MIN_SIZES = 3
 MAX_FLOPS = 1e15  # beyond this (d ~ 10^6 at batch 64) a crossover is not a sane prediction
 POOR_FIT = 0.25  # rms relative residual above which a fit is marked "poor fit"
@@ -147,39 +149,22 @@ def fit_points(key: GroupKey, flops: Sequence[float], times_s: Sequence[float]) 
                float(np.sqrt(np.mean(residuals**2))))
 
 
-def group_key(case: dict) -> GroupKey:
+def group_key(case: Case) -> GroupKey:
     """The group a results case belongs to."""
-    p = case["problem"]
-    return GroupKey(case["variant"], case["device"], p["dtype"], p["activation"],
-                    int(p["batch"]), len(p["widths"]) - 1, bool(p.get("bias")))
+    p = case.problem
+    return GroupKey(case.variant, case.device, p.dtype, p.activation, p.batch, p.depth, p.bias)
 
 
-def usable_time(case: dict) -> float | None:
-    """The case's per-step median if it is a finite positive number, else None."""
-    median = ((case.get("timing") or {}).get("per_step") or {}).get("median_s")
-    if isinstance(median, bool) or not isinstance(median, (int, float)):
-        return None
-    return float(median) if math.isfinite(median) and median > 0 else None
-
-
-def square_width(case: dict) -> int | None:
-    """d of a [d] * (depth + 1) network, None for any other shape."""
-    widths = case["problem"]["widths"]
-    return int(widths[0]) if len(set(widths)) == 1 else None
-
-
-def fit_cases(cases: Iterable[dict]) -> list[Fit]:
+def fit_cases(cases: Iterable[Case]) -> list[Fit]:
     """One fit per group of ok cases that has at least MIN_SIZES sizes.
 
-    The d = 1 network is left out of a group that has at least MIN_SIZES other sizes; cases
-    without a usable per-step median are skipped.
+    The d = 1 network is left out of a group that has at least MIN_SIZES other sizes.
     """
     groups: dict[GroupKey, list[tuple[float, float, int | None]]] = {}
     for c in cases:
-        t = usable_time(c) if c["status"] == "ok" else None
-        flops = c.get("flops_per_step")
-        if t is not None and isinstance(flops, (int, float)) and 0 < flops < math.inf:
-            groups.setdefault(group_key(c), []).append((float(flops), t, square_width(c)))
+        if c.ok and c.flops_per_step > 0:
+            groups.setdefault(group_key(c), []).append(
+                (float(c.flops_per_step), c.median, c.problem.square_width))
     fits = []
     for key, points in groups.items():
         points.sort(key=lambda p: p[:2])
@@ -239,3 +224,95 @@ def best_gpu_beats_best_cpu(cpu_fits: Sequence[Fit], gpu_fits: Sequence[Fit],
     i = below[0]
     flops = brentq(gap, grid[i - 1], grid[i], rtol=1e-10)
     return Crossover(flops, common_d(flops, [*cpu_fits, *gpu_fits]))
+
+
+# ---- where a GPU starts beating a CPU, across the fits of several files -----------------------
+
+def shape_of(fit: Fit) -> GroupKey:
+    """The network shape of a fit: its group without variant and device."""
+    return dataclasses.replace(fit.group, variant="", device="")
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The CPU fits of one file against the GPU fits of another (or the same) file, for one
+    network shape. ``cpu_file`` and ``gpu_file`` are the caller's keys for the files."""
+
+    cpu_file: object
+    gpu_file: object
+    shape: GroupKey
+    cpu: tuple[Fit, ...]
+    gpu: tuple[Fit, ...]
+
+
+def pairings(per_file: Sequence[tuple[object, Sequence[Fit]]]) -> list[Pairing]:
+    """Every (CPU side, GPU side) worth comparing: a file's own CPU and GPU fits, and across
+    files only where one of the two cannot make a pair on its own (so two files from one GPU
+    machine, each with a CPU side, are not mixed)."""
+    shapes = list(dict.fromkeys(shape_of(f) for _, fits in per_file for f in fits))
+    out = []
+    for shape in shapes:
+        sides = [(key, tuple(f for f in fits if shape_of(f) == shape and f.device != "cuda"),
+                  tuple(f for f in fits if shape_of(f) == shape and f.device == "cuda"))
+                 for key, fits in per_file]
+        for ckey, cpu, gpu_of_c in sides:
+            for gkey, cpu_of_g, gpu in sides:
+                if cpu and gpu and (ckey is gkey or not (gpu_of_c and cpu_of_g)):
+                    out.append(Pairing(ckey, gkey, shape, cpu, gpu))
+    return out
+
+
+def comparisons(cpu: Sequence[Fit], gpu: Sequence[Fit], framework_of) -> list[
+        tuple[str | None, str | None, list[Fit], list[Fit]]]:
+    """(variant, framework, CPU fits, GPU fits) to compare, each once: every variant fitted on
+    both sides, every framework with several fits on a side, and the best of all (both None).
+    ``framework_of`` maps a variant name to its framework (None if unknown)."""
+    both = [v for v in dict.fromkeys(f.variant for f in cpu) if v in {f.variant for f in gpu}]
+    out = [(v, None, [f for f in cpu if f.variant == v], [f for f in gpu if f.variant == v])
+           for v in both]
+    for fw in sorted({framework_of(f.variant) for f in gpu} - {None}):
+        c = [f for f in cpu if framework_of(f.variant) == fw]
+        g = [f for f in gpu if framework_of(f.variant) == fw]
+        if c and g and (len(c) > 1 or len(g) > 1):
+            out.append((None, fw, c, g))
+    out.append((None, None, list(cpu), list(gpu)))
+    unique, seen = [], set()
+    for item in out:
+        key = (frozenset(map(id, item[2])), frozenset(map(id, item[3])))
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Where the best GPU fit first beats the best CPU fit, and who is fastest there.
+
+    ``outcome``: "crosses" (at ``cross``), "always" (the GPU is faster at every size: the
+    fastest are named at the smallest width both sides measured) or "never" (below
+    MAX_FLOPS: named at the largest). ``d_lo``/``d_hi``: the widths both sides measured.
+    """
+
+    outcome: str
+    cross: Crossover | None
+    cpu_best: Fit
+    gpu_best: Fit
+    at_d: float | None
+    d_lo: float
+    d_hi: float
+
+
+def verdict(cpu: Sequence[Fit], gpu: Sequence[Fit]) -> Verdict:
+    cross = best_gpu_beats_best_cpu(cpu, gpu)
+    lo = max(min(f.flops_range[0] for f in cpu), min(f.flops_range[0] for f in gpu))
+    hi = min(max(f.flops_range[1] for f in cpu), max(f.flops_range[1] for f in gpu))
+    if cross is not None:
+        outcome, at = "crosses", cross.flops
+    else:
+        outcome = "always" if always_faster(gpu, cpu) else "never"
+        at = lo if outcome == "always" else hi
+    c, g = best_at(cpu, at), best_at(gpu, at)
+    d_lo, d_hi = max(c.d_range[0], g.d_range[0]), min(c.d_range[1], g.d_range[1])
+    return Verdict(outcome, cross, c, g, None if cross else common_d(at, [*cpu, *gpu]),
+                   d_lo, d_hi)

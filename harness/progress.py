@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from harness.results import Case
 from harness.tables import fmt_time
 
 
@@ -25,12 +26,10 @@ class Bar:
         return (f"[{bar}] {done}/{self.total}  elapsed {clock(elapsed)}  ETA {clock(eta)}  "
                 f"{label}")
 
-    def update(self, case: dict, done: int, total: int) -> None:
+    def update(self, case: Case, done: int, total: int) -> None:
         self.total = total
-        ps = (case.get("timing") or {}).get("per_step") or {}
-        result = fmt_time(ps.get("median_s")) + "/step" if case["status"] == "ok" else \
-            case["status"]
-        label = f"{case['id']}: {result}"
+        result = f"{fmt_time(case.median)}/step" if case.ok else case.status
+        label = f"{case.id}: {result}"
         if self.tty:
             self.stream.write("\r\033[K" + self.line(done, label)[:200])
         else:

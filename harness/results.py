@@ -1,42 +1,28 @@
-"""One JSON file per run under results/, written atomically and case by case.
+"""The typed results model: the only way code reads or writes results.
 
-Schema (``SCHEMA_VERSION``):
+A results file holds one ``Run``: where it ran (``Machine``, software versions, ``Commit``),
+what was asked (``Config``), the frameworks' settings, the machine's ``Ceilings`` and one
+``Case`` per (device, variant, problem), each with its ``Timing`` (raw samples and
+``PerStep`` statistics) and its check. ``Run.from_dict`` validates a whole file once
+(``harness.schema``), so that every reader after it may trust every field; ``to_dict`` is the
+inverse. ``harness.store`` reads and writes the files.
 
-```
-{"schema": "backprop-bench/results", "schema_version": 1,
- "command": "run" | "sweep", "created": ISO time, "finished": ISO time | null,
- "interrupted": bool,
- "machine": {hostname, cpu, cores, usable_cores, memory_gb, os, gpu: {name, driver, ...} | null},
- "software": {python, numpy, torch, jax, jaxlib, numba, ...: version | null},
- "commit": {id, branch, dirty},
- "config": {device, variants, problems: [...], threads, timing: {...}, ...},
- "frameworks": {name: {"settings": {...}, "pinning": {...}} | {"error": "..."}},
- "ceilings": {"matmul_peak": [{framework, device, dtype, n, gflops, samples_s}],
-              "engine_overhead": {per_block_s, fraction_of_block}},
- "cases": [{id, variant, framework, kind, device, problem: {...}, n_weights,
-            flops_per_step, status: ok | failed | unavailable, reason,
-            timing: {first_call_s, compile_s, block_steps, samples_s, per_step: {...}, ...},
-            check: {passed, rows: [...]}, first_in_process: bool}]}
-```
-
-``load`` validates a file and raises ResultsError with one line naming the file.
+Schema versions: 2 is written. Version 1 files (the same fields, fewer optional ones) still
+load; any other version is refused with one line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
-import os
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from implementations.problem import BenchError
+from harness import schema
+from harness.timing import Measurement, Stats, TimingConfig
+from implementations.problem import BenchError, NetworkSpec, Problem, make_problem
 
 SCHEMA = "backprop-bench/results"
-SCHEMA_VERSION = 1
-REQUIRED = ("schema", "schema_version", "command", "machine", "software", "config", "cases")
-CASE_REQUIRED = ("id", "variant", "framework", "device", "problem", "status")
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 STATUSES = ("ok", "failed", "unavailable")
 
 
@@ -48,139 +34,339 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_run(command: str, machine: dict, software: dict, commit: dict, config: dict) -> dict:
-    return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "command": command,
-        "created": now(), "finished": None, "interrupted": False,
-        "machine": machine, "software": software, "commit": commit, "config": config,
-        "frameworks": {}, "ceilings": {"matmul_peak": []}, "cases": [],
-    }
+@dataclass(frozen=True)
+class ProblemRecord:
+    """The problem of a case: network, batch, learning rate and seed (hashable: a key)."""
+
+    widths: tuple[int, ...]
+    activation: str
+    output_activation: str = "linear"
+    bias: bool = False
+    dtype: str = "float64"
+    batch: int = 1
+    lr: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.widths) < 2 or min(self.widths) < 1 or self.batch < 1:
+            raise ValueError(f"not a network: widths {list(self.widths)}, batch {self.batch}")
+
+    @classmethod
+    def of(cls, problem: Problem) -> ProblemRecord:
+        s = problem.spec
+        return cls(s.widths, s.activation, s.output_activation, s.bias, s.dtype, problem.batch,
+                   problem.lr, problem.seed)
+
+    def spec(self) -> NetworkSpec:
+        return NetworkSpec(self.widths, self.activation, self.output_activation, self.bias,
+                           self.dtype)
+
+    def problem(self) -> Problem:
+        return make_problem(self.spec(), self.batch, self.lr, self.seed)
+
+    def network(self) -> str:
+        """'16-16-16 tanh+b float32': the network without the batch."""
+        bias = "+b" if self.bias else ""
+        return f"{'-'.join(map(str, self.widths))} {self.activation}{bias} {self.dtype}"
+
+    def label(self) -> str:
+        """'16-16-16 tanh float32 b64': how tables name a problem."""
+        return f"{self.network()} b{self.batch}"
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths) - 1
+
+    @property
+    def square_width(self) -> int | None:
+        """d of a [d] * (depth + 1) network, None for any other shape."""
+        return self.widths[0] if len(set(self.widths)) == 1 else None
+
+    @property
+    def is_worked_example(self) -> bool:
+        return self.widths == (1, 1, 1)
 
 
-def case_id(device: str, variant: str, problem: dict) -> str:
+def case_id(device: str, variant: str, problem: ProblemRecord) -> str:
     """A stable key for a case: device, variant, network, batch."""
-    widths = "-".join(map(str, problem["widths"]))
-    bias = "+b" if problem.get("bias") else ""
-    return (f"{device}/{variant}/{widths} {problem['activation']}{bias} "
-            f"{problem['dtype']}/b{problem['batch']}")
+    return f"{device}/{variant}/{problem.network()}/b{problem.batch}"
 
 
-def default_path(command: str, device: str, machine: dict, directory: Path) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in machine.get("hostname", "host"))
-    return directory / f"{command}-{device}-{host}-{stamp}.json"
+@dataclass
+class PerStep:
+    """Per-step statistics of a case's raw block times (``timing.Stats``)."""
+
+    median_s: float
+    q1_s: float
+    q3_s: float
+    iqr_s: float
+    min_s: float
+    mean_s: float
+    blocks: int
+    noisy: bool
+    discarded: bool = False  # the case failed its check after timing: not a result
+
+    @classmethod
+    def of(cls, stats: Stats) -> PerStep:
+        return cls(stats.median, stats.q1, stats.q3, stats.iqr, stats.min, stats.mean,
+                   len(stats.samples_s), stats.noisy)
 
 
-def ensure_writable(path: Path, overwrite: bool = False) -> Path:
-    """Create the folder and prove a file can be written there, before any measuring.
+@dataclass
+class Timing:
+    """What the timing engine measured for one case (``timing.Measurement``)."""
 
-    An existing file is never overwritten unless ``overwrite`` (``--force``) says so: a typo
-    in ``--out`` must not destroy a committed reference run.
-    """
-    path = Path(path)
-    if path.exists() and path.is_dir():
-        raise ResultsError(f"cannot write results to {path}: it is a directory")
-    if path.exists() and not overwrite:
-        raise ResultsError(f"{path} already exists: choose another --out, or add --force")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe-", delete=True):
-            pass
-    except OSError as exc:
-        raise ResultsError(f"cannot write results to {path}: {exc.strerror or exc}") from None
-    return path
+    first_call_s: float
+    first_call_steps: int
+    compile_s: float
+    block_steps: int
+    samples_s: list[float]
+    per_step: PerStep
+    warmup_blocks: int = 0
+    calibration: list[tuple[int, float]] = field(default_factory=list)
+    total_steps: int = 0
+    first_calls: int = 1
 
+    @classmethod
+    def of(cls, m: Measurement, first_calls: int = 1) -> Timing:
+        return cls(m.first_call_s, m.first_call_steps, m.compile_s, m.block_steps,
+                   list(m.samples_s), PerStep.of(m.stats), m.warmup_blocks,
+                   [tuple(c) for c in m.calibration], m.total_steps, first_calls)
 
-def write(run: dict, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(run, f, indent=1, allow_nan=False, default=_jsonable)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def stats(self) -> Stats:
+        return Stats(self.samples_s, self.block_steps)
 
+    def pool(self, other: Timing) -> None:
+        """Add another process's samples of the same K; the statistics cover them all."""
+        self.samples_s = self.samples_s + other.samples_s
+        self.total_steps += other.total_steps
+        self.per_step = PerStep.of(self.stats())
 
-def _jsonable(obj):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    def per_step_samples(self) -> list[float]:
+        return [s / self.block_steps for s in self.samples_s]
 
 
-def load(path: Path) -> dict:
-    """Read and validate one results file; ResultsError names the file and the problem."""
-    path = Path(path)
-    try:
-        with open(path) as f:
-            run = json.load(f)
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
-    validate(run, str(path))
-    return run
+@dataclass
+class ProcessRecord:
+    """What one worker process contributed to a case pooled over several."""
+
+    status: str
+    first_call_s: float | None = None
+    compile_s: float | None = None
+    median_s: float | None = None
+    iqr_s: float | None = None
+    blocks: int | None = None
 
 
-def validate(run, name: str) -> None:
-    if not isinstance(run, dict) or run.get("schema") != SCHEMA:
-        raise ResultsError(f"{name}: not a backprop-bench results file")
-    if run.get("schema_version") != SCHEMA_VERSION:
-        raise ResultsError(f"{name}: schema version {run.get('schema_version')!r}, "
-                           f"this backprop-bench reads version {SCHEMA_VERSION}")
-    missing = [k for k in REQUIRED if k not in run]
-    if missing:
-        raise ResultsError(f"{name}: missing field(s) {', '.join(missing)}")
-    if not isinstance(run["cases"], list):
-        raise ResultsError(f"{name}: 'cases' is not a list")
-    for i, case in enumerate(run["cases"]):
-        lacking = [k for k in CASE_REQUIRED if not isinstance(case, dict) or k not in case]
-        if lacking:
-            raise ResultsError(f"{name}: case {i} lacks {', '.join(lacking)}")
-        if case["status"] not in STATUSES:
-            raise ResultsError(f"{name}: case {i} has unknown status {case['status']!r}")
-        if case["status"] == "ok" and not positive_median(case):
-            raise ResultsError(f"{name}: case {i} ({case['id']}) is ok but has no positive "
-                               f"per-step median")
+@dataclass
+class Case:
+    """One (device, variant, problem): status, timing, check."""
+
+    id: str
+    variant: str
+    framework: str
+    kind: str
+    device: str
+    problem: ProblemRecord
+    n_weights: int
+    flops_per_step: int
+    status: str = "failed"
+    reason: str | None = None
+    timing: Timing | None = None
+    check: dict | None = None
+    first_in_process: bool | None = None
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+        if self.status == "ok" and not (self.timing and self.timing.per_step.median_s > 0):
+            raise ValueError(f"{self.id} is ok but has no positive per-step median")
+
+    @classmethod
+    def new(cls, problem: Problem, variant, device: str) -> Case:
+        """A case not yet run (status failed, no reason) for a registry Variant."""
+        record = ProblemRecord.of(problem)
+        return cls(case_id(device, variant.name, record), variant.name, variant.framework,
+                   variant.kind, device, record, problem.spec.n_weights(),
+                   problem.flops_per_step())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def median(self) -> float | None:
+        """The per-step median of an ok case, else None: the one accessor for a case's time."""
+        return self.timing.per_step.median_s if self.ok else None
+
+    @property
+    def iqr_pct(self) -> float | None:
+        return 100 * self.timing.per_step.iqr_s / self.median if self.ok else None
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.ok and self.timing.per_step.noisy)
+
+    def fail(self, status: str, reason: str) -> None:
+        """Mark the case failed or unavailable; a timing it has is kept but discarded."""
+        self.status, self.reason = status, reason
+        if self.timing:
+            self.timing.per_step.discarded = True
+
+    def summary(self) -> ProcessRecord:
+        t = self.timing
+        return ProcessRecord(self.status, t and t.first_call_s, t and t.compile_s,
+                             t and t.per_step.median_s, t and t.per_step.iqr_s,
+                             t and t.per_step.blocks)
+
+    def pool(self, other: Case) -> None:
+        """Add the same case from another process: its samples, or its failure."""
+        if not self.processes:
+            self.processes = [self.summary()]
+        self.processes.append(other.summary())
+        if not self.ok:
+            return
+        if not other.ok:
+            self.fail(other.status, f"process {len(self.processes)}: {other.reason}")
+            return
+        self.timing.pool(other.timing)
 
 
-SKIPPED_FOLDERS = ("pytest-bench", "tmp")  # pytest-benchmark's own JSON; scratch runs
+@dataclass
+class Peak:
+    """A measured matmul ceiling (or why it could not be measured)."""
+
+    framework: str
+    device: str
+    dtype: str
+    n: int
+    gflops: float | None = None
+    median_s: float | None = None
+    samples_s: list[float] = field(default_factory=list)
+    error: str | None = None
 
 
-def positive_median(case: dict) -> bool:
-    """True if the case carries a finite, positive per-step median time."""
-    per_step = (case.get("timing") or {}).get("per_step") or {}
-    median = per_step.get("median_s")
-    return isinstance(median, (int, float)) and math.isfinite(median) and median > 0
+@dataclass
+class Ceilings:
+    """The machine's ceilings measured in the same run."""
+
+    matmul_peak: list[Peak] = field(default_factory=list)
+    engine_overhead: dict | None = None
+    c_limit: dict | None = None
+
+    def peak(self, device: str, dtype: str, framework: str | None = None) -> Peak | None:
+        """The best measured peak on a device and dtype (of one framework, if named)."""
+        found = [p for p in self.matmul_peak if p.gflops and p.device == device
+                 and p.dtype == dtype and framework in (None, p.framework)]
+        return max(found, key=lambda p: p.gflops) if found else None
+
+    @property
+    def c_limit_s(self) -> float | None:
+        ns = (self.c_limit or {}).get("ns_per_step")
+        return ns * 1e-9 if isinstance(ns, (int, float)) and ns > 0 else None
 
 
-def find_files(paths: list[str]) -> list[Path]:
-    """Expand folders into the *.json files under them (sorted); keep files as given.
+@dataclass
+class FrameworkRecord:
+    """A framework's settings in the worker process, or why it could not start."""
 
-    Hidden files and the folders in SKIPPED_FOLDERS are left out of a folder's expansion.
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")
-                          and not set(q.relative_to(p).parts[:-1]) & set(SKIPPED_FOLDERS))
-        else:
-            out.append(p)
-    return out
+    settings: dict | None = None
+    pinning: dict | None = None
+    error: str | None = None
 
 
-def load_many(paths: list[str]) -> tuple[list[tuple[Path, dict]], list[str]]:
-    """Load every file that is valid; the others become one-line problems, not exceptions."""
-    good, problems = [], []
-    for path in find_files(paths):
+@dataclass
+class Machine:
+    hostname: str = "?"
+    cpu: str | None = None
+    cores: int | None = None
+    usable_cores: int | None = None
+    memory_gb: float | None = None
+    os: str | None = None
+    gpu: dict | None = None
+
+
+@dataclass
+class Commit:
+    id: str | None = None
+    branch: str | None = None
+    dirty: bool | None = None
+    source: str | None = None
+
+
+@dataclass
+class Config:
+    """What was asked for: device, variants, problems and how they were timed."""
+
+    device: str
+    variants: list[str]
+    problems: list[ProblemRecord]
+    threads: int
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    processes: int = 1
+    peaks: list = field(default_factory=list)  # dtypes (version 1 files: also {device, dtype})
+    extra_cases: list[dict] = field(default_factory=list)
+    python: str | None = None
+    grid: dict | None = None
+
+
+@dataclass
+class Run:
+    """One results file."""
+
+    command: str
+    machine: Machine
+    software: dict[str, str | None]
+    commit: Commit
+    config: Config
+    schema: str = SCHEMA
+    schema_version: int = SCHEMA_VERSION
+    created: str = field(default_factory=now)
+    finished: str | None = None
+    interrupted: bool = False
+    frameworks: dict[str, FrameworkRecord] = field(default_factory=dict)
+    ceilings: Ceilings = field(default_factory=Ceilings)
+    notes: list[str] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data, name: str) -> Run:
+        """A validated Run, or ResultsError naming the file and the first bad field."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise ResultsError(f"{name}: not a backprop-bench results file")
+        if data.get("schema_version") not in READABLE_VERSIONS:
+            raise ResultsError(f"{name}: schema version {data.get('schema_version')!r}, this "
+                               f"backprop-bench reads versions "
+                               f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
-            good.append((path, load(path)))
-        except ResultsError as exc:
-            problems.append(str(exc))
-    return good, problems
+            run = schema.from_dict(cls, data, "run")
+        except schema.SchemaError as exc:
+            where = str(exc).removeprefix("run.").removeprefix("run: ")
+            raise ResultsError(f"{name}: {where}") from None
+        run.schema_version = SCHEMA_VERSION  # version 1 has the same fields, and fewer
+        return run
+
+    def to_dict(self) -> dict:
+        return schema.to_dict(self)
+
+    @property
+    def complete(self) -> bool:
+        """False for a run that was interrupted or killed before it finished."""
+        return self.finished is not None and not self.interrupted
+
+    def ok_cases(self) -> list[Case]:
+        return [c for c in self.cases if c.ok]
+
+    def add(self, case: Case) -> Case:
+        """Add a case, or pool it into the case with the same id; returns that case."""
+        old = next((c for c in self.cases if c.id == case.id), None)
+        if old is None:
+            self.cases.append(case)
+            return case
+        old.pool(case)
+        return old
+
+    def devices(self) -> list[str]:
+        """The devices of the cases, the CPU first."""
+        return sorted({c.device for c in self.cases}, key=lambda d: (d != "cpu", d))

@@ -1,14 +1,19 @@
 """Compose a run: plan the cases, run one worker process per framework, save case by case.
 
 Each framework runs in its own process (``harness.worker``), so thread pools, JIT caches and
-GPU memory never interfere. Every finished case is appended to the results file at once
-(atomically), so Ctrl-C or a crashing worker leaves a valid file with every finished case.
+GPU memory never interfere. Every finished case is written to the results file at once
+(atomically), so Ctrl-C, SIGTERM or a crashing worker leaves a valid file with every finished
+case. A case that runs past its timeout has its worker's whole process group killed, is
+recorded as failed ("timed out after N s"), and a fresh worker goes on with the cases after
+it. Workers run in sessions of their own (a Ctrl-C reaches only the runner, which kills them)
+and die with the runner even when it is killed outright.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,15 +21,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import environment, results
+from harness import environment, messages, schema, store
 from harness.climit import measure_c_limit
-from harness.timing import Stats, TimingConfig, engine_overhead
+from harness.results import (
+    Case,
+    Commit,
+    Config,
+    FrameworkRecord,
+    Machine,
+    Peak,
+    ProblemRecord,
+    Run,
+    case_id,
+    now,
+)
+from harness.timing import TimingConfig, engine_overhead
 from implementations import registry
+from implementations.contract import Variant
 from implementations.problem import BenchError, Problem
 
-# Variants that also run on the CPU when the run is on a GPU: the references of "× limit"
-# and "× numpy" columns.
-CPU_REFERENCES = ("limit", "numpy")
+STARTUP_S = 120.0  # imports, the matmul peaks and the warm-up, before the first case starts
+CASE_TIMEOUT_BASE_S = 180.0  # a cold torch.compile of a large block takes a minute or more
+CASE_TIMEOUT_PER_BUDGET = 20.0  # and the timed blocks, the checks, the calibration
+
+
+def default_case_timeout(timing: TimingConfig) -> float:
+    """Seconds one case may take before its worker is killed: scaled to its time budget."""
+    return CASE_TIMEOUT_BASE_S + CASE_TIMEOUT_PER_BUDGET * timing.budget_s
 
 
 @dataclass
@@ -34,20 +57,22 @@ class Plan:
     command: str
     device: str
     problems: list[Problem]
-    variants: list[registry.Variant]
+    variants: list[Variant]
     threads: int
     timing: TimingConfig = field(default_factory=TimingConfig)
     peaks: list[str] = field(default_factory=list)  # dtypes whose matmul peak is measured
     explicit_variants: bool = False
     notes: list[str] = field(default_factory=list)
-    extra_config: dict = field(default_factory=dict)
-    extra_cases: list[tuple[Problem, registry.Variant]] = field(default_factory=list)
+    grid: dict | None = None
+    extra_cases: list[tuple[Problem, Variant]] = field(default_factory=list)
     processes: int = 1  # worker processes per framework, pooled into each case
     skip: dict[int, tuple[str, ...]] = field(default_factory=dict)  # problem index -> variants
+    case_timeout_s: float | None = None
 
-    def cases(self) -> list[tuple[Problem, registry.Variant, str]]:
+    def cases(self) -> list[tuple[Problem, Variant, str]]:
         """(problem, variant, device) triples that can run; the rest become ``self.notes``
-        (replaced on every call) or, for an explicit variant that can run nothing, an error."""
+        (replaced on every call) or, for an explicit variant that can run nothing, an error.
+        The reference variants (a ``role``) run on the CPU when the run is on a GPU."""
         out, notes = [], []
         for v in self.variants:
             runs = []
@@ -55,7 +80,7 @@ class Plan:
                 if v.name in self.skip.get(i, ()):
                     continue
                 dev = self.device
-                if dev not in v.devices and v.name in CPU_REFERENCES and "cpu" in v.devices:
+                if dev not in v.devices and v.role and "cpu" in v.devices:
                     dev = "cpu"
                 reason = v.why_not(p, dev)
                 if reason:
@@ -72,52 +97,31 @@ class Plan:
         order = {id(p): i for i, p in enumerate(problems)}
         return sorted(out, key=lambda c: order[id(c[0])])
 
-    def config(self) -> dict:
-        return {
-            "device": self.device, "variants": [v.name for v in self.variants],
-            "problems": [p.as_dict() for p in self.problems],
-            "extra_cases": [{"problem": p.as_dict(), "variant": v.name}
-                            for p, v in self.extra_cases],
-            "threads": self.threads, "processes": self.processes,
-            "timing": self.timing.as_dict(), "peaks": self.peaks,
-            "python": sys.executable, **self.extra_config,
-        }
+    def timeout_s(self) -> float:
+        return self.case_timeout_s or default_case_timeout(self.timing)
+
+    def config(self) -> Config:
+        return Config(
+            device=self.device, variants=[v.name for v in self.variants],
+            problems=[ProblemRecord.of(p) for p in self.problems], threads=self.threads,
+            timing=self.timing, processes=self.processes, peaks=list(self.peaks),
+            extra_cases=[{"problem": schema.to_dict(ProblemRecord.of(p)), "variant": v.name}
+                         for p, v in self.extra_cases],
+            python=sys.executable, grid=self.grid)
 
 
-def worker_env() -> dict:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def new_run(plan: Plan) -> Run:
+    """The run's header: machine, software, commit, config and the CPU's ceilings."""
+    run = Run(plan.command, Machine(**environment.machine_info()),
+              environment.software_info(), Commit(**environment.commit_info()), plan.config())
+    run.notes = list(dict.fromkeys(plan.notes))
+    run.ceilings.engine_overhead = engine_overhead(plan.timing)
+    run.ceilings.c_limit = measure_c_limit()
+    return run
 
 
-def run_worker(framework: str, job: dict, on_message: Callable[[dict], None],
-               log: Path) -> tuple[int, str]:
-    """Run one worker to the end; returns (exit status, last line of its own stderr)."""
-    with open(log, "w") as err:  # one worker's stderr only: a crash is blamed on its own line
-        proc = subprocess.Popen([sys.executable, "-m", "harness.worker"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env())
-        try:
-            proc.stdin.write(json.dumps(job))
-            proc.stdin.close()
-            for line in proc.stdout:
-                try:
-                    message = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                on_message(message)
-            status = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    lines = [l for l in Path(log).read_text(errors="replace").splitlines() if l.strip()]
-    return status, (lines[-1].strip() if lines else "")
-
-
-def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -> dict:
-    """Run the plan, writing the results file after every case; returns the run dict.
+def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None]) -> Run:
+    """Run the plan, writing the results file after every case; returns the run.
 
     With ``plan.processes`` > 1 every framework's worker runs that many times, one round
     after another; the later rounds reuse the first round's K and their samples are pooled
@@ -127,118 +131,180 @@ def execute(plan: Plan, path: Path, on_case: Callable[[dict, int, int], None]) -
     if not cases:
         raise BenchError("nothing to run: " + ("; ".join(dict.fromkeys(plan.notes)) or
                                               "no variant matches"))
-    run = results.new_run(plan.command, environment.machine_info(), environment.software_info(),
-                          environment.commit_info(), plan.config())
-    run["notes"] = list(dict.fromkeys(plan.notes))
-    run["ceilings"]["engine_overhead"] = engine_overhead(plan.timing)
-    run["ceilings"]["c_limit"] = measure_c_limit()
-    results.write(run, path)
+    run = new_run(plan)
+    store.write(run, path)
     progress = {"done": 0, "total": len(cases) * plan.processes}
-    log = Path(tempfile.mkstemp(prefix="backprop-bench-", suffix=".log")[1])
+
+    def report(case: Case) -> None:
+        progress["done"] += 1
+        on_case(case, progress["done"], progress["total"])
+
     try:
         for round_ in range(plan.processes):
             for framework in registry.FRAMEWORKS:
                 mine = [c for c in cases if c[1].framework == framework]
                 if mine:
-                    run_round(plan, run, path, framework, mine, round_, log,
-                              lambda case: report_case(case, progress, on_case))
+                    Round(plan, run, path, framework, round_, report).execute(mine)
     except KeyboardInterrupt:
-        run["interrupted"] = True
+        run.interrupted = True
         raise
     finally:
-        run["finished"] = results.now()
-        results.write(run, path)
-        log.unlink(missing_ok=True)
+        run.finished = now()
+        store.write(run, path)
     return run
 
 
-def report_case(case: dict, progress: dict, on_case) -> None:
-    progress["done"] += 1
-    on_case(case, progress["done"], progress["total"])
+@dataclass
+class Round:
+    """The worker processes of one framework in one round; every case saved as it arrives."""
 
+    plan: Plan
+    run: Run
+    path: Path
+    framework: str
+    round_: int
+    on_case: Callable[[Case], None]
+    current: str | None = None  # the id of the case the worker is on
 
-def run_round(plan: Plan, run: dict, path: Path, framework: str, mine: list, round_: int,
-              log: Path, on_case: Callable[[dict], None]) -> None:
-    """One worker process for one framework's cases; every case is saved as it arrives."""
-    by_id = {c["id"]: c for c in run["cases"]}
-    ids = [results.case_id(d, v.name, p.as_dict()) for p, v, d in mine]
-    job = {"framework": framework, "device": plan.device, "threads": plan.threads,
-           "timing": plan.timing.as_dict(),
-           "peaks": peaks_for(plan, framework, mine) if round_ == 0 else [],
-           "cases": [{"problem": p.as_dict(), "variant": v.name, "device": d,
-                      "block_steps": fixed_k(by_id.get(i))} for (p, v, d), i in zip(mine, ids)]}
-    got: list[dict] = []
-
-    def on_message(msg: dict) -> None:
-        kind = msg.pop("type", None)
-        if kind == "case":
-            got.append(msg)
-            on_case(record(run, msg))
-            results.write(run, path)
-        elif kind == "framework" and round_ == 0:
-            run["frameworks"][msg.pop("name")] = msg
-        elif kind == "peak":
-            run["ceilings"]["matmul_peak"].append(msg)
-
-    status, last = run_worker(framework, job, on_message, log)
-    for p, v, d in mine[len(got):]:  # cases the worker never reported
-        on_case(record(run, lost_case(p, v, d, status, last)))
-    results.write(run, path)
-
-
-def fixed_k(case: dict | None) -> int | None:
-    """The K an earlier process used for this case, so that samples can be pooled."""
-    return case["timing"]["block_steps"] if case and case["status"] == "ok" else None
-
-
-def record(run: dict, case: dict) -> dict:
-    """Add a case to the run, or pool it into the case with the same id; returns that case."""
-    old = next((c for c in run["cases"] if c["id"] == case["id"]), None)
-    if old is None:
-        run["cases"].append(case)
-        return case
-    old.setdefault("processes", [process_summary(old)]).append(process_summary(case))
-    if old["status"] != "ok":
-        return old
-    if case["status"] != "ok":
-        old.update(status=case["status"], reason=f"process {len(old['processes'])}: "
-                   f"{case['reason']}")
-        old["timing"]["per_step"]["discarded"] = True
-        return old
-    timing = old["timing"]
-    timing["samples_s"] += case["timing"]["samples_s"]
-    timing["total_steps"] += case["timing"]["total_steps"]
-    timing["per_step"] = Stats(timing["samples_s"], timing["block_steps"]).as_dict()
-    return old
-
-
-def process_summary(case: dict) -> dict:
-    """What one process contributed to a pooled case."""
-    t = case.get("timing") or {}
-    ps = t.get("per_step") or {}
-    return {"status": case["status"], "first_call_s": t.get("first_call_s"),
-            "compile_s": t.get("compile_s"), "median_s": ps.get("median_s"),
-            "iqr_s": ps.get("iqr_s"), "blocks": ps.get("blocks")}
-
-
-PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each device
-
-
-def peaks_for(plan: Plan, framework: str, cases: list) -> list[dict]:
-    """The matmul ceilings to measure in this framework's worker: one per dtype asked for,
-    on every device its cases use (so a CPU reference in a GPU run gets its CPU peak)."""
-    if not registry.FRAMEWORKS[framework].arrays:
+    def run_cases(self, pending: list, peaks: list) -> list:
+        """One worker for the pending cases; returns those it did not finish."""
+        job = self.job(pending, peaks)
+        ids = [case_id(d, v.name, ProblemRecord.of(p)) for p, v, d in pending]
+        got: set[str] = set()
+        status, last, timed_out = run_worker(job, lambda m: self.receive(m, got),
+                                             self.timeout)
+        left = [c for c, i in zip(pending, ids) if i not in got]
+        if timed_out and left:
+            self.lose(left[0], f"timed out after {self.plan.timeout_s():g} s "
+                               f"(the worker was killed; --timeout sets the limit)")
+            return left[1:]
+        for p, v, d in left:
+            self.lose((p, v, d), lost_reason(status, last))
         return []
-    devices = dict.fromkeys(d for _, _, d in cases)
-    return [{"device": d, "dtype": t, "n": PEAK_N[d]} for d in devices for t in plan.peaks]
+
+    def execute(self, mine: list) -> None:
+        pending, peaks = list(mine), self.peaks(mine)
+        while pending:
+            pending, peaks = self.run_cases(pending, peaks), []
+
+    def timeout(self) -> float:
+        return STARTUP_S if self.current is None else self.plan.timeout_s()
+
+    def job(self, pending: list, peaks: list) -> messages.Job:
+        by_id = {c.id: c for c in self.run.cases}
+        cases = [messages.JobCase(ProblemRecord.of(p), v.name, d, fixed_k(
+            by_id.get(case_id(d, v.name, ProblemRecord.of(p))))) for p, v, d in pending]
+        return messages.Job(self.framework, self.plan.device, self.plan.threads,
+                            self.plan.timing, cases, peaks)
+
+    def peaks(self, mine: list) -> list[messages.PeakJob]:
+        """The matmul ceilings to measure in this framework's first worker: one per dtype
+        asked for, on every device its cases use (a CPU reference in a GPU run gets its CPU
+        peak), at the framework's own size."""
+        fw = registry.get_framework(self.framework)
+        if self.round_ or not fw.arrays:
+            return []
+        devices = dict.fromkeys(d for _, _, d in mine)
+        return [messages.PeakJob(d, t, fw.peak_n.get(d, 2048)) for d in devices
+                for t in self.plan.peaks]
+
+    def receive(self, message, got: set) -> None:
+        if isinstance(message, messages.CaseStarted):
+            self.current = message.id
+        elif isinstance(message, Case):
+            got.add(message.id)
+            self.current = None
+            self.on_case(self.run.add(message))
+            store.write(self.run, self.path)
+        elif isinstance(message, messages.FrameworkReady) and self.round_ == 0:
+            self.run.frameworks[message.name] = FrameworkRecord(message.settings,
+                                                                message.pinning)
+        elif isinstance(message, messages.FrameworkFailed) and self.round_ == 0:
+            self.run.frameworks[message.name] = FrameworkRecord(error=message.error)
+        elif isinstance(message, Peak):
+            self.run.ceilings.matmul_peak.append(message)
+
+    def lose(self, triple, reason: str) -> None:
+        p, v, d = triple
+        case = Case.new(p, v, d)
+        case.fail("failed", reason)
+        self.on_case(self.run.add(case))
+        store.write(self.run, self.path)
 
 
-def lost_case(problem: Problem, variant, device: str, status: int, last: str) -> dict:
-    return {
-        "id": results.case_id(device, variant.name, problem.as_dict()), "variant": variant.name,
-        "framework": variant.framework, "kind": variant.kind, "device": device,
-        "problem": problem.as_dict(), "n_weights": problem.spec.n_weights(),
-        "flops_per_step": problem.flops_per_step(), "status": "failed",
-        "reason": f"worker process exited with status {status} before this case: {last}"[:500],
-        "timing": None, "check": None,
-    }
+def fixed_k(case: Case | None) -> int | None:
+    """The K an earlier process used for this case, so that samples can be pooled."""
+    return case.timing.block_steps if case and case.ok else None
+
+
+def lost_reason(status: int | None, last: str) -> str:
+    said = f": {last}" if last else " (it wrote nothing to its log)"
+    return f"worker process exited with status {status} before this case{said}"[:500]
+
+
+def worker_env(channel_fd: int) -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    env[messages.CHANNEL_FD] = str(channel_fd)
+    env[messages.PARENT_PID] = str(os.getpid())
+    return env
+
+
+def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], float]
+               ) -> tuple[int | None, str, bool]:
+    """Run one worker until it exits or a read times out (then its process group is
+    killed); returns (exit status, last line of its log, timed out)."""
+    read_end, write_end = os.pipe()
+    with tempfile.TemporaryFile() as log:  # unlinked at once: nothing is left behind
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.worker"], stdin=subprocess.PIPE, stdout=log,
+                stderr=log, pass_fds=(write_end,), env=worker_env(write_end),
+                start_new_session=True)
+        finally:
+            os.close(write_end)
+        reader, timed_out, done = messages.Reader(read_end), False, False
+        try:
+            proc.stdin.write(json.dumps(schema.to_dict(job)).encode())
+            proc.stdin.close()
+            while (message := reader.next(timeout())) is not None:
+                on_message(message)
+            done = True
+        except messages.Timeout:
+            timed_out = True
+        except (schema.SchemaError, BrokenPipeError):
+            done = True  # a garbled message or a worker gone before its job: judged by its exit
+        finally:  # interrupted (Ctrl-C, SIGTERM) or timed out: the worker is killed at once
+            os.close(read_end)
+            status = stop(proc, force=not done)
+        return status, last_line(log), timed_out
+
+
+def stop(proc: subprocess.Popen, force: bool) -> int | None:
+    """Wait for a worker that has closed its channel, or kill its whole process group (at
+    once if ``force``, or when it does not exit); its exit status."""
+    try:
+        if not force:
+            return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.returncode is None:
+            kill_group(proc)
+    return proc.returncode
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def last_line(log) -> str:
+    log.seek(0)
+    lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

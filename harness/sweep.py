@@ -13,14 +13,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from harness import plans
 from harness.timing import TimingConfig
-from implementations import registry
-from implementations.problem import BenchError, NetworkSpec, Problem, make_problem
+from implementations.contract import Variant
+from implementations.problem import BenchError, Problem
 
 DEFAULT_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-DEFAULT_VARIANTS = {"cpu": ("numpy", "torch", "jax", "jax-scan"),
-                    "cuda": ("torch", "torch-cudagraph", "jax", "jax-scan")}
 TIME_PER_CASE_STEPS = (0.75, 0.5, 0.25)
+MAX_DEPTH = 1000
 # Rough costs for the estimate only (never reported): per-step overhead and throughput, and
 # the fixed cost of a case (first call, calibration, warm-up, the two reference checks; XLA's
 # GPU compile alone takes seconds) and of a worker process.
@@ -43,14 +43,18 @@ class Grid:
                 raise BenchError(f"empty grid: no {name} to sweep")
         if any(d <= 0 for d in self.depths):
             raise BenchError(f"depths {self.depths}: every depth must be 1 or more")
+        if max(self.depths) > MAX_DEPTH:
+            raise BenchError(f"depth {max(self.depths)} is over the limit of {MAX_DEPTH} "
+                             f"weight layers")
 
     def size(self) -> int:
         return len(self.widths) * len(self.depths) * len(self.batches) * len(self.dtypes)
 
     def problems(self, lr: float | None, seed: int) -> list[Problem]:
+        """One problem per grid point, each checked against this machine's memory first."""
         return [
-            make_problem(NetworkSpec((d,) * (depth + 1), self.activation, dtype=dtype),
-                         batch=batch, lr=lr, seed=seed)
+            plans.problem((d,) * (depth + 1), self.activation, "linear", False, dtype, batch,
+                          lr, seed)
             for dtype in self.dtypes for batch in self.batches for depth in self.depths
             for d in self.widths
         ]
@@ -61,11 +65,6 @@ class Grid:
                 "activation": self.activation}
 
 
-def ceiling_problem(lr: float | None) -> Problem:
-    """The worked example, on which the limit loop is the machine's serial ceiling."""
-    return make_problem(lr=lr)
-
-
 def estimate_case_s(problem: Problem, device: str, timing: TimingConfig) -> float:
     overhead, throughput = GUESS[device]
     step = overhead + problem.flops_per_step() / throughput
@@ -74,7 +73,7 @@ def estimate_case_s(problem: Problem, device: str, timing: TimingConfig) -> floa
         step, timing.target_block_s)
 
 
-def estimate_s(cases: list[tuple[Problem, registry.Variant, str]], timing: TimingConfig,
+def estimate_s(cases: list[tuple[Problem, Variant, str]], timing: TimingConfig,
                processes: int = 1) -> float:
     workers = {(v.framework, d) for _, v, d in cases}
     return processes * (sum(PROCESS_START_S[d] for _, d in workers) + sum(
@@ -120,7 +119,3 @@ def fit_budget(grid: Grid, timing: TimingConfig, budget_s: float | None, estimat
     done = "; ".join(cuts) if cuts else "nothing left to cut"
     return grid, timing, (f"budget {budget_s:g} s < estimated {before:.0f} s: {done} "
                           f"(now estimated {after:.0f} s, {verdict})")
-
-
-def default_variants(device: str) -> list[registry.Variant]:
-    return [registry.get(n) for n in DEFAULT_VARIANTS[device]]

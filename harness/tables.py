@@ -31,6 +31,22 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence],
     return "\n".join(lines)
 
 
+def md_escape(text) -> str:
+    """Text from a results file (a host name, a failure reason) made safe for Markdown: one
+    line, no HTML, and no character that starts a table cell, emphasis, a link or code."""
+    text = " ".join(str(text).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for ch in "\\`*[]|#":  # not _: GitHub never reads intra-word underscores as emphasis
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def md_code(text) -> str:
+    """Text from a results file as inline code (a file name, a case id) in a Markdown table."""
+    text = " ".join(str(text).split()).replace("`", "'").replace("|", "\\|")
+    return f"`{text}`"
+
+
 def fmt_time(seconds: float | None) -> str:
     """A per-step time with a unit chosen for it: 5.7 ns, 3.15 µs, 25.6 ms, 1.20 s."""
     if seconds is None:

@@ -1,14 +1,15 @@
 """One framework's cases, in a process of its own: ``python -m harness.worker``.
 
-The parent (``harness.runner``) writes a JSON job to stdin and reads JSON lines back, one
-per finished case, so that every finished case is saved even if a later one crashes the
-process. Threads are pinned before the framework is imported. Anything the frameworks print
-goes to stderr; the protocol has stdout to itself.
+The parent (``harness.runner``) writes a ``messages.Job`` to stdin; the worker answers on its
+own channel (``harness.messages``), one message per event, so that every finished case is
+saved even if a later one crashes or hangs the process. Threads are pinned before the
+framework is imported. The worker dies with its parent (Linux: ``PR_SET_PDEATHSIG``).
 
 Each case is timed, then verified, and only a verified case keeps status "ok":
 
-0. for ``numpy``, whose float64 trajectory is the reference of all the others, its loss and
-   gradients are checked against the independent forward pass and finite differences;
+0. for the reference variant (NumPy), whose float64 trajectory is the reference of all the
+   others, its loss and gradients are checked against the independent forward pass and
+   finite differences;
 1. the timed Trainer's parameters must be finite (else: diverged);
 2. it runs V more steps (V = K, capped at ``MAX_VERIFY_STEPS`` and so that the float64
    reference costs at most ``REFERENCE_BUDGET_S``), compared with the float64 reference
@@ -19,20 +20,22 @@ Each case is timed, then verified, and only a verified case keeps status "ok":
 
 from __future__ import annotations
 
+import ctypes
 import json
-import math
 import os
+import signal
 import sys
 import traceback
+from dataclasses import replace
+
+from harness import messages, schema
+from harness.results import Case, Timing, case_id
+from implementations.contract import Unavailable
 
 REFERENCE_BUDGET_S = 0.15
 MAX_VERIFY_STEPS = 1000  # float32 drifts from the float64 reference over very long runs
 FRESH_STEPS = 100
-
-
-def emit(stream, message: dict) -> None:
-    stream.write(json.dumps(message, allow_nan=False) + "\n")
-    stream.flush()
+PR_SET_PDEATHSIG = 1
 
 
 def reference_steps(problem, budget_steps: int, block: int) -> int:
@@ -63,8 +66,8 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     from implementations.problem import flatten, map_params
 
     report = check.Report()
-    if fresh and variant.name == "numpy":  # the reference trajectory is NumPy's: check it
-        modules = {"numpy": registry.import_module("numpy")}
+    if fresh and variant.role == "reference":  # everyone's reference trajectory: check it
+        modules = {variant.framework: registry.import_module(variant.framework)}
         check.check_gradients(problem, modules, device, report, fd_entries(problem))
     start = map_params(lambda a: np.asarray(a, dtype=np.float64), trainer.params())
     if not all(np.all(np.isfinite(t)) for t in flatten(start)):
@@ -83,49 +86,43 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     return False, "wrong result: " + report.failures()[0], report.as_dict()
 
 
-def run_case(job_case: dict, device: str, cfg, seen: set) -> dict:
+def crash_reason(exc: BaseException) -> str:
+    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({os.path.basename(last.filename)}:{last.lineno})" if last else ""
+    return f"crashed: {type(exc).__name__}: {exc}{where}".replace("\n", " ")[:500]
+
+
+def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
     """Time and verify one (problem, variant) pair; never raises.
 
-    ``job_case["block_steps"]``, when given, fixes K (a later process of a pooled case).
+    ``compiled_before`` holds the compiling variants this process has already run: the first
+    of them pays the process's one-time compiler start-up, and says so (first_in_process).
     """
-    from dataclasses import replace
-
-    from harness.results import case_id
     from harness.timing import time_trainer
     from implementations import registry
-    from implementations.problem import NetworkSpec, make_problem
 
-    p = job_case["problem"]
-    variant = registry.get(job_case["variant"])
-    dev = job_case.get("device", device)
-    spec = NetworkSpec(tuple(p["widths"]), p["activation"], p["output_activation"], p["bias"],
-                       p["dtype"])
-    problem = make_problem(spec, p["batch"], p["lr"], p["seed"])
-    case = {
-        "id": case_id(dev, variant.name, problem.as_dict()), "variant": variant.name,
-        "framework": variant.framework, "kind": variant.kind, "device": dev,
-        "problem": problem.as_dict(), "n_weights": spec.n_weights(),
-        "flops_per_step": problem.flops_per_step(), "status": "failed", "reason": None,
-        "first_in_process": variant.name not in seen, "timing": None, "check": None,
-    }
+    variant = registry.get(job_case.variant)
+    problem = job_case.problem.problem()
+    case = Case.new(problem, variant, job_case.device)
     try:
-        trainer = variant.make(problem, dev)
-        seen.add(variant.name)
-        m = time_trainer(trainer, replace(cfg, block_steps=job_case.get("block_steps")))
-        case["timing"] = m.as_dict()
-        passed, reason, report = verify(problem, variant, trainer, m.block_steps, dev,
-                                        m.total_steps, fresh=not job_case.get("block_steps"))
-        case.update(status="ok" if passed else "failed", reason=reason, check=report)
-        if not passed:
-            case["timing"]["per_step"]["discarded"] = True
-    except registry.Unavailable as exc:
-        case.update(status="unavailable", reason=str(exc))
+        trainer = variant.make(problem, job_case.device)
+        if variant.baseline:
+            case.first_in_process = not compiled_before
+            compiled_before.add(variant.name)
+        m = time_trainer(trainer, replace(cfg, block_steps=job_case.block_steps))
+        case.timing = Timing.of(m, int(getattr(trainer, "first_calls", 1)))
+        passed, reason, report = verify(problem, variant, trainer, m.block_steps,
+                                        job_case.device, m.total_steps,
+                                        fresh=not job_case.block_steps)
+        case.check = report
+        if passed:
+            case.status = "ok"
+        else:
+            case.fail("failed", reason)
+    except Unavailable as exc:
+        case.fail("unavailable", str(exc))
     except Exception as exc:  # a crashing variant is a result, not the end of the run
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        case.update(status="failed", reason=f"crashed: {type(exc).__name__}: {exc} "
-                    f"({os.path.basename(last.filename)}:{last.lineno})".replace("\n", " "))
-    if case["status"] == "ok" and not math.isfinite(case["timing"]["per_step"]["median_s"]):
-        case.update(status="failed", reason="no finite timing")
+        case.fail("failed", crash_reason(exc))
     return case
 
 
@@ -142,37 +139,61 @@ def warm_up(module, devices) -> None:
             pass
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (SIGKILL of the runner included)."""
+    parent = int(os.environ.get(messages.PARENT_PID, "0") or 0)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the runner's own clean-up is all there is
+    if parent and os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def start_framework(job: messages.Job, channel):
+    """Import and set up the framework; its module, or None after a FrameworkFailed."""
+    from implementations import registry
+
+    try:
+        module = registry.import_module(job.framework)
+        settings = module.settings(job.threads)
+    except Unavailable as exc:
+        messages.send(channel, messages.FrameworkFailed(job.framework, str(exc)))
+        return None
+    except Exception as exc:
+        messages.send(channel, messages.FrameworkFailed(job.framework, crash_reason(exc)))
+        return None
+    return module, settings
+
+
 def main() -> int:
-    job = json.loads(sys.stdin.read())
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints go to stderr
-    sys.stdout = sys.stderr
+    channel = messages.writer()
+    if channel is None:
+        print("harness.worker: started by harness.runner only", file=sys.stderr)
+        return 2
+    die_with_parent()
+    job = schema.from_dict(messages.Job, json.loads(sys.stdin.read()), "job")
 
     from harness.environment import pin_threads
 
-    pinning = pin_threads(job["threads"])
+    pinning = pin_threads(job.threads)
     from harness.peak import measure_peak
-    from harness.timing import TimingConfig
     from implementations import registry
 
-    framework = registry.FRAMEWORKS[job["framework"]]
-    try:
-        module = registry.import_module(framework.name)
-        settings = module.settings(job["threads"])
-    except registry.Unavailable as exc:
-        emit(out, {"type": "framework", "name": framework.name, "error": str(exc)})
-        settings = None
-    if settings is not None:
-        emit(out, {"type": "framework", "name": framework.name, "settings": settings,
-                   "pinning": pinning})
-        for peak in job.get("peaks", []):
-            emit(out, {"type": "peak", **measure_peak(framework.name, module, **peak)})
-        if framework.arrays:
-            warm_up(module, {c.get("device", job["device"]) for c in job["cases"]})
-    cfg = TimingConfig(**job["timing"])
-    seen: set = set()
-    for job_case in job["cases"]:
-        emit(out, {"type": "case", **run_case(job_case, job["device"], cfg, seen)})
+    started = start_framework(job, channel)
+    if started is not None:
+        module, settings = started
+        messages.send(channel, messages.FrameworkReady(job.framework, settings, pinning))
+        for peak in job.peaks:
+            messages.send(channel, measure_peak(job.framework, module, peak.device, peak.dtype,
+                                                peak.n))
+        if registry.get_framework(job.framework).arrays:
+            warm_up(module, {c.device for c in job.cases})
+    compiled_before: set = set()
+    for job_case in job.cases:
+        messages.send(channel, messages.CaseStarted(
+            case_id(job_case.device, job_case.variant, job_case.problem)))
+        messages.send(channel, run_case(job_case, job.timing, compiled_before))
     return 0
 
 

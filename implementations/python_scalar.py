@@ -14,7 +14,8 @@ import numpy as np
 from implementations.contract import FLOAT64_ONLY, Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
 
-FRAMEWORK = Framework("python", label="Python", packages=("math",), order=10, arrays=False)
+FRAMEWORK = Framework("python", label="Python", packages=("math",), order=10, arrays=False,
+                      api=False)
 VARIANTS = (
     Variant("python", "idiomatic", "the worked example's loop in pure-Python floats",
             dtypes=FLOAT64_ONLY, worked_example_only=True),

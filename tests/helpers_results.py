@@ -1,4 +1,4 @@
-"""Synthetic results files for the reporting tests: same schema as harness.results, no timing.
+"""Synthetic results files for the reporting tests, built through the typed results model.
 
 Per-step times follow the cost model (overhead + FLOPs / throughput), and raw block samples
 are lognormal around them, seeded, so that tests know the true answer.
@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness import results
-from harness.timing import Stats
+from harness.results import (
+    Case,
+    Ceilings,
+    Commit,
+    Config,
+    FrameworkRecord,
+    Machine,
+    Peak,
+    PerStep,
+    ProblemRecord,
+    Run,
+    Timing,
+    case_id,
+)
+from harness.timing import Stats, TimingConfig
 from implementations import registry
 
-CPU_MACHINE = {"hostname": "cpu-box", "cpu": "Intel(R) Xeon(R) Processor", "cores": 2,
-               "usable_cores": 2, "memory_gb": 23.5, "os": "Linux-test", "gpu": None}
-GPU_MACHINE = {"hostname": "gpu-box", "cpu": "AMD EPYC 9654", "cores": 16, "usable_cores": 16,
-               "memory_gb": 128.0, "os": "Linux-test",
-               "gpu": {"name": "NVIDIA H200", "driver": "565.57", "cuda": "12.6"}}
+CPU_MACHINE = Machine("cpu-box", "Intel(R) Xeon(R) Processor", 2, 2, 23.5, "Linux-test")
+GPU_MACHINE = Machine("gpu-box", "AMD EPYC 9654", 16, 16, 128.0, "Linux-test",
+                      {"name": "NVIDIA H200", "driver": "565.57", "cuda": "12.6"})
 SOFTWARE = {"python": "3.11.7", "numpy": "2.4.6", "torch": "2.13.0", "jax": "0.10.2",
             "jaxlib": "0.10.2", "numba": "0.68.1"}
-TIMING = {"target_block_s": 0.02, "min_blocks": 7, "max_blocks": 200, "budget_s": 1.0,
-          "warmup_blocks": 2, "max_block_steps": 1 << 26}
 
 # (overhead s/step, throughput FLOP/s) per (variant, device), roughly as in ANCHORS.md
 MODEL = {
@@ -34,14 +43,14 @@ MODEL = {
 }
 
 
-def problem(widths, batch: int = 64, dtype: str = "float32", activation: str = "tanh") -> dict:
-    return {"widths": list(widths), "activation": activation, "output_activation": "linear",
-            "bias": False, "dtype": dtype, "batch": batch, "lr": 0.1, "seed": 0}
+def problem(widths, batch: int = 64, dtype: str = "float32",
+            activation: str = "tanh") -> ProblemRecord:
+    return ProblemRecord(tuple(widths), activation, "linear", False, dtype, batch, 0.1, 0)
 
 
-def flops(prob: dict) -> int:
-    w = prob["widths"]
-    return 6 * prob["batch"] * sum(a * b for a, b in zip(w, w[1:]))
+def flops(prob: ProblemRecord) -> int:
+    w = prob.widths
+    return 6 * prob.batch * sum(a * b for a, b in zip(w, w[1:]))
 
 
 def samples(per_step_s: float, rng: np.random.Generator, blocks: int = 30,
@@ -50,86 +59,74 @@ def samples(per_step_s: float, rng: np.random.Generator, blocks: int = 30,
     return list(per_step_s * block_steps * rng.lognormal(0.0, sigma, blocks))
 
 
-def ok_case(variant: str, device: str, prob: dict, per_step_s: float,
-            rng: np.random.Generator, compile_s: float = 0.0, **timing_kw) -> dict:
+def timing(raw: list[float], block_steps: int, compile_s: float = 0.0) -> Timing:
+    stats = Stats(raw, block_steps)
+    return Timing(compile_s + stats.median, 1, compile_s, block_steps, raw, PerStep.of(stats))
+
+
+def ok_case(variant: str, device: str, prob: ProblemRecord, per_step_s: float,
+            rng: np.random.Generator, compile_s: float = 0.0, **timing_kw) -> Case:
     """An ok case whose samples are lognormal around per_step_s."""
     block_steps = timing_kw.pop("block_steps", 100)
     raw = samples(per_step_s, rng, block_steps=block_steps, **timing_kw)
-    stats = Stats(raw, block_steps)
-    timing = {"first_call_s": compile_s + stats.median, "first_call_steps": 1,
-              "compile_s": compile_s, "block_steps": block_steps, "samples_s": raw,
-              "per_step": stats.as_dict()}
-    return {**_case_head(variant, device, prob), "status": "ok", "reason": None,
-            "timing": timing, "check": {"passed": True, "rows": []}, "first_in_process": True}
+    case = head(variant, device, prob)
+    case.status, case.timing = "ok", timing(raw, block_steps, compile_s)
+    case.check, case.first_in_process = {"passed": True, "rows": []}, True
+    return case
 
 
-def bad_case(variant: str, device: str, prob: dict, status: str, reason: str) -> dict:
-    return {**_case_head(variant, device, prob), "status": status, "reason": reason}
+def bad_case(variant: str, device: str, prob: ProblemRecord, status: str, reason: str) -> Case:
+    case = head(variant, device, prob)
+    case.fail(status, reason)
+    return case
 
 
-def _case_head(variant: str, device: str, prob: dict) -> dict:
+def head(variant: str, device: str, prob: ProblemRecord) -> Case:
     v = registry.VARIANTS[variant]
-    return {"id": results.case_id(device, variant, prob), "variant": variant,
-            "framework": v.framework, "kind": v.kind, "device": device, "problem": prob,
-            "n_weights": flops(prob) // (6 * prob["batch"]), "flops_per_step": flops(prob)}
+    return Case(case_id(device, variant, prob), variant, v.framework, v.kind, device, prob,
+                flops(prob) // (6 * prob.batch), flops(prob))
 
 
-def new_run(command: str, device: str, machine: dict, cases: list[dict],
-            problems: list[dict] | None = None, grid: dict | None = None) -> dict:
-    config = {"device": device, "variants": sorted({c["variant"] for c in cases}),
-              "problems": problems if problems is not None else _problems_of(cases),
-              "threads": machine["usable_cores"], "timing": TIMING}
-    if grid:
-        config["grid"] = grid
-    run = results.new_run(command, machine, SOFTWARE,
-                          {"id": "0123456789abcdef", "branch": "main", "dirty": False}, config)
-    run["frameworks"] = frameworks(device)
-    run["ceilings"] = ceilings(device)
-    run["cases"] = cases
-    run["finished"] = run["created"]
+def new_run(command: str, device: str, machine: Machine, cases: list[Case],
+            problems: list[ProblemRecord] | None = None, grid: dict | None = None) -> Run:
+    config = Config(device, sorted({c.variant for c in cases}),
+                    problems if problems is not None else list(dict.fromkeys(
+                        c.problem for c in cases)), machine.usable_cores, TimingConfig(),
+                    grid=grid)
+    run = Run(command, machine, dict(SOFTWARE), Commit("0123456789abcdef", "main", False),
+              config, frameworks=frameworks(device), ceilings=ceilings(device), cases=cases)
+    run.finished = run.created
     return run
 
 
-def _problems_of(cases: list[dict]) -> list[dict]:
-    seen = {}
-    for c in cases:
-        seen.setdefault(results.case_id("", "", c["problem"]), c["problem"])
-    return list(seen.values())
-
-
-def frameworks(device: str) -> dict:
+def frameworks(device: str) -> dict[str, FrameworkRecord]:
     cuda = device == "cuda"
     return {
-        "numpy": {"settings": {"blas": [{"internal_api": "openblas", "version": "0.3.31",
-                                         "num_threads": 2}]}},
-        "torch": {"settings": {"torch_threads": 2, "tf32_matmul": False, "tf32_cudnn": False,
-                               "cuda": "12.6" if cuda else None,
-                               "inductor_cache": {"dir": "/tmp/x", "warm_at_start": cuda}}},
-        "jax": {"settings": {"backend": "gpu" if cuda else "cpu", "matmul_precision": "highest",
-                             "x64": False}},
+        "numpy": FrameworkRecord({"blas": [{"internal_api": "openblas", "version": "0.3.31",
+                                            "num_threads": 2}]}),
+        "torch": FrameworkRecord({"torch_threads": 2, "tf32_matmul": False, "tf32_cudnn": False,
+                                  "cuda": "12.6" if cuda else None,
+                                  "inductor_cache": {"dir": "/tmp/x", "warm_at_start": cuda}}),
+        "jax": FrameworkRecord({"backend": "gpu" if cuda else "cpu",
+                                "matmul_precision": "highest", "x64": False}),
     }
 
 
-def ceilings(device: str) -> dict:
-    peaks = [{"framework": "numpy", "device": "cpu", "dtype": "float32", "n": 2048,
-              "gflops": 198.5, "median_s": 0.0865, "samples_s": [0.0865]},
-             {"framework": "torch", "device": "cpu", "dtype": "float32", "n": 2048,
-              "gflops": 245.3, "median_s": 0.07, "samples_s": [0.07]},
-             {"framework": "python", "device": "cpu", "dtype": "float32", "n": 2048,
-              "error": "AttributeError: no sync"}]
+def ceilings(device: str) -> Ceilings:
+    peaks = [Peak("numpy", "cpu", "float32", 2048, 198.5, 0.0865, [0.0865]),
+             Peak("torch", "cpu", "float32", 2048, 245.3, 0.07, [0.07]),
+             Peak("python", "cpu", "float32", 2048, error="AttributeError: no sync")]
     if device == "cuda":
-        peaks += [{"framework": "torch", "device": "cuda", "dtype": "float32", "n": 8192,
-                   "gflops": 51000.0, "median_s": 0.0216, "samples_s": [0.0216]},
-                  {"framework": "jax", "device": "cuda", "dtype": "float32", "n": 8192,
-                   "gflops": 48000.0, "median_s": 0.0229, "samples_s": [0.0229]}]
-    return {"matmul_peak": peaks, "c_limit": {"ns_per_step": 5.7},
-            "engine_overhead": {"per_block_s": 8.5e-8, "fraction_of_block": 4.25e-6}}
+        peaks += [Peak("torch", "cuda", "float32", 8192, 51000.0, 0.0216, [0.0216]),
+                  Peak("jax", "cuda", "float32", 8192, 48000.0, 0.0229, [0.0229])]
+    return Ceilings(peaks, {"per_block_s": 8.5e-8, "fraction_of_block": 4.25e-6},
+                    {"ns_per_step": 5.7})
 
 
 WORKED = problem((1, 1, 1), batch=1, dtype="float64", activation="linear")
 
 
-def run_file(seed: int = 0) -> dict:
+def run_file(seed: int = 0) -> Run:
     """A CPU `run`: the worked example and one wider network, with a failure and a skip."""
     rng = np.random.default_rng(seed)
     wide = problem((16, 16, 16))
@@ -147,7 +144,7 @@ def run_file(seed: int = 0) -> dict:
     return new_run("run", "cpu", CPU_MACHINE, cases)
 
 
-def gpu_run_file(seed: int = 2) -> dict:
+def gpu_run_file(seed: int = 2) -> Run:
     """A GPU `run` of the worked example: cuda cases and the cpu references."""
     rng = np.random.default_rng(seed)
     cases = [ok_case("numpy", "cpu", WORKED, 3.2e-6, rng),
@@ -161,7 +158,7 @@ def gpu_run_file(seed: int = 2) -> dict:
 SWEEP_WIDTHS = (1, 16, 64, 256, 1024)
 
 
-def sweep_file(seed: int = 1, widths=SWEEP_WIDTHS, noise: float = 0.0) -> dict:
+def sweep_file(seed: int = 1, widths=SWEEP_WIDTHS, noise: float = 0.0) -> Run:
     """A GPU `sweep`: numpy on cpu, torch/jax on cpu and cuda, times from MODEL."""
     rng = np.random.default_rng(seed)
     cases = [ok_case("limit", "cpu", WORKED, 5.9e-9, rng, compile_s=0.1)]
@@ -175,19 +172,6 @@ def sweep_file(seed: int = 1, widths=SWEEP_WIDTHS, noise: float = 0.0) -> dict:
     return new_run("sweep", "cuda", GPU_MACHINE, cases, grid=grid)
 
 
-def run_cli(argv: list[str], register) -> int:
-    """harness.cli.main(argv), with ``register``'s subcommand added if cli lacks it yet."""
-    import argparse
-
-    from harness import cli
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if argv[0] not in sub.choices:
-        register(sub)
-    build = cli.build_parser
-    cli.build_parser = lambda: parser
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = build
+def set_median(case: Case, median: float) -> None:
+    """Force a case's per-step median (to plant a zero, negative or missing one in a file)."""
+    case.timing.per_step.median_s = median

@@ -54,7 +54,8 @@ def test_bad_width_is_one_line_and_exit_2(widths, fragment, capsys):
 
 def test_negative_first_width_without_equals_is_still_one_line(capsys):
     # argparse takes '-1,4,-1' for an option, so it reports a missing value, in one line.
-    assert_one_line_error(["check", "--widths", "-1,4,-1"], capsys, "expected one argument")
+    assert_one_line_error(["check", "--widths", "-1,4,-1"], capsys,
+                          "expected at least one argument")
 
 
 @pytest.mark.parametrize("flag", ["--activation", "--output-activation"])
@@ -92,7 +93,7 @@ def test_learning_rate_that_is_not_a_number_is_one_line_and_exit_2(capsys):
     (["--verbose"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["check", "--batch", "two"], "invalid int value: 'two'"),
-    (["check", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["check", "--device", "tpu"], "unknown device 'tpu'"),
     (["demo", "--epochs"], "expected one argument"),
 ])
 def test_bad_command_line_is_one_line_and_exit_2(argv, fragment, capsys):
@@ -210,7 +211,23 @@ def test_check_passes_on_a_wider_network(capsys):
 def test_list_lists_every_variant(capsys):
     code, out, _ = run_cli(["list"], capsys)
     assert code == 0
-    listed = [line.split()[0] for line in out.splitlines()[2:]]
-    assert listed == list(registry.VARIANTS)
-    for line in out.splitlines()[2:]:
-        assert line.split()[1] in ("idiomatic", "optimised")
+    lines = out.split("\n\n")[0].splitlines()[2:]
+    assert [line.split()[0] for line in lines] == list(registry.VARIANTS)
+    for line in lines:
+        assert line.split()[2] in ("idiomatic", "optimised")
+
+
+def test_list_imports_no_framework_unless_asked():
+    code = ("import sys; from harness import cli; cli.main(['list']); "
+            "bad = [m for m in ('torch', 'jax', 'numba') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, capture_output=True)
+
+
+def test_list_says_a_gpu_only_variant_cannot_run_without_a_gpu(capsys, monkeypatch):
+    from harness import environment
+
+    monkeypatch.setattr(environment, "gpu_info", lambda: None)
+    code, out, _ = run_cli(["list"], capsys)
+    line = next(line for line in out.splitlines() if line.startswith("torch-cudagraph"))
+    assert "unavailable: no GPU here" in line

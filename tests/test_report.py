@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -13,7 +14,8 @@ import helpers_results as h
 import numpy as np
 import pytest
 
-from harness import report, results, summary
+from harness import cli, environment, report, store, summary
+from harness.report import api, ceilings, fits, gpu_cpu, sources
 from harness.results import ResultsError
 from implementations import registry
 
@@ -24,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_results(folder: Path, sweep: bool = True) -> Path:
     """A CPU run and a GPU run (and a GPU sweep) written as results files into folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    results.write(h.run_file(), folder / "run-cpu-cpu-box.json")
-    results.write(h.gpu_run_file(), folder / "run-cuda-gpu-box.json")
+    store.write(h.run_file(), folder / "run-cpu-cpu-box.json")
+    store.write(h.gpu_run_file(), folder / "run-cuda-gpu-box.json")
     if sweep:  # its plots are the slow part of a report
-        results.write(h.sweep_file(), folder / "sweep-cuda-gpu-box.json")
+        store.write(h.sweep_file(), folder / "sweep-cuda-gpu-box.json")
     return folder
 
 
@@ -56,8 +58,9 @@ def test_runs_from_two_machines_merge_with_device_labels(built):
 def test_header_records_provenance_and_how_flops_are_counted(built):
     _, text = built
     head = section(text, "Where the numbers come from")
-    for expected in ("`0123456789`", "2.13.0", "0.10.2", "openblas 0.3.31", "off / off",
-                     "highest", "blocks of ≥ 20 ms", "0.0004", "6 · batch · weights"):
+    for expected in ("`0123456789`", "2.13.0", "0.10.2", "internal_api openblas; version 0.3.31",
+                     "tf32_matmul no; tf32_cudnn no", "highest", "blocks of ≥ 20 ms", "0.0004",
+                     "6 · batch · weights"):
         assert expected in head, expected
 
 
@@ -117,6 +120,7 @@ def test_api_section_shows_the_three_frameworks_from_their_source(built):
     for fn in ("forward", "grads", "sgd_step"):
         assert api.count(f"def {fn}(") == 3, fn
     assert api.count("def run(self, steps: int)") == 3
+    assert api.count("def __call__(self, params: Params, steps: int)") == 3
     assert "torch.autograd.grad" in api and "jax.value_and_grad" in api
 
 
@@ -133,7 +137,7 @@ def test_plots_are_valid_pngs_linked_relative_to_the_report(built):
 def test_corrupt_and_wrong_schema_files_are_named_and_the_rest_reported(tmp_path, capsys):
     folder = write_results(tmp_path / "results", sweep=False)
     (folder / "broken.json").write_text('{"schema": "backprop-bench/res')
-    old = h.run_file()
+    old = h.run_file().to_dict()
     old["schema_version"] = 0
     (folder / "old.json").write_text(json.dumps(old))
     out = report.build_report([folder], tmp_path / "out" / "REPORT.md")
@@ -148,21 +152,21 @@ def test_corrupt_and_wrong_schema_files_are_named_and_the_rest_reported(tmp_path
 
 def test_missing_fields_are_a_warning(tmp_path, capsys):
     folder = write_results(tmp_path, sweep=False)
-    bad = h.run_file()
+    bad = h.run_file().to_dict()
     del bad["machine"]
     (folder / "nomachine.json").write_text(json.dumps(bad))
     report.build_report([folder], tmp_path / "REPORT.md")
-    assert "nomachine.json: missing field(s) machine" in capsys.readouterr().err
+    assert "nomachine.json: missing field 'machine'" in capsys.readouterr().err
 
 
 def test_cases_lacking_fields_the_report_reads_are_a_warning(tmp_path, capsys):
     folder = write_results(tmp_path, sweep=False)
-    bad = h.run_file()
+    bad = h.run_file().to_dict()
     del bad["cases"][0]["timing"]["compile_s"]
     (folder / "nocompile.json").write_text(json.dumps(bad))
     out = report.build_report([folder], tmp_path / "REPORT.md")
     err = capsys.readouterr().err
-    assert "nocompile.json: missing or malformed field timing.compile_s (case 0)" in err
+    assert "nocompile.json: cases[0].timing: missing field 'compile_s'; left out" in err
     assert out.read_text().count("## Run:") == 2
 
 
@@ -177,13 +181,12 @@ def test_no_valid_file_is_an_error(tmp_path):
 def test_report_command_writes_the_report(tmp_path, capsys):
     folder = write_results(tmp_path / "results", sweep=False)
     out = tmp_path / "docs" / "REPORT.md"
-    assert h.run_cli(["report", str(folder), "--out", str(out)], report.register) == 0
+    assert cli.main(["report", str(folder), "--out", str(out)]) == 0
     assert out.exists() and str(out) in capsys.readouterr().out
 
 
 def test_report_with_no_valid_file_is_one_line_exit_2(tmp_path, capsys):
-    code = h.run_cli(["report", str(tmp_path), "--out", str(tmp_path / "R.md")],
-                     report.register)
+    code = cli.main(["report", str(tmp_path), "--out", str(tmp_path / "R.md")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no results files found" in err[0]
 
@@ -199,14 +202,14 @@ def test_building_a_report_imports_neither_torch_nor_jax(tmp_path):
 
 def test_code_lines_leave_out_docstring_comments_and_blank_lines():
     src = 'def f(x):\n    """Doc\n    string."""\n    # why\n\n    y = x  # keep\n    return y\n'
-    assert report.code_lines(src) == 3
+    assert api.code_lines(src) == 3
 
 
 def test_function_sources_reads_functions_and_methods(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("import os\n\n\ndef forward(x):\n    return x\n\n\nclass Trainer:\n"
                     "    def run(self, steps):\n        return steps\n")
-    found = report.function_sources(path)
+    found = api.function_sources(path)
     assert found == {"forward": "def forward(x):\n    return x",
                      "Trainer.run": "def run(self, steps):\n    return steps"}
 
@@ -227,58 +230,71 @@ def test_out_that_is_a_folder_or_not_markdown_is_an_error_before_writing(tmp_pat
 
 def test_out_folder_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
     folder = write_results(tmp_path / "results", sweep=False)
-    code = h.run_cli(["report", str(folder), "--out", str(tmp_path)], report.register)
+    code = cli.main(["report", str(folder), "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "report --out must be a Markdown file path (*.md), not" in err[0]
     assert not (tmp_path.parent / "plots").exists() and not (tmp_path / "plots").exists()
 
 
-# ---- cases without a usable per-step median ----------------------------------------------------
+# ---- results text is escaped, and the report overwrites only its own files ------------------
 
-@pytest.mark.parametrize("median", [0.0, -1.0, float("nan"), None])
-def test_a_zero_or_missing_median_is_a_malformed_field_not_a_crash(median):
+def test_text_from_a_results_file_cannot_break_a_table_or_inject_html(tmp_path):
     run = h.run_file()
-    ps = run["cases"][1]["timing"]["per_step"]
-    if median is None:
-        del ps["median_s"]
-    else:
-        ps["median_s"] = median
-    assert report.missing_field(run) == "timing.per_step.median_s (case 1)"
-    rows = summary.derive(run)  # derived columns guard against the bad median
-    assert rows[1]["median"] is None and rows[1]["iqr_pct"] is None
-    assert rows[1]["x_limit"] is None and rows[1]["x_numpy"] is None
-    assert summary.row_cells(rows[1])[4] == "—"
-    summary.run_table(run)
-    summary.case_line(run["cases"][1], 1, 1)
+    run.machine.hostname = "evil|host<script>"
+    run.cases[-2].reason = "bad | reason <b>x</b>"
+    store.write(run, tmp_path / "run.json")
+    text = report.build_report([tmp_path], tmp_path / "R.md").read_text()
+    assert "evil\\|host&lt;script&gt;" in text and "<script>" not in text
+    assert "bad \\| reason &lt;b&gt;x&lt;/b&gt;" in text
 
 
-def test_a_missing_per_step_is_a_malformed_field_not_a_key_error():
+def test_report_refuses_to_overwrite_a_file_it_did_not_write(tmp_path, capsys):
+    folder = write_results(tmp_path / "results", sweep=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("# my project\n")
+    assert cli.main(["report", str(folder), "--out", str(readme)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was not written by backprop-bench report" in err[0]
+    assert readme.read_text() == "# my project\n" and not (tmp_path / "plots").exists()
+    assert cli.main(["report", str(folder), "--out", str(readme), "--force"]) == 0
+    assert cli.main(["report", str(folder), "--out", str(readme)]) == 0  # its own file now
+
+
+def test_report_refuses_to_overwrite_a_plot_it_did_not_write(tmp_path, capsys):
+    folder = write_results(tmp_path / "results", sweep=False)
+    (tmp_path / "plots").mkdir()
+    foreign = tmp_path / "plots" / "run-cpu-cpu-box-worked-example.png"
+    foreign.write_bytes(PNG_MAGIC + b"someone else's")
+    assert cli.main(["report", str(folder), "--out", str(tmp_path / "R.md")]) == 2
+    assert "was not written by backprop-bench report" in capsys.readouterr().err
+    assert foreign.read_bytes() == PNG_MAGIC + b"someone else's"
+
+
+def test_an_unwritable_report_location_is_one_line(tmp_path, capsys):
+    folder = write_results(tmp_path / "results", sweep=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["report", str(folder), "--out", str(blocker / "R.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the report" in err[0]
+
+
+def test_a_killed_run_is_marked_incomplete(tmp_path):
     run = h.run_file()
-    del run["cases"][0]["timing"]["per_step"]
-    assert report.missing_field(run).startswith("timing.per_step.median_s (case 0)")
-    assert summary.derive(run)[0]["median"] is None
-
-
-def test_a_zero_reference_median_leaves_the_ratio_and_pay_off_empty():
-    run = h.run_file()
-    by_variant = {c["variant"]: c for c in run["cases"] if c["problem"] == h.WORKED}
-    by_variant["numpy"]["timing"]["per_step"]["median_s"] = 0.0
-    by_variant["limit"]["timing"]["per_step"]["median_s"] = 0.0
-    by_variant["torch"]["timing"]["per_step"]["median_s"] = 0.0
-    rows = {r["case"]["variant"]: r for r in summary.derive(run)
-            if r["case"]["problem"] == h.WORKED}
-    assert rows["python"]["x_numpy"] is None and rows["python"]["x_limit"] is None
-    assert rows["torch-compile"]["pays_off"] is None  # its baseline `torch` has no median
+    run.finished = None
+    store.write(run, tmp_path / "run.json")
+    text = report.build_report([tmp_path], tmp_path / "R.md").read_text()
+    assert "(incomplete: killed, or still running)" in text
 
 
 # ---- summary: compile only for variants that compile ------------------------------------------
 
 def test_compile_column_only_for_variants_with_a_baseline():
-    rows = {(r["case"]["variant"], r["network"]): r for r in summary.derive(h.run_file())}
-    worked = summary.network_label(h.WORKED)
-    col = summary.HEADERS.index("compile")
-    first = summary.HEADERS.index("first call")
+    rows = {(r.case.variant, r.network): r for r in summary.derive(h.run_file())}
+    worked = h.WORKED.label()
+    col = summary.headers().index("compile")
+    first = summary.headers().index("first call")
     for variant in ("python", "numpy", "torch", "jax-eager"):
         cells = summary.row_cells(rows[(variant, worked)])
         assert cells[col] == "—" and cells[first] != "—", variant
@@ -297,15 +313,15 @@ def test_report_compile_table_lists_only_variants_with_a_baseline(built):
 
 def test_limit_line_labels_the_network_from_the_problem():
     run = h.run_file()
-    limit = next(c for c in run["cases"] if c["variant"] == "limit")
-    limit["problem"] = {**limit["problem"], "activation": "tanh", "bias": True}
-    line = report.limit_lines(run).splitlines()[0]
-    assert "(numba, 1-1-1 tanh+b float64 b1)" in line and "linear" not in line
+    limit = next(c for c in run.cases if c.variant == "limit")
+    limit.problem = dataclasses.replace(limit.problem, activation="tanh", bias=True)
+    line = ceilings.limit_lines(run).splitlines()[0]
+    assert "(1-1-1 tanh+b float64 b1)" in line and "linear" not in line
 
 
 def test_limit_line_of_the_worked_example(built):
     _, text = built
-    assert "the `limit` loop (numba, 1-1-1 linear float64 b1): **" in section(text, "Ceilings")
+    assert "the `limit` loop (1-1-1 linear float64 b1): **" in section(text, "Ceilings")
 
 
 # ---- the API section says when and from which checkout it was read -----------------------------
@@ -322,13 +338,13 @@ def test_api_section_is_read_at_report_time_from_the_current_head(built):
 
 
 def test_api_section_without_git_names_no_commit(monkeypatch):
-    monkeypatch.setattr(report, "git_head", lambda root: None)
-    head = report.api_section().split("\n\n")[1]
+    monkeypatch.setattr(environment, "git_out", lambda *args, **kw: None)
+    head = api.section().split("\n\n")[1]
     assert "at report time. This may differ" in head and "(commit" not in head
 
 
 def test_git_head_outside_a_checkout_is_none(tmp_path):
-    assert report.git_head(tmp_path) is None
+    assert environment.git_out("rev-parse", "HEAD", repo=tmp_path) is None
 
 
 # ---- the model table: d = 1 left out, poor fits and extrapolated widths --------------------------
@@ -352,10 +368,10 @@ def test_model_table_marks_left_out_d1_extrapolated_widths(built):
 
 def test_model_table_marks_poor_fits_and_keeps_their_numbers():
     run = h.sweep_file()
-    for c in run["cases"]:  # zigzag numpy's points by 2× around the line
-        if c["variant"] == "numpy" and c["problem"]["widths"][0] in (16, 256):
-            c["timing"]["per_step"]["median_s"] *= 2.0
-    table = report.model_table(report.Source(Path("s.json"), run, "s"))
+    for c in run.cases:  # zigzag numpy's points by 2× around the line
+        if c.variant == "numpy" and c.problem.widths[0] in (16, 256):
+            c.timing.per_step.median_s *= 2.0
+    table = fits.model_table(sources.Source(Path("s.json"), run, "s"))
     numpy_row = next(line for line in table.splitlines() if line.startswith("| `numpy`"))
     assert re.search(r"\| \d+% \(poor fit\) \|$", numpy_row)
     assert "µs |" in numpy_row  # the numbers are still there
@@ -365,13 +381,13 @@ def test_model_table_marks_poor_fits_and_keeps_their_numbers():
 
 def test_model_table_without_d1_does_not_mention_it():
     run = h.sweep_file(widths=(16, 64, 256, 1024))
-    table = report.model_table(report.Source(Path("s.json"), run, "s"))
+    table = fits.model_table(sources.Source(Path("s.json"), run, "s"))
     assert "scalar program" not in table and "left out" not in table
 
 
 # ---- where a GPU starts beating a CPU: by file, never merged across files ------------------------
 
-def gpu_machine_file(jax_scan_overhead: float) -> dict:
+def gpu_machine_file(jax_scan_overhead: float):
     """A GPU-machine sweep: numpy on the CPU, torch and jax-scan on the GPU."""
     rng = np.random.default_rng(3)
     laws = {("numpy", "cpu"): (19e-6, 120e9), ("torch", "cuda"): (60e-6, 20e12),
@@ -382,15 +398,15 @@ def gpu_machine_file(jax_scan_overhead: float) -> dict:
     return h.new_run("sweep", "cuda", h.GPU_MACHINE, cases)
 
 
-def cpu_only_file() -> dict:
+def cpu_only_file():
     run = h.sweep_file()
-    run["cases"] = [c for c in run["cases"] if c["device"] == "cpu"]
-    run["machine"] = h.CPU_MACHINE
+    run.cases = [c for c in run.cases if c.device == "cpu"]
+    run.machine = h.CPU_MACHINE
     return run
 
 
-def gpu_rows(sources: list) -> list[list[str]]:
-    text = report.gpu_vs_cpu_section(sources)
+def gpu_rows(files: list) -> list[list[str]]:
+    text = gpu_cpu.section(files)
     return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in text.splitlines()
             if line.startswith("| ") and "→" in line and "compared" not in line]
 
@@ -402,10 +418,9 @@ def crossover_d(cpu_law, gpu_law) -> float:
 
 @pytest.fixture(scope="module")
 def by_file():
-    sources = [report.Source(Path("gpu-a.json"), gpu_machine_file(25e-6), "gpu-a"),
-               report.Source(Path("gpu-b.json"), gpu_machine_file(40e-6), "gpu-b"),
-               report.Source(Path("cpu.json"), cpu_only_file(), "cpu")]
-    return gpu_rows(sources)
+    return gpu_rows([sources.Source(Path("gpu-a.json"), gpu_machine_file(25e-6), "gpu-a"),
+                     sources.Source(Path("gpu-b.json"), gpu_machine_file(40e-6), "gpu-b"),
+                     sources.Source(Path("cpu.json"), cpu_only_file(), "cpu")])
 
 
 def test_gpu_fits_of_two_files_on_one_machine_are_not_merged(by_file):
@@ -447,13 +462,13 @@ def test_best_rows_name_the_fastest_variants_at_the_crossover(by_file):
 
 def test_gpu_table_marks_poor_fits_and_extrapolated_crossovers():
     gpu = gpu_machine_file(25e-6)
-    for c in gpu["cases"]:
-        if c["variant"] == "jax-scan" and c["problem"]["widths"][0] in (16, 256):
-            c["timing"]["per_step"]["median_s"] *= 2.0
+    for c in gpu.cases:
+        if c.variant == "jax-scan" and c.problem.widths[0] in (16, 256):
+            c.timing.per_step.median_s *= 2.0
     narrow = gpu_machine_file(200e-6)  # torch crosses numpy near d = 80: above its widest point
-    narrow["cases"] = [c for c in narrow["cases"] if c["problem"]["widths"][0] <= 64]
-    rows = gpu_rows([report.Source(Path("zig.json"), gpu, "zig"),
-                     report.Source(Path("narrow.json"), narrow, "narrow")])
+    narrow.cases = [c for c in narrow.cases if c.problem.widths[0] <= 64]
+    rows = gpu_rows([sources.Source(Path("zig.json"), gpu, "zig"),
+                     sources.Source(Path("narrow.json"), narrow, "narrow")])
     zig = next(r for r in rows if "`zig.json`" in r[2])
     assert zig[1] == "`jax-scan` (GPU, poor fit) vs `numpy` (CPU)"
     far = next(r for r in rows if "`narrow.json`" in r[2])

@@ -1,105 +1,128 @@
-"""Results files: atomic writes, validation with one-line errors that name the file."""
+"""The typed results model: one validation on load, with one-line errors naming the field."""
 
 from __future__ import annotations
 
+import copy
 import json
-import os
 
+import helpers_results as h
 import pytest
 
 from harness import results
-from harness.results import ResultsError
+from harness.results import ResultsError, Run
 
 
-def minimal_run() -> dict:
-    run = results.new_run("run", {"hostname": "h"}, {"python": "3"}, {"id": None}, {})
-    run["cases"].append({"id": "cpu/numpy/x", "variant": "numpy", "framework": "numpy",
-                         "device": "cpu", "problem": {}, "status": "unavailable",
-                         "reason": "why"})
-    return run
+def as_dict() -> dict:
+    return h.run_file().to_dict()
 
 
-def test_write_then_load_round_trips(tmp_path):
-    path = tmp_path / "r.json"
-    results.write(minimal_run(), path)
-    assert results.load(path)["cases"][0]["reason"] == "why"
+def load(data, name="f.json") -> Run:
+    return Run.from_dict(json.loads(json.dumps(data)), name)
 
 
-def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
-    path = tmp_path / "r.json"
-    results.write(minimal_run(), path)
-    bad = minimal_run()
-    bad["cases"][0]["reason"] = float("nan")  # not valid JSON: the write must fail
-    with pytest.raises(ValueError):
-        results.write(bad, path)
-    assert results.load(path)["cases"][0]["reason"] == "why"  # the old file is intact
-    assert os.listdir(tmp_path) == ["r.json"]
+def test_a_run_round_trips_through_its_dict():
+    run = h.run_file()
+    again = load(run.to_dict())
+    assert again == run
+    assert again.cases[0].problem == h.WORKED and isinstance(again.cases[0].problem.widths, tuple)
 
 
-@pytest.mark.parametrize(
-    "content, message",
-    [("{not json", "not valid JSON"),
-     (json.dumps({"schema": "something else"}), "not a backprop-bench results file"),
-     (json.dumps({"schema": results.SCHEMA, "schema_version": 99}), "schema version 99"),
-     (json.dumps({"schema": results.SCHEMA, "schema_version": results.SCHEMA_VERSION}),
-      "missing field"),
-     ],
-)
-def test_bad_files_give_one_line_naming_the_file(tmp_path, content, message):
-    path = tmp_path / "bad.json"
-    path.write_text(content)
+@pytest.mark.parametrize("path, value, message", [
+    (("software",), None, "software: expected an object, got None"),
+    (("machine",), None, "machine: expected an object"),
+    (("cases", 0, "problem"), 3, "cases[0].problem: expected an object, got 3"),
+    (("cases", 0, "problem", "widths"), None, "cases[0].problem.widths: expected a list"),
+    (("cases", 0, "problem", "widths"), [1, "x", 1], "cases[0].problem.widths[1]: expected an "
+                                                    "integer"),
+    (("cases", 0, "timing", "per_step", "median_s"), "fast", "expected a finite number"),
+    (("cases", 1, "status"), "great", "unknown status 'great'"),
+    (("config", "threads"), True, "config.threads: expected an integer, got True"),
+    (("cases",), {"a": 1}, "cases: expected a list"),
+])
+def test_a_wrong_typed_field_is_one_line_naming_the_file_and_the_field(path, value, message):
+    data = as_dict()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
     with pytest.raises(ResultsError) as err:
-        results.load(path)
-    assert message in str(err.value)
-    assert str(path) in str(err.value)
-    assert "\n" not in str(err.value)
+        load(data, "bad.json")
+    text = str(err.value)
+    assert text.startswith("bad.json: ") and message in text and "\n" not in text
 
 
-def test_an_ok_case_without_timing_is_rejected(tmp_path):
-    run = minimal_run()
-    run["cases"][0]["status"] = "ok"
-    path = tmp_path / "r.json"
-    results.write(run, path)
+def test_a_missing_required_field_is_named():
+    data = as_dict()
+    del data["cases"][0]["variant"]
+    with pytest.raises(ResultsError, match=r"cases\[0\]: missing field 'variant'"):
+        load(data)
+
+
+@pytest.mark.parametrize("median", [0.0, -1.0])
+def test_an_ok_case_needs_a_positive_median(median):
+    data = as_dict()
+    data["cases"][0]["timing"]["per_step"]["median_s"] = median
     with pytest.raises(ResultsError, match="no positive per-step median"):
-        results.load(path)
+        load(data)
 
 
-def test_load_many_keeps_good_files_and_reports_bad_ones(tmp_path):
-    results.write(minimal_run(), tmp_path / "good.json")
-    (tmp_path / "bad.json").write_text("[]")
-    good, problems = results.load_many([str(tmp_path)])
-    assert [p.name for p, _ in good] == ["good.json"]
-    assert len(problems) == 1 and "bad.json" in problems[0]
+def test_an_ok_case_without_timing_is_rejected():
+    data = as_dict()
+    data["cases"][0]["timing"] = None
+    with pytest.raises(ResultsError, match="no positive per-step median"):
+        load(data)
 
 
-def test_ensure_writable_refuses_a_path_it_cannot_write(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(ResultsError, match="cannot write results"):
-        results.ensure_writable(blocker / "sub" / "r.json")
-    with pytest.raises(ResultsError, match="is a directory"):
-        results.ensure_writable(tmp_path)
+@pytest.mark.parametrize("data, message", [
+    ({"schema": "something else"}, "not a backprop-bench results file"),
+    ({"schema": results.SCHEMA, "schema_version": 99}, "schema version 99"),
+    ({"schema": results.SCHEMA, "schema_version": results.SCHEMA_VERSION}, "missing field"),
+    ([], "not a backprop-bench results file"),
+])
+def test_a_file_of_another_kind_or_version_is_refused(data, message):
+    with pytest.raises(ResultsError, match=message):
+        load(data)
+
+
+def test_a_version_1_file_loads_as_the_current_version():
+    data = as_dict()
+    data["schema_version"] = 1
+    for case in data["cases"]:
+        case.pop("processes")
+    assert load(data).schema_version == results.SCHEMA_VERSION
+
+
+def test_unknown_fields_of_a_newer_file_are_ignored():
+    data = as_dict()
+    data["cases"][0]["from_the_future"] = {"x": 1}
+    assert load(data).cases[0].variant == "python"
 
 
 def test_case_id_is_stable_and_readable():
-    problem = {"widths": [4, 16, 4], "activation": "tanh", "bias": True, "dtype": "float32",
-               "batch": 8}
+    problem = results.ProblemRecord((4, 16, 4), "tanh", bias=True, dtype="float32", batch=8)
     assert results.case_id("cpu", "jax", problem) == "cpu/jax/4-16-4 tanh+b float32/b8"
 
 
-@pytest.mark.parametrize("median", [0.0, -1.0, float("inf")])
-def test_an_ok_case_needs_a_finite_positive_median(tmp_path, median):
-    run = minimal_run()
-    run["cases"][0].update(status="ok", timing={"per_step": {"median_s": median}})
-    path = tmp_path / "r.json"
-    path.write_text(json.dumps(run).replace("Infinity", "1e999"))
-    with pytest.raises(ResultsError, match="no positive per-step median"):
-        results.load(path)
+def test_pooling_adds_samples_and_recomputes_the_statistics():
+    a, b = h.run_file(0).cases[1], h.run_file(1).cases[1]
+    n = len(a.timing.samples_s)
+    merged = copy.deepcopy(a)
+    merged.pool(b)
+    assert len(merged.timing.samples_s) == n + len(b.timing.samples_s)
+    assert merged.timing.per_step.blocks == len(merged.timing.samples_s)
+    assert [p.median_s for p in merged.processes] == [a.median, b.median]
 
 
-def test_an_existing_results_file_is_never_overwritten_without_force(tmp_path):
-    path = tmp_path / "r.json"
-    results.write(minimal_run(), path)
-    with pytest.raises(ResultsError, match="already exists"):
-        results.ensure_writable(path)
-    assert results.ensure_writable(path, overwrite=True) == path
+def test_a_failure_in_a_later_process_fails_the_pooled_case():
+    a, b = h.run_file(0).cases[1], copy.deepcopy(h.run_file(1).cases[1])
+    b.fail("failed", "wrong result: W1")
+    a.pool(b)
+    assert a.status == "failed" and a.reason == "process 2: wrong result: W1"
+    assert a.timing.per_step.discarded
+
+
+def test_run_add_pools_a_case_with_the_same_id():
+    run = h.run_file()
+    n = len(run.cases)
+    run.add(copy.deepcopy(run.cases[1]))
+    assert len(run.cases) == n and len(run.cases[1].processes) == 2

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from harness import cli, results, runner, worker
+from harness import cli, commands, messages, runner, store, worker
+from harness.results import Case, ProblemRecord
 from harness.timing import TimingConfig
 from implementations import registry
 from implementations.problem import NetworkSpec, make_problem
@@ -33,15 +34,15 @@ def test_run_writes_a_checked_results_file(tmp_path):
     proc = bench("run", "--variants", "python,numpy,limit", "--widths", "1,1,1", *FAST,
                  "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    run = results.load(out)
-    assert {c["variant"] for c in run["cases"]} == {"python", "numpy", "limit"}
-    for case in run["cases"]:
-        assert case["status"] == "ok", case["reason"]
-        assert case["check"]["passed"]
-        assert len(case["timing"]["samples_s"]) >= 7
-        assert case["timing"]["first_call_s"] > 0
-    assert run["machine"]["cores"] and run["software"]["numpy"]
-    assert "dirty" in run["commit"] and run["frameworks"]["numpy"]["pinning"]["threads"] >= 1
+    run = store.load(out)
+    assert {c.variant for c in run.cases} == {"python", "numpy", "limit"}
+    for case in run.cases:
+        assert case.ok, case.reason
+        assert case.check["passed"]
+        assert len(case.timing.samples_s) >= 7
+        assert case.timing.first_call_s > 0
+    assert run.machine.cores and run.software["numpy"] and run.commit.dirty is not None
+    assert run.frameworks["numpy"].pinning["threads"] >= 1 and run.complete
     assert str(out) in proc.stdout and "× limit" in proc.stdout
 
 
@@ -50,17 +51,20 @@ def test_a_diverging_run_is_recorded_as_failed_not_timed(tmp_path):
     proc = bench("run", "--variants", "numpy,limit", "--widths", "1,1,1", "--lr", "50", *FAST,
                  "--out", str(out))
     assert proc.returncode == 1
-    run = results.load(out)
-    assert len(run["cases"]) == 2
-    for case in run["cases"]:
-        assert case["status"] == "failed"
-        assert "diverged" in case["reason"]
+    run = store.load(out)
+    assert len(run.cases) == 2
+    for case in run.cases:
+        assert case.status == "failed"
+        assert "diverged" in case.reason
 
 
 @pytest.mark.parametrize(
     "args, message",
     [(["--variants", "nope"], "unknown variant 'nope'"),
      (["--device", "tpu"], "unknown device 'tpu'"),
+     (["--framework", "nope"], "unknown framework 'nope'"),
+     (["--timeout", "0"], "must be a finite number above 0"),
+     (["--time-per-case", "inf"], "must be a finite number above 0"),
      (["--variants", "limit", "--widths", "4,4"], "cannot run any case"),
      (["--widths", "0,1"], "every width must be 1 or more"),
      (["--lr", "inf"], "must be finite and positive")],
@@ -72,12 +76,18 @@ def test_bad_run_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 
 def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
-    def no_cuda():
-        raise cli.BenchError("--device cuda: no CUDA device is usable here")
+    def no_cuda(device):
+        raise cli.BenchError(f"--device {device}: no framework here can use it")
 
-    monkeypatch.setattr(cli, "require_cuda", no_cuda)
+    monkeypatch.setattr(commands, "require_device", no_cuda)
     assert cli.main(["run", "--device", "gpu", "--out", str(tmp_path / "r.json")]) == 2
-    assert "no CUDA device" in capsys.readouterr().err
+    assert "--device cuda: no framework" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_an_empty_out_is_an_error_not_the_default_path(tmp_path, capsys):
+    assert cli.main(["run", *FAST, "--results-dir", str(tmp_path), "--out", ""]) == 2
+    assert "--out is empty" in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
 def test_an_unwritable_results_path_fails_before_measuring(tmp_path, capsys):
@@ -102,8 +112,8 @@ def test_ctrl_c_leaves_a_valid_file_with_every_finished_case(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "finished cases are saved" in err and "Traceback" not in err
-    run = results.load(out)
-    assert run["interrupted"] and 1 <= len(run["cases"]) < 4
+    run = store.load(out)
+    assert run.interrupted and 1 <= len(run.cases) < 4 and not run.complete
 
 
 def test_a_crashing_variant_becomes_a_failed_case(monkeypatch):
@@ -115,18 +125,19 @@ def test_a_crashing_variant_becomes_a_failed_case(monkeypatch):
             raise RuntimeError("kaboom")
 
     v = registry.get("numpy")
-    monkeypatch.setattr(registry.Variant, "make", lambda self, p, d: Boom(p, d))
-    case = worker.run_case({"problem": make_problem().as_dict(), "variant": v.name}, "cpu",
-                           TimingConfig(), set())
-    assert case["status"] == "failed" and "kaboom" in case["reason"]
+    monkeypatch.setattr(type(v), "make", lambda self, p, d: Boom(p, d))
+    job = messages.JobCase(ProblemRecord.of(make_problem()), v.name, "cpu")
+    case = worker.run_case(job, TimingConfig(), set())
+    assert case.status == "failed" and "kaboom" in case.reason
 
 
 def test_a_dying_worker_marks_its_unfinished_cases_failed(tmp_path, monkeypatch):
-    def dies_after_one(framework, job, on_message, log):
-        first = job["cases"][0]
-        on_message({"type": "case", **runner.lost_case(
-            make_problem(), registry.get(first["variant"]), "cpu", 0, "")})
-        return -9, "Killed"
+    def dies_after_one(job, on_message, timeout):
+        first = job.cases[0]
+        case = Case.new(first.problem.problem(), registry.get(first.variant), "cpu")
+        case.fail("failed", "planted")
+        on_message(case)
+        return -9, "Killed", False
 
     monkeypatch.setattr(runner, "run_worker", dies_after_one)
     monkeypatch.setattr(runner, "measure_c_limit", lambda: {"error": "skipped in tests"})
@@ -134,9 +145,14 @@ def test_a_dying_worker_marks_its_unfinished_cases_failed(tmp_path, monkeypatch)
     plan = runner.Plan("run", "cpu", [make_problem(), wide], [registry.get("numpy")], 1)
     path = tmp_path / "r.json"
     run = runner.execute(plan, path, lambda *a: None)
-    reasons = [c["reason"] for c in run["cases"]]
+    reasons = [c.reason for c in run.cases]
     assert any("exited with status -9" in r and "Killed" in r for r in reasons)
-    assert len(results.load(path)["cases"]) == 2
+    assert len(store.load(path).cases) == 2
+
+
+def test_a_lost_case_with_an_empty_log_does_not_end_in_a_colon():
+    reason = runner.lost_reason(1, "")
+    assert not reason.endswith(": ") and "wrote nothing" in reason
 
 
 def test_run_uses_every_variant_that_fits_by_default():
@@ -154,7 +170,8 @@ def test_a_gpu_plan_keeps_cpu_references():
 
 
 def test_worker_env_points_at_this_checkout():
-    env = runner.worker_env()
+    env = runner.worker_env(7)
+    assert env[messages.CHANNEL_FD] == "7"
     assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "harness"))
 
 
@@ -163,22 +180,10 @@ def test_samples_from_several_processes_are_pooled_into_one_case(tmp_path):
     proc = bench("run", "--variants", "numpy", "--widths", "1,1,1", "--time-per-case", "0.05",
                  "--no-peak", "--processes", "3", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    (case,) = results.load(out)["cases"]
-    assert len(case["processes"]) == 3
-    assert case["timing"]["per_step"]["blocks"] == sum(p["blocks"] for p in case["processes"])
-    assert len(case["timing"]["samples_s"]) == case["timing"]["per_step"]["blocks"]
-
-
-def test_a_failure_in_any_process_fails_the_pooled_case():
-    ok = {"id": "x", "status": "ok", "reason": None,
-          "timing": {"samples_s": [1.0, 1.0], "block_steps": 10, "total_steps": 20,
-                     "per_step": {"median_s": 0.1, "iqr_s": 0.0, "blocks": 2}}}
-    run = {"cases": []}
-    runner.record(run, ok)
-    merged = runner.record(run, {"id": "x", "status": "failed", "reason": "diverged",
-                                 "timing": None})
-    assert merged["status"] == "failed" and "process 2: diverged" in merged["reason"]
-    assert len(run["cases"]) == 1
+    (case,) = store.load(out).cases
+    assert len(case.processes) == 3
+    assert case.timing.per_step.blocks == sum(p.blocks for p in case.processes)
+    assert len(case.timing.samples_s) == case.timing.per_step.blocks
 
 
 def test_run_refuses_to_overwrite_a_results_file_without_force(tmp_path, capsys):
@@ -195,7 +200,7 @@ def test_flags_are_never_abbreviated(tmp_path, capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [(["--batch", "0"], "positive"),
+@pytest.mark.parametrize("args, message", [(["--batch", "0"], "must be a positive integer"),
                                            (["--dtype", ""], "--dtype is empty"),
                                            (["--variants", ""], "--variants is empty"),
                                            (["--threads", "999"], "cores are usable")])

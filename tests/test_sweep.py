@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import cli, results, sweep
+from harness import cli, store, sweep
 from harness.timing import TimingConfig
 from implementations.problem import BenchError
 
@@ -56,8 +56,9 @@ def test_a_negative_budget_is_an_error():
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--budget", "-1"], "must be a positive number"),
-     (["--widths", ""], "empty grid"),
+    [(["--budget", "-1"], "must be a finite number above 0"),
+     (["--sizes", ""], "empty grid"),
+     (["--depths", "100000000"], "over the limit of 1000"),
      (["--widths", "a,b"], "expected comma-separated integers"),
      (["--variants", "limit"], "cannot run any point")],
 )
@@ -65,6 +66,7 @@ def test_bad_sweep_input_is_one_line_and_exit_2(tmp_path, capsys, args, message)
     assert cli.main(["sweep", *args, "--out", str(tmp_path / "s.json"), "--no-peak"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_a_small_sweep_writes_results_with_the_limit_ceiling(tmp_path):
@@ -72,7 +74,13 @@ def test_a_small_sweep_writes_results_with_the_limit_ceiling(tmp_path):
     code = cli.main(["sweep", "--widths", "1,2", "--variants", "numpy", "--time-per-case",
                      "0.05", "--no-peak", "--out", str(out)])
     assert code == 0
-    run = results.load(out)
-    assert run["command"] == "sweep" and run["config"]["grid"]["widths"] == [1, 2]
-    assert {c["variant"] for c in run["cases"]} == {"numpy", "limit"}
-    assert all(c["status"] == "ok" for c in run["cases"])
+    run = store.load(out)
+    assert run.command == "sweep" and run.config.grid["widths"] == [1, 2]
+    assert {c.variant for c in run.cases} == {"numpy", "limit"}
+    assert all(c.ok for c in run.cases)
+
+
+def test_the_old_widths_flag_still_works_with_a_note(tmp_path, capsys):
+    assert cli.main(["sweep", "--widths", "", "--out", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err
+    assert "sweep --widths is now --sizes" in err and "empty grid" in err

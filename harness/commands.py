@@ -1,0 +1,336 @@
+"""What each subcommand does, from typed options: compose the harness modules and print.
+
+``harness.cli`` parses the command line into these functions' arguments; the policy (default
+networks, variants, peaks) is ``harness.plans``. Each function returns the exit status: 0, or
+1 when a check failed or a case failed; user errors raise ``BenchError`` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness import plans
+from harness.environment import default_threads
+from harness.results import Case
+from harness.timing import TimingConfig
+from implementations import registry
+from implementations.contract import Unavailable
+from implementations.problem import BenchError, make_problem
+
+PROG = "backprop-bench"
+
+
+def note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+def modules_for(frameworks: tuple[str, ...] | None) -> dict[str, object]:
+    """The gradient modules of the frameworks asked for (all by default). Asked-for but
+    missing is an error; missing from the default set is only a note."""
+    if frameworks == ():
+        raise BenchError("--framework is empty: name at least one framework")
+    names = frameworks or [n for n, f in registry.FRAMEWORKS.items() if f.gradients]
+    modules = {}
+    for name in names:
+        fw = registry.get_framework(name)
+        if not fw.gradients:
+            variants = ", ".join(v.name for v in registry.variants_of(name))
+            raise BenchError(f"{name} has no forward/grads functions, only a training loop: "
+                             f"use its variant ({variants}) with 'check --variants' or 'run'")
+        try:
+            modules[name] = registry.import_module(name)
+        except Unavailable as exc:
+            if frameworks:
+                raise
+            note(str(exc))
+    if not modules:
+        raise BenchError("no framework is available")
+    return modules
+
+
+def require_device(device: str) -> None:
+    """A one-line error unless some framework here can use the device (the CPU always)."""
+    if device == "cpu":
+        return
+    from harness.environment import gpu_info
+
+    reasons = []
+    for name in dict.fromkeys(v.framework for v in registry.VARIANTS.values()
+                              if device in v.devices):
+        try:
+            registry.import_module(name).check_device(device)
+            return
+        except Unavailable as exc:
+            reasons.append(str(exc))
+    gpu = gpu_info()
+    seen = f" (nvidia-smi sees {gpu['name']})" if gpu else ""
+    raise BenchError(f"--device {device}: no framework here can use it{seen}: "
+                     + "; ".join(reasons))
+
+
+# ---- demo -------------------------------------------------------------------------------------
+
+def demo(frameworks: tuple[str, ...] | None, epochs: int, lr: float) -> int:
+    from harness import demo as replay
+
+    if epochs < 0:
+        raise BenchError(f"--epochs {epochs} must be 0 or more")
+    problem = make_problem(lr=lr)
+    with np.errstate(all="ignore"):  # a diverging lr is reported below, not as warnings
+        results = {name: replay.replay(m, problem, epochs)
+                   for name, m in modules_for(frameworks).items()}
+    print(replay.render(results, lr))
+    diverged = replay.diverged(results)
+    if diverged:
+        print(f"{PROG}: error: training diverged (non-finite loss or weights) with lr {lr:g} "
+              f"in {', '.join(diverged)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ---- check ------------------------------------------------------------------------------------
+
+def check(networks: plans.Networks, frameworks: tuple[str, ...] | None,
+          variant_names: tuple[str, ...] | None, steps: int, device: str) -> int:
+    from harness import check as checks
+
+    if steps <= 0:
+        raise BenchError(f"--steps {steps} must be 1 or more")
+    problems = plans.check_problems(networks)
+    require_device(device)
+    modules = modules_for(frameworks)
+    default = [v for v in registry.VARIANTS.values() if v.framework in modules
+               or (frameworks is None and not registry.FRAMEWORKS[v.framework].gradients)]
+    variants, explicit = plans.variants(variant_names, None, default)
+    for v in variants if explicit else []:
+        reasons = [v.why_not(p, device) for p in problems]
+        if all(reasons):
+            raise BenchError(f"variant {v.name} cannot run any case asked for: {reasons[0]}")
+    report = checks.Report()
+    for problem in problems:
+        check_problem(problem, modules, variants, steps, device, report)
+    if not report.rows:
+        raise BenchError("nothing was checked: " + "; ".join(dict.fromkeys(report.notes)))
+    print(checks.render(report, problems))
+    return 0 if report.passed else 1
+
+
+def check_problem(problem, modules: dict, variants: list, steps: int, device: str,
+                  report) -> None:
+    """Gradients of every usable module, then the trajectory of every variant; progress on
+    stderr, since a wide network takes a while."""
+    from harness import check as checks
+
+    label = f"{problem.spec.label()} b{problem.batch}"
+    usable = {}
+    for name, module in modules.items():
+        reason = registry.main_variant(name).why_not(problem, device)
+        if reason:
+            report.notes.append(f"gradients: {reason}; skipped")
+        else:
+            usable[name] = module
+    if usable:
+        print(f"checking {label}: gradients of {', '.join(usable)}", file=sys.stderr)
+        checks.check_gradients(problem, usable, device, report)
+    for v in variants:
+        reason = v.why_not(problem, device)
+        if reason:
+            report.notes.append(f"trajectory: {reason}; skipped")
+            continue
+        print(f"checking {label}: {steps} steps of {v.name}", file=sys.stderr)
+        try:
+            checks.check_trajectory(problem, v, steps, device, report)
+        except Unavailable as exc:
+            report.notes.append(f"trajectory: {exc}; skipped")
+
+
+# ---- run and sweep ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timed:
+    """The options `run` and `sweep` share."""
+
+    device: str
+    variants: tuple[str, ...] | None
+    frameworks: tuple[str, ...] | None
+    threads: int | None
+    time_per_case: float
+    processes: int
+    no_peak: bool
+    out: str | None
+    force: bool
+    timeout: float | None
+    results_dir: str
+
+    def thread_count(self) -> int:
+        usable = default_threads()
+        if self.threads is not None and self.threads > usable:
+            raise BenchError(f"--threads {self.threads}: only {usable} cores are usable here")
+        return self.threads or usable
+
+
+def claim(command: str, t: Timed) -> Path:
+    from harness import store
+    from harness.environment import machine_info
+
+    if t.out is not None:
+        return store.claim(Path(t.out), t.force)
+    return store.claim_default(command, t.device, machine_info()["hostname"],
+                               Path(t.results_dir))
+
+
+def execute(plan, path: Path, on_case) -> object | None:
+    """Run the plan into ``path``; the run, or None after Ctrl-C or SIGTERM (said on stderr)."""
+    from harness import runner, store
+
+    try:
+        return runner.execute(plan, path, on_case)
+    except KeyboardInterrupt:
+        where = (f"the finished cases are saved in {path}" if path.exists()
+                 else "nothing was saved")
+        print(f"{PROG}: interrupted: {where}", file=sys.stderr)
+        return None
+    finally:
+        store.release(path)
+
+
+def run(networks: plans.Networks, t: Timed) -> int:
+    from harness import runner, summary
+
+    problems = plans.timing_problems(networks)
+    require_device(t.device)
+    variants, explicit = plans.variants(t.variants, t.frameworks, list(registry.VARIANTS.values()))
+    timing = TimingConfig(budget_s=t.time_per_case)
+    plan = runner.Plan("run", t.device, problems, variants, t.thread_count(), timing,
+                       [] if t.no_peak else plans.default_peaks(problems), explicit,
+                       processes=t.processes, case_timeout_s=t.timeout,
+                       skip={} if networks.widths or explicit else plans.default_skip(problems))
+    plan.cases()  # an explicit variant that can run nothing fails here, before any output
+    path = claim("run", t)
+    print(f"{PROG} run: writing {path}", flush=True)
+    result = execute(plan, path, lambda c, d, n: print(summary.case_line(c, d, n), flush=True))
+    if result is None:
+        return 130
+    print()
+    print(summary.run_table(result))
+    for text in result.notes:
+        print(f"note: skipped, {text}")
+    print(f"\nresults: {path}")
+    return exit_status(result.cases, explicit)
+
+
+def exit_status(cases: list[Case], asked: bool) -> int:
+    """1 if a case failed, or if a variant asked for by name could not run at all here
+    (one line on stderr says which and why); else 0."""
+    by_variant: dict[str, list[Case]] = {}
+    for c in cases:
+        by_variant.setdefault(c.variant, []).append(c)
+    missing = [cs[0] for cs in by_variant.values() if all(c.status == "unavailable" for c in cs)]
+    if asked and missing:
+        more = f" (and {len(missing) - 1} more variant(s))" if len(missing) > 1 else ""
+        print(f"{PROG}: error: {missing[0].variant} could not run here: {missing[0].reason}"
+              f"{more}", file=sys.stderr)
+        return 1
+    return 1 if any(c.status == "failed" for c in cases) else 0
+
+
+def sweep(grid, lr: float | None, seed: int, budget: float | None, t: Timed) -> int:
+    from harness import progress, runner
+    from harness import sweep as sweeps
+
+    require_device(t.device)
+    variants, explicit = plans.variants(t.variants, t.frameworks, plans.sweep_variants(t.device))
+    threads = t.thread_count()
+
+    def make_plan(g, timing):
+        problems = g.problems(lr, seed)
+        return runner.Plan("sweep", t.device, problems, variants, threads, timing,
+                           [] if t.no_peak else plans.default_peaks(problems), False,
+                           grid=g.as_dict(), processes=t.processes, case_timeout_s=t.timeout,
+                           extra_cases=plans.ceiling_cases(lr))
+
+    def estimate(g, timing):
+        return sweeps.estimate_s(make_plan(g, timing).cases(), timing, t.processes)
+
+    timing = TimingConfig(budget_s=t.time_per_case)
+    grid, timing, message = sweeps.fit_budget(grid, timing, budget, estimate)
+    plan = make_plan(grid, timing)
+    cases = plan.cases()
+    runnable = {v.name for p, v, _ in cases if any(p is q for q in plan.problems)}
+    for v in variants if explicit else []:
+        if v.name not in runnable:
+            raise BenchError(f"variant {v.name} cannot run any point of this grid on "
+                             f"{t.device}")
+    path = claim("sweep", t)
+    print(f"{PROG} sweep: {len(cases)} cases, estimated "
+          f"{sweeps.estimate_s(cases, timing, t.processes):.0f} s; writing {path}", flush=True)
+    if message:
+        print(message, flush=True)
+    bar = progress.Bar(len(cases))
+    result = execute(plan, path, bar.update)
+    bar.close()
+    if result is None:
+        return 130
+    failed = [c for c in result.cases if c.status == "failed"]
+    for c in failed:
+        print(f"FAILED {c.id}: {c.reason}")
+    print(f"results: {path}  ({len(result.cases) - len(failed)} ok or unavailable, "
+          f"{len(failed)} failed); make a report with: {PROG} report {path}")
+    return exit_status(result.cases, explicit)
+
+
+# ---- report, compare, list --------------------------------------------------------------------
+
+def report(paths: list[str], out: str | None, force: bool) -> int:
+    from harness.report import DEFAULT_DIR, DEFAULT_OUT, build_report
+
+    target = Path(out) if out is not None else Path(DEFAULT_DIR) / DEFAULT_OUT
+    if out is not None and not out.strip():
+        raise BenchError("--out is empty: give a Markdown file path")
+    print(f"report: {build_report(paths, target, force)}")
+    return 0
+
+
+def compare(a: str, b: str, fail_above: float | None, fmt: str = "text") -> int:
+    from harness import compare as comparing
+
+    return comparing.main(a, b, fail_above, fmt)
+
+
+def list_variants(check_imports: bool) -> int:
+    """The variants and whether each can run here: from the packages and devices present,
+    without importing any framework, unless ``check_imports`` asks for the import itself."""
+    from harness.environment import gpu_info
+    from harness.tables import text_table
+
+    gpu = gpu_info()
+    rows = []
+    for v in registry.VARIANTS.values():
+        status = variant_status(v, gpu is not None, check_imports)
+        rows.append([v.name, v.framework, v.kind, "/".join(v.devices), v.description, status])
+    print(text_table(["variant", "framework", "kind", "devices", "what", "here"], rows,
+                     "llllll"))
+    if not check_imports:
+        print("\n(packages found, not imported; `list --check` imports each framework)")
+    return 0
+
+
+def variant_status(v, has_gpu: bool, check_imports: bool) -> str:
+    fw = registry.FRAMEWORKS[v.framework]
+    missing = [p for p in fw.packages if not registry.package_exists(p)]
+    if missing:
+        return f"unavailable: {fw.name}: {missing[0]} is not installed"
+    if "cpu" not in v.devices and not has_gpu:
+        return "unavailable: no GPU here (nvidia-smi finds none)"
+    if not check_imports:
+        return "installed"
+    try:
+        module = registry.import_module(v.framework)
+        module.check_device(v.devices[0] if "cpu" not in v.devices else "cpu")
+    except Unavailable as exc:
+        return f"unavailable: {exc}"
+    return "available"

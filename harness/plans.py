@@ -1,0 +1,168 @@
+"""The experiment policy: what each command runs by default, from typed options.
+
+The CLI parses flags into a ``Networks`` (and plain values) and calls these functions; they
+never see an argparse namespace. Which variants a default run or sweep leaves out, which are
+references, which run where: all of it comes from the registry's declarations, never from a
+list of names here.
+
+Every network is checked against the memory this machine has *before* any array is built
+(``check_memory``): a case needs its float64 problem in the main process and, in its worker,
+the problem again, the framework's copy in its dtype, gradients, activations and the float64
+reference trajectory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness import environment
+from harness.results import ProblemRecord
+from implementations import registry
+from implementations.contract import Variant
+from implementations.problem import (
+    DTYPES,
+    BenchError,
+    NetworkSpec,
+    Problem,
+    SpecError,
+    make_problem,
+)
+
+# the worked example, then two wider networks: overhead-bound and compute-bound
+DEFAULT_NETWORKS = (
+    dict(widths=(1, 1, 1), activation="linear", dtype="float64", batch=1),
+    dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
+    dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
+)
+MEMORY_HEADROOM = 0.8  # of MemAvailable: the frameworks, the OS and the other process
+
+
+@dataclass(frozen=True)
+class Networks:
+    """What the network options asked for; None: the command's default."""
+
+    widths: tuple[tuple[int, ...], ...] | None = None
+    activation: str | None = None
+    output_activation: str = "linear"
+    bias: bool = False
+    dtypes: tuple[str, ...] | None = None
+    batch: int | None = None
+    lr: float | None = None
+    seed: int = 0
+
+
+def bytes_needed(spec: NetworkSpec, batch: int) -> int:
+    """A generous estimate of the memory one case of this network needs, in bytes."""
+    weights = spec.n_weights()
+    activations = batch * sum(spec.widths)
+    size = 4 if spec.dtype == "float32" else 8
+    float64_copies = 8 * (2 * weights + 4 * batch * spec.widths[0])  # main process + worker
+    framework = size * (3 * weights + 3 * activations)  # params, grads, update; a, h, dh
+    reference = 8 * (4 * weights + 3 * activations)  # the float64 trajectory it is checked on
+    return float64_copies + framework + reference
+
+
+def check_memory(spec: NetworkSpec, batch: int, available: int | None = None) -> None:
+    """Raise SpecError (one line) if a case of this network cannot fit in memory here."""
+    available = environment.meminfo("MemAvailable") if available is None else available
+    need = bytes_needed(spec, batch)
+    if available is not None and need > MEMORY_HEADROOM * available:
+        raise SpecError(f"{'-'.join(map(str, spec.widths))} with batch {batch} needs about "
+                        f"{gib(need)} of memory; this machine has {gib(available)} available")
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**27 else f"{n / 2**20:.3g} MiB"
+
+
+def problem(widths, activation: str, output_activation: str, bias: bool, dtype: str,
+            batch: int, lr: float | None, seed: int) -> Problem:
+    """A problem, once its network is valid and fits in memory."""
+    spec = NetworkSpec(tuple(widths), activation, output_activation, bias, dtype)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
+        raise SpecError(f"batch {batch!r} must be a positive integer")
+    check_memory(spec, batch)
+    return make_problem(spec, batch=batch, lr=lr, seed=seed)
+
+
+def dtypes_of(n: Networks, default: tuple[str, ...]) -> tuple[str, ...]:
+    dtypes = n.dtypes if n.dtypes is not None else default
+    for d in dtypes:
+        if d not in DTYPES:
+            raise SpecError(f"unknown dtype {d!r}: choose from {', '.join(DTYPES)}")
+    if not dtypes:
+        raise SpecError(f"--dtype is empty: choose from {', '.join(DTYPES)}")
+    return tuple(dict.fromkeys(dtypes))
+
+
+def unique(problems: list[Problem]) -> list[Problem]:
+    """Without repeats: a repeated network would be pooled as if it came from another process."""
+    return list({ProblemRecord.of(p): p for p in problems}.values())
+
+
+def check_problems(n: Networks) -> list[Problem]:
+    """The problems of `check`: each network × dtype (default: the worked example in float64
+    and float32, batch 1)."""
+    widths = n.widths or ((1, 1, 1),)
+    return unique([problem(w, n.activation or "linear", n.output_activation, n.bias, d,
+                           1 if n.batch is None else n.batch, n.lr, n.seed)
+                   for w in widths for d in dtypes_of(n, ("float64", "float32"))])
+
+
+def timing_problems(n: Networks) -> list[Problem]:
+    """The networks of `run`: DEFAULT_NETWORKS, or the widths asked for, × the dtypes. A
+    1-1-1 network defaults to float64 and batch 1, any other to float32 and batch 64."""
+    if n.widths is None:
+        nets = [dict(net, activation=n.activation or net["activation"], dtype=d,
+                     batch=net["batch"] if n.batch is None else n.batch)
+                for net in DEFAULT_NETWORKS
+                for d in (dtypes_of(n, ()) if n.dtypes is not None else [net["dtype"]])]
+    else:
+        nets = []
+        for widths in n.widths:
+            one = widths == (1, 1, 1)
+            dtypes = dtypes_of(n, ("float64",) if one else ("float32",))
+            nets += [dict(widths=widths, activation=n.activation or "linear", dtype=d,
+                          batch=(1 if one else 64) if n.batch is None else n.batch)
+                     for d in dtypes]
+    return unique([problem(net["widths"], net["activation"], n.output_activation, n.bias,
+                           net["dtype"], net["batch"], n.lr, n.seed) for net in nets])
+
+
+def default_skip(problems: list[Problem]) -> dict[int, tuple[str, ...]]:
+    """The variants a default run leaves out of each network: those declared
+    ``default_run="worked-example"`` everywhere but on the worked example."""
+    only = tuple(v.name for v in registry.VARIANTS.values() if v.default_run == "worked-example")
+    return {i: only for i, p in enumerate(problems) if not p.spec.is_worked_example and only}
+
+
+def default_peaks(problems: list[Problem]) -> list[str]:
+    """Dtypes whose matmul peak is worth measuring: those of networks that do real matmuls."""
+    return sorted({p.spec.dtype for p in problems if p.flops_per_step() > 6 * 64})
+
+
+def variants(names: tuple[str, ...] | None, frameworks: tuple[str, ...] | None,
+             default: list[Variant]) -> tuple[list[Variant], bool]:
+    """(the variants asked for, whether they were named explicitly): ``names``, or every
+    variant of ``frameworks``, or ``default``."""
+    if names is not None:
+        if not names:
+            raise BenchError(f"--variants is empty: choose from {', '.join(registry.VARIANTS)}")
+        return [registry.get(n) for n in dict.fromkeys(names)], True
+    if frameworks is not None:
+        if not frameworks:
+            raise BenchError("--framework is empty: name at least one framework")
+        for f in frameworks:
+            registry.get_framework(f)
+        return [v for v in registry.VARIANTS.values() if v.framework in frameworks], True
+    return default, False
+
+
+def sweep_variants(device: str) -> list[Variant]:
+    """The default sweep: the variants that declare this device in ``sweep_devices``."""
+    return [v for v in registry.VARIANTS.values() if device in v.sweep_devices]
+
+
+def ceiling_cases(lr: float | None) -> list[tuple[Problem, Variant]]:
+    """The limit loop on the worked example: the machine's serial ceiling, in every sweep."""
+    return [(make_problem(lr=lr), v) for v in registry.with_role("limit")]

@@ -1,0 +1,102 @@
+"""`backprop-bench report`: a Markdown report and its plots, from stored results files only.
+
+Nothing is measured here and neither torch nor jax is imported: every number comes from the
+JSON files (``harness.results``), every derived column from ``harness.summary`` and
+``harness.model``. Files from several machines merge into one report, each section labelled
+with its machine and device. A file that cannot be read is named in a warning and left out;
+the others still make the report.
+
+One module per section: ``provenance`` (files, machines, software, settings), ``ceilings``,
+``runs`` (one per `run` file), ``sweeps`` (one per `sweep` file), ``fits`` (the cost model),
+``gpu_cpu`` (where a GPU starts beating a CPU), ``compile`` and ``api`` (the step functions
+side by side); ``plots`` draws every figure; ``sources`` names machines and devices.
+
+The report never overwrites a file it did not write (the Markdown starts with ``MARKER``,
+each PNG carries it in its metadata) unless asked to with ``force``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import store
+from harness.report import api, ceilings, compile, gpu_cpu, plots, provenance, runs, sweeps
+from harness.report.sources import Source, machine_label, sources_of
+from harness.results import ResultsError
+
+DEFAULT_DIR = "results"
+DEFAULT_OUT = "REPORT.md"
+MARKER = "<!-- written by backprop-bench report: regenerate it with `backprop-bench report` -->"
+
+
+def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = False) -> Path:
+    """Write the Markdown report and its plots (in plots/ beside it); return its path."""
+    out = check_out(Path(out), force)
+    paths = [str(p) for p in paths] or [DEFAULT_DIR]
+    loaded, problems = store.load_many(paths)
+    for problem in problems:
+        print(f"backprop-bench report: warning: {problem}; left out", file=sys.stderr)
+    if not loaded:
+        raise ResultsError(no_valid_message(paths, problems))
+    sources = sources_of(loaded)
+    plot_dir = out.parent / "plots"
+    for s in sources:
+        for png in plot_dir.glob(f"{s.name}-*.png"):
+            store.check_overwrite(png, plots.is_ours, force, "backprop-bench report")
+    try:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        text = render(sources, problems, out.parent, plot_dir)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise ResultsError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def is_ours(path: Path) -> bool:
+    try:
+        with open(path, errors="replace") as f:
+            return f.readline().strip() == MARKER
+    except OSError:
+        return False
+
+
+def check_out(out: Path, force: bool) -> Path:
+    """The report path, or ResultsError (one line) if it is a folder, not a *.md file, or a
+    file the report did not write; this runs before anything is written."""
+    if out.is_dir():
+        raise ResultsError(f"report --out must be a Markdown file path (*.md), not {out} "
+                           f"(a directory)")
+    if out.suffix.lower() != ".md":
+        raise ResultsError(f"report --out must be a Markdown file path (*.md), not {out}")
+    store.check_overwrite(out, is_ours, force, "backprop-bench report")
+    return out
+
+
+def no_valid_message(paths: Sequence[str], problems: list[str]) -> str:
+    where = ", ".join(paths)
+    if not any(Path(p).exists() for p in paths):
+        return f"no results files found in {where}: no such file or folder"
+    if not problems:
+        return f"no results files found in {where}"
+    return f"no valid results file in {where} ({len(problems)} left out; first: {problems[0]})"
+
+
+def title(sources: list[Source]) -> str:
+    machines = sorted({machine_label(s.run) for s in sources})
+    return (f"{MARKER}\n# backprop-bench report\n\nBuilt from {len(sources)} stored results "
+            f"file(s) from {len(machines)} machine(s); nothing was re-measured. Regenerate "
+            f"with `backprop-bench report`.")
+
+
+def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: Path) -> str:
+    """The whole Markdown text."""
+    parts = [title(sources), provenance.section(sources, problems), ceilings.section(sources)]
+    parts += [runs.section(s, out_dir, plot_dir) for s in sources if s.command != "sweep"]
+    parts += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
+    parts += [gpu_cpu.section(sources), compile.section(sources), api.section()]
+    return "\n\n".join(p for p in parts if p) + "\n"

@@ -1,0 +1,47 @@
+"""The machine's ceilings: matmul peaks per framework, device and dtype, and the serial limit."""
+
+from __future__ import annotations
+
+from harness.report.sources import Source, device_label, fmt_gflops, machine_label
+from harness.results import Case, Run
+from harness.tables import markdown_table, md_escape
+from implementations import registry
+
+
+def section(sources: list[Source]) -> str:
+    parts = ["## Ceilings", "The fastest each machine can go: the measured matmul peak per "
+             "framework, device and dtype (an n×n by n×n product is 2n³ FLOPs), and the serial "
+             "chain of the 1-1-1 worked example run as a compiled loop."]
+    for s in sources:
+        parts += [f"### {s.file} · {machine_label(s.run)}", peak_table(s.run),
+                  limit_lines(s.run)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def peak_table(run: Run) -> str:
+    rows = [[md_escape(p.framework), device_label(run, p.device), p.dtype, p.n,
+             fmt_gflops(p.gflops) if p.gflops else f"error: {md_escape(p.error or '?')}"]
+            for p in run.ceilings.matmul_peak]
+    if not rows:
+        return "No matmul peak was measured."
+    return markdown_table(["framework", "device", "dtype", "n", "matmul GFLOP/s"], rows,
+                          "lllrr")
+
+
+def limit_case(run: Run) -> Case | None:
+    """The ok case of the "limit" variant on the 1-1-1 network, if the run has one."""
+    limits = {v.name for v in registry.with_role("limit")}
+    return next((c for c in run.ok_cases() if c.variant in limits
+                 and c.problem.is_worked_example), None)
+
+
+def limit_lines(run: Run) -> str:
+    lines = []
+    case = limit_case(run)
+    if case:
+        lines.append(f"- the `{case.variant}` loop ({case.problem.label()}): "
+                     f"**{1e9 * case.median:.3g} ns/step**")
+    c_limit = run.ceilings.c_limit_s
+    if c_limit:
+        lines.append(f"- the C loop (gcc -O2): **{1e9 * c_limit:.3g} ns/step**")
+    return "\n".join(lines)

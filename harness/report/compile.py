@@ -1,0 +1,58 @@
+"""The compile cost of the variants that compile (those with a registered baseline)."""
+
+from __future__ import annotations
+
+from harness import summary
+from harness.report.sources import Source, device_label, settings
+from harness.results import Case, Run
+from harness.tables import fmt_time, markdown_table
+
+INTRO = ("## Compile cost\n\nFirst call: the first `run(block)` of a fresh Trainer "
+         "(tracing, compiling, capturing). Compile: the first call beyond what its steps "
+         "cost in the steady state. Pays off after: steps until the compiled variant's total "
+         "time is below its baseline's (registry `baseline`). First compile in its process: "
+         "the variants of one framework share a worker process and its compile caches, so the "
+         "first of them to compile also pays the compiler's one-time start-up.")
+
+
+def section(sources: list[Source]) -> str:
+    rows = [row for s in sources if s.command != "sweep" for row in rows_of(s)]
+    parts = [table(rows)] if rows else []
+    for s in (s for s in sources if s.command == "sweep"):
+        srows = rows_of(s)
+        if srows:
+            parts.append(f"<details><summary>Compile costs in the sweep "
+                         f"{s.file}</summary>\n\n{table(srows)}\n\n</details>")
+    return INTRO + "\n\n" + "\n\n".join(parts) if parts else ""
+
+
+def table(rows: list[list]) -> str:
+    return markdown_table(["file", "device", "network", "variant", "baseline", "first call",
+                           "compile", "compile cache", "first compile in its process",
+                           "pays off after"], rows, "llllrrrlll")
+
+
+def rows_of(source: Source) -> list[list]:
+    """One row per ok case of a variant that is measured against a baseline."""
+    run = source.run
+    rows = []
+    for r in summary.in_order(run, summary.derive(run)):
+        c = r.case
+        base = summary.baseline_of(c.variant)
+        if c.ok and base:
+            rows.append([source.file, device_label(run, c.device), r.network, f"`{c.variant}`",
+                         f"`{base}`", fmt_time(c.timing.first_call_s), fmt_time(r.compile),
+                         cache_state(run, c), yes_no(c.first_in_process), r.pays_off or "—"])
+    return rows
+
+
+def cache_state(run: Run, case: Case) -> str:
+    """'warm' or 'cold' where the framework records the state of a compile cache it keeps."""
+    record = settings(run, case.framework)
+    caches = [v for v in record.values() if isinstance(v, dict) and "warm_at_start" in v]
+    warm = caches[0]["warm_at_start"] if caches else None
+    return {True: "warm", False: "cold"}.get(warm, "—")
+
+
+def yes_no(x) -> str:
+    return {True: "yes", False: "no"}.get(x, "—")

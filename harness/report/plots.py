@@ -1,0 +1,195 @@
+"""Every plot of the report, and the only module that imports matplotlib.
+
+Each variant has one colour everywhere, from its place in the registry (the palette wraps
+around). Every PNG is saved with the metadata ``Software: backprop-bench report``, so that a
+later report knows which files in its plots folder are its own to overwrite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from harness import model
+from harness.results import Case
+from harness.tables import fmt_time
+from implementations import registry
+
+DPI = 120
+SOFTWARE = "backprop-bench report"
+KIND_COLORS = {"idiomatic": "C0", "optimised": "C1"}
+PALETTE = [f"C{i}" for i in range(10)]
+
+
+def color_of(variant: str) -> str:
+    """The variant's colour: by registry position, wrapping around the palette."""
+    names = list(registry.VARIANTS)
+    return PALETTE[names.index(variant) % len(PALETTE)] if variant in names else "grey"
+
+
+def is_ours(path: Path) -> bool:
+    """True if ``path`` is a PNG written by this report (its Software metadata says so)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.info.get("Software") == SOFTWARE
+    except Exception:
+        return False
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, metadata={"Software": SOFTWARE})
+
+
+# ---- run files: bars per network --------------------------------------------------------------
+
+def run_bars(title: str, panels: list[tuple[str, list[tuple[str, float, Case]]]],
+             path: Path) -> None:
+    """Horizontal bars of per-step time, one panel per network (label, [(bar, s, case)])."""
+    fig = new_figure(7.5, 0.8 + sum(0.32 * len(b) + 0.7 for _, b in panels))
+    axes = fig.subplots(len(panels), 1, squeeze=False,
+                        gridspec_kw={"height_ratios": [len(b) + 1.5 for _, b in panels]})[:, 0]
+    for ax, (label, bars) in zip(axes, panels):
+        draw_bars(ax, bars)
+        ax.set_title(label, fontsize=10, loc="left")
+    axes[-1].set_xlabel("time per SGD step (log scale)")
+    bar_legend(fig, any(c.device != "cpu" for _, bars in panels for _, _, c in bars))
+    fig.suptitle(f"{title}: time per step per variant", fontsize=11)
+    save(fig, path)
+
+
+def draw_bars(ax, bars: list[tuple[str, float, Case]]) -> None:
+    """Bars coloured by kind (idiomatic, optimised), hatched on a GPU, labelled with times."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    y = np.arange(len(bars))
+    times = [t for _, t, _ in bars]
+    for yi, (_, t, c) in zip(y, bars):
+        ax.barh(yi, t, color=KIND_COLORS.get(c.kind, "grey"),
+                hatch="//" if c.device != "cpu" else None, edgecolor="white")
+        ax.text(t * 1.15, yi, fmt_time(t), va="center", fontsize=8)
+    ax.set_yticks(y, [label for label, _, _ in bars], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(min(times) / 3, max(times) * 12)
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_time(x)))
+    ax.grid(True, axis="x", which="major", alpha=0.3)
+
+
+def bar_legend(fig, gpu: bool) -> None:
+    """Kinds by colour (and GPU by hatching), below the panels so that no bar is covered."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=col, label=kind) for kind, col in KIND_COLORS.items()]
+    if gpu:
+        handles.append(Patch(facecolor="grey", hatch="//", edgecolor="white", label="on the GPU"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
+
+
+# ---- sweep files: time and % of peak against size ---------------------------------------------
+
+def ok_points(cases: dict[int, Case]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(widths, FLOPs, seconds per step) of the ok cases, by width."""
+    ok = sorted((d, c) for d, c in cases.items() if c.ok)
+    return (np.array([d for d, _ in ok], dtype=float),
+            np.array([c.flops_per_step for _, c in ok], dtype=float),
+            np.array([c.median for _, c in ok], dtype=float))
+
+
+def device_axes(fig, n: int):
+    return fig.subplots(1, n, sharey=True, squeeze=False)[0]
+
+
+def sweep_times(title: str, shape: model.GroupKey, by_device: dict, panel_titles: dict,
+                fits: dict[model.GroupKey, model.Fit], order, path: Path) -> None:
+    """Log-log µs per step against FLOPs per step, measured (solid) and fitted (dashed, over
+    the fitted points only); ``shape`` has no variant or device, ``fits`` are by group,
+    ``by_device`` is {device: {variant: {d: case}}}."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(5.6 * len(by_device) + 1.6, 4.6)
+    left_out = False
+    for ax, (device, by_variant) in zip(device_axes(fig, len(by_device)), by_device.items()):
+        for variant in order(by_variant):
+            fit = fits.get(dataclasses.replace(shape, variant=variant, device=device))
+            left_out |= bool(fit and fit.left_out)
+            draw_time_line(ax, variant, by_variant[variant], fit)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        add_width_axis(ax, shape)
+        ax.set_xlabel("FLOPs per step (6 · batch · weights)")
+        ax.set_title(panel_titles[device], fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    fig.axes[0].set_ylabel("time per step (µs)")
+    label = "fit: overhead + FLOPs/throughput" + ("\n(d = 1 left out)" if left_out else "")
+    legend(fig, order, [Line2D([], [], color="grey", ls="--", label=label)])
+    fig.suptitle(title, fontsize=11)
+    save(fig, path)
+
+
+def draw_time_line(ax, variant: str, cases: dict[int, Case], fit: model.Fit | None) -> None:
+    _, flops, seconds = ok_points(cases)
+    if not len(flops):
+        return
+    ax.plot(flops, 1e6 * seconds, "o-", color=color_of(variant), label=variant, ms=4)
+    if fit is not None:  # over the fitted points only (the d = 1 point may be left out)
+        grid = np.geomspace(*fit.flops_range, 100)
+        ax.plot(grid, 1e6 * fit.predict(grid), "--", color=color_of(variant), lw=1)
+
+
+def add_width_axis(ax, shape: model.GroupKey) -> None:
+    """A top axis with the width d of the [d]×(depth+1) network at each FLOP count."""
+    k = 6 * shape.batch * shape.depth
+    top = ax.secondary_xaxis("top", functions=(lambda F: np.sqrt(np.maximum(F, 1e-12) / k),
+                                               lambda d: k * np.asarray(d) ** 2))
+    top.set_xlabel("width d", fontsize=9)
+
+
+def legend(fig, order, extra: list | None = None) -> None:
+    """One legend for all panels, outside them on the right, one entry per label."""
+    seen = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    labels = order(seen)
+    handles = [seen[n] for n in labels] + (extra or [])
+    if not handles:
+        return
+    fig.legend(handles=handles, labels=labels + [h.get_label() for h in extra or []],
+               loc="outside right center", fontsize=9)
+
+
+def sweep_peak(title: str, by_device: dict, panels: dict, order, path: Path) -> None:
+    """% of the machine's matmul peak against width d; ``panels`` is {device: (title, peak
+    GFLOP/s)} for the devices that have a peak."""
+    fig = new_figure(5.6 * len(panels) + 1.6, 4.3)
+    for ax, device in zip(device_axes(fig, len(panels)), panels):
+        panel_title, best = panels[device]
+        by_variant = by_device[device]
+        for variant in order(by_variant):
+            widths, flops, seconds = ok_points(by_variant[variant])
+            if len(widths):
+                pct = 100 * flops / seconds / 1e9 / best
+                ax.plot(widths, pct, "o-", color=color_of(variant), label=variant, ms=4)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({d for cases in by_variant.values() for d in cases})
+        ax.set_xticks(ticks, [str(d) for d in ticks])
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.set_xlabel("width d")
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    fig.axes[0].set_ylabel("% of the machine's matmul peak")
+    legend(fig, order)
+    fig.suptitle(title, fontsize=11)
+    save(fig, path)
