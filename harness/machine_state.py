@@ -1,0 +1,417 @@
+"""The state of a shared machine around a timing, and warnings when it distorts timings.
+
+On a small shared VM a busy neighbour process or CPU steal time by the hypervisor can make a
+step look 2-5x slower. ``snapshot`` records what the machine looks like at one moment:
+
+- ``time`` (epoch seconds) and ``monotonic`` (seconds, for the interval between snapshots);
+- ``loadavg``: ``{load1, load5, load15, running, tasks}`` from /proc/loadavg;
+- ``cpu_times``: the cumulative jiffies of the aggregate ``cpu`` line of /proc/stat
+  (``user, nice, system, idle, iowait, irq, softirq, steal, ...``); the difference between two
+  snapshots gives steal and iowait as a percentage of all CPU time over the interval;
+- ``busy_processes``: the busiest other processes, ``[{pid, name, cpu_pct}]``, where
+  ``cpu_pct`` is the percentage of one core used over ``sample_s`` seconds of sampling;
+- ``process_ticks``: ``{pid: [ticks, start, name]}`` (user + system clock ticks, start time)
+  of every other process, so that two snapshots give each one's average use over a whole run;
+- ``sample_s``, ``clock_ticks`` (ticks per second), ``logical_cpus``;
+- ``governors``, ``no_turbo``, ``boost``: the frequency scaling state where /sys shows it;
+- ``static``: CPU model, flags, physical cores, logical and usable CPUs (py-cpuinfo's part is
+  computed once per process).
+
+"Other" processes exclude this process, its parent chain and (by default) its descendants,
+plus any pids the caller names. Every field that cannot be read (missing file, non-Linux,
+permission error) is None; nothing here raises.
+
+``warnings_before(snapshot)`` is the check made before timing; ``assess(before, after)``
+compares two snapshots taken around a case or a worker round and returns
+``{disturbed, reasons, ...}`` for the harness to store with each affected case.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+PROC = Path("/proc")
+SYS_CPU = Path("/sys/devices/system/cpu")
+
+BUSY_PROCESS_PCT = 25.0  # % of one core: above this, another process competes for a core
+STEAL_WARN_PCT = 5.0  # % of all CPU time taken by the hypervisor during the interval
+IOWAIT_WARN_PCT = 10.0  # % of all CPU time idle waiting for I/O (swapping, a disk-heavy job)
+LOAD_EXCESS_WARN = 0.5  # runnable tasks beyond the logical CPUs, above the load average's noise
+DEFAULT_SAMPLE_S = 0.3
+TOP_PROCESSES = 5
+MIN_LISTED_PCT = 1.0  # processes below this are not listed in busy_processes
+
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
+              "guest", "guest_nice")
+# guest time is already counted in user/nice, so it is left out of the total
+TOTAL_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+# --- parsers: text in, values out, never raise -------------------------------------------
+
+
+def parse_loadavg(text: str) -> dict | None:
+    """'0.39 0.31 0.14 4/101 4049' -> {load1, load5, load15, running, tasks}, or None."""
+    try:
+        parts = text.split()
+        running, tasks = parts[3].split("/")
+        return {"load1": float(parts[0]), "load5": float(parts[1]), "load15": float(parts[2]),
+                "running": int(running), "tasks": int(tasks)}
+    except (IndexError, ValueError, AttributeError):
+        return None
+
+
+def parse_cpu_times(text: str) -> dict | None:
+    """The aggregate 'cpu' line of /proc/stat as {field: jiffies}, or None.
+
+    Older kernels have fewer fields; the missing ones are left out of the dict.
+    """
+    try:
+        for line in text.splitlines():
+            parts = line.split()
+            if parts and parts[0] == "cpu":
+                return dict(zip(CPU_FIELDS, map(int, parts[1:])))
+    except (ValueError, AttributeError):
+        pass
+    return None
+
+
+def parse_pid_stat(text: str) -> dict | None:
+    """/proc/PID/stat -> {pid, name, state, ppid, ticks, start}, or None.
+
+    ``ticks`` is utime + stime (clock ticks, all threads), ``start`` the start time in ticks
+    after boot. The name is between the first '(' and the last ')': it may hold spaces and
+    parentheses itself.
+    """
+    try:
+        left, right = text.index("("), text.rindex(")")
+        rest = text[right + 2:].split()
+        # rest[0] is field 3 (state); utime, stime are fields 14, 15; starttime is field 22
+        return {"pid": int(text[:left]), "name": text[left + 1:right], "state": rest[0],
+                "ppid": int(rest[1]), "ticks": int(rest[11]) + int(rest[12]),
+                "start": int(rest[19])}
+    except (ValueError, IndexError, AttributeError):
+        return None
+
+
+# --- readers: files in, parsed values out ------------------------------------------------
+
+
+def read_text(path: Path) -> str | None:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def read_loadavg(proc: Path = PROC) -> dict | None:
+    text = read_text(proc / "loadavg")
+    return None if text is None else parse_loadavg(text)
+
+
+def read_cpu_times(proc: Path = PROC) -> dict | None:
+    text = read_text(proc / "stat")
+    return None if text is None else parse_cpu_times(text)
+
+
+def read_processes(proc: Path = PROC) -> dict[int, dict]:
+    """{pid: parsed /proc/PID/stat} of every process that could be read ({} if none)."""
+    try:
+        pids = [int(p.name) for p in proc.iterdir() if p.name.isdigit()]
+    except OSError:
+        return {}
+    out = {}
+    for pid in pids:
+        text = read_text(proc / str(pid) / "stat")  # None: it exited meanwhile
+        stat = None if text is None else parse_pid_stat(text)
+        if stat is not None:
+            out[pid] = stat
+    return out
+
+
+def clock_ticks() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def family(processes: dict[int, dict], pid: int, children: bool = True) -> set[int]:
+    """``pid``, its parent chain and (if ``children``) all its descendants."""
+    out, p = set(), pid
+    while p and p not in out:
+        out.add(p)
+        p = processes.get(p, {}).get("ppid", 0)
+    out.add(pid)
+    if children:
+        kids: dict[int, list[int]] = {}
+        for q, stat in processes.items():
+            kids.setdefault(stat["ppid"], []).append(q)
+        todo = [pid]
+        while todo:
+            for q in kids.get(todo.pop(), []):
+                if q not in out:
+                    out.add(q)
+                    todo.append(q)
+    return out
+
+
+def cpu_percent(before: dict[int, dict], after: dict[int, dict], elapsed_s: float,
+                hz: int) -> list[dict]:
+    """[{pid, name, cpu_pct}] of the processes in ``after``, busiest first.
+
+    ``cpu_pct`` is the percentage of one core over ``elapsed_s``. A process absent from
+    ``before`` (or a reused pid: another start time) started during the interval, so all its
+    ticks count.
+    """
+    if elapsed_s <= 0:
+        return []
+    rows = []
+    for pid, stat in after.items():
+        old = before.get(pid)
+        same = old is not None and old.get("start") == stat.get("start")
+        ticks = stat["ticks"] - old["ticks"] if same else stat["ticks"]
+        rows.append({"pid": pid, "name": stat["name"],
+                     "cpu_pct": round(100.0 * max(0, ticks) / hz / elapsed_s, 1)})
+    return sorted(rows, key=lambda r: -r["cpu_pct"])
+
+
+def other_processes(processes: dict[int, dict], exclude: set[int]) -> dict[int, dict]:
+    return {pid: s for pid, s in processes.items() if pid not in exclude}
+
+
+def sample_processes(sample_s: float, exclude: Iterable[int] = (), children: bool = True,
+                     proc: Path = PROC) -> tuple[list[dict] | None, dict[int, dict]]:
+    """(busiest other processes over ``sample_s`` or None, the last read of all others)."""
+    me = os.getpid()
+    first, t0 = read_processes(proc), time.monotonic()
+    if sample_s > 0:
+        time.sleep(sample_s)
+    last, t1 = (read_processes(proc), time.monotonic()) if sample_s > 0 else (first, t0)
+    skip = family(last, me, children) | family(first, me, children) | set(exclude)
+    others = other_processes(last, skip)
+    if sample_s <= 0 or not last:
+        return None, others
+    rows = cpu_percent(other_processes(first, skip), others, t1 - t0, clock_ticks())
+    return [r for r in rows[:TOP_PROCESSES] if r["cpu_pct"] >= MIN_LISTED_PCT], others
+
+
+# --- frequency scaling and static facts --------------------------------------------------
+
+
+def read_int(path: Path) -> int | None:
+    text = read_text(path)
+    try:
+        return None if text is None else int(text.strip())
+    except ValueError:
+        return None
+
+
+def frequency_state(sys_cpu: Path = SYS_CPU) -> dict:
+    """{governors: distinct scaling governors or None, no_turbo, boost: 0/1 or None}.
+
+    ``no_turbo`` is intel_pstate's switch (1: turbo off); ``boost`` acpi-cpufreq's (1: on).
+    """
+    try:
+        paths = sorted(sys_cpu.glob("cpu[0-9]*/cpufreq/scaling_governor"))
+    except OSError:
+        paths = []
+    governors = sorted({t.strip() for t in map(read_text, paths) if t is not None and t.strip()})
+    return {"governors": governors or None,
+            "no_turbo": read_int(sys_cpu / "intel_pstate" / "no_turbo"),
+            "boost": read_int(sys_cpu / "cpufreq" / "boost")}
+
+
+def physical_cores(sys_cpu: Path = SYS_CPU) -> int | None:
+    """Distinct (package, core) pairs in /sys topology: cores, not hyperthreads; or None."""
+    try:
+        cpus = list(sys_cpu.glob("cpu[0-9]*/topology"))
+    except OSError:
+        return None
+    pairs = {(read_int(t / "physical_package_id"), read_int(t / "core_id")) for t in cpus}
+    pairs = {p for p in pairs if None not in p}
+    return len(pairs) or None
+
+
+def usable_cpus() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+@functools.cache
+def cpu_identity() -> dict:
+    """{cpu_model, flags} from py-cpuinfo (about a second, hence cached), or a fallback.
+
+    py-cpuinfo is optional: without it (or if it fails) the model is what ``platform`` says
+    and the flags are None.
+    """
+    try:
+        import cpuinfo
+
+        info = cpuinfo.get_cpu_info()
+        return {"cpu_model": info.get("brand_raw") or None,
+                "flags": sorted(info["flags"]) if info.get("flags") else None,
+                "source": "py-cpuinfo"}
+    except Exception:  # any failure inside a third-party probe must not stop a benchmark
+        return {"cpu_model": platform.processor() or platform.machine() or None,
+                "flags": None, "source": "platform"}
+
+
+def static_facts(sys_cpu: Path = SYS_CPU) -> dict:
+    """CPU model and flags, physical cores, logical CPUs and those this process may use."""
+    return {**cpu_identity(), "physical_cores": physical_cores(sys_cpu),
+            "logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus()}
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+def snapshot(sample_s: float = DEFAULT_SAMPLE_S, exclude: Iterable[int] = (),
+             children: bool = True, static: bool = True, proc: Path = PROC,
+             sys_cpu: Path = SYS_CPU) -> dict:
+    """The machine's state now, as a JSON-able dict (see the module docstring).
+
+    ``sample_s`` seconds are spent sampling other processes (0: no ``busy_processes``, only
+    the ``process_ticks`` that ``assess`` needs). ``children=False`` counts this process's
+    descendants as others. ``static=False`` leaves out the static facts (per-case snapshots).
+    """
+    try:
+        busy, others = sample_processes(sample_s, exclude, children, proc)
+    except Exception:  # a /proc race or an odd platform costs the field, not the run
+        busy, others = None, {}
+    state = {
+        "time": time.time(), "monotonic": time.monotonic(), "sample_s": sample_s,
+        "loadavg": read_loadavg(proc), "cpu_times": read_cpu_times(proc),
+        "busy_processes": busy,
+        "process_ticks": {str(p): [s["ticks"], s["start"], s["name"]] for p, s in
+                          others.items()} or None,
+        "clock_ticks": clock_ticks(), "logical_cpus": os.cpu_count(),
+        **frequency_state(sys_cpu),
+    }
+    if static:
+        state["static"] = static_facts(sys_cpu)
+    return state
+
+
+def compact(state: dict) -> dict:
+    """The snapshot without ``process_ticks`` (only ``assess`` needs them), for storing."""
+    return {k: v for k, v in state.items() if k != "process_ticks"}
+
+
+# --- intervals and warnings --------------------------------------------------------------
+
+
+def cpu_shares(before: dict | None, after: dict | None) -> dict:
+    """{steal_pct, iowait_pct}: their share of all CPU time between two /proc/stat reads."""
+    none = {"steal_pct": None, "iowait_pct": None}
+    if not before or not after:
+        return none
+    total = sum(after.get(f, 0) - before.get(f, 0) for f in TOTAL_FIELDS)
+    if total <= 0:
+        return none
+
+    def pct(field: str) -> float | None:
+        if field not in before or field not in after:
+            return None
+        return round(100.0 * (after[field] - before[field]) / total, 2)
+
+    return {"steal_pct": pct("steal"), "iowait_pct": pct("iowait")}
+
+
+def _ticks_table(state: dict) -> dict[int, dict] | None:
+    table = state.get("process_ticks")
+    if table is None:
+        return None
+    return {int(p): {"ticks": t, "start": s, "name": n} for p, (t, s, n) in table.items()}
+
+
+def busiest_between(before: dict, after: dict) -> dict | None:
+    """{pid, name, cpu_pct}: the other process that used most CPU between two snapshots."""
+    old, new = _ticks_table(before), _ticks_table(after)
+    elapsed = after.get("monotonic", 0.0) - before.get("monotonic", 0.0)
+    if old is None or new is None or elapsed <= 0:
+        return None
+    rows = cpu_percent(old, new, elapsed, after.get("clock_ticks") or clock_ticks())
+    return rows[0] if rows else None
+
+
+def interval(before: dict, after: dict) -> dict:
+    """What happened between two snapshots: {interval_s, steal_pct, iowait_pct, busiest,
+    load1 (at the end), logical_cpus}; None for whatever could not be read."""
+    start, end = before.get("monotonic"), after.get("monotonic")
+    load = after.get("loadavg") or {}
+    return {
+        "interval_s": None if start is None or end is None else round(end - start, 3),
+        **cpu_shares(before.get("cpu_times"), after.get("cpu_times")),
+        "busiest": busiest_between(before, after),
+        "load1": load.get("load1"),
+        "logical_cpus": after.get("logical_cpus"),
+    }
+
+
+def busy_warning(row: dict) -> str | None:
+    if row["cpu_pct"] <= BUSY_PROCESS_PCT:
+        return None
+    return (f"another process is busy: {row['name']} (pid {row['pid']}) at "
+            f"{row['cpu_pct']:.0f}% of a core")
+
+
+def load_warning(load1: float | None, cpus: int | None) -> str | None:
+    if load1 is None or not cpus or load1 <= cpus + LOAD_EXCESS_WARN:
+        return None
+    return f"load average {load1:.1f} on {cpus} {'core' if cpus == 1 else 'cores'}"
+
+
+def warnings_before(state: dict) -> list[str]:
+    """One line per problem seen in a snapshot taken before timing: busy other processes,
+    a load average above the logical CPUs."""
+    out = [busy_warning(r) for r in state.get("busy_processes") or []]
+    load = (state.get("loadavg") or {}).get("load1")
+    out.append(load_warning(load, state.get("logical_cpus")))
+    return [w for w in out if w]
+
+
+def frequency_warning(before: dict, after: dict) -> str | None:
+    keys = ("governors", "no_turbo", "boost")
+    changed = [k for k in keys if before.get(k) != after.get(k)]
+    if not changed:
+        return None
+    return "frequency scaling changed during the run: " + ", ".join(
+        f"{k} {before.get(k)} -> {after.get(k)}" for k in changed)
+
+
+def warnings_during(before: dict, after: dict, facts: dict | None = None) -> list[str]:
+    """One line per problem between two snapshots: a busy other process (its average over
+    the interval), steal or iowait above their thresholds, a high load average at the end,
+    a change of frequency scaling. ``facts``: ``interval(before, after)`` if already made."""
+    facts = facts or interval(before, after)
+    out = [busy_warning(facts["busiest"]) if facts["busiest"] else None]
+    if facts["steal_pct"] is not None and facts["steal_pct"] > STEAL_WARN_PCT:
+        out.append(f"CPU steal {facts['steal_pct']:.0f}% during the run")
+    if facts["iowait_pct"] is not None and facts["iowait_pct"] > IOWAIT_WARN_PCT:
+        out.append(f"CPU iowait {facts['iowait_pct']:.0f}% during the run")
+    out += [load_warning(facts["load1"], facts["logical_cpus"]),
+            frequency_warning(before, after)]
+    return [w for w in out if w]
+
+
+def assess(before: dict, after: dict) -> dict:
+    """{disturbed, reasons, interval_s, steal_pct, iowait_pct, busiest, load1, logical_cpus}
+    for the case (or the worker round) timed between ``before`` and ``after``.
+
+    Take both snapshots in the same process, so that both leave out the same family: a
+    process left out of ``before`` only would count as started during the interval.
+    """
+    facts = interval(before, after)
+    reasons = warnings_during(before, after, facts)
+    return {"disturbed": bool(reasons), "reasons": reasons, **facts}
