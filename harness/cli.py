@@ -142,10 +142,13 @@ def add_timed(p: Parser, command: str, per_case: float, processes: int) -> None:
                    "(default: all usable cores)")
     p.add_argument("--time-per-case", type=positive(float), default=per_case,
                    help=f"seconds of timed blocks per case and process (default: {per_case})")
-    p.add_argument("--processes", type=positive(int), default=processes,
-                   help="worker processes per framework, one round after another; their "
-                        f"samples are pooled, so the IQR includes the noise between processes "
-                        f"(default: {processes})")
+    p.add_argument("--rounds", "--processes", dest="processes", type=positive(int),
+                   default=processes, metavar="N",
+                   help="rounds of worker processes, one per framework each, the frameworks "
+                        "in a rotated order every round; samples are pooled (the IQR includes "
+                        "the noise between processes) and the spread between rounds is shown; "
+                        f"5 or more give compare its verdicts (default: {processes}; "
+                        f"--processes is the old name)")
     p.add_argument("--timeout", type=positive(float), metavar="SECONDS",
                    help="per case: a case that takes longer has its worker killed and is "
                         "recorded as failed (default: 180 s + 20 × --time-per-case)")

@@ -217,6 +217,9 @@ def run(networks: plans.Networks, t: Timed) -> int:
         return 130
     print()
     print(summary.run_table(result))
+    memory = summary.memory_table(result)
+    if memory:
+        print(f"\nMemory (resident memory on the CPU, the allocator on a GPU):\n{memory}")
     for text in result.notes:
         print(f"note: skipped, {text}")
     print(f"\nresults: {path}")

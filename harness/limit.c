@@ -1,7 +1,8 @@
 /* The physical limit of the worked example's serial SGD chain, in C.
  * Build and run: gcc -O2 -o /tmp/limit harness/limit.c && /tmp/limit 0.15 0.3 1 -1 0.1 100000000
- * Inputs come from argv so that the compiler cannot fold them; prints ns per step (best of 7
- * repetitions) and the final weights, which must match ANCHORS.md after 100 steps. */
+ * Inputs come from argv so that the compiler cannot fold them; prints ns per step (the median
+ * and the best of 7 repetitions) and the final weights. After 100 steps they are
+ * w_ih = -0.98661309459782 and w_ho = 1.01356846211392 (the worked example). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -20,7 +21,7 @@ int main(int argc, char **argv) {
     double w_ih0 = atof(argv[1]), w_ho0 = atof(argv[2]), x = atof(argv[3]), y = atof(argv[4]);
     double lr = atof(argv[5]);
     long steps = atol(argv[6]);
-    double best = 1e30, w_ih = 0, w_ho = 0;
+    double times[7], w_ih = 0, w_ho = 0;
     for (int rep = 0; rep < 7; rep++) {
         w_ih = w_ih0; w_ho = w_ho0;
         double t0 = now();
@@ -31,9 +32,13 @@ int main(int argc, char **argv) {
             w_ih -= lr * g_ih;
             w_ho -= lr * g_ho;
         }
-        double dt = now() - t0;
-        if (dt < best) best = dt;
+        times[rep] = now() - t0;
     }
-    printf("%.3f ns/step  w_ih=%.14f  w_ho=%.14f\n", best / steps * 1e9, w_ih, w_ho);
+    for (int i = 1; i < 7; i++)  /* insertion sort: the median and the best */
+        for (int j = i; j > 0 && times[j] < times[j - 1]; j--) {
+            double t = times[j]; times[j] = times[j - 1]; times[j - 1] = t;
+        }
+    printf("%.3f ns/step median, %.3f best  w_ih=%.14f  w_ho=%.14f\n",
+           times[3] / steps * 1e9, times[0] / steps * 1e9, w_ih, w_ho);
     return 0;
 }

@@ -335,13 +335,20 @@ def _ticks_table(state: dict) -> dict[int, dict] | None:
     return {int(p): {"ticks": t, "start": s, "name": n} for p, (t, s, n) in table.items()}
 
 
-def busiest_between(before: dict, after: dict) -> dict | None:
-    """{pid, name, cpu_pct}: the other process that used most CPU between two snapshots."""
+def busy_between(before: dict, after: dict) -> list[dict]:
+    """[{pid, name, cpu_pct}]: the other processes by CPU used between two snapshots, the
+    busiest first (at most TOP_PROCESSES)."""
     old, new = _ticks_table(before), _ticks_table(after)
     elapsed = after.get("monotonic", 0.0) - before.get("monotonic", 0.0)
     if old is None or new is None or elapsed <= 0:
-        return None
-    rows = cpu_percent(old, new, elapsed, after.get("clock_ticks") or clock_ticks())
+        return []
+    return cpu_percent(old, new, elapsed, after.get("clock_ticks") or clock_ticks())[
+        :TOP_PROCESSES]
+
+
+def busiest_between(before: dict, after: dict) -> dict | None:
+    """{pid, name, cpu_pct}: the other process that used most CPU between two snapshots."""
+    rows = busy_between(before, after)
     return rows[0] if rows else None
 
 
@@ -350,10 +357,12 @@ def interval(before: dict, after: dict) -> dict:
     load1 (at the end), logical_cpus}; None for whatever could not be read."""
     start, end = before.get("monotonic"), after.get("monotonic")
     load = after.get("loadavg") or {}
+    busy = busy_between(before, after)
     return {
         "interval_s": None if start is None or end is None else round(end - start, 3),
         **cpu_shares(before.get("cpu_times"), after.get("cpu_times")),
-        "busiest": busiest_between(before, after),
+        "busiest": busy[0] if busy else None,
+        "busy": [row for row in busy if row["cpu_pct"] > BUSY_PROCESS_PCT],
         "load1": load.get("load1"),
         "logical_cpus": after.get("logical_cpus"),
     }
@@ -395,7 +404,7 @@ def warnings_during(before: dict, after: dict, facts: dict | None = None) -> lis
     the interval), steal or iowait above their thresholds, a high load average at the end,
     a change of frequency scaling. ``facts``: ``interval(before, after)`` if already made."""
     facts = facts or interval(before, after)
-    out = [busy_warning(facts["busiest"]) if facts["busiest"] else None]
+    out = [busy_warning(row) for row in facts.get("busy") or []]
     if facts["steal_pct"] is not None and facts["steal_pct"] > STEAL_WARN_PCT:
         out.append(f"CPU steal {facts['steal_pct']:.0f}% during the run")
     if facts["iowait_pct"] is not None and facts["iowait_pct"] > IOWAIT_WARN_PCT:

@@ -9,8 +9,10 @@
 - ``measure_torch(torch, run_fn, device)`` and ``measure_jax(device, run_fn)``: the same on a
   GPU through the frameworks' allocators; None fields where the device has no statistics.
 - ``minimum_bytes(widths, bias, batch, dtype)``: what one SGD step needs at the least.
-- ``detect_leak(trainer, n1, n2)`` and ``growth(short, long)``: whether resident memory keeps
-  growing with the number of steps.
+- ``growth(short, long)``: whether memory keeps growing with the number of steps.
+- ``StepMemory``: the accounting of one case, fed by the timing engine's hooks (a
+  ``timing.Probe``), on resident memory (``RssMeter``) or a device's allocator
+  (``DeviceMeter``, where the framework module reports one).
 
 Every function returns a JSON-able dict (or an int) and never raises for lack of /proc or a
 device; only ``run_fn``'s own exceptions propagate.
@@ -236,8 +238,9 @@ def minimum_bytes(widths: Sequence[int], bias: bool, batch: int, dtype: Any,
 def growth(short: dict, long: dict) -> dict:
     """Whether resident memory grows with the number of steps.
 
-    ``short`` and ``long`` are ``measure_cpu`` results of n1 and then n2 >> n1 steps, each
-    with ``steps`` added. A variant leaks if the RSS grew over the long phase by more than
+    ``short`` holds the ``added_bytes`` of a short run (one warm call), ``long`` the
+    ``rss_before_bytes`` and ``rss_after_bytes`` around many ``steps``. A variant leaks if
+    memory grew over the long phase by more than
     ``threshold_bytes`` = max(LEAK_FLOOR_BYTES, LEAK_PEAK_RATIO x the short phase's added
     peak): a working set freed and retaken can move the RSS by up to its own size, a leak's
     growth scales with the steps. Returns ``{leaks (None if unreadable), growth_bytes,
@@ -258,17 +261,123 @@ def growth(short: dict, long: dict) -> dict:
             "threshold_bytes": threshold, "step_peak_bytes": peak, "reason": reason}
 
 
-def _run_collected(trainer: Any, steps: int) -> None:
-    trainer.run(steps)
-    gc.collect()  # garbage in reference cycles is not a leak: free it before reading the RSS
+# --- one case, through the timing engine's hooks ----------------------------------------------
 
 
-def detect_leak(trainer: Any, n1: int = 10, n2: int = 100, proc_self: Path = PROC_SELF) -> dict:
-    """Run ``trainer`` n1 steps to warm up, then n1 and n2 steps measured; ``growth`` of
-    the two, with the measurements under ``short`` and ``long``."""
-    if not 1 <= n1 < n2:
-        raise ValueError(f"need 1 <= n1 < n2, got n1={n1}, n2={n2}")
-    _run_collected(trainer, n1)  # first-call compilation and lazily made buffers
-    short = {**measure_cpu(lambda: _run_collected(trainer, n1), proc_self), "steps": n1}
-    long = {**measure_cpu(lambda: _run_collected(trainer, n2), proc_self), "steps": n2}
-    return {**growth(short, long), "short": short, "long": long}
+class RssMeter:
+    """Resident memory of this process: in use (VmRSS), peak since the last reset (VmHWM)."""
+
+    source = "resident memory of the worker process (VmRSS, VmHWM)"
+
+    def __init__(self, proc_self: Path = PROC_SELF):
+        self.proc_self = proc_self
+
+    def in_use(self) -> int | None:
+        return read_status(self.proc_self).get("VmRSS")
+
+    def peak(self) -> int | None:
+        return read_status(self.proc_self).get("VmHWM")
+
+    def reset(self) -> bool:
+        return reset_peak(self.proc_self)
+
+
+class DeviceMeter:
+    """A device's allocator, through the framework module's optional ``device_memory(device)``
+    ({"in_use": bytes, "peak": bytes} or None) and ``reset_device_memory_peak(device)``
+    (True if the peak could be reset; JAX's cannot)."""
+
+    def __init__(self, module: Any, device: str):
+        self.module, self.device = module, device
+        self.source = f"{device} allocator ({getattr(module, '__name__', '?')}.device_memory)"
+
+    def read(self, key: str) -> int | None:
+        try:
+            stats = self.module.device_memory(self.device)
+        except Exception:  # a broken driver costs the figure, not the case
+            return None
+        return None if stats is None else stats.get(key)
+
+    def in_use(self) -> int | None:
+        return self.read("in_use")
+
+    def peak(self) -> int | None:
+        return self.read("peak")
+
+    def reset(self) -> bool:
+        try:
+            return bool(self.module.reset_device_memory_peak(self.device))
+        except Exception:
+            return False
+
+
+def meter_for(module: Any, device: str) -> RssMeter | DeviceMeter:
+    """The device's allocator where the framework reports one, else resident memory."""
+    if device != "cpu" and hasattr(module, "device_memory"):
+        meter = DeviceMeter(module, device)
+        if meter.in_use() is not None:
+            return meter
+    return RssMeter()
+
+
+class StepMemory:
+    """A ``timing.Probe`` that accounts one case's memory, outside every timed region:
+
+    - ``start_bytes``: in use before the first call (the Trainer's starting state);
+    - ``first_call_added_bytes``: the peak during the first call(s) over that (tracing and
+      compiling included);
+    - ``warm_call_added_bytes``: the peak during one warm ``run(block)`` over what was in use
+      just before it (``warm_call``, after timing): what a step adds in the steady state;
+    - ``growth_bytes`` over the timed steps (after a garbage collection at both ends), and
+      ``leaks`` when it exceeds ``growth``'s threshold: memory that grows with the steps.
+
+    A peak that cannot be reset (a lifetime peak) is used only where the run raised it.
+    """
+
+    def __init__(self, meter):
+        self.meter = meter
+        self.figures: dict[str, Any] = {"source": meter.source}
+
+    def added(self, run_fn: Callable[[], object]) -> int | None:
+        gc.collect()
+        reset = self.meter.reset()
+        before, old_peak = self.meter.in_use(), self.meter.peak()
+        run_fn()
+        peak = self.meter.peak()
+        if before is None or peak is None or (not reset and peak <= (old_peak or 0)):
+            return None
+        return max(0, peak - before)
+
+    def before_first(self) -> None:
+        gc.collect()
+        self.reset_ok = self.meter.reset()
+        self.figures["start_bytes"] = self.start = self.meter.in_use()
+        self.old_peak = self.meter.peak()
+
+    def after_first(self) -> None:
+        peak = self.meter.peak()
+        known = None not in (self.start, peak) and (self.reset_ok or peak > (self.old_peak or 0))
+        self.figures["first_call_added_bytes"] = max(0, peak - self.start) if known else None
+
+    def ready(self) -> None:
+        gc.collect()
+        self.figures["resting_bytes"] = self.meter.in_use()
+
+    def done(self, steps: int) -> None:
+        gc.collect()
+        self.figures.update(end_bytes=self.meter.in_use(), timed_steps=steps)
+
+    def warm_call(self, trainer: Any) -> None:
+        block = max(1, int(getattr(trainer, "block", 1)))
+        self.figures["warm_call_added_bytes"] = self.added(lambda: trainer.run(block))
+        self.figures["block"] = block
+
+    def result(self, minimum: dict) -> dict:
+        f = self.figures
+        verdict = growth({"added_bytes": f.get("warm_call_added_bytes")},
+                         {"rss_before_bytes": f.get("resting_bytes"),
+                          "rss_after_bytes": f.get("end_bytes"),
+                          "steps": max(1, f.get("timed_steps") or 1)})
+        return {**f, "minimum_bytes": minimum["total"], "minimum": minimum,
+                "growth_bytes": verdict["growth_bytes"], "leaks": verdict["leaks"],
+                "leak_reason": verdict["reason"]}

@@ -176,6 +176,8 @@ class Case:
     check: dict | None = None
     first_in_process: bool | None = None
     processes: list[ProcessRecord] = field(default_factory=list)
+    state: dict | None = None  # the machine while it ran: machine_state.assess()
+    memory: dict | None = None  # memory.StepMemory.result()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -208,6 +210,24 @@ class Case:
     def noisy(self) -> bool:
         return bool(self.ok and self.timing.per_step.noisy)
 
+    @property
+    def disturbed(self) -> bool:
+        """True if the machine was not quiet while it ran (a busy neighbour, CPU steal)."""
+        return bool(self.state and self.state.get("disturbed"))
+
+    @property
+    def leaks(self) -> bool:
+        """True if its memory grew with the number of steps."""
+        return bool(self.memory and self.memory.get("leaks"))
+
+    @property
+    def round_spread_pct(self) -> float | None:
+        """(max - min) / median of the per-process medians, in %: the noise between rounds."""
+        medians = [p.median_s for p in self.processes if p.status == "ok" and p.median_s]
+        if not self.ok or len(medians) < 2:
+            return None
+        return 100 * (max(medians) - min(medians)) / self.median
+
     def fail(self, status: str, reason: str) -> None:
         """Mark the case failed or unavailable; a timing it has is kept but discarded."""
         self.status, self.reason = status, reason
@@ -225,6 +245,9 @@ class Case:
         if not self.processes:
             self.processes = [self.summary()]
         self.processes.append(other.summary())
+        if other.disturbed:  # disturbed in any process: disturbed, with every reason
+            reasons = (self.state or {}).get("reasons", []) + other.state["reasons"]
+            self.state = {**other.state, "reasons": list(dict.fromkeys(reasons))}
         if not self.ok:
             return
         if not other.ok:
@@ -327,6 +350,7 @@ class Run:
     interrupted: bool = False
     frameworks: dict[str, FrameworkRecord] = field(default_factory=dict)
     ceilings: Ceilings = field(default_factory=Ceilings)
+    machine_state: dict | None = None  # {"before", "after", "warnings_before", "during"}
     notes: list[str] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
 

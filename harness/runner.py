@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import environment, messages, schema, store
+from harness import environment, machine_state, messages, schema, store
 from harness.climit import measure_c_limit
 from harness.results import (
     Case,
@@ -120,18 +120,23 @@ def new_run(plan: Plan) -> Run:
     return run
 
 
-def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None]) -> Run:
+def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
+            say: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> Run:
     """Run the plan, writing the results file after every case; returns the run.
 
-    With ``plan.processes`` > 1 every framework's worker runs that many times, one round
-    after another; the later rounds reuse the first round's K and their samples are pooled
-    into the same case, so that its IQR also holds the noise between processes.
+    With ``plan.processes`` > 1 (``--rounds``) every framework's worker runs that many times,
+    one round after another, the frameworks in a rotated order each round so that drift hits
+    them alike; the later rounds reuse the first round's K and their samples are pooled into
+    the same case, so that its IQR also holds the noise between processes. Before timing, the
+    machine is looked at for 0.5 s: a busy neighbour or CPU steal is said in one line (``say``)
+    and recorded; every case records the machine's state while it ran.
     """
     cases = plan.cases()
     if not cases:
         raise BenchError("nothing to run: " + ("; ".join(dict.fromkeys(plan.notes)) or
                                               "no variant matches"))
     run = new_run(plan)
+    start = look_at_machine(run, say)
     store.write(run, path)
     progress = {"done": 0, "total": len(cases) * plan.processes}
 
@@ -141,7 +146,7 @@ def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None]) -
 
     try:
         for round_ in range(plan.processes):
-            for framework in registry.FRAMEWORKS:
+            for framework in rotated(list(registry.FRAMEWORKS), round_):
                 mine = [c for c in cases if c[1].framework == framework]
                 if mine:
                     Round(plan, run, path, framework, round_, report).execute(mine)
@@ -150,8 +155,29 @@ def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None]) -
         raise
     finally:
         run.finished = now()
+        end = machine_state.snapshot(sample_s=0.2, static=False)
+        run.machine_state.update(after=machine_state.compact(end),
+                                 during=machine_state.assess(start, end))
         store.write(run, path)
     return run
+
+
+def rotated(items: list, k: int) -> list:
+    k %= max(1, len(items))
+    return items[k:] + items[:k]
+
+
+def look_at_machine(run: Run, say: Callable[[str], None]) -> dict:
+    """Watch the machine for half a second before timing; say (one line) and record what
+    would distort the timings. Returns the snapshot the run's state is measured from."""
+    first = machine_state.snapshot(sample_s=0, static=False)
+    state = machine_state.snapshot(sample_s=0.5)
+    warnings = machine_state.assess(first, state)["reasons"]
+    run.machine_state = {"before": machine_state.compact(state), "warnings_before": warnings}
+    if warnings:
+        say(f"warning: the machine is not quiet ({'; '.join(warnings)}): timings may be "
+            f"slower than they should, and the cases it disturbs are marked")
+    return state
 
 
 @dataclass
@@ -165,6 +191,7 @@ class Round:
     round_: int
     on_case: Callable[[Case], None]
     current: str | None = None  # the id of the case the worker is on
+    state: dict | None = None  # the machine when that case started
 
     def run_cases(self, pending: list, peaks: list) -> list:
         """One worker for the pending cases; returns those it did not finish."""
@@ -211,9 +238,12 @@ class Round:
     def receive(self, message, got: set) -> None:
         if isinstance(message, messages.CaseStarted):
             self.current = message.id
+            self.state = machine_state.snapshot(sample_s=0, static=False)
         elif isinstance(message, Case):
             got.add(message.id)
             self.current = None
+            end = machine_state.snapshot(sample_s=0, static=False)
+            message.state = machine_state.assess(self.state or end, end)
             self.on_case(self.run.add(message))
             store.write(self.run, self.path)
         elif isinstance(message, messages.FrameworkReady) and self.round_ == 0:

@@ -78,9 +78,13 @@ def pays_off(case: Case, base: Case | None) -> str | None:
 
 
 def status_text(case: Case) -> str:
-    if case.ok:
-        return "noisy" if case.noisy else "ok"
-    return f"{case.status.upper()}: {case.reason}"
+    """ok, or what to mistrust: noisy (IQR over 10%), disturbed (the machine was busy),
+    leaks (memory grows with the steps); or the failure and its reason."""
+    if not case.ok:
+        return f"{case.status.upper()}: {case.reason}"
+    flags = [name for name, on in (("noisy", case.noisy), ("disturbed", case.disturbed),
+                                   ("leaks", case.leaks)) if on]
+    return ", ".join(flags) or "ok"
 
 
 def in_order(run: Run, rows: list[Row]) -> list[Row]:
@@ -97,11 +101,12 @@ def in_order(run: Run, rows: list[Row]) -> list[Row]:
 
 
 def headers() -> list[str]:
-    return ["network", "variant", "kind", "device", "per step", "IQR", "min", "× limit",
-            f"× {reference_name()}", "first call", "compile", "pays off after", "status"]
+    return ["network", "variant", "kind", "device", "per step", "IQR", "between rounds", "min",
+            "× limit", f"× {reference_name()}", "first call", "compile", "pays off after",
+            "status"]
 
 
-ALIGN = "llllrrrrrrrrl"
+ALIGN = "llllrrrrrrrrrl"
 
 
 def row_cells(r: Row, markdown: bool = False) -> list[str]:
@@ -112,9 +117,47 @@ def row_cells(r: Row, markdown: bool = False) -> list[str]:
     status = c.status if markdown and not c.ok else status_text(c)
     t = c.timing if c.ok else None
     return [r.network, f"`{c.variant}`" if markdown else c.variant, c.kind, c.device,
-            fmt_time(c.median), "—" if c.iqr_pct is None else f"{c.iqr_pct:.0f}%",
+            fmt_time(c.median), fmt_pct(c.iqr_pct), fmt_pct(c.round_spread_pct),
             fmt_time(t and t.per_step.min_s), fmt_ratio(r.x_limit), fmt_ratio(r.x_reference),
             fmt_time(t and t.first_call_s), fmt_time(r.compile), r.pays_off or "—", status]
+
+
+def fmt_pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0f}%"
+
+
+def fmt_bytes(n: float | None) -> str:
+    """1.5 KiB, 23 MiB, 1.02 GiB; '—' when unknown."""
+    if n is None:
+        return "—"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+MEMORY_HEADERS = ["network", "variant", "device", "first call adds", "a warm step adds",
+                  "at rest", "minimum", "growth over the timed steps", "leaks"]
+
+
+def memory_cells(case: Case) -> list[str] | None:
+    """One row of the memory table, or None for a case without memory figures."""
+    m = case.memory
+    if not m:
+        return None
+    per_block = f" per {m['block']} steps" if m.get("block", 1) > 1 else ""
+    return [case.problem.label(), case.variant, case.device,
+            fmt_bytes(m.get("first_call_added_bytes")),
+            fmt_bytes(m.get("warm_call_added_bytes")) + per_block,
+            fmt_bytes(m.get("resting_bytes")), fmt_bytes(m.get("minimum_bytes")),
+            f"{fmt_bytes(m.get('growth_bytes'))} over {m.get('timed_steps', 0):,} steps",
+            {True: "LEAKS", False: "no"}.get(m.get("leaks"), "—")]
+
+
+def memory_table(run: Run) -> str:
+    """What each case's steps add to memory, against what the network needs at minimum."""
+    rows = [cells for r in in_order(run, derive(run)) if (cells := memory_cells(r.case))]
+    return text_table(MEMORY_HEADERS, rows, "lllrrrrrl") if rows else ""
 
 
 def run_table(run: Run) -> str:
@@ -128,6 +171,9 @@ def case_line(case: Case, done: int, total: int) -> str:
     if not case.ok:
         return f"{head} {status_text(case)}"
     t = case.timing
-    noisy = "  (noisy: IQR > 10% of median)" if case.noisy else ""
+    notes = ["noisy: IQR > 10% of median"] * case.noisy
+    notes += [f"disturbed: {'; '.join(case.state['reasons'])}"] * case.disturbed
+    notes += [f"leaks: {case.memory['leak_reason']}"] * case.leaks
+    flags = f"  ({'; '.join(notes)})" if notes else ""
     return (f"{head} {fmt_time(case.median):>10}/step  IQR {fmt_time(t.per_step.iqr_s)}"
-            f"  first call {fmt_time(t.first_call_s)}{noisy}")
+            f"  first call {fmt_time(t.first_call_s)}{flags}")

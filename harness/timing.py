@@ -144,31 +144,53 @@ def calibrate(trainer, block: int, cfg: TimingConfig, clock) -> tuple[int, list]
         k = max(block, k - k % block)
 
 
+class Probe:
+    """What the engine tells an observer, always outside a timed region: ``before_first()``
+    and ``after_first()`` around the first call(s), ``ready()`` after the warm-up and
+    ``done(steps)`` after the timed blocks (the memory accounting of ``harness.memory``)."""
+
+    def before_first(self) -> None: ...
+
+    def after_first(self) -> None: ...
+
+    def ready(self) -> None: ...
+
+    def done(self, steps: int) -> None: ...
+
+
 def prepare(trainer, cfg: TimingConfig = TimingConfig(),
-            clock: Callable[[], float] = time.perf_counter) -> tuple[float, int, int, list]:
+            clock: Callable[[], float] = time.perf_counter,
+            probe: Probe | None = None) -> tuple[float, int, int, list]:
     """Steps 1 and 2: (first-call seconds, its steps, calibrated K, calibration history)."""
+    probe = probe or Probe()
     block = max(1, int(getattr(trainer, "block", 1)))
     calls = max(1, int(getattr(trainer, "first_calls", 1)))
+    probe.before_first()
     first = sum(timed(trainer, block, clock) for _ in range(calls))
+    probe.after_first()
     if cfg.block_steps:
         k, history = cfg.block_steps, []
     else:
         k, history = calibrate(trainer, block, cfg, clock)
     for _ in range(cfg.warmup_blocks):
         trainer.run(k)
+    probe.ready()
     return first, block * calls, k, history
 
 
 def time_trainer(trainer, cfg: TimingConfig = TimingConfig(),
-                 clock: Callable[[], float] = time.perf_counter) -> Measurement:
+                 clock: Callable[[], float] = time.perf_counter,
+                 probe: Probe | None = None) -> Measurement:
     """Time ``trainer.run`` as described in the module docstring."""
-    first, first_steps, k, history = prepare(trainer, cfg, clock)
+    probe = probe or Probe()
+    first, first_steps, k, history = prepare(trainer, cfg, clock, probe)
     samples: list[float] = []
     start = clock()
     while len(samples) < cfg.max_blocks and (
         len(samples) < cfg.min_blocks or clock() - start < cfg.budget_s
     ):
         samples.append(timed(trainer, k, clock))
+    probe.done(len(samples) * k)
     total = first_steps + sum(s for s, _ in history) + (cfg.warmup_blocks + len(samples)) * k
     return Measurement(first, first_steps, k, samples, history, cfg.warmup_blocks, total)
 

@@ -98,22 +98,26 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
     ``compiled_before`` holds the compiling variants this process has already run: the first
     of them pays the process's one-time compiler start-up, and says so (first_in_process).
     """
-    from harness.timing import time_trainer
+    from harness.timing import Probe, time_trainer
     from implementations import registry
 
     variant = registry.get(job_case.variant)
     problem = job_case.problem.problem()
     case = Case.new(problem, variant, job_case.device)
+    fresh = not job_case.block_steps  # the first process of a case; later ones only time
     try:
         trainer = variant.make(problem, job_case.device)
         if variant.baseline:
             case.first_in_process = not compiled_before
             compiled_before.add(variant.name)
-        m = time_trainer(trainer, replace(cfg, block_steps=job_case.block_steps))
+        probe = memory_probe(variant, job_case.device) if fresh else Probe()
+        m = time_trainer(trainer, replace(cfg, block_steps=job_case.block_steps), probe=probe)
         case.timing = Timing.of(m, int(getattr(trainer, "first_calls", 1)))
+        if fresh:
+            probe.warm_call(trainer)
+            case.memory = probe.result(minimum(problem))
         passed, reason, report = verify(problem, variant, trainer, m.block_steps,
-                                        job_case.device, m.total_steps,
-                                        fresh=not job_case.block_steps)
+                                        job_case.device, m.total_steps, fresh=fresh)
         case.check = report
         if passed:
             case.status = "ok"
@@ -124,6 +128,22 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
     except Exception as exc:  # a crashing variant is a result, not the end of the run
         case.fail("failed", crash_reason(exc))
     return case
+
+
+def memory_probe(variant, device: str):
+    """The memory accounting of a case: its device's allocator, or resident memory."""
+    from harness import memory
+    from implementations import registry
+
+    return memory.StepMemory(memory.meter_for(registry.import_module(variant.framework),
+                                              device))
+
+
+def minimum(problem) -> dict:
+    from harness import memory
+
+    s = problem.spec
+    return memory.minimum_breakdown(s.widths, s.bias, problem.batch, s.dtype)
 
 
 def warm_up(module, devices) -> None:

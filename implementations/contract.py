@@ -32,6 +32,10 @@ Semantics every module keeps (the Protocols below give the signatures):
 * A Trainer's ``params()`` returns NumPy copies in the problem's dtype, shaped as the problem's
   parameters: a list of ``(W, b)`` with ``W`` (fan_in, fan_out) and ``b`` (fan_out,) or None.
 
+Optional: ``device_memory(device)`` ({"in_use": bytes, "peak": bytes} of the device's
+allocator, or None) and ``reset_device_memory_peak(device)`` (True if the peak could be
+reset) let the harness account memory per step on a GPU (``harness.memory``).
+
 A module sets process-wide state at import only when results would otherwise be wrong, and
 says so in its docstring and in ``Framework.import_effects`` (TF32 off in torch, JAX's
 matmul precision).
@@ -52,7 +56,7 @@ ALL_DEVICES = ("cpu", "cuda")
 BOTH_DTYPES = ("float32", "float64")
 FLOAT64_ONLY = ("float64",)
 KINDS = ("idiomatic", "optimised")
-ROLES = ("limit", "reference")
+ROLES = ("limit", "reference", "gpu-limit")
 DEFAULT_RUN = ("all", "worked-example")
 PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each device
 
@@ -109,8 +113,10 @@ class Variant:
         devices, dtypes: what it can run.
         worked_example_only: runs the 1-1-1 network with batch 1 only.
         baseline: the variant its compile cost is measured against ("pays off after N steps").
-        role: "limit" (the physical limit of the serial chain, the "× limit" column) or
-            "reference" (the "× reference" column); a GPU run also runs these on the CPU.
+        role: "limit" (the physical limit of the serial chain, the "× limit" column),
+            "reference" (the "× reference" column) — a GPU run also runs these two on the
+            CPU — or "gpu-limit" (the serial chain in one GPU thread, listed with the
+            ceilings).
         default_run: "all" networks of the default run, or the "worked-example" only.
         sweep_devices: devices on which the default sweep includes it.
         framework: filled in by the registry from the module's ``FRAMEWORK``.

@@ -131,7 +131,7 @@ class Trainer:
         self.x, self.y = to_framework(x, device), to_framework(y, device)
         self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
         self._loop = loop(self)
-        self.block = self._loop.block
+        self.block, self.first_calls = self._loop.block, getattr(self._loop, "first_calls", 1)
 
     def run(self, steps: int) -> None:
         """Advance by exactly ``steps`` SGD updates, then wait for the device."""
@@ -146,6 +146,20 @@ class Trainer:
 
 
 # ---- helpers and the other variants ----------------------------------------------------------
+
+
+def device_memory(device: str) -> dict | None:
+    """Bytes in use on a device and the allocator's lifetime peak (None on the CPU, where
+    JAX keeps no statistics)."""
+    stats = jax_device(device).memory_stats()
+    if not stats or "bytes_in_use" not in stats:
+        return None
+    return {"in_use": stats["bytes_in_use"], "peak": stats.get("peak_bytes_in_use")}
+
+
+def reset_device_memory_peak(device: str) -> bool:
+    """JAX cannot reset its peak: a run's own peak is known only when it raises it."""
+    return False
 
 
 def config_flag(name: str):

@@ -140,7 +140,7 @@ class Trainer:
         self.x, self.y = to_framework(x, device), to_framework(y, device)
         self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
         self._loop = loop(self)
-        self.block = self._loop.block
+        self.block, self.first_calls = self._loop.block, getattr(self._loop, "first_calls", 1)
 
     def run(self, steps: int) -> None:
         """Advance by exactly ``steps`` SGD updates (Python floats: nothing to wait for)."""

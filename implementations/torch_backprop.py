@@ -48,6 +48,12 @@ VARIANTS = (
     Variant("torch-cudagraph", "optimised",
             "whole step captured once as a CUDA graph and replayed", loop="CudaGraph",
             devices=("cuda",), baseline="torch", sweep_devices=("cuda",)),
+    Variant("torch-cudagraph-block", "optimised",
+            "a block of 16 steps captured as one CUDA graph: one launch per 16 steps",
+            loop="CudaGraphBlock", devices=("cuda",), baseline="torch"),
+    Variant("torch-block-graphs", "optimised",
+            "torch.compile(mode='reduce-overhead') of the 16-step block: Inductor's CUDA graphs",
+            loop="CompiledBlockGraphs", devices=("cuda",), baseline="torch"),
 )
 
 ACTIVATIONS = {
@@ -155,7 +161,7 @@ class Trainer:
         self.x, self.y = to_framework(x, device), to_framework(y, device)
         self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
         self._loop = loop(self)
-        self.block = self._loop.block
+        self.block, self.first_calls = self._loop.block, getattr(self._loop, "first_calls", 1)
 
     def run(self, steps: int) -> None:
         """Advance by exactly ``steps`` SGD updates, then wait for the device."""
@@ -171,6 +177,19 @@ class Trainer:
 
 
 # ---- helpers and the other variants ----------------------------------------------------------
+
+
+def device_memory(device: str) -> dict | None:
+    """Bytes the CUDA caching allocator has in use, and its peak since the last reset."""
+    if device != "cuda":
+        return None
+    return {"in_use": torch.cuda.memory_allocated(), "peak": torch.cuda.max_memory_allocated()}
+
+
+def reset_device_memory_peak(device: str) -> bool:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    return True
 
 
 def inductor_cache_state() -> dict:
@@ -242,21 +261,22 @@ class CudaGraph:
     """torch-cudagraph: the functional step captured once as a CUDA graph, then replayed.
 
     Capture happens on the first call, so it counts as first-call cost. The parameters are the
-    graph's static tensors, which every replay updates in place.
+    graph's static tensors, which every replay updates in place. ``steps`` functional steps
+    are captured per graph (1 here; CudaGraphBlock captures a block).
     """
 
     autograd, block = False, 1
 
     def __init__(self, trainer: Trainer):
         if trainer.device != "cuda":
-            raise Unavailable("torch-cudagraph needs a CUDA device")
+            raise Unavailable(f"{type(self).__name__} needs a CUDA device")
         self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
         self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
         self.graph = None
 
     def capture(self, static: list) -> None:
         def step() -> None:
-            new = functional_step(self.net, static, self.x, self.y, self.lr)
+            new = functional_block(self.net, static, self.x, self.y, self.lr, self.block)
             for p, q in zip(static, new):
                 p.copy_(q)
 
@@ -274,8 +294,53 @@ class CudaGraph:
             step()
 
     def __call__(self, params: Params, steps: int) -> Params:
+        static = flatten(params)
         if self.graph is None:
-            self.capture(flatten(params))
-        for _ in range(steps):
+            self.capture(static)
+        full, rest = divmod(steps, self.block)
+        for _ in range(full):
             self.graph.replay()
+        for _ in range(rest):  # outside the graph, into the same static tensors
+            for p, q in zip(static, functional_step(self.net, static, self.x, self.y, self.lr)):
+                p.copy_(q)
         return params
+
+
+class CudaGraphBlock:
+    """torch-cudagraph-block: CudaGraph with 16 unrolled steps in one graph, so that one
+    launch runs 16 serial steps (K is kept a multiple of 16)."""
+
+    autograd, block = False, 16
+
+    def __init__(self, trainer: Trainer):
+        self.graph = CudaGraph(trainer)
+        self.graph.block = self.block
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        return self.graph(params, steps)
+
+
+class CompiledBlockGraphs:
+    """torch-block-graphs: the 16-step block under torch.compile(mode="reduce-overhead"),
+    which records CUDA graphs of the compiled code (Inductor's "cudagraph trees"). The
+    parameters are copied into the graph's own buffers on every call, as that mode asks."""
+
+    autograd, block, first_calls = False, 16, 2  # the graph is recorded on the second call
+
+    def __init__(self, trainer: Trainer):
+        if trainer.device != "cuda":
+            raise Unavailable("torch-block-graphs needs a CUDA device")
+        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
+        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
+        self.steps = torch.compile(functional_block, mode="reduce-overhead", dynamic=False)
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        net, x, y, lr = self.net, self.x, self.y, self.lr
+        leaves = flatten(params)
+        full, rest = divmod(steps, self.block)
+        for _ in range(full):
+            torch.compiler.cudagraph_mark_step_begin()
+            leaves = [t.clone() for t in self.steps(net, leaves, x, y, lr, self.block)]
+        for _ in range(rest):
+            leaves = functional_step(net, leaves, x, y, lr)
+        return unflatten(net, leaves)

@@ -21,6 +21,8 @@ VARIANTS = (
     Variant("fake", "idiomatic", "Python lists, backward pass written by hand"),
     Variant("fake-twice", "optimised", "the same step, applied two at a time", loop="TwoAtATime",
             baseline="fake"),
+    Variant("fake-leaky", "idiomatic", "the same step, keeping 4 KiB alive every step",
+            loop="Leaky"),
 )
 
 ACTIVATIONS = {
@@ -137,6 +139,19 @@ class TwoAtATime:
         return self.loop(params, steps)
 
 
+class Leaky:
+    """Right results, but memory that grows with every step (as a graph kept alive would)."""
+
+    autograd, block = False, 1
+
+    def __init__(self, trainer: Trainer):
+        self.loop, self.kept = StepLoop(trainer), []
+
+    def __call__(self, params: Params, steps: int) -> Params:
+        self.kept += [bytearray(4096) for _ in range(steps)]
+        return self.loop(params, steps)
+
+
 class Trainer:
     def __init__(self, problem: Problem, device: str = "cpu", loop: type = StepLoop):
         check_device(device)
@@ -145,7 +160,7 @@ class Trainer:
         self.x, self.y = to_framework(x, device), to_framework(y, device)
         self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
         self._loop = loop(self)
-        self.block = self._loop.block
+        self.block, self.first_calls = self._loop.block, getattr(self._loop, "first_calls", 1)
 
     def run(self, steps: int) -> None:
         self._params = self._loop(self._params, steps)

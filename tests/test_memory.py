@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from harness import memory
+from harness.timing import TimingConfig, time_trainer
 
 LINUX = Path("/proc/self/status").exists()
 MIB = memory.MIB
@@ -253,31 +254,66 @@ class LeakingTrainer:
 
 
 class SteadyTrainer:
-    """Makes temporaries (1 MB and 16 MB) every step and keeps nothing."""
+    """Makes temporaries (1 MB, and 48 MB: above glibc's largest mmap threshold, so that it
+    goes back to the OS when freed) every step and keeps nothing."""
 
     def __init__(self):
         self.w = np.ones(1000)
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
-            t = np.ones(1_000_000 // 8) + np.ones(16 * MIB // 8).sum()
+            t = np.ones(1_000_000 // 8) + np.ones(48 * MIB // 8).sum()
             self.w = self.w + t[:1000] * 0
 
 
+def account(trainer) -> dict:
+    """The memory figures of a case: the timing engine with a StepMemory probe."""
+    probe = memory.StepMemory(memory.RssMeter())
+    time_trainer(trainer, TimingConfig(target_block_s=0.002, min_blocks=3, budget_s=0.02,
+                                       max_block_steps=64, warmup_blocks=1), probe=probe)
+    probe.warm_call(trainer)
+    return probe.result(memory.minimum_breakdown((4, 4), False, 1, "float64"))
+
+
 @pytest.mark.skipif(not LINUX, reason="needs /proc/self")
-def test_detect_leak_flags_the_leaking_trainer():
-    result = memory.detect_leak(LeakingTrainer(), n1=5, n2=50)
+def test_a_leaking_trainer_is_flagged_through_the_timing_engine():
+    result = account(LeakingTrainer())
     assert result["leaks"] is True, result
-    assert 0.8e6 < result["bytes_per_step"] < 1.3e6
-
-
-@pytest.mark.skipif(not LINUX, reason="needs /proc/self")
-def test_detect_leak_passes_the_steady_trainer():
-    result = memory.detect_leak(SteadyTrainer(), n1=5, n2=50)
-    assert result["leaks"] is False, result
+    assert result["growth_bytes"] > 4 * MIB and "grew" in result["leak_reason"]
     json.dumps(result)
 
 
-def test_detect_leak_needs_n2_above_n1():
-    with pytest.raises(ValueError):
-        memory.detect_leak(SteadyTrainer(), n1=10, n2=10)
+@pytest.mark.skipif(not LINUX, reason="needs /proc/self")
+def test_a_steady_trainer_is_not_flagged_and_its_step_is_seen():
+    result = account(SteadyTrainer())
+    assert result["leaks"] is False, result
+    assert result["warm_call_added_bytes"] > 40 * MIB  # its 48 MB temporary, freed each step
+    assert result["minimum_bytes"] == 2 * 16 * 8 + 8 * 8 and result["block"] == 1
+
+
+class FakeMeter:
+    """A device allocator that cannot reset its peak, as JAX's."""
+
+    source = "fake"
+
+    def __init__(self):
+        self.used, self.top = 100, 100
+
+    def in_use(self):
+        return self.used
+
+    def peak(self):
+        return self.top
+
+    def reset(self):
+        return False
+
+    def run(self, grow: int):
+        self.top = max(self.top, self.used + grow)
+
+
+def test_a_peak_that_cannot_be_reset_counts_only_when_the_run_raised_it():
+    meter = FakeMeter()
+    probe = memory.StepMemory(meter)
+    assert probe.added(lambda: meter.run(50)) == 50  # raised the lifetime peak: known
+    assert probe.added(lambda: meter.run(10)) is None  # below the earlier peak: unknown

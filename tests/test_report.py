@@ -76,7 +76,8 @@ def test_ceilings_list_matmul_peaks_and_the_limit_loops(built):
 def test_run_section_has_the_summary_table_per_device_and_the_failures(built):
     _, text = built
     run = section(text, "Run: `run-cpu-cpu-box.json`")
-    assert "| network | variant | kind | per step | IQR | min | × limit | × numpy |" in run
+    assert ("| network | variant | kind | per step | IQR | between rounds | min | × limit | "
+            "× numpy |") in run
     assert "### cpu · Intel(R) Xeon(R) Processor ×2" in run
     assert "**failed**: check failed: W1 error 3e-2" in run
     assert "**unavailable**: torch: Inductor missing" in run

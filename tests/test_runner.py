@@ -155,6 +155,30 @@ def test_a_lost_case_with_an_empty_log_does_not_end_in_a_colon():
     assert not reason.endswith(": ") and "wrote nothing" in reason
 
 
+def test_a_busy_neighbour_is_warned_about_and_marks_the_cases(tmp_path):
+    out = tmp_path / "r.json"
+    hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+    try:
+        time.sleep(0.5)
+        proc = bench("run", "--variants", "python,numpy", "--widths", "1,1,1", *FAST,
+                     "--out", str(out))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert proc.returncode == 0, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "the machine is not quiet" in warning[0]
+    assert f"(pid {hog.pid})" in warning[0]
+    run = store.load(out)
+    assert all(c.disturbed for c in run.cases) and "disturbed" in proc.stdout
+    assert run.machine_state["warnings_before"] and run.machine_state["during"]["disturbed"]
+
+
+def test_rounds_rotate_the_frameworks_and_show_the_spread_between_them():
+    assert runner.rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert runner.rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+
+
 def test_run_uses_every_variant_that_fits_by_default():
     plan = runner.Plan("run", "cpu", [make_problem()], list(registry.VARIANTS.values()), 1)
     names = {v.name for _, v, _ in plan.cases()}

@@ -41,6 +41,11 @@ def limit_lines(run: Run) -> str:
     if case:
         lines.append(f"- the `{case.variant}` loop ({case.problem.label()}): "
                      f"**{1e9 * case.median:.3g} ns/step**")
+    gpu = {v.name for v in registry.with_role("gpu-limit")}
+    for c in (c for c in run.ok_cases() if c.variant in gpu):
+        lines.append(f"- the `{c.variant}` kernel on {c.device} ({c.problem.label()}): "
+                     f"**{1e9 * c.median:.3g} ns/step**, one launch per block of "
+                     f"{c.timing.block_steps:,} steps")
     c_limit = run.ceilings.c_limit_s
     if c_limit:
         lines.append(f"- the C loop (gcc -O2): **{1e9 * c_limit:.3g} ns/step**")

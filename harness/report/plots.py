@@ -193,3 +193,60 @@ def sweep_peak(title: str, by_device: dict, panels: dict, order, path: Path) -> 
     legend(fig, order)
     fig.suptitle(title, fontsize=11)
     save(fig, path)
+
+
+FLOOR_BYTES = 1024  # a log axis has no 0: a step that adds nothing is drawn here, hollow
+
+
+def sweep_memory(title: str, by_variant: dict[str, dict[int, Case]], order, path: Path) -> None:
+    """Bytes a warm step and the first call add, against width d, with the network's
+    minimum (parameters, gradients, activations) as a line; one panel each."""
+    fig = new_figure(12.5, 4.3)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, name in zip(axes, ("warm_call_added_bytes", "first_call_added_bytes"),
+                             ("a warm step adds", "the first call adds")):
+        minimum = {}
+        for variant in order(by_variant):
+            points = sorted((d, c.memory[key], c.memory["minimum_bytes"])
+                            for d, c in by_variant[variant].items()
+                            if c.ok and c.memory and c.memory.get(key) is not None)
+            if not points:
+                continue
+            widths = np.array([p[0] for p in points], dtype=float)
+            added = np.array([max(p[1], FLOOR_BYTES) for p in points], dtype=float)
+            ax.plot(widths, added, "-", color=color_of(variant), label=variant, lw=1)
+            zero = np.array([p[1] < FLOOR_BYTES for p in points])
+            ax.plot(widths[~zero], added[~zero], "o", color=color_of(variant), ms=4)
+            ax.plot(widths[zero], added[zero], "o", mfc="none", color=color_of(variant), ms=4)
+            minimum.update({p[0]: p[2] for p in points})
+        if minimum:
+            ds = sorted(minimum)
+            ax.plot(ds, [minimum[d] for d in ds], "k--", lw=1.5, label="minimum the network needs")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ticks = sorted({d for cases in by_variant.values() for d in cases})
+        ax.set_xticks(ticks, [str(d) for d in ticks])
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("width d")
+        ax.yaxis.set_major_locator(_byte_locator())
+        ax.yaxis.set_major_formatter(_bytes_formatter())
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel(f"bytes (hollow: adds nothing, drawn at {FLOOR_BYTES // 1024} KiB)")
+    legend(fig, lambda names: order(n for n in names if n in by_variant)
+           + [n for n in names if n not in by_variant])
+    fig.suptitle(title, fontsize=11)
+    save(fig, path)
+
+
+def _byte_locator():
+    from matplotlib.ticker import LogLocator
+
+    return LogLocator(base=4, numticks=12)
+
+
+def _bytes_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    from harness.summary import fmt_bytes
+
+    return FuncFormatter(lambda y, _: fmt_bytes(y))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.report import state
 from harness.report.sources import Source, device_label, machine_label, settings
 from harness.results import STATUSES, Run
 from harness.tables import markdown_table, md_escape
@@ -19,9 +20,10 @@ def section(sources: list[Source], problems: list[str]) -> str:
     if problems:
         parts.append("Left out (could not be read):\n\n"
                      + "\n".join(f"- {md_escape(p)}" for p in problems))
-    parts += ["### Machines", machines_table(sources), "### Software", software_table(sources),
-              "### Settings", settings_table(sources), "### How FLOPs are counted", FLOPS_NOTE]
-    return "\n\n".join(parts)
+    parts += ["### Machines", machines_table(sources), state.state_section(sources),
+              "### Software", software_table(sources), "### Settings", settings_table(sources),
+              "### How FLOPs are counted", FLOPS_NOTE, "### Memory", state.MEMORY_INTRO]
+    return "\n\n".join(p for p in parts if p)
 
 
 def state_text(run: Run) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness import summary
-from harness.report import plots
+from harness.report import plots, state
 from harness.report.fits import model_table
 from harness.report.sources import Source, device_label, image, machine_label
 from harness.results import Case
@@ -25,7 +25,7 @@ def section(source: Source, out_dir: Path, plot_dir: Path) -> str:
     for device in run.devices():
         mine = [r for r in rows if r.case.device == device]
         parts += [f"### {device_label(run, device)}", summary_table(mine),
-                  problem_list(r.case for r in mine)]
+                  problem_list(r.case for r in mine), state.memory_table(run, device)]
     if run.notes:
         parts.append("Skipped: " + md_escape("; ".join(run.notes)) + ".")
     parts.append(model_table(source))

@@ -126,4 +126,10 @@ def sweep_plots(source: Source, out_dir: Path, plot_dir: Path) -> list[str]:
             plots.sweep_peak(f"{machine}\nachieved FLOP rate, {shape_label(shape)}", by_device,
                              panels, variant_order, peak_png)
             out.append(image(peak_png, out_dir, "% of matmul peak"))
+        for d, by_variant in by_device.items():
+            if any(c.memory for cases in by_variant.values() for c in cases.values()):
+                png = plot_dir / f"{source.name}-{i}-memory-{d}.png"
+                plots.sweep_memory(f"{machine}, {titles[d]}\nmemory per step, "
+                                   f"{shape_label(shape)}", by_variant, variant_order, png)
+                out.append(image(png, out_dir, "memory per step"))
     return out
