@@ -2,6 +2,9 @@
 
 ``pin_threads`` is called once at the start of every worker process, before any framework
 is imported, and returns what it set so that the results file can record it.
+``environment_info`` records what else changes results: the environment variables that
+frameworks, BLAS libraries and allocators read, JAX's persistent compilation cache (read
+from the environment, without importing jax) and every installed distribution's version.
 """
 
 from __future__ import annotations
@@ -11,11 +14,20 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_PACKAGES = ("numpy", "scipy", "threadpoolctl", "matplotlib")
+# Variables that change what a run measures: thread pools, allocators, compilers and caches.
+# NUMBA_, XLA_PYTHON_CLIENT_ (GPU memory) and NVIDIA_TF32_OVERRIDE (float32 matmul precision
+# on a GPU) belong with them for the frameworks here.
+RESULT_VARIABLE_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TORCHINDUCTOR_", "JAX_", "MALLOC_",
+                            "NUMBA_", "XLA_PYTHON_CLIENT_")
+RESULT_VARIABLES = ("XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "KERAS_BACKEND", "PYTHONHASHSEED",
+                    "NVIDIA_TF32_OVERRIDE")
+FALSE_WORDS = ("0", "n", "no", "f", "false", "off")  # how JAX reads a false boolean variable
 
 
 def cpu_model() -> str:
@@ -141,3 +153,56 @@ def pin_threads(threads: int) -> dict:
     threadpool_limits(threads)
     return {"threads": threads, "affinity": affinity}
 
+
+
+# ---- what else changes results: variables, caches, installed packages ------------------------
+
+def result_variables(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The set environment variables that change results (``RESULT_VARIABLE_PREFIXES``,
+    ``RESULT_VARIABLES``), sorted by name."""
+    env = os.environ if env is None else env
+    return {k: env[k] for k in sorted(env)
+            if k in RESULT_VARIABLES or k.startswith(RESULT_VARIABLE_PREFIXES)}
+
+
+def holds_entries(path: str | None) -> bool | None:
+    """Whether a cache folder exists and holds anything; None when there is no folder."""
+    if not path:
+        return None
+    try:
+        with os.scandir(path) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
+
+
+def jax_compilation_cache(env: Mapping[str, str] | None = None) -> dict:
+    """JAX's persistent compilation cache as the environment configures it, read without
+    importing jax: on only with a cache folder (``JAX_COMPILATION_CACHE_DIR``) and unless
+    ``JAX_ENABLE_COMPILATION_CACHE`` is false; its folder, and whether it already held
+    compiled programs before the run (a warm cache makes first calls cheaper)."""
+    env = os.environ if env is None else env
+    path = env.get("JAX_COMPILATION_CACHE_DIR") or None
+    switched_off = env.get("JAX_ENABLE_COMPILATION_CACHE", "true").strip().lower() in FALSE_WORDS
+    return {"enabled": bool(path) and not switched_off, "dir": path,
+            "warm_at_start": holds_entries(path),
+            "min_compile_time_s": env.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+
+
+def package_freeze() -> dict[str, str]:
+    """{name: version} of every installed distribution (importlib.metadata), sorted by name;
+    where one name is installed twice, the first on the path (the one imported) is kept."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name not in found:
+            found[name] = dist.version
+    return dict(sorted(found.items(), key=lambda item: item[0].lower()))
+
+
+def environment_info(env: Mapping[str, str] | None = None) -> dict:
+    """What a results file records besides machine, software and commit: the variables that
+    change results, JAX's compilation cache and the package freeze (``Run.environment``)."""
+    return {"variables": result_variables(env),
+            "jax_compilation_cache": jax_compilation_cache(env),
+            "packages": package_freeze()}

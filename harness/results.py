@@ -353,6 +353,8 @@ class Run:
     machine_state: dict | None = None  # {"before", "after", "warnings_before", "during"}
     notes: list[str] = field(default_factory=list)
     cases: list[Case] = field(default_factory=list)
+    # environment.environment_info(): variables, compilation caches, packages (None: older file)
+    environment: dict | None = None
 
     @classmethod
     def from_dict(cls, data, name: str) -> Run:

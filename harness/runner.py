@@ -111,10 +111,12 @@ class Plan:
 
 
 def new_run(plan: Plan) -> Run:
-    """The run's header: machine, software, commit, config and the CPU's ceilings."""
+    """The run's header: machine, software, commit, environment, config and the CPU's
+    ceilings."""
     run = Run(plan.command, Machine(**environment.machine_info()),
               environment.software_info(), Commit(**environment.commit_info()), plan.config())
     run.notes = list(dict.fromkeys(plan.notes))
+    run.environment = environment.environment_info()
     run.ceilings.engine_overhead = engine_overhead(plan.timing)
     run.ceilings.c_limit = measure_c_limit()
     return run

@@ -67,7 +67,8 @@ def sync(params: Params) -> None:
 
 
 def settings(threads: int) -> dict:
-    """Record the backend, matmul precision and XLA flags (threads are pinned by affinity)."""
+    """Record the backend, matmul precision, XLA flags and the persistent compilation cache
+    (threads are pinned by affinity)."""
     return {
         "backend": jax.default_backend(),
         "devices": [d.device_kind for d in jax.devices()],
@@ -75,6 +76,7 @@ def settings(threads: int) -> dict:
         "x64": "enabled on first use of float64 (to_framework); float32 cases stay float32",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "threads": threads,
+        "compilation_cache": compilation_cache_state(),
     }
 
 
@@ -168,6 +170,18 @@ def config_flag(name: str):
         return getattr(jax.config, name)
     except AttributeError:
         return jax.config.read(name)
+
+
+def compilation_cache_state() -> dict:
+    """JAX's persistent compilation cache in this process: on or off, its folder, and whether
+    it already held compiled programs (a warm cache makes first calls cheaper)."""
+    path = config_flag("jax_compilation_cache_dir")
+    enabled = bool(path) and bool(config_flag("jax_enable_compilation_cache"))
+    try:
+        warm = (os.path.isdir(path) and any(os.scandir(path))) if path else None
+    except OSError:
+        warm = False
+    return {"enabled": enabled, "dir": path, "warm_at_start": warm}
 
 
 def jax_device(device: str):

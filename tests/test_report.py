@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from harness import cli, environment, report, store, summary
-from harness.report import api, ceilings, fits, gpu_cpu, sources
+from harness.report import api, ceilings, fits, gpu_cpu, provenance, sources
 from harness.results import ResultsError
 from implementations import registry
 
@@ -476,3 +476,26 @@ def test_gpu_table_marks_poor_fits_and_extrapolated_crossovers():
     d = crossover_d((19e-6, 120e9), (60e-6, 20e12))
     assert far[1] == "`torch` (GPU) vs `numpy` (CPU)"
     assert far[4] == f"{d:,.0f} (extrapolated; measured up to 64)"
+
+
+def test_provenance_lists_the_variables_set_and_collapses_the_package_freeze(tmp_path):
+    runs = [h.run_file(), h.gpu_run_file(), h.run_file(seed=3)]
+    packages = {"numpy": "2.4.6", "torch": "2.13.0"}
+    runs[0].environment = {"variables": {"OMP_NUM_THREADS": "2", "XLA_FLAGS": "--x=<y>"},
+                           "jax_compilation_cache": {"enabled": True, "warm_at_start": True},
+                           "packages": packages}
+    runs[1].environment = {"variables": {}, "packages": packages}
+    loaded = [(tmp_path / f"run-{i}.json", run) for i, run in enumerate(runs)]
+    text = provenance.section(sources.sources_of(loaded), [])
+    env = text[text.index("### Environment"):text.index("### Settings")]
+    assert "`OMP_NUM_THREADS=2`, `XLA_FLAGS=--x=<y>`; JAX compilation cache on, warm" in env
+    assert "no variable that changes results was set" in env
+    assert "run-2.json" not in env  # an older file records no environment: no line
+    assert env.count("<details>") == 1  # one freeze, shared by two files
+    assert "Installed packages (2): run-0.json, run-1.json</summary>" in env
+    assert "numpy 2.4.6, torch 2.13.0" in env
+
+
+def test_provenance_without_any_recorded_environment_has_no_environment_section(built):
+    _, text = built
+    assert "### Environment" not in text

@@ -126,3 +126,13 @@ def test_run_add_pools_a_case_with_the_same_id():
     n = len(run.cases)
     run.add(copy.deepcopy(run.cases[1]))
     assert len(run.cases) == n and len(run.cases[1].processes) == 2
+
+
+def test_a_run_keeps_its_environment_and_a_file_without_one_still_loads():
+    run = h.run_file()
+    run.environment = {"variables": {"OMP_NUM_THREADS": "2"}, "packages": {"numpy": "2.4.6"},
+                       "jax_compilation_cache": {"enabled": False, "dir": None}}
+    assert load(run.to_dict()).environment == run.environment
+    old = run.to_dict()
+    del old["environment"]
+    assert load(old).environment is None

@@ -231,3 +231,14 @@ def test_flags_are_never_abbreviated(tmp_path, capsys):
 def test_empty_or_zero_run_options_are_errors_not_defaults(tmp_path, capsys, args, message):
     assert cli.main(["run", *args, "--out", str(tmp_path / "r.json"), *FAST]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_new_run_records_the_environment_that_changes_results(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/nonexistent/jax-cache")
+    monkeypatch.setattr(runner, "measure_c_limit", lambda: None)  # compiling C is not the point
+    plan = runner.Plan("run", "cpu", [make_problem()], [registry.get("numpy")], 1)
+    env = runner.new_run(plan).environment
+    assert env["variables"]["OMP_NUM_THREADS"] == "1"
+    assert env["jax_compilation_cache"]["enabled"] and env["jax_compilation_cache"]["dir"]
+    assert env["packages"]["numpy"]

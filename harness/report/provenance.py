@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import html
+
 from harness.report import state
 from harness.report.sources import Source, device_label, machine_label, settings
 from harness.results import STATUSES, Run
-from harness.tables import markdown_table, md_escape
+from harness.tables import markdown_table, md_code, md_escape
 from implementations import registry
 
 FLOPS_NOTE = ("FLOPs are counted as 6 · batch · weights per SGD step: 2 for the forward "
@@ -21,7 +23,8 @@ def section(sources: list[Source], problems: list[str]) -> str:
         parts.append("Left out (could not be read):\n\n"
                      + "\n".join(f"- {md_escape(p)}" for p in problems))
     parts += ["### Machines", machines_table(sources), state.state_section(sources),
-              "### Software", software_table(sources), "### Settings", settings_table(sources),
+              "### Software", software_table(sources), environment_section(sources),
+              "### Settings", settings_table(sources),
               "### How FLOPs are counted", FLOPS_NOTE, "### Memory", state.MEMORY_INTRO]
     return "\n\n".join(p for p in parts if p)
 
@@ -73,6 +76,43 @@ def software_table(sources: list[Source]) -> str:
     keys = packages(sources)
     rows = [[s.file, *(md_escape(s.run.software.get(k) or "—") for k in keys)] for s in sources]
     return markdown_table(["file", *keys], rows, "l" * (len(keys) + 1))
+
+
+def environment_section(sources: list[Source]) -> str:
+    """One line per file that recorded its environment: the variables set that change results
+    and JAX's compilation cache; then each distinct package freeze, collapsed."""
+    recorded = [s for s in sources if s.run.environment]
+    if not recorded:
+        return ""
+    lines = [f"- {s.file}: {environment_text(s.run.environment)}" for s in recorded]
+    return "\n\n".join(["### Environment", "\n".join(lines), *freeze_blocks(recorded)])
+
+
+def environment_text(env: dict) -> str:
+    variables = env.get("variables") or {}
+    text = (", ".join(md_code(f"{k}={v}") for k, v in variables.items())
+            or "no variable that changes results was set")
+    cache = env.get("jax_compilation_cache") or {}
+    if cache.get("enabled"):
+        warm = "warm" if cache.get("warm_at_start") else "empty"
+        text += f"; JAX compilation cache on, {warm} at start"
+    return text
+
+
+def freeze_blocks(sources: list[Source]) -> list[str]:
+    """A collapsed block per distinct package freeze, naming the files that share it."""
+    groups: dict[tuple, list[str]] = {}
+    for s in sources:
+        packages = s.run.environment.get("packages") or {}
+        if packages:
+            groups.setdefault(tuple(packages.items()), []).append(s.path.name)
+    blocks = []
+    for packages, files in groups.items():
+        listing = ", ".join(md_escape(f"{name} {version}") for name, version in packages)
+        names = html.escape(", ".join(files))
+        blocks.append(f"<details><summary>Installed packages ({len(packages)}): {names}"
+                      f"</summary>\n\n{listing}\n\n</details>")
+    return blocks
 
 
 def settings_text(value) -> str:
