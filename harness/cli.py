@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from harness import __version__, commands, compare, plans
+from harness import __version__, commands, compare, export, plans
 from harness.report import DEFAULT_DIR, DEFAULT_OUT
 from implementations import registry
 from implementations.problem import (
@@ -247,6 +247,16 @@ def compare_args(p: Parser) -> None:
                    help="text (default), md (a pull-request comment) or json")
 
 
+def export_args(p: Parser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="results files or folders of them")
+    p.add_argument("--format", choices=export.FORMATS, default="pytest-benchmark",
+                   help="pytest-benchmark JSON (default; per-step times, iterations = K) or "
+                        "csv (one row per case)")
+    p.add_argument("--out", default="-", metavar="FILE", help="where to write (default: -, "
+                   "standard output); an existing file is never overwritten without --force")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+
 def list_args(p: Parser) -> None:
     p.add_argument("--check", action="store_true", help="import every framework to say "
                    "whether it really starts (slower)")
@@ -306,6 +316,14 @@ COMMANDS = (
             ("compare results/run-a.json results/run-b.json",
              "compare base.json new.json --fail-above 10"),
             compare_args, lambda a: commands.compare(a.a, a.b, a.fail_above, a.format)),
+    Command("export", "convert results files to pytest-benchmark JSON or CSV",
+            "Convert results files (folders are searched for *.json) into pytest-benchmark's "
+            "JSON, one benchmark per ok case with per-step times, so that `pytest-benchmark "
+            "compare` reads them; or into CSV, one row per case with the columns of the "
+            "Python API's records().",
+            ("export results/run-a.json --out run-a.pytest-benchmark.json",
+             "export results/ --format csv --out cases.csv"),
+            export_args, lambda a: commands.export(a.paths, a.format, a.out, a.force)),
     Command("list", "list the variants and whether they can run here",
             "List every registered variant with its framework, kind, devices and whether it "
             "can run here, from the packages and devices present (no framework is imported "

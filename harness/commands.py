@@ -286,7 +286,7 @@ def sweep(grid, lr: float | None, seed: int, budget: float | None, t: Timed) -> 
     return exit_status(result.cases, explicit)
 
 
-# ---- report, compare, list --------------------------------------------------------------------
+# ---- report, compare, export, list ------------------------------------------------------------
 
 def report(paths: list[str], out: str | None, force: bool) -> int:
     from harness.report import DEFAULT_DIR, DEFAULT_OUT, build_report
@@ -302,6 +302,12 @@ def compare(a: str, b: str, fail_above: float | None, fmt: str = "text") -> int:
     from harness import compare as comparing
 
     return comparing.main(a, b, fail_above, fmt)
+
+
+def export(paths: list[str], fmt: str, out: str, force: bool) -> int:
+    from harness import export as exporting
+
+    return exporting.main(paths, fmt, out, force)
 
 
 def list_variants(check_imports: bool) -> int:

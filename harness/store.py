@@ -125,6 +125,11 @@ def claim_default(command: str, device: str, hostname: str, directory: Path) -> 
 
 def write(run: Run, path: Path) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then rename."""
+    write_text(json.dumps(run.to_dict(), indent=1, allow_nan=False), path)
+
+
+def write_text(text: str, path: Path) -> None:
+    """Write any text atomically, as ``write`` writes a results file (``export`` uses it)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -132,7 +137,7 @@ def write(run: Run, path: Path) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a results file is for readers
         with os.fdopen(fd, "w") as f:
-            json.dump(run.to_dict(), f, indent=1, allow_nan=False)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
