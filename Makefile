@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --benchmark-skip
+	$(BIN)/python -m pytest -q tests/bench --benchmark-disable
 
 lint: $(STAMP)
 	$(BIN)/ruff check implementations harness tests
@@ -32,9 +33,10 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info
 
-# The same Trainers through pytest-benchmark; compare runs with
-#   .venv/bin/pytest-benchmark compare results/pytest-bench/*.json
+# The same Trainers through pytest-benchmark, each run saved under results/pytest-bench/;
+#   make bench-pytest BENCH_ARGS="--benchmark-compare --benchmark-compare-fail=median:10%"
+# compares with the last saved run and fails on a regression.
+BENCH_ARGS ?=
 bench-pytest: $(STAMP)
-	mkdir -p results/pytest-bench
 	$(BIN)/python -m pytest tests/bench -q --benchmark-only \
-		--benchmark-json=results/pytest-bench/bench-$$(date +%Y%m%d-%H%M%S).json
+		--benchmark-storage=results/pytest-bench --benchmark-autosave $(BENCH_ARGS)

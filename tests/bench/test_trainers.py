@@ -1,16 +1,39 @@
 """The same Trainers through pytest-benchmark: `make bench-pytest`.
 
-The timing engine (harness.timing.prepare) measures the first call apart and calibrates K;
-pytest-benchmark then times rounds of ``trainer.run(K)`` (one device sync each, owned by the
-Trainer). Each round's time is stored divided by its K steps, with ``iterations`` = K, so the
-tables, the JSON and ``pytest-benchmark compare`` are all per SGD step, comparable across
-variants and runs. Every timed Trainer is verified against the float64 reference afterwards,
-as in ``backprop-bench run``. Unlike the CLI, all frameworks share this one process.
+Each test makes one variant's Trainer for one network and device. The timing engine
+(``harness.timing.prepare``) times the first call apart and calibrates K so that one
+``trainer.run(K)`` takes at least 20 ms (or ``--benchmark-min-time``, if longer), then
+``benchmark.pedantic`` times rounds of ``run(K)``, one device sync each, owned by the
+Trainer. The rounds are timed by ``PerStepClock``, pytest-benchmark's own timer
+(``--benchmark-timer``) divided by K, so every figure pytest-benchmark stores, prints and
+compares (``--benchmark-compare``, ``--benchmark-compare-fail``) is seconds per SGD step,
+comparable across variants and across runs whose K differ; ``iterations`` is 1 (one call of
+``run(K)`` per round) and ``extra_info`` holds K (``block_steps``) and the first call.
+
+pytest-benchmark's options, as its own ``benchmark()`` reads them for one call per round:
+rounds = max(``--benchmark-min-rounds``, ``--benchmark-max-time`` / one block), and
+``--benchmark-warmup`` adds up to ``--benchmark-warmup-iterations`` warm-up rounds on top of
+the engine's own warm-up (the first call, the calibration and two blocks, always run: a
+compiling variant needs them). ``--benchmark-disable-gc`` and ``--benchmark-cprofile`` work as
+usual; ``--benchmark-precision`` and ``--benchmark-calibration-precision`` do not apply (K is
+the engine's, the rounds fixed up front).
+
+Every timed Trainer is verified against the float64 reference afterwards, as in
+``backprop-bench run``; unlike the CLI, all frameworks share this one process. Under
+``--benchmark-disable`` each test runs ``run(block)`` once and verifies the Trainer: a smoke
+test (``make test``) of the worked example that leaves out the variants that compile (a
+registered baseline: compiling takes seconds each, and ``tests/test_implementations.py``
+checks them).
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+
 import pytest
+from pytest_benchmark.utils import load_timer
 
 from harness import worker
 from harness.timing import TimingConfig, prepare
@@ -22,35 +45,77 @@ NETWORKS = {
     "16-16-16 tanh f32 b64": (NetworkSpec((16, 16, 16), "tanh", dtype="float32"), 64),
     "256-256-256 tanh f32 b64": (NetworkSpec((256, 256, 256), "tanh", dtype="float32"), 64),
 }
-CFG = TimingConfig(target_block_s=0.02, warmup_blocks=2)
+SMOKE_NETWORK = "1-1-1 linear f64 b1"
+MIN_BLOCK_S = 0.02  # the engine's block: long enough that the clock and the call are noise
 
 
-def per_step(benchmark, k: int) -> None:
-    """Turn the rounds of run(K) into per-step times, as pytest-benchmark's iterations do."""
-    meta = benchmark.stats
-    meta.stats.data[:] = [t / k for t in meta.stats.data]
-    meta.iterations = k
+class PerStepClock:
+    """A pytest-benchmark timer that reads ``base() / steps``: a round of ``run(K)`` timed
+    with it is stored as seconds per step."""
+
+    def __init__(self) -> None:
+        self.base: Callable[[], float] = time.perf_counter
+        self.steps = 1
+        self.__name__ = "perf_counter / K"  # how pytest-benchmark names a timer in its JSON
+
+    def __call__(self) -> float:
+        return self.base() / self.steps
+
+    def count(self, base: Callable[[], float], steps: int) -> None:
+        self.base, self.steps = base, steps
+        self.__name__ = f"{getattr(base, '__name__', 'timer')} / K"
+
+
+CLOCK = PerStepClock()
+pytestmark = pytest.mark.benchmark(timer=CLOCK)
+
+
+def rounds_of(config: pytest.Config, block_s: float) -> tuple[int, int]:
+    """(rounds, warm-up rounds) from pytest-benchmark's options for rounds of one block."""
+    max_time = float(config.getoption("benchmark_max_time"))  # its default is a string
+    rounds = max(int(config.getoption("benchmark_min_rounds")),
+                 math.ceil(max_time / max(block_s, 1e-9)))
+    warmup = int(config.getoption("benchmark_warmup_iterations"))
+    return rounds, min(rounds, warmup) if config.getoption("benchmark_warmup") else 0
+
+
+def timed(benchmark, trainer, config: pytest.Config) -> int:
+    """Time rounds of run(K), K from the engine; returns K."""
+    min_time = float(config.getoption("benchmark_min_time"))
+    cfg = TimingConfig(target_block_s=max(MIN_BLOCK_S, min_time), warmup_blocks=2)
+    first, first_steps, k, history = prepare(trainer, cfg)
+    rounds, warmup = rounds_of(config, history[-1][1] if history else cfg.target_block_s)
+    CLOCK.count(load_timer(config.getoption("benchmark_timer")).target, k)
+    benchmark.extra_info.update(block_steps=k, first_call_s=first, first_call_steps=first_steps,
+                                unit="seconds per SGD step")
+    benchmark.pedantic(trainer.run, args=(k,), rounds=rounds, warmup_rounds=warmup,
+                       iterations=1)
+    return k
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("network", list(NETWORKS))
 @pytest.mark.parametrize("variant", list(registry.VARIANTS))
-def test_trainer_step(benchmark, variant, network, device):
+def test_trainer_step(benchmark, request, variant, network, device):
     spec, batch = NETWORKS[network]
     problem = make_problem(spec, batch=batch)
     v = registry.get(variant)
     reason = v.why_not(problem, device)
     if reason:
         pytest.skip(reason)
+    if not benchmark.enabled and (v.baseline or network != SMOKE_NETWORK):
+        pytest.skip("the --benchmark-disable smoke run is the worked example, without the "
+                    "variants that compile")
     try:
         trainer = v.make(problem, device)
     except registry.Unavailable as exc:
         pytest.skip(str(exc))
-    first, first_steps, k, _ = prepare(trainer, CFG)
     benchmark.group = f"{network} on {device}"
-    benchmark.extra_info.update(variant=variant, device=device, kind=v.kind, block_steps=k,
-                                first_call_s=first, first_call_steps=first_steps)
-    benchmark.pedantic(trainer.run, args=(k,), rounds=15, iterations=1)
-    per_step(benchmark, k)
+    benchmark.extra_info.update(variant=variant, device=device, kind=v.kind)
+    if benchmark.enabled:
+        k = timed(benchmark, trainer, request.config)
+    else:  # pedantic runs it once
+        k = max(1, int(getattr(trainer, "block", 1)))
+        benchmark.pedantic(trainer.run, args=(k,))
     passed, why, _ = worker.verify(problem, v, trainer, k, device)
     assert passed, why
