@@ -89,9 +89,8 @@ def benchmark(path: Path, run: Run, case: Case, record: dict, several: bool) -> 
 def machine_info(run: Run) -> dict:
     """pytest-benchmark's machine_info keys that a results file knows, and the whole record."""
     m = run.machine
-    return {"node": m.hostname, "processor": m.cpu or "", "machine": "",
-            "python_implementation": "CPython", "python_version": run.software.get("python"),
-            "system": (m.os or "").split("-")[0], "release": "",
+    return {"node": m.hostname, "processor": m.cpu or "",
+            "python_version": run.software.get("python"), "system": (m.os or "").split("-")[0],
             "cpu": {"brand_raw": m.cpu, "count": m.cores},
             "backprop_bench": {"machine": schema.to_dict(m), "software": run.software}}
 
