@@ -234,6 +234,8 @@ def report_args(p: Parser) -> None:
                    f"beside it (default: {DEFAULT_DIR}/{DEFAULT_OUT})")
     p.add_argument("--force", action="store_true", help="overwrite files the report did not "
                    "write itself")
+    p.add_argument("--readme", metavar="FILE", help="also rewrite the generated 'results at a "
+                   "glance' block of this README (between its two markers)")
 
 
 def compare_args(p: Parser) -> None:
@@ -307,7 +309,7 @@ COMMANDS = (
             "Build a Markdown report and PNG plots from results files (folders are searched "
             "for *.json), merging machines; unreadable files are named and left out.",
             ("report", "report results/ gpu-results/ --out /tmp/report/REPORT.md"),
-            report_args, lambda a: commands.report(a.paths, a.out, a.force)),
+            report_args, lambda a: commands.report(a.paths, a.out, a.force, a.readme)),
     Command("compare", "compare two results files case by case, with a noise-aware verdict "
             "(Mann–Whitney U)",
             "Compare the per-step medians of the cases two results files share, with a "

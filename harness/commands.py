@@ -288,13 +288,13 @@ def sweep(grid, lr: float | None, seed: int, budget: float | None, t: Timed) -> 
 
 # ---- report, compare, export, list ------------------------------------------------------------
 
-def report(paths: list[str], out: str | None, force: bool) -> int:
+def report(paths: list[str], out: str | None, force: bool, readme: str | None = None) -> int:
     from harness.report import DEFAULT_DIR, DEFAULT_OUT, build_report
 
     target = Path(out) if out is not None else Path(DEFAULT_DIR) / DEFAULT_OUT
     if out is not None and not out.strip():
         raise BenchError("--out is empty: give a Markdown file path")
-    print(f"report: {build_report(paths, target, force)}")
+    print(f"report: {build_report(paths, target, force, readme and Path(readme))}")
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from harness import store
 from harness.results import Case, ResultsError, Run
-from harness.tables import fmt_ratio, fmt_time, markdown_table, md_code, text_table
+from harness.tables import fmt_change, fmt_time, markdown_table, md_code, text_table
 
 ALPHA = 0.01
 MIN_EFFECT = 0.05
@@ -120,9 +120,9 @@ def regressions(comparison: Comparison, fail_above_pct: float) -> list[str]:
     out = []
     for r in comparison.rows:
         if r.verdict == "slower" and r.ratio > limit:
-            out.append(f"{r.case_id}: {fmt_ratio(r.ratio)} slower (p = {r.p_value:.1g})")
+            out.append(f"{r.case_id}: {fmt_change(r.ratio)} slower (p = {r.p_value:.1g})")
         elif r.verdict == "n/a" and r.ratio > limit:
-            out.append(f"{r.case_id}: {fmt_ratio(r.ratio)} slower, too few processes for a "
+            out.append(f"{r.case_id}: {fmt_change(r.ratio)} slower, too few processes for a "
                        f"test; ratio alone")
     out += [f"{cid}: {why}" for cid, why in comparison.lost]
     return out
@@ -135,7 +135,7 @@ def counts(comparison: Comparison) -> str:
 
 
 def cells(r: Row) -> list[str]:
-    return [fmt_time(r.median_a), fmt_time(r.median_b), fmt_ratio(r.ratio),
+    return [fmt_time(r.median_a), fmt_time(r.median_b), fmt_change(r.ratio),
             f"{r.processes_a} / {r.processes_b}",
             "—" if r.p_value is None else f"{r.p_value:.1g}", r.verdict]
 

@@ -59,9 +59,14 @@ def fmt_time(seconds: float | None) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
-    """2.61×, 1,495×; below 1 as a fraction, 1/1,495×, so that small ratios stay readable."""
+    """2.61×, 1,495×; below 1 always as a fraction, 1/1.17×, 1/1,495×: one notation."""
     if x is None:
         return "—"
-    if 0 < x < 0.5:
+    if 0 < x < 1:
         return f"1/{fmt_ratio(1 / x)}"
     return f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"
+
+
+def fmt_change(x: float) -> str:
+    """A ratio near 1 (B / A in compare) as a decimal: 0.95×, 1.2×."""
+    return f"{x:.3g}×"

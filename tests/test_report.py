@@ -47,6 +47,44 @@ def section(text: str, heading: str) -> str:
     return text[start:end if end > 0 else None]
 
 
+def test_the_report_leads_with_the_summary_and_contents_and_ends_with_provenance(built):
+    _, text = built
+    order = [line for line in text.splitlines() if line.startswith("## ")]
+    assert order[:2] == ["## At a glance", "## Contents"]
+    assert order[-2:] == ["## Where the numbers come from", "## Ceilings"]
+    glance = section(text, "At a glance")
+    assert "| `limit` | 5.7" in glance.replace("5.70", "5.7") or "`limit`" in glance
+    contents = section(text, "Contents")
+    for heading in order[2:]:
+        assert f"(#{report.slug(heading[3:])})" in contents
+
+
+def test_the_slug_is_githubs_anchor():
+    assert report.slug("Run: `a-b.json` · vm (Intel(R) ×2)") == "run-a-bjson--vm-intelr-2"
+
+
+def test_readme_block_is_generated_between_its_markers(tmp_path):
+    from harness.report import glance
+
+    folder = write_results(tmp_path / "results", sweep=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{glance.START}\nold numbers\n{glance.END}\nafter\n")
+    report.build_report([folder], tmp_path / "R.md", readme=readme)
+    text = readme.read_text()
+    assert "old numbers" not in text and text.startswith("# x\n\nbefore\n")
+    assert text.endswith(f"{glance.END}\nafter\n") and "| `numpy` |" in text
+
+
+def test_the_committed_readme_is_generated_from_the_committed_results():
+    from harness.report import glance
+
+    loaded, _ = store.load_many([str(ROOT / "results")])
+    body = glance.body(sources.sources_of(loaded))
+    readme = (ROOT / "README.md").read_text()
+    assert f"{glance.START}\n{body}\n{glance.END}" in readme, \
+        "regenerate it: backprop-bench report results/ --readme README.md"
+
+
 def test_runs_from_two_machines_merge_with_device_labels(built):
     _, text = built
     assert "cpu · Intel(R) Xeon(R) Processor ×2" in text
@@ -327,21 +365,28 @@ def test_limit_line_of_the_worked_example(built):
 
 # ---- the API section says when and from which checkout it was read -----------------------------
 
-def test_api_section_is_read_at_report_time_from_the_current_head(built):
-    _, text = built
+def test_api_section_without_a_known_commit_names_the_working_tree_content(built):
+    _, text = built  # the synthetic files name a commit this checkout does not have
     api = section(text, "The API side by side")
-    assert "so it is the code that ran" not in api and "at report time" in api
+    assert "as they are in the checkout that built the report (content `" in api
     assert "may differ from the code that ran" in api
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True)
-    if head.returncode == 0:
-        assert f"(commit `{head.stdout.strip()}`" in api
+
+
+def test_api_section_reads_the_code_at_the_commit_the_results_ran(tmp_path):
+    head = environment.git_out("rev-parse", "HEAD")
+    if head is None:
+        pytest.skip("not a git checkout")
+    run = h.run_file()
+    run.commit.id, run.commit.dirty = head, False
+    text = api.section([sources.Source(tmp_path / "r.json", run, "r")])
+    assert f"at commit `{head[:10]}`, the commit the newest results" in text
+    assert "the code that ran" in text and text.count("def forward(") >= 3
 
 
 def test_api_section_without_git_names_no_commit(monkeypatch):
     monkeypatch.setattr(environment, "git_out", lambda *args, **kw: None)
-    head = api.section().split("\n\n")[1]
-    assert "at report time. This may differ" in head and "(commit" not in head
+    head = api.section([]).split("\n\n")[1]
+    assert "content `" in head and "(commit" not in head
 
 
 def test_git_head_outside_a_checkout_is_none(tmp_path):
@@ -424,6 +469,12 @@ def by_file():
                      sources.Source(Path("cpu.json"), cpu_only_file(), "cpu")])
 
 
+def test_the_same_comparison_under_several_names_is_one_row(by_file):
+    keys = [tuple(r[1:]) for r in by_file]
+    assert len(keys) == len(set(keys))
+    assert any(", " in r[0] and "best of all" in r[0] for r in by_file)
+
+
 def test_gpu_fits_of_two_files_on_one_machine_are_not_merged(by_file):
     own = {r[2].split("`")[1]: r for r in by_file if r[2].count("`") == 2}
     assert set(own) == {"gpu-a.json", "gpu-b.json"}
@@ -451,7 +502,7 @@ def test_files_pair_across_only_when_one_cannot_pair_alone(by_file):
 
 
 def test_best_rows_name_the_fastest_variants_at_the_crossover(by_file):
-    best = next(r for r in by_file if r[0] == "best of all" and "`gpu-a.json`" in r[2])
+    best = next(r for r in by_file if r[0].endswith("best of all") and "`gpu-a.json`" in r[2])
     # the CPU-only file's jax-scan (0.4 µs) is fastest on the CPU at the crossover
     assert best[1] == "`jax-scan` (GPU) vs `jax-scan` (CPU)"
     d = crossover_d(h.MODEL[("jax-scan", "cpu")], (25e-6, 22e12))

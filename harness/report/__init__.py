@@ -18,12 +18,23 @@ each PNG carries it in its metadata) unless asked to with ``force``.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness import store
-from harness.report import api, ceilings, compile, gpu_cpu, plots, provenance, runs, sweeps
+from harness.report import (
+    api,
+    ceilings,
+    compile,
+    glance,
+    gpu_cpu,
+    plots,
+    provenance,
+    runs,
+    sweeps,
+)
 from harness.report.sources import Source, machine_label, sources_of
 from harness.results import ResultsError
 
@@ -32,8 +43,10 @@ DEFAULT_OUT = "REPORT.md"
 MARKER = "<!-- written by backprop-bench report: regenerate it with `backprop-bench report` -->"
 
 
-def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = False) -> Path:
-    """Write the Markdown report and its plots (in plots/ beside it); return its path."""
+def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = False,
+                 readme: Path | None = None) -> Path:
+    """Write the Markdown report and its plots (in plots/ beside it); return its path.
+    With ``readme``, also rewrite that README's generated "at a glance" block."""
     out = check_out(Path(out), force)
     paths = [str(p) for p in paths] or [DEFAULT_DIR]
     loaded, problems = store.load_many(paths)
@@ -52,6 +65,8 @@ def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = Fal
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(text)
         os.replace(tmp, out)
+        if readme is not None:
+            glance.update_readme(Path(readme), sources)
     except OSError as exc:
         raise ResultsError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     return out
@@ -94,9 +109,25 @@ def title(sources: list[Source]) -> str:
 
 
 def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: Path) -> str:
-    """The whole Markdown text."""
-    parts = [title(sources), provenance.section(sources, problems), ceilings.section(sources)]
-    parts += [runs.section(s, out_dir, plot_dir) for s in sources if s.command != "sweep"]
-    parts += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
-    parts += [gpu_cpu.section(sources), compile.section(sources), api.section()]
-    return "\n\n".join(p for p in parts if p) + "\n"
+    """The whole Markdown text: the summary, the contents, the results, then where they come
+    from."""
+    body = [runs.section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
+    body += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
+    body += [gpu_cpu.section(sources), compile.section(sources), api.section(sources),
+             provenance.section(sources, problems), ceilings.section(sources)]
+    body = [p for p in body if p]
+    parts = [title(sources), glance.section(sources), contents(body), *body]
+    return "\n\n".join(parts) + "\n"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, only letters, digits, - and _, spaces to -."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def contents(parts: list[str]) -> str:
+    """A table of contents of the ## headings."""
+    headings = [line[3:] for p in parts for line in p.splitlines() if line.startswith("## ")]
+    return "## Contents\n\n" + "\n".join(f"- [{h.replace('`', '')}](#{slug(h)})"
+                                         for h in headings)

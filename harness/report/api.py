@@ -7,6 +7,7 @@ the source is read at report time from the checkout that builds the report.
 from __future__ import annotations
 
 import ast
+import hashlib
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +25,10 @@ def files() -> dict[str, Path]:
             if f.api}
 
 
-def function_sources(path: Path, names: Sequence[str] = FUNCTIONS) -> dict[str, str]:
-    """The source of each named top-level function or Class.method, read with ast."""
-    text = path.read_text()
+def function_sources(path: Path | str, names: Sequence[str] = FUNCTIONS) -> dict[str, str]:
+    """The source of each named top-level function or Class.method of a file (a Path) or of
+    source text (a str), read with ast."""
+    text = path.read_text() if isinstance(path, Path) else path
     nodes = {}
     for node in ast.parse(text).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -56,31 +58,44 @@ def code_lines(source: str) -> int:
                if i not in skip and line.strip() and not line.strip().startswith("#"))
 
 
-def section() -> str:
+def section(sources: list) -> str:
     paths = files()
-    sources = {fw: function_sources(p) if p.exists() else {} for fw, p in paths.items()}
-    counts = [[f"`{fn}`", *(code_lines(sources[fw][fn]) if fn in sources[fw] else "—"
+    commit, origin = code_commit(sources)
+    texts = {fw: source_text(p, commit) for fw, p in paths.items()}
+    code = {fw: function_sources(t) if t is not None else {} for fw, t in texts.items()}
+    counts = [[f"`{fn}`", *(code_lines(code[fw][fn]) if fn in code[fw] else "—"
                             for fw in paths)] for fn in FUNCTIONS]
     listed = ", ".join(f"`implementations/{p.name}`" for p in paths.values())
     parts = ["## The API side by side",
-             f"Read from {listed} in the checkout that built this report, at report time"
-             f"{checkout_text(list(paths.values()))}. This may differ from the code that ran: "
-             f"the commits the results files were measured at are listed under *Where the "
-             f"numbers come from*. Lines of code per function (without docstring, comments and "
-             f"blank lines):",
+             f"Read from {listed} {origin}. Lines of code per function (without docstring, "
+             f"comments and blank lines):",
              markdown_table(["function", *paths], counts, "l" + "r" * len(paths))]
-    parts += [side_by_side(fn, sources) for fn in FUNCTIONS]
+    parts += [side_by_side(fn, code) for fn in FUNCTIONS]
     return "\n\n".join(parts)
 
 
-def checkout_text(paths: list[Path]) -> str:
-    """' (commit `abc1234`)', with uncommitted changes noted; '' outside a git checkout."""
-    head = environment.git_out("rev-parse", "--short", "HEAD")
-    if head is None:
-        return ""
-    diff = environment.git("diff", "--quiet", "HEAD", "--", *map(str, paths))
-    dirty = diff is not None and diff.returncode == 1
-    return f" (commit `{head}`{', with uncommitted changes to these files' if dirty else ''})"
+def code_commit(sources: list) -> tuple[str | None, str]:
+    """(the commit to read the code at, a sentence saying where it comes from): the commit the
+    newest results were measured at, on a clean tree, if this checkout has it; else the
+    working tree, named by a hash of its content (so the sentence changes only with it)."""
+    for s in sorted(sources, key=lambda s: s.run.created, reverse=True):
+        c = s.run.commit
+        if c.id and c.dirty is False and environment.git_out("cat-file", "-t", c.id) == "commit":
+            return c.id, (f"at commit `{c.id[:10]}`, the commit the newest results "
+                          f"({s.file}) were measured at: the code that ran")
+    digest = hashlib.sha256("".join(p.read_text() for p in files().values()).encode())
+    return None, (f"as they are in the checkout that built the report (content "
+                  f"`{digest.hexdigest()[:10]}`): no results file names a commit this "
+                  f"checkout has, so this may differ from the code that ran")
+
+
+def source_text(path: Path, commit: str | None) -> str | None:
+    if commit is not None and path.is_relative_to(environment.REPO):
+        rel = path.relative_to(environment.REPO).as_posix()
+        text = environment.git_out("show", f"{commit}:{rel}")
+        if text is not None:
+            return text + "\n"
+    return path.read_text() if path.exists() else None
 
 
 def side_by_side(function: str, sources: dict[str, dict[str, str]]) -> str:

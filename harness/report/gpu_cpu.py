@@ -23,13 +23,18 @@ def section(sources: list[Source]) -> str:
 
     per_file = [(s, sorted(model.fit_cases(s.run.cases), key=lambda f: variant_rank(f.variant)))
                 for s in sources]
-    rows = []
+    rows: dict[tuple, list] = {}
     for pair in model.pairings(per_file):
         label = pair_label(pair.cpu_file, pair.gpu_file, pair.cpu[0], pair.gpu[0])
         for variant, framework, cpu, gpu in model.comparisons(pair.cpu, pair.gpu,
                                                               registry.framework_of):
             name = f"`{variant}`" if variant else group_name(framework, cpu, gpu)
-            rows.append([name, *cells(model.verdict(cpu, gpu), label, pair.shape.label())])
+            row = cells(model.verdict(cpu, gpu), label, pair.shape.label())
+            if tuple(row) in rows:  # the same comparison under another name: one row
+                rows[tuple(row)][0] += f", {name}"
+            else:
+                rows[tuple(row)] = [name, *row]
+    rows = list(rows.values())
     if not rows:
         return ""
     return (INTRO + POOR_FIT_NOTE + "\n\n"

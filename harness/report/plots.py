@@ -19,12 +19,18 @@ from implementations import registry
 
 DPI = 120
 SOFTWARE = "backprop-bench report"
-KIND_COLORS = {"idiomatic": "C0", "optimised": "C1"}
-PALETTE = [f"C{i}" for i in range(10)]
+# matplotlib's tab20 then tab20b: 40 colours, so that variants rarely share one
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+           "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5", "#393b79",
+           "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39",
+           "#ad494a", "#a55194", "#6b6ecf", "#b5cf6b", "#e7ba52", "#d6616b", "#ce6dbd",
+           "#9c9ede", "#cedb9c", "#e7cb94", "#e7969c", "#de9ed6"]
 
 
 def color_of(variant: str) -> str:
-    """The variant's colour: by registry position, wrapping around the palette."""
+    """The variant's colour, the same in every plot: by its registry position, wrapping
+    around the palette; grey for a name this registry does not know."""
     names = list(registry.VARIANTS)
     return PALETTE[names.index(variant) % len(PALETTE)] if variant in names else "grey"
 
@@ -50,49 +56,67 @@ def save(fig, path: Path) -> None:
     fig.savefig(path, dpi=DPI, metadata={"Software": SOFTWARE})
 
 
-# ---- run files: bars per network --------------------------------------------------------------
+# ---- run files: medians with their IQR, per network ---------------------------------------------
 
-def run_bars(title: str, panels: list[tuple[str, list[tuple[str, float, Case]]]],
-             path: Path) -> None:
-    """Horizontal bars of per-step time, one panel per network (label, [(bar, s, case)])."""
-    fig = new_figure(7.5, 0.8 + sum(0.32 * len(b) + 0.7 for _, b in panels))
+KIND_MARKERS = {"idiomatic": "o", "optimised": "D"}
+
+
+def run_dots(title: str, panels: list[tuple[str, list[tuple[str, Case]]]], path: Path) -> None:
+    """Per network (label, [(row label, case)]): each case's per-step median as a dot with
+    its IQR as a whisker, on a log time axis (dots, not bars: a bar's length on a log axis
+    depends on where the axis starts). Colour: the variant; shape: idiomatic (circle) or
+    optimised (diamond); hollow: noisy (IQR over 10%) or disturbed."""
+    fig = new_figure(7.5, 1.0 + sum(0.3 * len(rows) + 0.7 for _, rows in panels))
     axes = fig.subplots(len(panels), 1, squeeze=False,
-                        gridspec_kw={"height_ratios": [len(b) + 1.5 for _, b in panels]})[:, 0]
-    for ax, (label, bars) in zip(axes, panels):
-        draw_bars(ax, bars)
+                        gridspec_kw={"height_ratios": [len(r) + 1.5 for _, r in panels]})[:, 0]
+    for ax, (label, rows) in zip(axes, panels):
+        draw_dots(ax, rows)
         ax.set_title(label, fontsize=10, loc="left")
-    axes[-1].set_xlabel("time per SGD step (log scale)")
-    bar_legend(fig, any(c.device != "cpu" for _, bars in panels for _, _, c in bars))
+    axes[-1].set_xlabel("time per SGD step: median, whiskers from the 25th to the 75th "
+                        "percentile (log scale)", fontsize=9)
+    dot_legend(fig)
     fig.suptitle(f"{title}: time per step per variant", fontsize=11)
     save(fig, path)
 
 
-def draw_bars(ax, bars: list[tuple[str, float, Case]]) -> None:
-    """Bars coloured by kind (idiomatic, optimised), hatched on a GPU, labelled with times."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    y = np.arange(len(bars))
-    times = [t for _, t, _ in bars]
-    for yi, (_, t, c) in zip(y, bars):
-        ax.barh(yi, t, color=KIND_COLORS.get(c.kind, "grey"),
-                hatch="//" if c.device != "cpu" else None, edgecolor="white")
-        ax.text(t * 1.15, yi, fmt_time(t), va="center", fontsize=8)
-    ax.set_yticks(y, [label for label, _, _ in bars], fontsize=9)
+def draw_dots(ax, rows: list[tuple[str, Case]]) -> None:
+    y = np.arange(len(rows))
+    lows, highs = [], []
+    for yi, (_, c) in zip(y, rows):
+        ps = c.timing.per_step
+        lo, hi = min(ps.q1_s, ps.median_s), max(ps.q3_s, ps.median_s)
+        lows.append(lo)
+        highs.append(hi)
+        color = color_of(c.variant)
+        hollow = c.noisy or c.disturbed
+        ax.errorbar(ps.median_s, yi, xerr=[[ps.median_s - lo], [hi - ps.median_s]],
+                    fmt=KIND_MARKERS.get(c.kind, "o"), color=color, ms=6, capsize=3,
+                    mfc="white" if hollow else color)
+        ax.text(hi * 1.25, yi, fmt_time(ps.median_s) + ("  noisy" if c.noisy else ""),
+                va="center", fontsize=8)
+    ax.set_yticks(y, [label for label, _ in rows], fontsize=9)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlim(min(times) / 3, max(times) * 12)
-    ax.xaxis.set_major_locator(LogLocator(base=10))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt_time(x)))
+    ax.set_xlim(min(lows) / 3, max(highs) * 20)
+    time_axis(ax.xaxis)
     ax.grid(True, axis="x", which="major", alpha=0.3)
 
 
-def bar_legend(fig, gpu: bool) -> None:
-    """Kinds by colour (and GPU by hatching), below the panels so that no bar is covered."""
-    from matplotlib.patches import Patch
+def time_axis(axis) -> None:
+    """Ticks at powers of ten, labelled as the tables write times (5.7 ns, 3.15 µs, 25 ms)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    handles = [Patch(color=col, label=kind) for kind, col in KIND_COLORS.items()]
-    if gpu:
-        handles.append(Patch(facecolor="grey", hatch="//", edgecolor="white", label="on the GPU"))
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: fmt_time(x)))
+
+
+def dot_legend(fig) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=m, ls="", color="grey", label=kind)
+               for kind, m in KIND_MARKERS.items()]
+    handles.append(Line2D([], [], marker="o", ls="", color="grey", mfc="white",
+                          label="noisy or disturbed"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
 
 
@@ -126,11 +150,12 @@ def sweep_times(title: str, shape: model.GroupKey, by_device: dict, panel_titles
             draw_time_line(ax, variant, by_variant[variant], fit)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        add_width_axis(ax, shape)
+        time_axis(ax.yaxis)
+        add_width_axis(ax, shape, sorted({d for cases in by_variant.values() for d in cases}))
         ax.set_xlabel("FLOPs per step (6 · batch · weights)")
         ax.set_title(panel_titles[device], fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-    fig.axes[0].set_ylabel("time per step (µs)")
+    fig.axes[0].set_ylabel("time per step")
     label = "fit: overhead + FLOPs/throughput" + ("\n(d = 1 left out)" if left_out else "")
     legend(fig, order, [Line2D([], [], color="grey", ls="--", label=label)])
     fig.suptitle(title, fontsize=11)
@@ -141,17 +166,18 @@ def draw_time_line(ax, variant: str, cases: dict[int, Case], fit: model.Fit | No
     _, flops, seconds = ok_points(cases)
     if not len(flops):
         return
-    ax.plot(flops, 1e6 * seconds, "o-", color=color_of(variant), label=variant, ms=4)
+    ax.plot(flops, seconds, "o-", color=color_of(variant), label=variant, ms=4)
     if fit is not None:  # over the fitted points only (the d = 1 point may be left out)
         grid = np.geomspace(*fit.flops_range, 100)
-        ax.plot(grid, 1e6 * fit.predict(grid), "--", color=color_of(variant), lw=1)
+        ax.plot(grid, fit.predict(grid), "--", color=color_of(variant), lw=1)
 
 
-def add_width_axis(ax, shape: model.GroupKey) -> None:
-    """A top axis with the width d of the [d]×(depth+1) network at each FLOP count."""
+def add_width_axis(ax, shape: model.GroupKey, widths: list[int]) -> None:
+    """A top axis with the measured widths d of the [d]×(depth+1) networks at their FLOPs."""
     k = 6 * shape.batch * shape.depth
     top = ax.secondary_xaxis("top", functions=(lambda F: np.sqrt(np.maximum(F, 1e-12) / k),
                                                lambda d: k * np.asarray(d) ** 2))
+    top.set_xticks(widths, [str(d) for d in widths], fontsize=7)
     top.set_xlabel("width d", fontsize=9)
 
 

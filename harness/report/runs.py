@@ -8,18 +8,18 @@ from pathlib import Path
 from harness import summary
 from harness.report import plots, state
 from harness.report.fits import model_table
-from harness.report.sources import Source, device_label, image, machine_label
+from harness.report.sources import Source, device_label, image, machine_label, origin
 from harness.results import Case
 from harness.tables import markdown_table, md_escape
 
 
 def section(source: Source, out_dir: Path, plot_dir: Path) -> str:
     run = source.run
-    parts = [f"## Run: {source.file} · {machine_label(run)}"]
-    panels = bar_panels(source)
+    parts = [f"## Run: {source.file} · {machine_label(run)}", origin(source)]
+    panels = dot_panels(source)
     if panels:
         chart = plot_dir / f"{source.name}-worked-example.png"
-        plots.run_bars(machine_label(run, md=False), panels, chart)
+        plots.run_dots(machine_label(run, md=False), panels, chart)
         parts.append(image(chart, out_dir, "time per step per variant"))
     rows = summary.in_order(run, summary.derive(run))
     for device in run.devices():
@@ -46,8 +46,8 @@ def problem_list(cases: Iterable[Case]) -> str:
                      f"{md_escape(c.reason or 'no reason recorded')}" for c in cases if not c.ok)
 
 
-def bar_panels(source: Source) -> list[tuple[str, list[tuple[str, float, Case]]]]:
-    """(network label, [(bar label, seconds, case)]) per network, in the run's order."""
+def dot_panels(source: Source) -> list[tuple[str, list[tuple[str, Case]]]]:
+    """(network label, [(row label, case)]) per network, in the run's order."""
     run = source.run
     rows = summary.in_order(run, summary.derive(run))
     several = len({r.case.device for r in rows}) > 1
@@ -56,6 +56,6 @@ def bar_panels(source: Source) -> list[tuple[str, list[tuple[str, float, Case]]]
         c = r.case
         if c.ok:
             label = f"{c.variant} ({c.device})" if several else c.variant
-            panels.setdefault(r.network, []).append((label, c.median, c))
+            panels.setdefault(r.network, []).append((label, c))
     return [(("worked example: " if n.startswith("1-1-1 ") else "") + n, b)
             for n, b in panels.items()]

@@ -16,6 +16,7 @@ from harness.report.sources import (
     fmt_pct,
     image,
     machine_label,
+    origin,
     variant_order,
 )
 from harness.results import Case, Run
@@ -45,7 +46,7 @@ def shape_label(shape: model.GroupKey) -> str:
 
 def section(source: Source, out_dir: Path, plot_dir: Path) -> str:
     run = source.run
-    parts = [f"## Sweep: {source.file} · {machine_label(run)}"]
+    parts = [f"## Sweep: {source.file} · {machine_label(run)}", origin(source)]
     for shape, by_variant in sweep_groups(run).items():
         parts.append(f"### {shape_label(shape)} · {device_label(run, shape.device)}")
         parts += [time_table(by_variant), gflops_table(run, shape, by_variant),
