@@ -233,12 +233,19 @@ def framework_loss_and_gradients(module, problem: Problem,
     return float(np.asarray(module.to_numpy(E)).reshape(-1)[0]), grads
 
 
+def trainer_loss_and_gradients(trainer) -> tuple[float, list[np.ndarray]]:
+    """A variant's own (E, gradients) at its Trainer's current point, as float64 NumPy."""
+    E, g = trainer.grads()
+    return float(E), [np.asarray(t, dtype=np.float64) for t in flatten(g)]
+
+
 def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
-                    report: Report | None = None,
-                    max_entries: int = FD_MAX_ENTRIES) -> Report:
+                    report: Report | None = None, max_entries: int = FD_MAX_ENTRIES,
+                    trainers: dict | None = None) -> Report:
     """Each framework's loss vs the reference forward pass, and its gradients vs finite
     differences (on at most ``max_entries`` entries per tensor), the closed form and each
-    other."""
+    other. ``trainers`` adds variants whose Trainer computes its own gradients (``grads()``:
+    nn.Module and optimizer, Flax, Keras), fresh from the problem's start, by variant name."""
     report = report or Report()
     spec, tol = problem.spec, TOLERANCES[problem.spec.dtype]
     names = spec.param_names()
@@ -248,6 +255,7 @@ def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
     exact = closed_form(problem, start)
     results = {name: framework_loss_and_gradients(m, problem, device)
                for name, m in modules.items()}
+    results.update({name: trainer_loss_and_gradients(t) for name, t in (trainers or {}).items()})
     got = {name: g for name, (_, g) in results.items()}
     E_ref = reference_loss(spec, flat, problem.x, problem.y)
     for name, (E, _) in results.items():

@@ -171,6 +171,8 @@ def timed_of(a) -> commands.Timed:
 def demo_args(p: Parser) -> None:
     p.add_argument("--framework", type=csv, metavar="F,F",
                    help="comma list (default: every available one)")
+    p.add_argument("--variants", type=csv, metavar="V,V", help="comma list of variants whose "
+                   "Trainers replay it too (default: every variant of the frameworks shown)")
     p.add_argument("--epochs", type=int, default=100, help="SGD steps (default: 100)")
     p.add_argument("--lr", default=str(DEFAULT_LR), help=f"learning rate (default: {DEFAULT_LR})")
 
@@ -278,9 +280,11 @@ COMMANDS = (
     Command("demo", "replay the worked example in every framework, side by side",
             "Train the 1-1-1 worked example (w_ih = 0.15, w_ho = 0.3, X = 1 -> Y = -1) with "
             "each framework's own forward and sgd_step, and show the output, loss and weights "
-            "at chosen epochs, then what the trained network predicts for 0.4 and -200.",
+            "at chosen epochs, then what the trained network predicts for 0.4 and -200; then "
+            "the same training by every variant's own Trainer (nn.Module, Flax, Keras, "
+            "compiled, fused), with the gradients it computes its own way.",
             ("demo", "demo --framework numpy,jax --epochs 20 --lr 0.05"), demo_args,
-            lambda a: commands.demo(a.framework, a.epochs, validate_lr(a.lr))),
+            lambda a: commands.demo(a.framework, a.epochs, validate_lr(a.lr), a.variants)),
     Command("check", "verify gradients against finite differences, the closed form, each other "
             "and a training trajectory; exit 1 on any disagreement",
             "Check each framework's loss and gradients against float64 finite differences of "

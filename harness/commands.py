@@ -74,7 +74,8 @@ def require_device(device: str) -> None:
 
 # ---- demo -------------------------------------------------------------------------------------
 
-def demo(frameworks: tuple[str, ...] | None, epochs: int, lr: float) -> int:
+def demo(frameworks: tuple[str, ...] | None, epochs: int, lr: float,
+         variant_names: tuple[str, ...] | None = None) -> int:
     from harness import demo as replay
 
     if epochs < 0:
@@ -83,13 +84,44 @@ def demo(frameworks: tuple[str, ...] | None, epochs: int, lr: float) -> int:
     with np.errstate(all="ignore"):  # a diverging lr is reported below, not as warnings
         results = {name: replay.replay(m, problem, epochs)
                    for name, m in modules_for(frameworks).items()}
-    print(replay.render(results, lr))
-    diverged = replay.diverged(results)
+        print(replay.render(results, lr))
+        trainers = demo_trainers(problem, epochs, frameworks, variant_names)
+    if trainers:
+        print(replay.render_trainers(trainers))
+    diverged = replay.diverged(results) + [n for n, (snaps, _) in trainers.items()
+                                           if not np.isfinite(float(snaps[-1][1]))]
     if diverged:
         print(f"{PROG}: error: training diverged (non-finite loss or weights) with lr {lr:g} "
               f"in {', '.join(diverged)}", file=sys.stderr)
         return 1
     return 0
+
+
+def demo_trainers(problem, epochs: int, frameworks, variant_names) -> dict:
+    """{variant: (snapshots at 0, 1 and the last epoch, its own gradients or None)} for every
+    variant that runs the worked example here (a variant asked for by name must)."""
+    from harness import demo as replay
+
+    default = [v for v in registry.VARIANTS.values()
+               if frameworks is None or v.framework in frameworks]
+    variants, explicit = plans.variants(variant_names, None, default)
+    for v in variants:
+        if explicit and v.why_not(problem, "cpu"):
+            raise BenchError(f"{v.name}: {v.why_not(problem, 'cpu')}")
+    runnable = [v for v in variants if not v.why_not(problem, "cpu")]
+    out = {}
+    for framework in dict.fromkeys(v.framework for v in runnable):
+        mine = [v for v in runnable if v.framework == framework]
+        print(f"demo: {', '.join(v.name for v in mine)}", file=sys.stderr)
+        for name, got in replay.replay_variants(mine, problem,
+                                                sorted({0, min(1, epochs), epochs})).items():
+            if isinstance(got, str):  # the reason it could not run
+                if explicit:
+                    raise Unavailable(got)
+                note(got)
+            else:
+                out[name] = got
+    return out
 
 
 # ---- check ------------------------------------------------------------------------------------
@@ -133,10 +165,15 @@ def check_problem(problem, modules: dict, variants: list, steps: int, device: st
             report.notes.append(f"gradients: {reason}; skipped")
         else:
             usable[name] = module
-    if usable:
-        print(f"checking {label}: gradients of {', '.join(usable)}", file=sys.stderr)
-        checks.check_gradients(problem, usable, device, report)
-    for v in variants:
+    local = [v for v in variants if not registry.FRAMEWORKS[v.framework].isolated]
+    trainers = own_gradients(problem, local, device, report)
+    trainers.update(isolated_checks(problem, [v for v in variants if v not in local], steps,
+                                    device, report))
+    if usable or trainers:
+        print(f"checking {label}: gradients of {', '.join([*usable, *trainers])}",
+              file=sys.stderr)
+        checks.check_gradients(problem, usable, device, report, trainers=trainers)
+    for v in local:
         reason = v.why_not(problem, device)
         if reason:
             report.notes.append(f"trajectory: {reason}; skipped")
@@ -146,6 +183,56 @@ def check_problem(problem, modules: dict, variants: list, steps: int, device: st
             checks.check_trajectory(problem, v, steps, device, report)
         except Unavailable as exc:
             report.notes.append(f"trajectory: {exc}; skipped")
+
+
+def isolated_checks(problem, variants: list, steps: int, device: str, report) -> dict:
+    """Check the variants of frameworks that need a process of their own, one process per
+    framework (``harness.isolated``): their trajectory rows go into the report, their own
+    gradients come back to be compared with everyone's, by name."""
+    from harness import check as checks
+    from harness import isolated, schema
+    from harness.results import ProblemRecord
+
+    runnable = []
+    for v in variants:
+        reason = v.why_not(problem, device)
+        if reason:
+            report.notes.append(f"trajectory: {reason}; skipped")
+        else:
+            runnable.append(v)
+    gradients = {}
+    for framework in dict.fromkeys(v.framework for v in runnable):
+        names = [v.name for v in runnable if v.framework == framework]
+        print(f"checking {checks.label(problem)}: {', '.join(names)}, in a process of its own",
+              file=sys.stderr)
+        answers = isolated.ask({"do": "check", "variants": names, "steps": steps,
+                                "device": device,
+                                "problem": schema.to_dict(ProblemRecord.of(problem))})
+        for name, answer in answers.items():
+            if "unavailable" in answer:
+                report.notes.append(f"{name}: {answer['unavailable']}; skipped")
+                continue
+            report.rows += [checks.Row(**row) for row in answer["rows"]]
+            if "grads" in answer:
+                gradients[name] = isolated.Gradients(answer["loss"], answer["grads"],
+                                                     problem.spec)
+    return gradients
+
+
+def own_gradients(problem, variants: list, device: str, report) -> dict:
+    """Fresh Trainers of the variants that compute their gradients their own way (a
+    ``grads()`` method: nn.Module, Flax, Keras), by name."""
+    trainers = {}
+    for v in variants:
+        if v.why_not(problem, device):
+            continue
+        try:
+            cls = getattr(registry.import_module(v.framework), v.trainer)
+            if hasattr(cls, "grads"):
+                trainers[v.name] = v.make(problem, device)
+        except Unavailable as exc:
+            report.notes.append(f"gradients: {exc}; skipped")
+    return trainers
 
 
 # ---- run and sweep ----------------------------------------------------------------------------
@@ -217,6 +304,10 @@ def run(networks: plans.Networks, t: Timed) -> int:
         return 130
     print()
     print(summary.run_table(result))
+    ladder = summary.ladder_table(result)
+    if ladder:
+        print(f"\nThe abstraction ladder (what each layer costs over the one it is built on):"
+              f"\n{ladder}")
     memory = summary.memory_table(result)
     if memory:
         print(f"\nMemory (resident memory on the CPU, the allocator on a GPU):\n{memory}")
@@ -337,9 +428,14 @@ def variant_status(v, has_gpu: bool, check_imports: bool) -> str:
         return "unavailable: no GPU here (nvidia-smi finds none)"
     if not check_imports:
         return "installed"
+    device = v.devices[0] if "cpu" not in v.devices else "cpu"
     try:
-        module = registry.import_module(v.framework)
-        module.check_device(v.devices[0] if "cpu" not in v.devices else "cpu")
-    except Unavailable as exc:
+        if fw.isolated:  # its import would set process-wide state: in a process of its own
+            from harness import isolated
+
+            isolated.ask_one({"do": "import", "device": device}, v.name)
+        else:
+            registry.import_module(v.framework).check_device(device)
+    except (Unavailable, BenchError) as exc:
         return f"unavailable: {exc}"
     return "available"

@@ -96,3 +96,54 @@ def max_spread(results) -> float:
     table = np.array([[[s.output, s.loss, s.w_ih, s.w_ho] for s in snaps] + [probes + [0, 0]]
                       for snaps, probes in results.values()], dtype=float)
     return float(np.max(np.ptp(table, axis=0))) if len(results) > 1 else 0.0
+
+
+# ---- every variant's Trainer on the worked example ----------------------------------------------
+
+def replay_variants(variants: list, problem: Problem, epochs: list[int]) -> dict:
+    """{variant: ([[epoch, E, params], ...] of its own Trainer at the given epochs, its own
+    (dE/dw_ih, dE/dw_ho) at the start or None) or the reason it could not run}, for the
+    variants of one framework: in a process of their own where the framework needs one."""
+    from harness import isolated, schema
+    from harness.results import ProblemRecord
+    from implementations import registry
+
+    names = [v.name for v in variants]
+    if registry.FRAMEWORKS[variants[0].framework].isolated:
+        answers = isolated.ask({"do": "replay", "variants": names, "epochs": epochs,
+                                "problem": schema.to_dict(ProblemRecord.of(problem))})
+    else:
+        answers = {n: isolated.serve({"do": "replay", "epochs": epochs,
+                                      "problem": schema.to_dict(ProblemRecord.of(problem))}, n)
+                   for n in names}
+    return {name: answer.get("unavailable") or unpack(answer) for name, answer in answers.items()}
+
+
+def unpack(answer: dict) -> tuple[list[list], tuple | None]:
+    grads = answer.get("grads")
+    snaps = [[e, E, [(np.array(W), None if b is None else np.array(b)) for W, b in p]]
+             for e, E, p in answer["snapshots"]]
+    return snaps, None if grads is None else tuple(float(np.ravel(g)[0]) for g in grads)
+
+
+def trainer_rows(name: str, snapshots: list[list], gradients) -> list[list]:
+    rows = []
+    for i, (epoch, E, params) in enumerate(snapshots):
+        (w_ih, _), (w_ho, _) = params
+        grads = (f"{gradients[0]:.10g}, {gradients[1]:.10g}"
+                 if gradients is not None and i == 0 else "")
+        rows.append([name if i == 0 else "", epoch, f"{float(E):.10g}",
+                     f"{float(np.asarray(w_ih).reshape(-1)[0]):.15g}",
+                     f"{float(np.asarray(w_ho).reshape(-1)[0]):.15g}", grads])
+    return rows
+
+
+def render_trainers(table: dict[str, tuple[list[list], tuple | None]]) -> str:
+    """Every variant's Trainer: E and the weights at the first, second and last epochs, and
+    its own gradients at the start where it computes them its own way."""
+    rows = [row for name, (snaps, grads) in table.items() for row in trainer_rows(name, snaps,
+                                                                                    grads)]
+    return ("\nThe same training run by every variant's own Trainer (nn.Module, Flax, Keras, "
+            "compiled, fused, ...):\n"
+            + text_table(["variant", "epoch", "E", "w_ih", "w_ho", "own dE/dw_ih, dE/dw_ho"],
+                         rows, "lrrrrl"))

@@ -28,12 +28,13 @@ from implementations.problem import (
     make_problem,
 )
 
-# the worked example, then two wider networks: overhead-bound and compute-bound
-DEFAULT_NETWORKS = (
-    dict(widths=(1, 1, 1), activation="linear", dtype="float64", batch=1),
-    dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
-    dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
-)
+# the worked example, then two wider networks: overhead-bound and compute-bound; their names
+# are those of contract.DEFAULT_NETWORKS, which a Variant's default_run lists
+DEFAULT_NETWORKS = {
+    "worked-example": dict(widths=(1, 1, 1), activation="linear", dtype="float64", batch=1),
+    "small": dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
+    "large": dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
+}
 MEMORY_HEADROOM = 0.8  # of MemAvailable: the frameworks, the OS and the other process
 
 
@@ -115,7 +116,7 @@ def timing_problems(n: Networks) -> list[Problem]:
     if n.widths is None:
         nets = [dict(net, activation=n.activation or net["activation"], dtype=d,
                      batch=net["batch"] if n.batch is None else n.batch)
-                for net in DEFAULT_NETWORKS
+                for net in DEFAULT_NETWORKS.values()
                 for d in (dtypes_of(n, ()) if n.dtypes is not None else [net["dtype"]])]
     else:
         nets = []
@@ -129,11 +130,23 @@ def timing_problems(n: Networks) -> list[Problem]:
                            net["dtype"], net["batch"], n.lr, n.seed) for net in nets])
 
 
+def default_name(problem: Problem) -> str | None:
+    """The name of the default network a problem is (by its widths), or None."""
+    return next((name for name, net in DEFAULT_NETWORKS.items()
+                 if net["widths"] == problem.spec.widths), None)
+
+
 def default_skip(problems: list[Problem]) -> dict[int, tuple[str, ...]]:
-    """The variants a default run leaves out of each network: those declared
-    ``default_run="worked-example"`` everywhere but on the worked example."""
-    only = tuple(v.name for v in registry.VARIANTS.values() if v.default_run == "worked-example")
-    return {i: only for i, p in enumerate(problems) if not p.spec.is_worked_example and only}
+    """The variants a default run leaves out of each network: those whose ``default_run``
+    does not list it."""
+    skip = {}
+    for i, p in enumerate(problems):
+        name = default_name(p)
+        left_out = tuple(v.name for v in registry.VARIANTS.values()
+                         if name is not None and name not in v.default_run)
+        if left_out:
+            skip[i] = left_out
+    return skip
 
 
 def default_peaks(problems: list[Problem]) -> list[str]:

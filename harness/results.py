@@ -178,6 +178,7 @@ class Case:
     processes: list[ProcessRecord] = field(default_factory=list)
     state: dict | None = None  # the machine while it ran: machine_state.assess()
     memory: dict | None = None  # memory.StepMemory.result()
+    phases: dict[str, PerStep] = field(default_factory=dict)  # forward, gradient, update
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -177,3 +177,75 @@ def case_line(case: Case, done: int, total: int) -> str:
     flags = f"  ({'; '.join(notes)})" if notes else ""
     return (f"{head} {fmt_time(case.median):>10}/step  IQR {fmt_time(t.per_step.iqr_s)}"
             f"  first call {fmt_time(t.first_call_s)}{flags}")
+
+
+# ---- the abstraction ladder: what each layer costs over the one it is built on -------------
+
+def ladder_order() -> list[tuple[str, int]]:
+    """(variant, depth) of every variant on a ladder (it has a rung below, or one above), the
+    bottom rungs first, each followed by the rungs built on it, in registry order."""
+    children: dict[str | None, list[str]] = {}
+    for v in registry.VARIANTS.values():
+        children.setdefault(v.below, []).append(v.name)
+    out: list[tuple[str, int]] = []
+
+    def visit(name: str, depth: int) -> None:
+        out.append((name, depth))
+        for child in children.get(name, []):
+            visit(child, depth + 1)
+
+    for root in children.get(None, []):
+        if root in children:
+            visit(root, 0)
+    return out
+
+
+@dataclass
+class Rung:
+    """One variant of a ladder on one network, against the rung below it."""
+
+    case: Case
+    below: Case | None
+    depth: int
+
+    @property
+    def adds(self) -> float | None:
+        return self.case.median - self.below.median if self.below else None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.case.median / self.below.median if self.below else None
+
+
+def ladders(run: Run) -> dict:
+    """{(problem, device): [Rung, ...]} for the networks with at least two rungs measured."""
+    by = {(c.problem, c.device, c.variant): c for c in run.ok_cases()}
+    out = {}
+    for problem, device in dict.fromkeys((c.problem, c.device) for c in run.ok_cases()):
+        rungs = [Rung(by[(problem, device, name)],
+                      by.get((problem, device, registry.VARIANTS[name].below)), depth)
+                 for name, depth in ladder_order() if (problem, device, name) in by]
+        if sum(r.below is not None for r in rungs):
+            out[(problem, device)] = rungs
+    return out
+
+
+LADDER_HEADERS = ["rung", "built on", "per step", "adds", "× the rung below"]
+
+
+def ladder_cells(r: Rung, markdown: bool = False) -> list[str]:
+    name = ("  " * r.depth + r.case.variant) if not markdown else \
+        ("&nbsp;" * 4 * r.depth + f"`{r.case.variant}`")
+    below = registry.VARIANTS[r.case.variant].below if r.case.variant in registry.VARIANTS \
+        else None
+    adds = "—" if r.adds is None else ("+" if r.adds >= 0 else "−") + fmt_time(abs(r.adds))
+    return [name, below or "—", fmt_time(r.case.median), adds, fmt_ratio(r.ratio)]
+
+
+def ladder_table(run: Run) -> str:
+    """The ladders `run` prints: per network, each rung against the one it is built on."""
+    parts = []
+    for (problem, device), rungs in ladders(run).items():
+        parts.append(f"{problem.label()} on {device}:\n"
+                     + text_table(LADDER_HEADERS, [ladder_cells(r) for r in rungs], "llrrr"))
+    return "\n\n".join(parts)

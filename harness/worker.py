@@ -121,6 +121,8 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
         case.check = report
         if passed:
             case.status = "ok"
+            if fresh and hasattr(trainer, "phases"):
+                case.phases = time_phases(trainer.phases(), cfg)
         else:
             case.fail("failed", reason)
     except Unavailable as exc:
@@ -128,6 +130,26 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
     except Exception as exc:  # a crashing variant is a result, not the end of the run
         case.fail("failed", crash_reason(exc))
     return case
+
+
+class Phase:
+    """One part of a step (forward, gradient or update) as the timing engine's unit."""
+
+    def __init__(self, run):
+        self.run = run
+
+
+def time_phases(phases: dict, cfg) -> dict:
+    """Each part of the step timed by the same engine, with a shorter budget: PerStep each."""
+    from dataclasses import replace as with_
+
+    from harness.results import PerStep
+    from harness.timing import time_trainer
+
+    short = with_(cfg, budget_s=min(cfg.budget_s, 0.1), min_blocks=5, warmup_blocks=1,
+                  block_steps=None)
+    return {name: PerStep.of(time_trainer(Phase(fn), short).stats)
+            for name, fn in phases.items()}
 
 
 def memory_probe(variant, device: str):

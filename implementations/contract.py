@@ -57,7 +57,10 @@ BOTH_DTYPES = ("float32", "float64")
 FLOAT64_ONLY = ("float64",)
 KINDS = ("idiomatic", "optimised")
 ROLES = ("limit", "reference", "gpu-limit")
-DEFAULT_RUN = ("all", "worked-example")
+DEFAULT_NETWORKS = ("worked-example", "small", "large")  # the default run's networks
+ALL_NETWORKS = DEFAULT_NETWORKS
+SMALL = ("worked-example", "small")
+WORKED_EXAMPLE = ("worked-example",)
 PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each device
 
 
@@ -82,6 +85,13 @@ class Framework:
         peak_n: the matmul size per device for its peak; smaller for a slow framework.
         import_effects: process-wide settings made at import, said once.
         api: True if its step functions belong in the report's API side by side.
+        isolated: True if importing it sets process-wide state that another framework in the
+            same process would see (Keras's backend): ``check`` and ``demo`` then run it in
+            a process of its own (``run`` always does).
+        environment: variables set in its process before its packages are imported
+            (``KERAS_BACKEND``); they override the user's.
+        api_source: the file in ``implementations/`` whose functions the report's API side by
+            side shows (default: the module's own).
     """
 
     name: str
@@ -93,6 +103,9 @@ class Framework:
     peak_n: dict[str, int] = field(default_factory=lambda: dict(PEAK_N))
     import_effects: str = ""
     api: bool = True
+    isolated: bool = False
+    environment: dict[str, str] = field(default_factory=dict)
+    api_source: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "packages", tuple(self.packages))
@@ -117,8 +130,12 @@ class Variant:
             "reference" (the "× reference" column) — a GPU run also runs these two on the
             CPU — or "gpu-limit" (the serial chain in one GPU thread, listed with the
             ceilings).
-        default_run: "all" networks of the default run, or the "worked-example" only.
+        default_run: the networks of the default run it runs on (``DEFAULT_NETWORKS``: the
+            1-1-1 "worked-example", the "small" 16-16-16 and the "large" 256-256-256);
+            ``--widths`` and ``--variants`` run whatever they name.
         sweep_devices: devices on which the default sweep includes it.
+        below: the variant one rung down the abstraction ladder (the layer this one adds
+            to: torch-nn is built on torch, jax-flax on jax); None at the bottom.
         framework: filled in by the registry from the module's ``FRAMEWORK``.
     """
 
@@ -132,8 +149,9 @@ class Variant:
     worked_example_only: bool = False
     baseline: str | None = None
     role: str | None = None
-    default_run: str = "all"
+    default_run: tuple[str, ...] = ALL_NETWORKS
     sweep_devices: tuple[str, ...] = ()
+    below: str | None = None
     framework: str = ""
 
     def why_not(self, problem: Problem, device: str) -> str | None:
@@ -166,6 +184,19 @@ class Trainer(Protocol):
     has finished them (the Trainer owns the sync). Optional attributes the timing engine reads:
     ``block`` (steps fused per call: K is kept a multiple of it) and ``first_calls`` (calls of
     ``run(block)`` that still trace, compile or capture: all are timed as first-call cost).
+
+    Two optional methods join a variant to more checks and figures:
+
+    ``grads() -> (E, grads)``
+        the loss and dE/dparams at the current parameters, computed the variant's own way
+        (``loss.backward()`` and ``.grad``, ``nnx.grad``, ...), as floats and NumPy arrays in
+        the parameters' structure, without changing the state: ``check`` compares them with
+        finite differences, the closed form and the other frameworks.
+    ``phases() -> {"forward": f, "gradient": f, "update": f}``
+        each f(K) runs that part of the step K times and returns when the device is done:
+        the forward pass, the gradient (forward and backward) and the update alone. The
+        harness times them with the same engine, after the case's checks (they may change
+        the state).
     """
 
     def run(self, steps: int) -> None: ...
@@ -216,4 +247,5 @@ class FrameworkModule(LoopModule, Protocol):
 DECLARATION_NAMES = {
     "Framework": Framework, "Variant": Variant, "CPU_ONLY": CPU_ONLY,
     "ALL_DEVICES": ALL_DEVICES, "BOTH_DTYPES": BOTH_DTYPES, "FLOAT64_ONLY": FLOAT64_ONLY,
+    "ALL_NETWORKS": ALL_NETWORKS, "SMALL": SMALL, "WORKED_EXAMPLE": WORKED_EXAMPLE,
 }

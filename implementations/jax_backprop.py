@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from implementations.contract import ALL_DEVICES, Framework, Unavailable, Variant
+from implementations.contract import (
+    ALL_DEVICES,
+    WORKED_EXAMPLE,
+    Framework,
+    Unavailable,
+    Variant,
+)
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
 
 FRAMEWORK = Framework("jax", label="JAX", packages=("jax", "jaxlib"), order=50,
@@ -29,7 +35,7 @@ FRAMEWORK = Framework("jax", label="JAX", packages=("jax", "jaxlib"), order=50,
 VARIANTS = (
     Variant("jax-eager", "idiomatic",
             "jax.grad with no jit: retraces every step (what you get without jit)",
-            loop="EagerLoop", devices=ALL_DEVICES, default_run="worked-example"),
+            loop="EagerLoop", devices=ALL_DEVICES, default_run=WORKED_EXAMPLE),
     Variant("jax", "idiomatic", "jax.jit of one step, driven from a Python loop",
             devices=ALL_DEVICES, baseline="jax-eager", sweep_devices=ALL_DEVICES),
     Variant("jax-scan", "optimised", "K steps fused in one jit (fori_loop over unrolled chunks)",
@@ -100,10 +106,15 @@ def grads(net: NetworkSpec, params: Params, x: jax.Array, y: jax.Array):
     return jax.value_and_grad(loss, argnums=1)(net, params, x, y)
 
 
-def sgd_step(net: NetworkSpec, params: Params, x: jax.Array, y: jax.Array, lr) -> Params:
-    """params - lr * dE/dparams, as new arrays."""
-    _, g = grads(net, params, x, y)
+def update(params: Params, g: Params, lr) -> Params:
+    """params - lr * g, as new arrays."""
     return jax.tree.map(lambda p, gp: p - lr * gp, params, g)
+
+
+def sgd_step(net: NetworkSpec, params: Params, x: jax.Array, y: jax.Array, lr) -> Params:
+    """params - lr * dE/dparams."""
+    _, g = grads(net, params, x, y)
+    return update(params, g, lr)
 
 
 class StepLoop:
@@ -121,6 +132,17 @@ class StepLoop:
         for _ in range(steps):
             params = self.step(net, params, x, y, lr)
         return params
+
+    def phases(self, params: Params) -> dict:
+        """The step's parts, each jitted, each f(K) run K times: loss, gradients, update."""
+        net, x, y, lr = self.net, self.x, self.y, self.lr
+        part_loss = jax.jit(loss, static_argnums=0)
+        part_grads = jax.jit(grads, static_argnums=0)
+        part_update = jax.jit(update)
+        _, g = part_grads(net, params, x, y)
+        return {"forward": lambda k: repeat(k, lambda: part_loss(net, params, x, y)),
+                "gradient": lambda k: repeat(k, lambda: part_grads(net, params, x, y)),
+                "update": lambda k: repeat(k, lambda: part_update(params, g, lr))}
 
 
 class Trainer:
@@ -146,8 +168,20 @@ class Trainer:
     def loss(self) -> float:
         return float(loss(self.net, self._params, self.x, self.y))
 
+    def phases(self) -> dict:
+        """The step's parts, where the loop is the plain step (``StepLoop.phases``)."""
+        return self._loop.phases(self._params) if hasattr(self._loop, "phases") else {}
+
 
 # ---- helpers and the other variants ----------------------------------------------------------
+
+
+def repeat(k: int, part) -> None:
+    """Run one part of the step k times, then wait until its last result is ready."""
+    out = None
+    for _ in range(k):
+        out = part()
+    jax.block_until_ready(out)
 
 
 def device_memory(device: str) -> dict | None:

@@ -1,8 +1,10 @@
 """NumPy: the backward pass derived by hand with the chain rule.
 
-There is no autodiff here. ``grads`` runs the forward pass keeping every pre-activation ``a``
-and activation ``h``, then walks the layers backwards; each line of the backward pass mirrors a
-line of the forward pass and carries its chain-rule factor as a comment. NumPy runs on the CPU
+There is no autodiff here. ``grads`` (through ``backprop``) runs the forward pass keeping
+every pre-activation ``a`` and activation ``h``, then walks the layers backwards; each line
+of the backward pass mirrors a line of the forward pass and carries its chain-rule factor as
+a comment. ``backprop`` takes the framework's own activation tables, so that the same chain
+rule runs on torch tensors for ``torch-manual``. NumPy runs on the CPU
 only, eagerly, one operation at a time, so there is no compile step and no device to sync.
 """
 
@@ -78,35 +80,20 @@ def loss(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray) -> np.n
 
 
 def grads(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray):
-    """(E, dE/dparams), by the chain rule written out layer by layer."""
-    hs, as_, acts = [x], [], net.layer_activations()
-    for (W, b), act in zip(params, acts):
-        a = hs[-1] @ W if b is None else hs[-1] @ W + b  # a_l = h_{l-1} W_l + b_l
-        as_.append(a)
-        hs.append(ACTIVATIONS[act](a))  # h_l = phi(a_l)
-    r = hs[-1] - y
-    E = 0.5 * np.vdot(r, r) / x.shape[0]
-    dh = r / x.shape[0]  # dE/dh_L = (y_hat - y) / batch
-    g = [None] * len(params)
-    for l in reversed(range(len(params))):
-        W, b = params[l]
-        dphi = DERIVATIVES[acts[l]]
-        da = dh if dphi is None else dh * dphi(as_[l], hs[l + 1])  # dE/da_l = dE/dh_l phi'(a_l)
-        gW = hs[l].T @ da  # dE/dW_l = h_{l-1}^T dE/da_l
-        gb = None if b is None else da.sum(axis=0)  # dE/db_l = sum over batch of dE/da_l
-        if l:  # dE/dx is not needed: autograd frameworks skip it too
-            dh = da @ W.T  # dE/dh_{l-1} = dE/da_l W_l^T
-        g[l] = (gW, gb)
-    return E, g
+    """(E, dE/dparams), by the chain rule written out layer by layer (``backprop``)."""
+    return backprop(net, params, x, y, ACTIVATIONS, DERIVATIVES, np.vdot)
+
+
+def update(params: Params, g: Params, lr) -> Params:
+    """params - lr * g, out of place (faster than out= for tiny arrays)."""
+    return [(W - lr * gW, None if b is None else b - lr * gb)
+            for (W, b), (gW, gb) in zip(params, g)]
 
 
 def sgd_step(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray, lr) -> Params:
-    """params - lr * dE/dparams, out of place (faster than out= for tiny arrays)."""
+    """params - lr * dE/dparams."""
     _, g = grads(net, params, x, y)
-    return [
-        (W - lr * gW, None if b is None else b - lr * gb)
-        for (W, b), (gW, gb) in zip(params, g)
-    ]
+    return update(params, g, lr)
 
 
 class StepLoop:
@@ -122,6 +109,14 @@ class StepLoop:
         for _ in range(steps):
             params = sgd_step(net, params, x, y, lr)
         return params
+
+    def phases(self, params: Params) -> dict:
+        """The step's parts, each f(K) run K times: the loss, the gradients, the update."""
+        net, x, y, lr = self.net, self.x, self.y, self.lr
+        _, g = grads(net, params, x, y)
+        return {"forward": lambda k: repeat(k, lambda: loss(net, params, x, y)),
+                "gradient": lambda k: repeat(k, lambda: grads(net, params, x, y)[1]),
+                "update": lambda k: repeat(k, lambda: update(params, g, lr))}
 
 
 class Trainer:
@@ -146,3 +141,42 @@ class Trainer:
 
     def loss(self) -> float:
         return float(loss(self.net, self._params, self.x, self.y))
+
+    def phases(self) -> dict:
+        """The step's parts, where the loop is the plain step (``StepLoop.phases``)."""
+        return self._loop.phases(self._params) if hasattr(self._loop, "phases") else {}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def backprop(net: NetworkSpec, params: Params, x, y, activations: dict, derivatives: dict,
+             dot) -> tuple:
+    """(E, dE/dparams) by the chain rule, for arrays of any framework with ``@``, ``.T`` and
+    ``.sum(axis=0)``: ``activations`` and ``derivatives`` are that framework's phi and phi'
+    tables, ``dot(r, r)`` its sum of squares. torch-manual runs it on torch tensors."""
+    hs, as_, acts = [x], [], net.layer_activations()
+    for (W, b), act in zip(params, acts):
+        a = hs[-1] @ W if b is None else hs[-1] @ W + b  # a_l = h_{l-1} W_l + b_l
+        as_.append(a)
+        hs.append(activations[act](a))  # h_l = phi(a_l)
+    r = hs[-1] - y
+    E = 0.5 * dot(r, r) / x.shape[0]
+    dh = r / x.shape[0]  # dE/dh_L = (y_hat - y) / batch
+    g = [None] * len(params)
+    for l in reversed(range(len(params))):
+        W, b = params[l]
+        dphi = derivatives[acts[l]]
+        da = dh if dphi is None else dh * dphi(as_[l], hs[l + 1])  # dE/da_l = dE/dh_l phi'(a_l)
+        gW = hs[l].T @ da  # dE/dW_l = h_{l-1}^T dE/da_l
+        gb = None if b is None else da.sum(axis=0)  # dE/db_l = sum over batch of dE/da_l
+        if l:  # dE/dx is not needed: autograd frameworks skip it too
+            dh = da @ W.T  # dE/dh_{l-1} = dE/da_l W_l^T
+        g[l] = (gW, gb)
+    return E, g
+
+
+def repeat(k: int, part) -> None:
+    """Run one part of the step k times (NumPy computes synchronously: nothing to wait for)."""
+    for _ in range(k):
+        part()

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from implementations.contract import (
     DECLARATION_NAMES,
-    DEFAULT_RUN,
+    DEFAULT_NETWORKS,
     KINDS,
     ROLES,
     Framework,
@@ -84,11 +84,13 @@ def check_variant(v: Variant, names: set[str]) -> None:
         raise BenchError(f"variant {v.name}: kind {v.kind!r} is not one of {', '.join(KINDS)}")
     if v.role is not None and v.role not in ROLES:
         raise BenchError(f"variant {v.name}: role {v.role!r} is not one of {', '.join(ROLES)}")
-    if v.default_run not in DEFAULT_RUN:
-        raise BenchError(f"variant {v.name}: default_run {v.default_run!r} is not one of "
-                         f"{', '.join(DEFAULT_RUN)}")
+    if not set(v.default_run) <= set(DEFAULT_NETWORKS):
+        raise BenchError(f"variant {v.name}: default_run {v.default_run!r} names networks "
+                         f"other than {', '.join(DEFAULT_NETWORKS)}")
     if v.name in names:
         raise BenchError(f"variant {v.name} is declared twice")
+    if v.below is not None and v.below == v.name:
+        raise BenchError(f"variant {v.name} cannot be its own rung below")
 
 
 def discover() -> None:
@@ -123,6 +125,7 @@ def module_name(framework: str) -> str:
 def import_module(framework: str) -> ModuleType:
     """The framework's module, or Unavailable saying which package is missing or what broke."""
     fw = get_framework(framework)
+    os.environ.update(fw.environment)  # read by its packages when they are imported
     for package in fw.packages:
         try:
             importlib.import_module(package)
@@ -209,6 +212,14 @@ def main_variant(framework: str) -> Variant:
 def with_role(role: str) -> list[Variant]:
     """The variants with a role ("limit", "reference"), in registry order."""
     return [v for v in VARIANTS.values() if v.role == role]
+
+
+def ladder(variant: Variant) -> list[Variant]:
+    """The rungs from the bottom of a variant's abstraction ladder up to it (via ``below``)."""
+    rungs = [variant]
+    while rungs[-1].below in VARIANTS and len(rungs) <= len(VARIANTS):
+        rungs.append(VARIANTS[rungs[-1].below])
+    return rungs[::-1]
 
 
 def framework_of(variant: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 import re
 from functools import partial
 from types import SimpleNamespace
@@ -403,3 +404,37 @@ def test_the_loss_is_checked_against_the_reference_forward_pass():
                              {"twice": fake})
     assert not report.passed
     assert any("twice" in f and " E vs reference loss" in f for f in report.failures())
+
+
+# ---- the idiomatic tier: the check, and the bugs users write -----------------------------
+
+IDIOMATIC = "torch-nn,torch-nn-compile,torch-manual,jax-flax,keras-jax,keras-torch"
+WIDE = ["--widths", "4,16,16,4", "--activation", "tanh", "--bias", "--batch", "8"]
+
+
+def test_the_idiomatic_variants_pass_check_on_a_wider_network(capsys):
+    code = cli.main(["check", "--variants", IDIOMATIC, *WIDE, "--dtype", "float32,float64",
+                     "--steps", "20"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for name in ("torch-nn", "jax-flax", "keras-jax", "keras-torch"):  # their own gradients
+        assert re.search(rf"^{name}\s+W1\s", out, re.M), name
+    assert "FAILED" not in out
+
+
+@pytest.fixture
+def with_bugs(monkeypatch):
+    monkeypatch.setenv(registry.ENV, str(Path(__file__).with_name("fake_buggy_idiomatic.py")))
+    registry.discover()
+    yield
+    monkeypatch.delenv(registry.ENV)
+    registry.discover()
+
+
+@pytest.mark.parametrize("variant", ["torch-nn-no-zero-grad", "torch-nn-element-mean",
+                                     "jax-flax-element-mean"])
+def test_a_bug_users_write_in_an_idiomatic_step_fails_check(with_bugs, variant, capsys):
+    assert cli.main(["check", "--framework", "numpy", "--variants", variant, *WIDE,
+                     "--steps", "5"]) == 1
+    out = capsys.readouterr().out
+    assert f"{variant} float64" in out.split("FAILED")[1]

@@ -13,8 +13,10 @@ from harness import cli
 from implementations import registry
 
 ERROR_PREFIX = "backprop-bench: error:"
+# compiling torch variants cost seconds each; isolated frameworks a process each
 FAST_VARIANTS = ",".join(n for n, v in registry.VARIANTS.items()
-                         if "cpu" in v.devices and n not in ("torch-compile", "torch-block"))
+                         if "cpu" in v.devices and not (v.framework == "torch" and v.baseline)
+                         and not registry.FRAMEWORKS[v.framework].isolated)
 
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
@@ -137,9 +139,10 @@ def test_asking_for_a_missing_framework_is_one_line_and_exit_2(without_jax, caps
 
 
 def test_a_missing_framework_outside_the_asked_set_is_only_a_note(without_jax, capsys):
-    code, out, err = run_cli(["demo", "--epochs", "1"], capsys)
+    code, out, err = run_cli(["demo", "--epochs", "1", "--variants", "numpy"], capsys)
     assert code == 0
-    assert err.splitlines() == [line for line in err.splitlines() if line.startswith("note:")]
+    assert err.splitlines() == [line for line in err.splitlines()
+                                if line.startswith(("note:", "demo:"))]
     assert "note: jax: jax is not installed" in err
     assert re.search(r"^\s*numpy\s+-?\d", out, re.M)
     assert not re.search(r"^\s*jax\s", out, re.M)
@@ -170,8 +173,11 @@ def test_a_user_error_end_to_end_has_no_traceback():
 # ---- what works --------------------------------------------------------------------------------
 
 
+IDIOMATIC = "torch-manual,torch-nn,jax-flax,keras-jax,keras-torch"
+
+
 def test_demo_prints_the_worked_example_in_every_framework(contract_modules, capsys):
-    code, out, _ = run_cli(["demo"], capsys)
+    code, out, _ = run_cli(["demo", "--variants", IDIOMATIC], capsys)
     assert code == 0
     names = list(contract_modules)
     assert {"python", "numpy"} <= set(names)
@@ -185,8 +191,19 @@ def test_demo_prints_the_worked_example_in_every_framework(contract_modules, cap
     assert spread < 1e-12
 
 
+def test_demo_replays_the_worked_example_with_the_idiomatic_variants(capsys):
+    code, out, _ = run_cli(["demo", "--framework", "numpy", "--variants", IDIOMATIC], capsys)
+    assert code == 0
+    trainers = out.split("every variant's own Trainer")[1]
+    for name in IDIOMATIC.split(","):
+        assert re.search(rf"^{name}\s+0\s+0\.5460125\s+0\.15\s+0\.3", trainers, re.M), name
+    for name in ("torch-nn", "jax-flax", "keras-jax", "keras-torch"):  # their own gradients
+        assert re.search(rf"^{name}\s.*0\.3135, 0\.15675$", trainers, re.M), name
+    assert trainers.count("-0.98661309459782  1.01356846211392") == 5
+
 def test_demo_epochs_sets_the_last_row(capsys):
-    code, out, _ = run_cli(["demo", "--framework", "numpy", "--epochs", "1"], capsys)
+    code, out, _ = run_cli(["demo", "--framework", "numpy", "--epochs", "1", "--variants",
+                            "numpy"], capsys)
     assert code == 0
     epochs = [int(m) for m in re.findall(r"^\s+(\d+)\s+numpy", out, re.M)]
     assert epochs == [0, 1]

@@ -30,6 +30,7 @@ from harness.report import (
     compile,
     glance,
     gpu_cpu,
+    ladder,
     plots,
     provenance,
     runs,
@@ -112,6 +113,8 @@ def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: 
     """The whole Markdown text: the summary, the contents, the results, then where they come
     from."""
     body = [runs.section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
+    body += [ladder.ladder_section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
+    body += [ladder.phases_section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
     body += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
     body += [gpu_cpu.section(sources), compile.section(sources), api.section(sources),
              provenance.section(sources, problems), ceilings.section(sources)]

@@ -1,7 +1,11 @@
 """The API side by side: each framework's step functions, read from their source with ``ast``.
 
-The frameworks shown are the registered ones that declare ``api=True``, in registry order;
-the source is read at report time from the checkout that builds the report.
+Two tables. The functional core (``FUNCTIONS``) of the frameworks that declare ``api=True``
+and gradient functions (NumPy, PyTorch, JAX). The idiomatic tier (``IDIOMATIC``: the model,
+the loss and one training step as a user writes them) of every file that defines those
+three functions (PyTorch's nn.Module tier, Flax NNX, Keras), with the lines of code and what
+each idiomatic variant measured per step. The code is read at the commit the newest results
+ran, where this checkout has it (``code_commit``).
 """
 
 from __future__ import annotations
@@ -17,12 +21,24 @@ from harness.tables import markdown_table
 from implementations import registry
 
 FUNCTIONS = ("forward", "grads", "sgd_step", "StepLoop.__call__", "Trainer.run")
+IDIOMATIC = ("make_model", "make_loss", "train_step")
 
 
 def files() -> dict[str, Path]:
-    """{label: source file} of the frameworks shown."""
+    """{label: source file} of the frameworks whose functional core is shown."""
     return {f.label: registry.MODULE_PATHS[name] for name, f in registry.FRAMEWORKS.items()
-            if f.api}
+            if f.api and f.gradients}
+
+
+def api_files() -> dict[Path, list[str]]:
+    """{source file: the frameworks whose API code it holds}, every framework with api=True."""
+    out: dict[Path, list[str]] = {}
+    for name, f in registry.FRAMEWORKS.items():
+        if f.api:
+            path = registry.MODULE_PATHS[name]
+            out.setdefault(path.with_name(f.api_source) if f.api_source else path, []).append(
+                name)
+    return out
 
 
 def function_sources(path: Path | str, names: Sequence[str] = FUNCTIONS) -> dict[str, str]:
@@ -59,19 +75,65 @@ def code_lines(source: str) -> int:
 
 
 def section(sources: list) -> str:
-    paths = files()
     commit, origin = code_commit(sources)
-    texts = {fw: source_text(p, commit) for fw, p in paths.items()}
-    code = {fw: function_sources(t) if t is not None else {} for fw, t in texts.items()}
-    counts = [[f"`{fn}`", *(code_lines(code[fw][fn]) if fn in code[fw] else "—"
-                            for fw in paths)] for fn in FUNCTIONS]
+    parts = ["## The API side by side", functional(commit, origin), idiomatic(sources, commit)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def functional(commit: str | None, origin: str) -> str:
+    paths = files()
+    code = {fw: function_sources(t) if (t := source_text(p, commit)) else {}
+            for fw, p in paths.items()}
     listed = ", ".join(f"`implementations/{p.name}`" for p in paths.values())
-    parts = ["## The API side by side",
-             f"Read from {listed} {origin}. Lines of code per function (without docstring, "
-             f"comments and blank lines):",
-             markdown_table(["function", *paths], counts, "l" + "r" * len(paths))]
+    parts = [f"The functional core, read from {listed} {origin}. Lines of code per function "
+             f"(without docstring, comments and blank lines):", counts(code, FUNCTIONS)]
     parts += [side_by_side(fn, code) for fn in FUNCTIONS]
     return "\n\n".join(parts)
+
+
+def counts(code: dict[str, dict[str, str]], names: Sequence[str]) -> str:
+    rows = [[f"`{fn}`", *(code_lines(code[fw][fn]) if fn in code[fw] else "—" for fw in code)]
+            for fn in names]
+    return markdown_table(["function", *code], rows, "l" + "r" * len(code))
+
+
+def idiomatic(sources: list, commit: str | None) -> str:
+    """The idiomatic tier: make_model, make_loss and train_step of every file defining them,
+    with the lines of code and the idiomatic variants' measured time per step."""
+    code, measured = {}, []
+    for path, names in api_files().items():
+        text = source_text(path, commit)
+        found = function_sources(text, IDIOMATIC) if text else {}
+        if set(found) == set(IDIOMATIC):
+            label = " / ".join(registry.FRAMEWORKS[n].label for n in names)
+            code[label] = found
+            measured.append(costs(sources, names))
+    if not code:
+        return ""
+    table = counts(code, IDIOMATIC)
+    table += "\n| measured, per step | " + " | ".join(measured) + " |"
+    parts = ["### The idiomatic tier", "The model, the loss and one training step as a user "
+             "writes them, from the same commit; the last row is what each idiomatic variant "
+             "took per step on the worked example in the newest run that has it.", table]
+    parts += [side_by_side(fn, code) for fn in IDIOMATIC]
+    return "\n\n".join(parts)
+
+
+def costs(sources: list, frameworks: list[str]) -> str:
+    """'`torch-nn` 215 µs, ...': the idiomatic variants of these frameworks on the worked
+    example, from the newest file that measured each."""
+    from harness.tables import fmt_time
+
+    tier = {v.name for v in registry.VARIANTS.values() if v.framework in frameworks
+            and v.kind == "idiomatic"  # the modules' tier, not the framework's functional core
+            and (v.trainer != "Trainer" or not registry.FRAMEWORKS[v.framework].gradients)}
+    found = {}
+    for s in sorted(sources, key=lambda s: s.run.created, reverse=True):
+        for c in s.run.ok_cases():
+            if (c.variant in tier and c.device == "cpu" and c.problem.is_worked_example
+                    and c.variant not in found):
+                found[c.variant] = c.median
+    return ", ".join(f"`{v}` {fmt_time(t)}" for v, t in found.items()) or "—"
 
 
 def code_commit(sources: list) -> tuple[str | None, str]:
