@@ -171,6 +171,7 @@ class Round:
         job = self.job(pending, peaks)
         ids = [case_id(d, v.name, ProblemRecord.of(p)) for p, v, d in pending]
         got: set[str] = set()
+        self.current = None  # a fresh worker: its start-up has STARTUP_S, not a case's timeout
         status, last, timed_out = run_worker(job, lambda m: self.receive(m, got),
                                              self.timeout)
         left = [c for c, i in zip(pending, ids) if i not in got]
