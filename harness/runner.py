@@ -179,6 +179,9 @@ class Round:
             self.lose(left[0], f"timed out after {self.plan.timeout_s():g} s "
                                f"(the worker was killed; --timeout sets the limit)")
             return left[1:]
+        if self.current is not None and left:  # it died in that case: the rest go on
+            self.lose(left[0], lost_reason(status, last))
+            return left[1:]
         for p, v, d in left:
             self.lose((p, v, d), lost_reason(status, last))
         return []
@@ -240,7 +243,7 @@ def fixed_k(case: Case | None) -> int | None:
 
 def lost_reason(status: int | None, last: str) -> str:
     said = f": {last}" if last else " (it wrote nothing to its log)"
-    return f"worker process exited with status {status} before this case{said}"[:500]
+    return f"worker process exited with status {status} before this case finished{said}"[:500]
 
 
 def worker_env(channel_fd: int) -> dict:
