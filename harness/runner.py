@@ -273,7 +273,7 @@ def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], fl
         try:
             proc.stdin.write(json.dumps(schema.to_dict(job)).encode())
             proc.stdin.close()
-            while (message := reader.next(timeout())) is not None:
+            while (message := reader.next(timeout(), lambda: proc.poll() is None)) is not None:
                 on_message(message)
             done = True
         except messages.Timeout:
