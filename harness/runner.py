@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import environment, messages, schema, store
+from harness import environment, lifeline, messages, schema, store
 from harness.climit import measure_c_limit
 from harness.results import (
     Case,
@@ -261,12 +261,13 @@ def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], fl
     """Run one worker until it exits or a read times out (then its process group is
     killed); returns (exit status, last line of its log, timed out)."""
     read_end, write_end = os.pipe()
-    with tempfile.TemporaryFile() as log:  # unlinked at once: nothing is left behind
+    # the log is unlinked at once; the lifeline kills what the worker leaves behind
+    with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "harness.worker"], stdin=subprocess.PIPE, stdout=log,
-                stderr=log, pass_fds=(write_end,), env=worker_env(write_end),
-                start_new_session=True)
+                stderr=log, pass_fds=(write_end, life.fd),
+                env={**worker_env(write_end), **life.env()}, start_new_session=True)
         finally:
             os.close(write_end)
         reader, timed_out, done = messages.Reader(read_end), False, False
