@@ -51,13 +51,12 @@ class Grid:
         return len(self.widths) * len(self.depths) * len(self.batches) * len(self.dtypes)
 
     def problems(self, lr: float | None, seed: int) -> list[Problem]:
-        """One problem per grid point, each checked against this machine's memory first."""
-        return [
-            plans.problem((d,) * (depth + 1), self.activation, "linear", False, dtype, batch,
-                          lr, seed)
+        """One problem per grid point, all checked against this machine's memory first."""
+        return plans.problems([
+            ((d,) * (depth + 1), self.activation, "linear", False, dtype, batch, lr, seed)
             for dtype in self.dtypes for batch in self.batches for depth in self.depths
             for d in self.widths
-        ]
+        ])
 
     def as_dict(self) -> dict:
         return {"widths": list(self.widths), "depths": list(self.depths),
