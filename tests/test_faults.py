@@ -1,7 +1,8 @@
 """Faults, reproduced end to end: every item of the hardening issue, and what must hold.
 
 For each fault: the exit status (non-zero where the command could not do what was asked),
-exactly one line on stderr and no traceback for a refusal, a results file that loads
+exactly one line on stderr and no traceback for a refusal (one error line, after warnings if
+any, for a command that ran first), a results file that loads
 (``store.load``) with every finished case, and no hang (every subprocess has a timeout).
 The faulty frameworks are tests/fake_faulty.py (a good variant, and one that hangs, one
 that dies, one that leaks a process) and tests/fake_missing.py (not installed), registered
@@ -124,6 +125,14 @@ def one_line(stderr: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def error_line(stderr: str, *fragments: str) -> str:
+    """Like one_line, for a command that ran before it failed or was interrupted: warnings
+    about what it ran (a busy machine, ...) may come before its one error line."""
+    lines = stderr.strip().splitlines()
+    assert lines and all(line.startswith("warning: ") for line in lines[:-1]), stderr
+    return one_line(lines[-1], *fragments)
 
 
 def wait_for(path: Path, seconds: float = 30) -> list[int]:
@@ -325,8 +334,8 @@ def test_a_broken_framework_on_cuda_is_one_line_with_the_reason(broken_jax, tmp_
                  str(tmp_path / "r.json"))
     # 2 without a GPU (no framework can use it), 1 with one (the variant could not run)
     assert proc.returncode in (1, 2)
-    line = one_line(proc.stderr, BROKEN)
-    assert "not installed" not in line
+    line = error_line(proc.stderr, BROKEN)
+    assert "jax: jax is not installed" not in line
 
 
 # ---- 4. a framework asked for by name that is not installed -----------------------------------
@@ -342,7 +351,7 @@ def test_asking_for_a_missing_framework_is_not_success(tmp_path, argv, status):
     out = tmp_path / "r.json"
     proc = bench(environ(tmp_path), *argv, *(["--out", str(out)] if argv[0] == "run" else []))
     assert proc.returncode == status
-    one_line(proc.stderr, GHOST)
+    (one_line if status == 2 else error_line)(proc.stderr, GHOST)
     if argv[0] == "run":  # the file says so too, and keeps what did run
         assert statuses(out) == {"ghost": "unavailable", "numpy": "ok"}
 
@@ -395,14 +404,14 @@ def test_networks_that_fit_alone_but_not_together_are_refused(memory, tmp_path, 
 
 
 @pytest.mark.parametrize("command", ["run", "check"])
-def test_a_network_too_deep_to_finish_is_refused_as_in_sweep(tmp_path, capsys, command):
+def test_a_network_too_deep_to_finish_is_refused_as_in_sweep(tmp_path, command):
     # sweep --depths 100000000 is refused (test_sweep.py); 30,000 layers of width 1 fit in
-    # memory, but check and run were still working on them an hour later
+    # memory, but check and run were still working on them minutes later
     deep = ",".join(["1"] * 30_001)
     out = ["--out", str(tmp_path / "r.json"), *FAST] if command == "run" else []
-    assert cli.main([command, "--widths", deep, *out]) == 2
-    one_line(capsys.readouterr().err, "a network of 30000 weight layers is over the limit of "
-                                      "1000")
+    proc = bench(environ(tmp_path), command, "--widths", deep, *out)
+    assert proc.returncode == 2
+    one_line(proc.stderr, "a network of 30000 weight layers is over the limit of 1000")
 
 
 def make_spec(d: int):
@@ -454,7 +463,8 @@ def test_an_unwritable_report_location_is_one_line(tmp_path, capsys, out):
 
 @pytest.mark.parametrize("flag", ["--time-per-case", "--budget", "--timeout"])
 def test_infinite_times_are_refused_in_sweep_too(tmp_path, capsys, flag):
-    assert cli.main(["sweep", flag, "inf", "--out", str(tmp_path / "s.json")]) == 2
+    assert cli.main(["sweep", "--sizes", "1", "--variants", "numpy", "--no-peak", flag, "inf",
+                     "--out", str(tmp_path / "s.json")]) == 2
     one_line(capsys.readouterr().err, "must be a finite number above 0")
     assert not (tmp_path / "s.json").exists()
 
@@ -559,12 +569,10 @@ def test_an_interrupt_before_the_first_write_says_nothing_was_saved(tmp_path, mo
     assert store.load(out) == older
 
 
-@pytest.mark.parametrize("argv", [
+@pytest.mark.parametrize("argv", [  # and a memory refusal: test_a_network_too_big_for_memory...
     ["run", "--variants", "nope"],
     ["run", "--variants", "limit", "--widths", "4,4"],
-    ["run", "--widths", "65536,65536,65536"],
-    ["sweep", "--variants", "limit"],
-    ["sweep", "--sizes", "2", "--depths", "100000000"],
+    ["sweep", "--variants", "limit", "--sizes", "4"],
 ])
 def test_a_refused_run_creates_no_folders(tmp_path, capsys, argv):
     assert cli.main([*argv, *FAST, "--out", str(tmp_path / "a" / "b" / "r.json")]) == 2
@@ -572,7 +580,9 @@ def test_a_refused_run_creates_no_folders(tmp_path, capsys, argv):
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize("argv", [["sweep", *FAST], ["run", *FAST], ["report"]])
+@pytest.mark.parametrize("argv", [["sweep", "--sizes", "1", "--variants", "numpy", *FAST],
+                                  ["run", "--widths", "1,1,1", "--variants", "numpy", *FAST],
+                                  ["report"]])  # small runs, should one start after all
 @pytest.mark.parametrize("out", ["", "  "])
 def test_an_empty_out_is_an_error_in_every_command(tmp_path, monkeypatch, capsys, argv, out):
     monkeypatch.chdir(tmp_path)
@@ -590,7 +600,7 @@ def test_an_interrupt_keeps_the_finished_cases_and_kills_the_workers(tmp_path, s
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    one_line(err, f"interrupted: the finished cases are saved in {out}")
+    error_line(err, f"interrupted: the finished cases are saved in {out}")
     run = store.load(out)
     assert statuses(out) == {"numpy": "ok"} and run.interrupted and not run.complete
     assert gone(env["FAULTS_TOKEN"]) == []
