@@ -274,15 +274,25 @@ def execute(plan, path: Path, on_case) -> object | None:
     """Run the plan into ``path``; the run, or None after Ctrl-C or SIGTERM (said on stderr)."""
     from harness import runner, store
 
+    before = file_id(path)  # with --force, the old file is there until the first write
     try:
         return runner.execute(plan, path, on_case)
     except KeyboardInterrupt:
-        where = (f"the finished cases are saved in {path}" if path.exists()
+        where = (f"the finished cases are saved in {path}" if file_id(path) not in (None, before)
                  else "nothing was saved")
         print(f"{PROG}: interrupted: {where}", file=sys.stderr)
         return None
     finally:
         store.release(path)
+
+
+def file_id(path: Path) -> tuple[int, int, int] | None:
+    """What tells one file at ``path`` from another: every write replaces it (a new inode)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def run(networks: plans.Networks, t: Timed) -> int:

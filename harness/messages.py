@@ -13,6 +13,7 @@ import json
 import os
 import select
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness import schema
@@ -21,6 +22,8 @@ from harness.timing import TimingConfig
 
 CHANNEL_FD = "BACKPROP_BENCH_CHANNEL_FD"
 PARENT_PID = "BACKPROP_BENCH_PARENT_PID"
+MAX_WAIT_S = 86400.0  # one select() at most: it overflows on 1e308 s; longer waits loop
+POLL_S = 1.0  # how often a reader given ``alive`` asks whether the writer is still there
 
 
 @dataclass
@@ -113,21 +116,30 @@ class Reader:
     def __init__(self, fd: int):
         self.fd, self.buffer, self.eof = fd, b"", False
 
-    def next(self, timeout: float | None):
-        """The next message; None at end of channel; Timeout when ``timeout`` passes first."""
+    def next(self, timeout: float | None, alive: Callable[[], bool] | None = None):
+        """The next message; None at end of channel, or once ``alive()`` says the writer has
+        exited (a process it started may hold the channel open); Timeout when ``timeout``
+        passes first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while b"\n" not in self.buffer:
             if self.eof:
                 return None
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.fd], [], [], left)
+            wait = None if left is None else min(left, MAX_WAIT_S)
+            if alive is not None:
+                wait = POLL_S if wait is None else min(wait, POLL_S)
+            ready, _, _ = select.select([self.fd], [], [], wait)
             if not ready:
-                raise Timeout
+                if alive is not None and not alive():
+                    return None
+                if wait == left:
+                    raise Timeout
+                continue
             chunk = os.read(self.fd, 1 << 16)
             self.eof = not chunk
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
-        return decode(line.decode())
+        return decode(line.decode(errors="replace"))
 
 
 def writer():

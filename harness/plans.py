@@ -52,12 +52,17 @@ class Networks:
     seed: int = 0
 
 
+def held_bytes(spec: NetworkSpec, batch: int) -> int:
+    """The float64 problem (parameters, x, y) the main process holds for the whole run."""
+    return 8 * (spec.n_weights() + 2 * batch * spec.widths[0])
+
+
 def bytes_needed(spec: NetworkSpec, batch: int) -> int:
     """A generous estimate of the memory one case of this network needs, in bytes."""
     weights = spec.n_weights()
     activations = batch * sum(spec.widths)
     size = 4 if spec.dtype == "float32" else 8
-    float64_copies = 8 * (2 * weights + 4 * batch * spec.widths[0])  # main process + worker
+    float64_copies = 2 * held_bytes(spec, batch)  # main process + worker
     framework = size * (3 * weights + 3 * activations)  # params, grads, update; a, h, dh
     reference = 8 * (4 * weights + 3 * activations)  # the float64 trajectory it is checked on
     return float64_copies + framework + reference
@@ -72,18 +77,49 @@ def check_memory(spec: NetworkSpec, batch: int, available: int | None = None) ->
                         f"{gib(need)} of memory; this machine has {gib(available)} available")
 
 
+def check_total_memory(networks: list[tuple[NetworkSpec, int]],
+                       available: int | None = None) -> None:
+    """Raise SpecError (one line) if these networks, each of which fits, do not fit together:
+    the main process holds every problem at once, and one case at a time adds the rest."""
+    if len(networks) < 2:
+        return
+    available = environment.meminfo("MemAvailable") if available is None else available
+    need = sum(held_bytes(s, b) for s, b in networks) + max(
+        bytes_needed(s, b) - held_bytes(s, b) for s, b in networks)
+    if available is not None and need > MEMORY_HEADROOM * available:
+        raise SpecError(f"these {len(networks)} networks need about {gib(need)} of memory "
+                        f"together; this machine has {gib(available)} available")
+
+
 def gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB" if n >= 2**27 else f"{n / 2**20:.3g} MiB"
+
+
+def network(widths, activation: str, output_activation: str, bias: bool, dtype: str,
+            batch: int) -> tuple[NetworkSpec, int]:
+    """(spec, batch), once the network is valid and one case of it fits in memory."""
+    spec = NetworkSpec(tuple(widths), activation, output_activation, bias, dtype)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
+        raise SpecError(f"batch {batch!r} must be a positive integer")
+    check_memory(spec, batch)
+    return spec, batch
 
 
 def problem(widths, activation: str, output_activation: str, bias: bool, dtype: str,
             batch: int, lr: float | None, seed: int) -> Problem:
     """A problem, once its network is valid and fits in memory."""
-    spec = NetworkSpec(tuple(widths), activation, output_activation, bias, dtype)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
-        raise SpecError(f"batch {batch!r} must be a positive integer")
-    check_memory(spec, batch)
+    spec, batch = network(widths, activation, output_activation, bias, dtype, batch)
     return make_problem(spec, batch=batch, lr=lr, seed=seed)
+
+
+def problems(requests: list[tuple]) -> list[Problem]:
+    """The problems of ``problem``'s argument tuples, without repeats, once every network is
+    valid and they fit in memory together: nothing is built before all are checked."""
+    requests = list(dict.fromkeys(requests))
+    networks = [network(*r[:6]) for r in requests]
+    check_total_memory(list(dict.fromkeys(networks)))
+    return unique([make_problem(spec, batch=batch, lr=r[6], seed=r[7])
+                   for (spec, batch), r in zip(networks, requests)])
 
 
 def dtypes_of(n: Networks, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -105,9 +141,9 @@ def check_problems(n: Networks) -> list[Problem]:
     """The problems of `check`: each network × dtype (default: the worked example in float64
     and float32, batch 1)."""
     widths = n.widths or ((1, 1, 1),)
-    return unique([problem(w, n.activation or "linear", n.output_activation, n.bias, d,
-                           1 if n.batch is None else n.batch, n.lr, n.seed)
-                   for w in widths for d in dtypes_of(n, ("float64", "float32"))])
+    return problems([(w, n.activation or "linear", n.output_activation, n.bias, d,
+                      1 if n.batch is None else n.batch, n.lr, n.seed)
+                     for w in widths for d in dtypes_of(n, ("float64", "float32"))])
 
 
 def timing_problems(n: Networks) -> list[Problem]:
@@ -126,8 +162,8 @@ def timing_problems(n: Networks) -> list[Problem]:
             nets += [dict(widths=widths, activation=n.activation or "linear", dtype=d,
                           batch=(1 if one else 64) if n.batch is None else n.batch)
                      for d in dtypes]
-    return unique([problem(net["widths"], net["activation"], n.output_activation, n.bias,
-                           net["dtype"], net["batch"], n.lr, n.seed) for net in nets])
+    return problems([(tuple(net["widths"]), net["activation"], n.output_activation, n.bias,
+                      net["dtype"], net["batch"], n.lr, n.seed) for net in nets])
 
 
 def default_name(problem: Problem) -> str | None:

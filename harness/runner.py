@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import environment, machine_state, messages, schema, store
+from harness import environment, lifeline, machine_state, messages, schema, store
 from harness.climit import measure_c_limit
 from harness.results import (
     Case,
@@ -200,12 +200,16 @@ class Round:
         job = self.job(pending, peaks)
         ids = [case_id(d, v.name, ProblemRecord.of(p)) for p, v, d in pending]
         got: set[str] = set()
+        self.current = None  # a fresh worker: its start-up has STARTUP_S, not a case's timeout
         status, last, timed_out = run_worker(job, lambda m: self.receive(m, got),
                                              self.timeout)
         left = [c for c, i in zip(pending, ids) if i not in got]
         if timed_out and left:
             self.lose(left[0], f"timed out after {self.plan.timeout_s():g} s "
                                f"(the worker was killed; --timeout sets the limit)")
+            return left[1:]
+        if self.current is not None and left:  # it died in that case: the rest go on
+            self.lose(left[0], lost_reason(status, last))
             return left[1:]
         for p, v, d in left:
             self.lose((p, v, d), lost_reason(status, last))
@@ -271,7 +275,7 @@ def fixed_k(case: Case | None) -> int | None:
 
 def lost_reason(status: int | None, last: str) -> str:
     said = f": {last}" if last else " (it wrote nothing to its log)"
-    return f"worker process exited with status {status} before this case{said}"[:500]
+    return f"worker process exited with status {status} before this case finished{said}"[:500]
 
 
 def worker_env(channel_fd: int) -> dict:
@@ -289,19 +293,20 @@ def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], fl
     """Run one worker until it exits or a read times out (then its process group is
     killed); returns (exit status, last line of its log, timed out)."""
     read_end, write_end = os.pipe()
-    with tempfile.TemporaryFile() as log:  # unlinked at once: nothing is left behind
+    # the log is unlinked at once; the lifeline kills what the worker leaves behind
+    with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "harness.worker"], stdin=subprocess.PIPE, stdout=log,
-                stderr=log, pass_fds=(write_end,), env=worker_env(write_end),
-                start_new_session=True)
+                stderr=log, pass_fds=(write_end, life.fd),
+                env={**worker_env(write_end), **life.env()}, start_new_session=True)
         finally:
             os.close(write_end)
         reader, timed_out, done = messages.Reader(read_end), False, False
         try:
             proc.stdin.write(json.dumps(schema.to_dict(job)).encode())
             proc.stdin.close()
-            while (message := reader.next(timeout())) is not None:
+            while (message := reader.next(timeout(), lambda: proc.poll() is None)) is not None:
                 on_message(message)
             done = True
         except messages.Timeout:

@@ -18,7 +18,9 @@ others into one-line problems.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import stat
@@ -73,13 +75,30 @@ def claim(path: Path, force: bool = False) -> Path:
     except OSError as exc:
         raise ResultsError(f"cannot write results to {path}: {exc.strerror or exc}") from None
     try:
-        take_lock(lock_path(path))
+        with claiming(path.parent):
+            take_lock(lock_path(path))
     except FileExistsError:
         raise ResultsError(f"{path} is being written by another run (pid "
                            f"{holder(lock_path(path))}): choose another --out") from None
     except OSError as exc:
         raise ResultsError(f"cannot write results to {path}: {exc.strerror or exc}") from None
+    if path.exists() and not force:  # written by a run that held the lock since the check
+        release(path)
+        raise ResultsError(f"{path} already exists: choose another --out, or add --force")
     return path
+
+
+@contextlib.contextmanager
+def claiming(folder: Path):
+    """One claim at a time in a folder (an flock on the folder itself, dropped by the kernel
+    if its holder dies): a lock file is read, judged stale or created by one process only,
+    never seen half-written (empty) by another that would take it over."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def take_lock(lock: Path) -> None:

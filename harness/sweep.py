@@ -16,11 +16,10 @@ from dataclasses import dataclass, replace
 from harness import plans
 from harness.timing import TimingConfig
 from implementations.contract import Variant
-from implementations.problem import BenchError, Problem
+from implementations.problem import MAX_DEPTH, BenchError, Problem
 
 DEFAULT_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 TIME_PER_CASE_STEPS = (0.75, 0.5, 0.25)
-MAX_DEPTH = 1000
 # Rough costs for the estimate only (never reported): per-step overhead and throughput, and
 # the fixed cost of a case (first call, calibration, warm-up, the two reference checks; XLA's
 # GPU compile alone takes seconds) and of a worker process.
@@ -51,13 +50,12 @@ class Grid:
         return len(self.widths) * len(self.depths) * len(self.batches) * len(self.dtypes)
 
     def problems(self, lr: float | None, seed: int) -> list[Problem]:
-        """One problem per grid point, each checked against this machine's memory first."""
-        return [
-            plans.problem((d,) * (depth + 1), self.activation, "linear", False, dtype, batch,
-                          lr, seed)
+        """One problem per grid point, all checked against this machine's memory first."""
+        return plans.problems([
+            ((d,) * (depth + 1), self.activation, "linear", False, dtype, batch, lr, seed)
             for dtype in self.dtypes for batch in self.batches for depth in self.depths
             for d in self.widths
-        ]
+        ])
 
     def as_dict(self) -> dict:
         return {"widths": list(self.widths), "depths": list(self.depths),

@@ -28,7 +28,7 @@ import sys
 import traceback
 from dataclasses import replace
 
-from harness import messages, schema
+from harness import lifeline, messages, schema
 from harness.results import Case, Timing, case_id
 from implementations.contract import Unavailable
 
@@ -214,6 +214,7 @@ def main() -> int:
         print("harness.worker: started by harness.runner only", file=sys.stderr)
         return 2
     die_with_parent()
+    lifeline.guard()
     job = schema.from_dict(messages.Job, json.loads(sys.stdin.read()), "job")
 
     from harness.environment import pin_threads

@@ -28,6 +28,7 @@ DEFAULT_LR = 0.1
 STABLE_WIDTH = 16  # above this width the default learning rate shrinks as 1/width
 DEFAULT_SEED = 0
 MAX_WIDTH = 1 << 16
+MAX_DEPTH = 1000  # weight layers
 
 
 class BenchError(Exception):
@@ -103,6 +104,9 @@ def validate_spec(spec: NetworkSpec) -> None:
     """Raise SpecError with a one-line reason if the network cannot be built."""
     if len(spec.widths) < 2:
         raise SpecError(f"widths {_w(spec)}: need at least an input and an output width")
+    if len(spec.widths) - 1 > MAX_DEPTH:  # it would run for hours: refused like sweep --depths
+        raise SpecError(f"a network of {len(spec.widths) - 1} weight layers is over the limit "
+                        f"of {MAX_DEPTH}")
     for w in spec.widths:
         if not isinstance(w, (int, np.integer)) or isinstance(w, bool):
             raise SpecError(f"widths {_w(spec)}: every width must be an integer")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 import re
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

@@ -51,10 +51,10 @@ def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = Fal
     out = check_out(Path(out), force)
     paths = [str(p) for p in paths] or [DEFAULT_DIR]
     loaded, problems = store.load_many(paths)
+    if not loaded:  # one line: the error names the first bad file and counts the others
+        raise ResultsError(no_valid_message(paths, problems))
     for problem in problems:
         print(f"backprop-bench report: warning: {problem}; left out", file=sys.stderr)
-    if not loaded:
-        raise ResultsError(no_valid_message(paths, problems))
     sources = sources_of(loaded)
     plot_dir = out.parent / "plots"
     for s in sources:
@@ -132,5 +132,4 @@ def slug(heading: str) -> str:
 def contents(parts: list[str]) -> str:
     """A table of contents of the ## headings."""
     headings = [line[3:] for p in parts for line in p.splitlines() if line.startswith("## ")]
-    return "## Contents\n\n" + "\n".join(f"- [{h.replace('`', '')}](#{slug(h)})"
-                                         for h in headings)
+    return "## Contents\n\n" + "\n".join(f"- [{h}](#{slug(h)})" for h in headings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from harness import summary
 from harness.report.sources import Source, device_label, settings
 from harness.results import Case, Run
@@ -21,8 +23,9 @@ def section(sources: list[Source]) -> str:
     for s in (s for s in sources if s.command == "sweep"):
         srows = rows_of(s)
         if srows:
-            parts.append(f"<details><summary>Compile costs in the sweep "
-                         f"{s.file}</summary>\n\n{table(srows)}\n\n</details>")
+            parts.append(f"<details><summary>Compile costs in the sweep <code>"  # HTML here
+                         f"{html.escape(s.path.name)}</code></summary>\n\n{table(srows)}"
+                         f"\n\n</details>")
     return INTRO + "\n\n" + "\n\n".join(parts) if parts else ""
 
 

@@ -1,0 +1,638 @@
+"""Faults, reproduced end to end: every item of the hardening issue, and what must hold.
+
+For each fault: the exit status (non-zero where the command could not do what was asked),
+exactly one line on stderr and no traceback for a refusal (one error line, after warnings if
+any, for a command that ran first), a results file that loads
+(``store.load``) with every finished case, and no hang (every subprocess has a timeout).
+The faulty frameworks are tests/fake_faulty.py (a good variant, and one that hangs, one
+that dies, one that leaks a process) and tests/fake_missing.py (not installed), registered
+through BACKPROP_BENCH_FRAMEWORKS.
+
+Item -> test (here, unless another module is named):
+ 1. two runs, one --out: test_two_runs_with_one_out_never_lose_a_run,
+    test_a_run_that_claims_an_out_in_use_is_refused,
+    test_simultaneous_claims_of_one_path_let_one_through,
+    test_a_file_written_between_the_check_and_the_lock_is_not_overwritten;
+    default names: test_two_runs_without_out_write_two_files, and
+    test_store.py::test_default_names_do_not_collide_within_a_second (the same second)
+ 2. per-case timeout: test_a_hanging_case_times_out_and_the_run_goes_on,
+    test_the_default_timeout_scales_with_the_time_per_case
+ 3. import failing with RuntimeError: test_contract.py::
+    test_a_broken_framework_is_unavailable_with_the_reason (list --check, demo),
+    test_asking_for_a_broken_framework_is_one_line_exit_2 (check --framework),
+    test_running_a_broken_framework_exits_1_with_one_line (run --variants); here:
+    test_a_broken_framework_is_a_note_in_a_default_check,
+    test_a_broken_framework_on_cuda_is_one_line_with_the_reason (check/run --device cuda)
+ 4. a missing framework asked for: test_asking_for_a_missing_framework_is_not_success; and
+    test_cli.py::test_asking_for_a_missing_framework_is_one_line_and_exit_2
+ 5. memory: test_a_network_too_big_for_memory_is_refused_before_any_array,
+    test_networks_that_fit_alone_but_not_together_are_refused; sweep --depths 100000000:
+    test_sweep.py::test_bad_sweep_input_is_one_line_and_exit_2, and as deep in run and
+    check: test_a_network_too_deep_to_finish_is_refused_as_in_sweep
+ 6. report over README.md and plots/: test_report.py::
+    test_report_refuses_to_overwrite_a_file_it_did_not_write,
+    test_report_refuses_to_overwrite_a_plot_it_did_not_write
+ 7. wrong-typed fields: test_results.py::
+    test_a_wrong_typed_field_is_one_line_naming_the_file_and_the_field; in a folder, and
+    compare: test_wrong_typed_files_are_left_out_of_a_report_and_refused_by_compare
+ 8. unwritable report location: test_an_unwritable_report_location_is_one_line (/sys, /proc);
+    test_report.py::test_an_unwritable_report_location_is_one_line (a file as a folder)
+ 9. --time-per-case inf: test_runner.py::test_bad_run_input_is_one_line_and_exit_2 (run);
+    here: test_infinite_times_are_refused_in_sweep_too, test_a_huge_finite_timeout_is_honoured
+10. Markdown escaping: test_report.py::
+    test_text_from_a_results_file_cannot_break_a_table_or_inject_html (host, reason); here:
+    test_cpu_and_file_names_are_escaped_in_tables_and_html
+11. stray stdout: test_stray_output_of_a_sitecustomize_or_framework_is_not_a_message
+12. results files 0600: test_store.py::test_a_results_file_is_readable_by_others;
+    a FIFO: test_a_fifo_named_json_hangs_neither_report_nor_compare, and
+    test_store.py::test_a_fifo_is_not_read;
+    check --device gpu: test_check_takes_gpu_as_run_does;
+    a lost case's reason: test_a_worker_dying_in_a_case_loses_that_case_only, and
+    test_runner.py::test_a_lost_case_with_an_empty_log_does_not_end_in_a_colon;
+    "saved in X" never written: test_an_interrupt_before_the_first_write_says_nothing_was_saved;
+    a killed run (finished: null): test_sigkill_of_the_runner_leaves_no_process_and_no_log,
+    and test_report.py::test_a_killed_run_is_marked_incomplete;
+    a refused run's --out folders: test_a_refused_run_creates_no_folders;
+    --out '': test_an_empty_out_is_an_error_in_every_command, and
+    test_runner.py::test_an_empty_out_is_an_error_not_the_default_path;
+    SIGKILL of the runner: test_sigkill_of_the_runner_leaves_no_process_and_no_log;
+    SIGINT, SIGTERM: test_an_interrupt_keeps_the_finished_cases_and_kills_the_workers, and
+    test_runner.py::test_ctrl_c_leaves_a_valid_file_with_every_finished_case;
+    what a worker starts, even one holding its channel open:
+    test_a_process_a_worker_starts_dies_with_it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import helpers_results as h
+import pytest
+
+from harness import cli, commands, environment, plans, runner, store
+from harness.report import build_report
+from harness.report import compile as compile_section
+from harness.report.sources import sources_of
+from harness.results import ResultsError
+from harness.timing import TimingConfig
+from implementations import registry
+from implementations.problem import BenchError, make_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+FAULTY = Path(__file__).with_name("fake_faulty.py")
+MISSING = Path(__file__).with_name("fake_missing.py")
+FAST = ["--no-peak", "--processes", "1", "--time-per-case", "0.05"]
+GIB = 2**30
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def environ(tmp_path: Path, **extra: str) -> dict:
+    """The environment of a bench subprocess: this checkout, the fake frameworks, a private
+    temporary folder, and a token that marks every process it starts."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp),
+           registry.ENV: os.pathsep.join([str(FAULTY), str(MISSING)]),
+           "FAULTS_TOKEN": uuid.uuid4().hex, "FAULTY_MARKER": str(tmp_path / "marker")}
+    env.update(extra)
+    return env
+
+
+def bench(env: dict, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *argv], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(env: dict, *argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *argv], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def one_line(stderr: str, *fragments: str) -> str:
+    """The one line on stderr, which must hold every fragment and be no traceback."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def error_line(stderr: str, *fragments: str) -> str:
+    """Like one_line, for a command that ran before it failed or was interrupted: warnings
+    about what it ran (a busy machine, ...) may come before its one error line."""
+    lines = stderr.strip().splitlines()
+    assert lines and all(line.startswith("warning: ") for line in lines[:-1]), stderr
+    return one_line(lines[-1], *fragments)
+
+
+def wait_for(path: Path, seconds: float = 30) -> list[int]:
+    """The pids a faulty Trainer wrote to its marker once it is stuck."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return [int(p) for p in path.read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """True if the process exists and is not a zombie (a zombie is dead, not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def processes_of(token: str) -> list[int]:
+    """The live processes whose environment holds the token: a run and all it started."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            marked = f"FAULTS_TOKEN={token}".encode() in (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if marked and running(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def gone(token: str, seconds: float = 5) -> list[int]:
+    """[] once every process of the run has died (waiting up to ``seconds``), else those left."""
+    deadline = time.monotonic() + seconds
+    while (left := processes_of(token)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def statuses(path: Path) -> dict[str, str]:
+    return {c.variant: c.status for c in store.load(path).cases}
+
+
+@pytest.fixture
+def with_fakes(monkeypatch):
+    """The fake frameworks registered in this process too (for cli.main)."""
+    monkeypatch.setenv(registry.ENV, os.pathsep.join([str(FAULTY), str(MISSING)]))
+    registry.discover()
+    yield
+    monkeypatch.delenv(registry.ENV)
+    registry.discover()
+
+
+# ---- 1. concurrent runs -----------------------------------------------------------------------
+
+def test_two_runs_with_one_out_never_lose_a_run(tmp_path):
+    env, out = environ(tmp_path), tmp_path / "r.json"
+    runs = [start(env, "run", "--widths", w, "--variants", "numpy", *FAST, "--out", str(out))
+            for w in ("1,1,1", "2,2,2")]
+    done = [(p, *p.communicate(timeout=60)) for p in runs]
+    assert sorted(p.returncode for p, _, _ in done) == [0, 2]
+    (winner, _, _), = [d for d in done if d[0].returncode == 0]
+    (_, _, err), = [d for d in done if d[0].returncode == 2]
+    line = one_line(err, str(out))
+    assert "being written by another run" in line or "already exists" in line
+    run = store.load(out)  # the winner's cases, all of them
+    widths = ("1,1,1", "2,2,2")[runs.index(winner)]
+    assert [c.problem.widths for c in run.cases] == [tuple(map(int, widths.split(",")))]
+    assert run.complete and all(c.ok for c in run.cases)
+
+
+def test_a_run_that_claims_an_out_in_use_is_refused(tmp_path):
+    env, out = environ(tmp_path), tmp_path / "r.json"
+    first = start(env, "run", "--widths", "1,1,1", "--variants", "numpy,faulty-hang", *FAST,
+                  "--out", str(out))
+    try:
+        wait_for(tmp_path / "marker")  # the first run is in its second case, stuck
+        for force, refusal in (([], f"{out} already exists"), (["--force"], f"{out} is being "
+                                f"written by another run (pid {first.pid})")):
+            second = bench(env, "run", "--widths", "1,1,1", "--variants", "numpy", *FAST,
+                           *force, "--out", str(out))
+            assert second.returncode == 2
+            one_line(second.stderr, refusal)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert statuses(out) == {"numpy": "ok"}  # the first run's finished case, not overwritten
+
+
+def test_a_file_written_between_the_check_and_the_lock_is_not_overwritten(tmp_path,
+                                                                          monkeypatch):
+    out, other = tmp_path / "r.json", h.run_file()
+    take_lock = store.take_lock
+
+    def another_run_finishes_first(lock):
+        store.write(other, out)  # it held the lock, wrote and released it meanwhile
+        take_lock(lock)
+
+    monkeypatch.setattr(store, "take_lock", another_run_finishes_first)
+    with pytest.raises(ResultsError, match="already exists"):
+        store.claim(out)
+    assert store.load(out) == other and not store.lock_path(out).exists()
+
+
+def claim_each(paths: list[str], barrier, results) -> None:
+    for path in paths:
+        barrier.wait()  # both processes claim the same path at the same moment
+        try:
+            store.claim(Path(path))
+            results.put("claimed")
+            time.sleep(0.01)
+            store.release(Path(path))
+        except ResultsError:
+            results.put("refused")
+
+
+def test_simultaneous_claims_of_one_path_let_one_through(tmp_path):
+    # a lock file is created empty, then its pid is written: a claim in between used to take
+    # it for a stale lock, and both runs wrote the same file (about 1 round in 6)
+    context = multiprocessing.get_context("fork")
+    paths = [str(tmp_path / f"r{i}.json") for i in range(100)]
+    barrier, results = context.Barrier(2), context.Queue()
+    procs = [context.Process(target=claim_each, args=(paths, barrier, results))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=30) for _ in range(2 * len(paths))]
+    for p in procs:
+        p.join(timeout=30)
+    assert got.count("claimed") == len(paths) and got.count("refused") == len(paths)
+
+
+def test_two_runs_without_out_write_two_files(tmp_path):
+    env, folder = environ(tmp_path), tmp_path / "results"
+    runs = [start(env, "run", "--widths", "1,1,1", "--variants", "numpy", *FAST,
+                  "--results-dir", str(folder)) for _ in range(2)]
+    for p in runs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    files = sorted(folder.glob("run-cpu-*.json"))
+    assert len(files) == 2
+    for f in files:
+        assert statuses(f) == {"numpy": "ok"} and store.load(f).complete
+    assert not list(folder.glob(".*.lock"))
+
+
+# ---- 2. timeouts ------------------------------------------------------------------------------
+
+def test_a_hanging_case_times_out_and_the_run_goes_on(tmp_path):
+    # the hanging Trainer leaks a process too; the fresh worker after it starts slowly (2.5 s,
+    # longer than the case timeout: its start-up has the start-up allowance, not --timeout)
+    env, out = environ(tmp_path, FAULTY_IMPORT_DELAY="2.5"), tmp_path / "r.json"
+    began = time.monotonic()
+    proc = bench(env, "run", "--widths", "1,1,1", "--variants", "faulty-leak,faulty-ok",
+                 "--timeout", "2", *FAST, "--out", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert time.monotonic() - began < 30
+    run = store.load(out)
+    cases = {c.variant: c for c in run.cases}
+    assert cases["faulty-leak"].status == "failed"
+    assert cases["faulty-leak"].reason.startswith("timed out after 2 s")
+    assert cases["faulty-ok"].ok, cases["faulty-ok"].reason
+    assert run.complete
+    worker, leaked = wait_for(tmp_path / "marker")
+    assert not running(worker) and not running(leaked)  # its whole process group was killed
+
+
+def test_the_default_timeout_scales_with_the_time_per_case():
+    def plan(budget, timeout=None):
+        return runner.Plan("run", "cpu", [make_problem()], [registry.get("numpy")], 1,
+                           TimingConfig(budget_s=budget), case_timeout_s=timeout)
+
+    assert plan(1).timeout_s() == runner.CASE_TIMEOUT_BASE_S + runner.CASE_TIMEOUT_PER_BUDGET
+    assert plan(10).timeout_s() - plan(1).timeout_s() == 9 * runner.CASE_TIMEOUT_PER_BUDGET
+    assert plan(10, timeout=3).timeout_s() == 3  # --timeout
+
+
+# ---- 3. a framework that fails to import with something else than ImportError -----------------
+
+BROKEN = "jax: jax is installed but fails to import (RuntimeError: simulated broken install)"
+
+
+@pytest.fixture
+def broken_jax(tmp_path) -> dict:
+    pkg = tmp_path / "site" / "jax"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('simulated broken install')\n")
+    env = environ(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), str(ROOT)])
+    return env
+
+
+def test_a_broken_framework_on_cuda_is_one_line_with_the_reason(broken_jax, tmp_path):
+    proc = bench(broken_jax, "run", "--device", "cuda", "--variants", "jax", *FAST, "--out",
+                 str(tmp_path / "r.json"))
+    # 2 without a GPU (no framework can use it), 1 with one (the variant could not run)
+    assert proc.returncode in (1, 2)
+    line = error_line(proc.stderr, BROKEN)
+    assert "jax: jax is not installed" not in line
+
+
+# ---- 4. a framework asked for by name that is not installed -----------------------------------
+
+GHOST = "ghost: backprop_bench_ghost_package is not installed"
+
+
+@pytest.mark.parametrize("argv, status", [
+    (["run", "--variants", "ghost,numpy", "--widths", "1,1,1", *FAST], 1),
+    (["check", "--framework", "ghost"], 2),
+])
+def test_asking_for_a_missing_framework_is_not_success(tmp_path, argv, status):
+    out = tmp_path / "r.json"
+    proc = bench(environ(tmp_path), *argv, *(["--out", str(out)] if argv[0] == "run" else []))
+    assert proc.returncode == status
+    (one_line if status == 2 else error_line)(proc.stderr, GHOST)
+    if argv[0] == "run":  # the file says so too, and keeps what did run
+        assert statuses(out) == {"ghost": "unavailable", "numpy": "ok"}
+
+
+# ---- 5. memory --------------------------------------------------------------------------------
+
+@pytest.fixture
+def memory(monkeypatch):
+    """A machine with 24 GiB available, on which building any problem fails the test."""
+    available = {"bytes": 24 * GIB}
+    monkeypatch.setattr(environment, "meminfo", lambda key: available["bytes"])
+
+    def built(*args, **kwargs):
+        raise AssertionError("a problem was built before the memory check refused it")
+
+    monkeypatch.setattr(plans, "make_problem", built)
+    return available
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--widths", "65536,65536,65536"],
+    ["run", "--widths", "25000,25000,25000"],
+    ["run", "--widths", "40000,40000,40000"],
+    ["run", "--widths", "4,4", "--batch", "10000000000000"],
+    ["sweep", "--sizes", "30000"],
+    ["sweep", "--sizes", "8", "--batches", "10000000000000"],
+    ["sweep", "--sizes", "1024", "--depths", "1000"],
+    ["check", "--widths", "65536,65536,65536"],
+    ["check", "--batch", "10000000000000"],
+])
+def test_a_network_too_big_for_memory_is_refused_before_any_array(memory, tmp_path, capsys,
+                                                                  argv):
+    out = ["--out", str(tmp_path / "o" / "r.json")] if argv[0] != "check" else []
+    assert cli.main([*argv, *out, *(FAST if argv[0] != "check" else [])]) == 2
+    one_line(capsys.readouterr().err, "needs about", "GiB of memory; this machine has 24 GiB "
+                                      "available")
+    assert not (tmp_path / "o").exists()
+
+
+def test_networks_that_fit_alone_but_not_together_are_refused(memory, tmp_path, capsys):
+    one = plans.bytes_needed(make_spec(8000), 64)
+    memory["bytes"] = int(1.05 * one / plans.MEMORY_HEADROOM)  # room for one such case
+    plans.check_memory(make_spec(8000), 64)
+    plans.check_memory(make_spec(8001), 64)
+    for argv in (["run", "--widths", "8000,8000,8000", "8001,8001,8001", *FAST],
+                 ["sweep", "--sizes", "8000,8001", *FAST]):
+        assert cli.main([*argv, "--out", str(tmp_path / "o" / "r.json")]) == 2
+        one_line(capsys.readouterr().err, "these 2 networks need about", "together")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_network_too_deep_to_finish_is_refused_as_in_sweep(tmp_path, command):
+    # sweep --depths 100000000 is refused (test_sweep.py); 30,000 layers of width 1 fit in
+    # memory, but check and run were still working on them minutes later
+    deep = ",".join(["1"] * 30_001)
+    out = ["--out", str(tmp_path / "r.json"), *FAST] if command == "run" else []
+    proc = bench(environ(tmp_path), command, "--widths", deep, *out)
+    assert proc.returncode == 2
+    one_line(proc.stderr, "a network of 30000 weight layers is over the limit of 1000")
+
+
+def make_spec(d: int):
+    from implementations.problem import NetworkSpec
+
+    return NetworkSpec((d, d, d), "tanh", dtype="float32")
+
+
+# ---- 7. wrong-typed fields --------------------------------------------------------------------
+
+BAD_FIELDS = {"software": (("software",), None), "machine": (("machine",), None),
+              "problem": (("cases", 0, "problem"), 3),
+              "widths": (("cases", 0, "problem", "widths"), None)}
+
+
+def test_wrong_typed_files_are_left_out_of_a_report_and_refused_by_compare(tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    store.write(h.run_file(), folder / "good.json")
+    for name, (path, value) in BAD_FIELDS.items():
+        data = h.run_file().to_dict()
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        (folder / f"bad-{name}.json").write_text(json.dumps(data))
+    assert cli.main(["report", str(folder), "--out", str(tmp_path / "R.md")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(BAD_FIELDS) and "Traceback" not in "\n".join(err)
+    for name in BAD_FIELDS:
+        assert any(f"bad-{name}.json" in line and "left out" in line for line in err), name
+    assert "## Run:" in (tmp_path / "R.md").read_text()
+    for name in BAD_FIELDS:
+        assert cli.main(["compare", str(folder / f"bad-{name}.json"),
+                         str(folder / "good.json")]) == 2
+        one_line(capsys.readouterr().err, f"bad-{name}.json")
+
+
+# ---- 8. an unwritable report location ---------------------------------------------------------
+
+@pytest.mark.parametrize("out", ["/sys/kernel/x.md", "/proc/x.md"])
+def test_an_unwritable_report_location_is_one_line(tmp_path, capsys, out):
+    store.write(h.run_file(), tmp_path / "run.json")
+    assert cli.main(["report", str(tmp_path), "--out", out]) == 2
+    one_line(capsys.readouterr().err, f"cannot write the report to {out}")
+
+
+# ---- 9. infinite and huge times ---------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["--time-per-case", "--budget", "--timeout"])
+def test_infinite_times_are_refused_in_sweep_too(tmp_path, capsys, flag):
+    assert cli.main(["sweep", "--sizes", "1", "--variants", "numpy", "--no-peak", flag, "inf",
+                     "--out", str(tmp_path / "s.json")]) == 2
+    one_line(capsys.readouterr().err, "must be a finite number above 0")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_huge_finite_timeout_is_honoured(tmp_path):
+    out = tmp_path / "r.json"
+    proc = bench(environ(tmp_path), "run", "--widths", "1,1,1", "--variants", "numpy", *FAST,
+                 "--timeout", "1e308", "--out", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert statuses(out) == {"numpy": "ok"} and store.load(out).complete
+
+
+# ---- 10. Markdown escaping --------------------------------------------------------------------
+
+EVIL = "x|y <img src=x onerror=alert(1)> *z*"
+
+
+def test_cpu_and_file_names_are_escaped_in_tables_and_html(tmp_path):
+    run = h.run_file()
+    run.machine = dataclasses.replace(run.machine, cpu=f"cpu {EVIL}")  # not the shared one
+    store.write(run, tmp_path / f"run {EVIL}.json")
+    text = build_report([tmp_path], tmp_path / "R.md").read_text()
+    code = "`run x\\|y <img src=x onerror=alert(1)> *z*.json`"  # inline code: shown as is
+    assert "cpu x\\|y &lt;img src=x onerror=alert(1)&gt; \\*z\\*" in text and code in text
+    assert "<img" not in text.replace(code, "")
+    # the sweep's compile table is folded in <details>: its <summary> is HTML, not Markdown
+    html = compile_section.section(sources_of([(tmp_path / f"s {EVIL}.json",
+                                                h.sweep_file())]))
+    summary = next(line for line in html.splitlines() if "<summary>" in line)
+    assert "<img" not in summary and "&lt;img" in summary
+
+
+# ---- 11. stray output on a worker's stdout ----------------------------------------------------
+
+def test_stray_output_of_a_sitecustomize_or_framework_is_not_a_message(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "print(42)\nprint('{\"type\": \"case\", \"body\": {}}')\n")
+    env = environ(tmp_path, FAULTY_IMPORT_PRINT="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
+    out = tmp_path / "r.json"
+    proc = bench(env, "run", "--widths", "1,1,1", "--variants", "numpy,faulty-ok", *FAST,
+                 "--out", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert statuses(out) == {"numpy": "ok", "faulty-ok": "ok"} and store.load(out).complete
+
+
+# ---- 12. the smaller items --------------------------------------------------------------------
+
+def test_a_fifo_named_json_hangs_neither_report_nor_compare(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    store.write(h.run_file(), folder / "good.json")
+    os.mkfifo(folder / "pipe.json")
+    env = environ(tmp_path)
+    proc = bench(env, "report", str(folder), "--out", str(tmp_path / "R.md"), timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    for argv in (["report", str(folder / "pipe.json"), "--out", str(tmp_path / "P.md")],
+                 ["compare", str(folder / "pipe.json"), str(folder / "good.json")]):
+        proc = bench(env, *argv)
+        assert proc.returncode == 2
+        one_line(proc.stderr, "pipe.json: not a regular file")
+
+
+def test_check_takes_gpu_as_run_does(monkeypatch, capsys):
+    def no_gpu(device):
+        raise BenchError(f"--device {device}: no framework here can use it")
+
+    monkeypatch.setattr(commands, "require_device", no_gpu)
+    for argv in (["check", "--device", "gpu"], ["run", "--device", "gpu", *FAST]):
+        assert cli.main(argv) == 2
+        one_line(capsys.readouterr().err, "--device cuda: no framework here can use it")
+
+
+def test_a_worker_dying_in_a_case_loses_that_case_only(tmp_path):
+    out = tmp_path / "r.json"
+    proc = bench(environ(tmp_path), "run", "--widths", "1,1,1", "--variants",
+                 "faulty-die,faulty-ok", *FAST, "--out", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    cases = {c.variant: c for c in store.load(out).cases}
+    assert cases["faulty-die"].reason == ("worker process exited with status 3 before this "
+                                          "case finished (it wrote nothing to its log)")
+    assert cases["faulty-ok"].ok, cases["faulty-ok"].reason  # a fresh worker went on
+
+
+def test_an_interrupt_before_the_first_write_says_nothing_was_saved(tmp_path, monkeypatch,
+                                                                    capsys):
+    def interrupted(plan):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "new_run", interrupted)
+    out = tmp_path / "r.json"
+    argv = ["run", "--widths", "1,1,1", "--variants", "numpy", *FAST, "--out", str(out)]
+    assert cli.main(argv) == 130
+    one_line(capsys.readouterr().err, "interrupted: nothing was saved")
+    assert not out.exists()
+    older = h.run_file()
+    store.write(older, out)  # an older run, which --force would replace
+    assert cli.main([*argv, "--force"]) == 130
+    one_line(capsys.readouterr().err, "interrupted: nothing was saved")
+    assert store.load(out) == older
+
+
+@pytest.mark.parametrize("argv", [  # and a memory refusal: test_a_network_too_big_for_memory...
+    ["run", "--variants", "nope"],
+    ["run", "--variants", "limit", "--widths", "4,4"],
+    ["sweep", "--variants", "limit", "--sizes", "4"],
+])
+def test_a_refused_run_creates_no_folders(tmp_path, capsys, argv):
+    assert cli.main([*argv, *FAST, "--out", str(tmp_path / "a" / "b" / "r.json")]) == 2
+    one_line(capsys.readouterr().err)
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("argv", [["sweep", "--sizes", "1", "--variants", "numpy", *FAST],
+                                  ["run", "--widths", "1,1,1", "--variants", "numpy", *FAST],
+                                  ["report"]])  # small runs, should one start after all
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_an_error_in_every_command(tmp_path, monkeypatch, capsys, argv, out):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*argv, "--out", out]) == 2
+    one_line(capsys.readouterr().err, "--out is empty")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_keeps_the_finished_cases_and_kills_the_workers(tmp_path, signum):
+    env, out = environ(tmp_path), tmp_path / "r.json"
+    proc = start(env, "run", "--widths", "1,1,1", "--variants", "numpy,faulty-leak", *FAST,
+                 "--out", str(out))
+    wait_for(tmp_path / "marker")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    error_line(err, f"interrupted: the finished cases are saved in {out}")
+    run = store.load(out)
+    assert statuses(out) == {"numpy": "ok"} and run.interrupted and not run.complete
+    assert gone(env["FAULTS_TOKEN"]) == []
+
+
+def test_sigkill_of_the_runner_leaves_no_process_and_no_log(tmp_path):
+    env, out = environ(tmp_path), tmp_path / "r.json"
+    proc = start(env, "run", "--widths", "1,1,1", "--variants", "numpy,faulty-leak", *FAST,
+                 "--out", str(out))
+    worker, leaked = wait_for(tmp_path / "marker")
+    assert running(worker) and running(leaked)
+    proc.kill()
+    proc.communicate(timeout=30)
+    # the worker (PR_SET_PDEATHSIG), what it started and its guard (the lifeline) all die
+    assert gone(env["FAULTS_TOKEN"]) == []
+    assert not list((tmp_path / "tmp").iterdir())  # the worker's log was an unlinked file
+    run = store.load(out)  # every case finished before the kill
+    assert statuses(out) == {"numpy": "ok"} and run.finished is None and not run.complete
+    text = build_report([out], tmp_path / "R.md").read_text()
+    assert "(incomplete: killed, or still running)" in text
+
+
+@pytest.mark.parametrize("variant", ["faulty-spawn", "faulty-fork"])
+def test_a_process_a_worker_starts_dies_with_it(tmp_path, variant):
+    # faulty-fork's child holds the worker's channel open: the run used to wait for the
+    # start-up timeout (120 s) after its last case
+    env, out = environ(tmp_path), tmp_path / "r.json"
+    began = time.monotonic()
+    proc = bench(env, "run", "--widths", "1,1,1", "--variants", variant, *FAST,
+                 "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - began < 30
+    _, leaked = wait_for(tmp_path / "marker")
+    assert statuses(out) == {variant: "ok"}
+    assert gone(env["FAULTS_TOKEN"]) == [] and not running(leaked)
