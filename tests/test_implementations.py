@@ -34,9 +34,14 @@ REL = {"float64": 1e-12, "float32": 1e-5}
 
 # torch.compile costs seconds per variant (the torch variants measured against a baseline):
 # these run in one float64 test only.
-COMPILED = tuple(n for n, v in registry.VARIANTS.items() if v.framework == "torch" and v.baseline)
+COMPILED = tuple(n for n, v in registry.VARIANTS.items()
+                 if v.framework == "torch" and v.baseline and "cpu" in v.devices)
 CPU_VARIANTS = [n for n, v in registry.VARIANTS.items() if "cpu" in v.devices]
-FAST_VARIANTS = [n for n in CPU_VARIANTS if n not in COMPILED]
+# Keras picks its backend per process: its variants are checked in processes of their own
+# (test_check's idiomatic test, test_cli's demo tests)
+ISOLATED = tuple(n for n in CPU_VARIANTS
+                 if registry.FRAMEWORKS[registry.VARIANTS[n].framework].isolated)
+FAST_VARIANTS = [n for n in CPU_VARIANTS if n not in COMPILED + ISOLATED]
 
 
 def scalar(module, value) -> float:
@@ -164,7 +169,7 @@ def test_compiled_torch_trainer_reproduces_the_worked_example_in_float64(variant
 
 
 def test_every_cpu_variant_is_tested_on_the_worked_example():
-    assert set(FAST_VARIANTS) | set(COMPILED) == set(CPU_VARIANTS)
+    assert set(FAST_VARIANTS) | set(COMPILED) | set(ISOLATED) == set(CPU_VARIANTS)
     assert {"python", "numpy", "limit", "torch", "jax", "jax-eager", "jax-scan"} <= set(
         FAST_VARIANTS)
 
