@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import store
-from harness.report import api, ceilings, compile, gpu_cpu, plots, provenance, runs, sweeps
+from harness.report import api, ceilings, compile, gpu_cpu, plots, provenance, runs, scaling, sweeps
 from harness.report.sources import Source, machine_label, sources_of
 from harness.results import ResultsError
 
@@ -98,5 +98,6 @@ def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: 
     parts = [title(sources), provenance.section(sources, problems), ceilings.section(sources)]
     parts += [runs.section(s, out_dir, plot_dir) for s in sources if s.command != "sweep"]
     parts += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
+    parts += [scaling.section(s, sources, out_dir, plot_dir) for s in sources]
     parts += [gpu_cpu.section(sources), compile.section(sources), api.section()]
     return "\n\n".join(p for p in parts if p) + "\n"
