@@ -28,6 +28,7 @@ from implementations.problem import BenchError
 DEFAULT_SIZES = (16, 256, 1024)
 DEFAULT_WORKERS = (1, 2)
 DEFAULT_BATCH = 64
+ALLREDUCE_BUDGET = 12  # × --time-per-case: 3 s by default
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def make_plan(o: Options, t, threads: int):
 
 
 def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
-    """Per framework and N > 1: the all-reduce alone, into ``run.ceilings.allreduce``."""
+    """Per framework and N > 1: the all-reduce alone, into ``run.ceilings.allreduce``;
+    its timed blocks take ALLREDUCE_BUDGET × the time per case, all sizes together."""
     from harness import allreduce
     from harness.scale_model import fit_allreduce, gradient_bytes
     from harness.tables import fmt_time
@@ -159,7 +161,8 @@ def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
     for framework in dict.fromkeys(v.framework for v in plan.variants):
         for n in sorted(n for n in set(o.workers) if n > 1):
             say(f"all-reduce alone: {framework} on {n} workers, {len(sizes)} sizes")
-            curve = allreduce.measure(framework, n, sizes, plan.device, threads)
+            curve = allreduce.measure(framework, n, sizes, plan.device, threads,
+                                      ALLREDUCE_BUDGET * plan.timing.budget_s)
             run.ceilings.allreduce.append(curve)
             fit = fit_allreduce(curve)
             say(f"  {curve.error}" if curve.error else
