@@ -11,7 +11,8 @@ Importing this module sets the number of host devices (``jax_num_cpu_devices``, 
 form of ``XLA_FLAGS=--xla_force_host_platform_device_count=N``; unlike the flag it does not
 leak into child processes) to the usable cores. Like the flag, it takes effect only before
 JAX's backend starts, so the module belongs in a process of its own (the harness gives
-every framework one). Each case pins the process's threads to one core per device.
+every framework one). A Trainer pins the process's threads to one core per device, until
+it is closed or collected.
 
 ``run(K)`` blocks after every step: on XLA:CPU, jitted steps with collectives dispatched
 without waiting can deadlock (several executions in flight on too few threads). A
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 
 import jax
 import numpy as np
@@ -122,6 +124,9 @@ class Trainer:
         cores, oversubscribed = launch.cores_for(workers, ALLOWED) if device == "cpu" else (
             [], False)
         self.cores = sorted({c for mine in cores for c in mine})
+        # the pinning ends with the Trainer: a process running other work keeps its cores
+        self._unpin = weakref.finalize(self, launch.pin_threads_to,
+                                       sorted(os.sched_getaffinity(0)))
         self.pin()
         if problem.spec.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
@@ -164,7 +169,8 @@ class Trainer:
         return float(jb.loss(self.net, self._params, self.x, self.y))
 
     def close(self) -> None:
-        """Nothing to stop: the devices belong to this process."""
+        """Give this process's threads their cores back (the devices are the process's)."""
+        self._unpin()
 
 
 def backend_of(device: str) -> str:
