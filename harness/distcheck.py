@@ -11,8 +11,8 @@ For each distributed variant and network, from the shared starting point:
 
 Summing instead of averaging shows in the first two (twice the gradient), a worker that
 skips the all-reduce in all three; at N = 1 neither bug can show, so check with N >= 2.
-Each variant is checked in a fresh process (``python -m harness.distcheck``): a JAX process
-fixes its number of host devices when JAX starts.
+Each framework's variants are checked in a fresh process (``python -m harness.distcheck``):
+a JAX process fixes its number of host devices when JAX starts.
 """
 
 from __future__ import annotations
@@ -78,35 +78,38 @@ def failed_row(problem: Problem, subject: str, reason: str) -> check.Row:
 
 
 def check_job(job: dict) -> dict:
-    """What the fresh process does: every problem for one variant; rows and notes."""
-    variant = registry.get(job["variant"]).at(job["workers"])
+    """What the fresh process does: every problem for each of one framework's variants."""
     report = check.Report()
-    for record in job["problems"]:
-        problem = schema.from_dict(ProblemRecord, record, "problem").problem()
-        try:
-            check_variant(problem, variant, job["steps"], job["device"], report)
-        except Unavailable as exc:
-            report.notes.append(f"{variant.label}: {exc}; skipped")
-        except Exception as exc:  # a worker that crashed or timed out is a failed check
-            report.rows.append(failed_row(problem, variant.label,
-                                          f"{type(exc).__name__}: {exc}"))
+    for name in job["variants"]:
+        variant = registry.get(name).at(job["workers"])
+        for record in job["problems"]:
+            problem = schema.from_dict(ProblemRecord, record, "problem").problem()
+            try:
+                check_variant(problem, variant, job["steps"], job["device"], report)
+            except Unavailable as exc:
+                report.notes.append(f"{variant.label}: {exc}; skipped")
+            except Exception as exc:  # a worker that crashed or timed out: a failed check
+                report.rows.append(failed_row(problem, variant.label,
+                                              f"{type(exc).__name__}: {exc}"))
     return report.as_dict()
 
 
 def check_all(problems: list[Problem], variants: list, workers: int, steps: int,
               device: str) -> check.Report:
-    """Every variant on ``workers`` workers, each in a fresh process."""
+    """Every variant on ``workers`` workers, a fresh process per framework."""
     report = check.Report()
     records = [schema.to_dict(ProblemRecord.of(p)) for p in problems]
-    for v in variants:
-        label = v.at(workers).label
-        print(f"checking {label}: gradient, {steps} steps, workers agree", file=sys.stderr)
-        job = {"variant": v.name, "workers": workers, "device": device, "steps": steps,
-               "problems": records}
-        got = child.run("harness.distcheck", job,
-                        TIMEOUT_BASE_S + TIMEOUT_PER_PROBLEM_S * len(problems))
+    for framework in dict.fromkeys(v.framework for v in variants):
+        mine = [v for v in variants if v.framework == framework]
+        labels = ", ".join(v.at(workers).label for v in mine)
+        print(f"checking {labels}: gradient, {steps} steps, workers agree", file=sys.stderr)
+        job = {"variants": [v.name for v in mine], "workers": workers, "device": device,
+               "steps": steps, "problems": records}
+        got = child.run("harness.distcheck", job, TIMEOUT_BASE_S
+                        + TIMEOUT_PER_PROBLEM_S * len(problems) * len(mine))
         if "error" in got:
-            report.rows += [failed_row(p, label, got["error"]) for p in problems]
+            report.rows += [failed_row(p, v.at(workers).label, got["error"])
+                            for v in mine for p in problems]
             continue
         report.rows += [check.Row(**{k: r[k] for k in r if k != "passed"})
                         for r in got["rows"]]

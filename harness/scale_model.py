@@ -31,7 +31,7 @@ MIN_SIZES = 3
 
 @dataclass(frozen=True)
 class AllreduceFit:
-    """t = alpha_s + bytes / beta_Bps for one curve; ``rms_rel_residual`` as in model.Fit."""
+    """t = alpha_s + bytes / beta_Bps for one curve; residuals relative, as in model.Fit."""
 
     framework: str
     backend: str
@@ -42,11 +42,15 @@ class AllreduceFit:
     rms_rel_residual: float
     n_points: int
     bytes_range: tuple[int, int]
+    max_rel_residual: float = 0.0
 
     @property
     def poor(self) -> bool:
-        """True when a straight line in bytes does not describe the points (model.POOR_FIT)."""
-        return self.rms_rel_residual > model.POOR_FIT
+        """True when a straight line in bytes does not describe the points: rms relative
+        residual above model.POOR_FIT, or some point missed by more than twice that (a flat
+        stretch, then a knee, is what all-reduce curves on a CPU look like)."""
+        return (self.rms_rel_residual > model.POOR_FIT
+                or self.max_rel_residual > 2 * model.POOR_FIT)
 
     def predict(self, nbytes: float) -> float:
         return self.alpha_s + nbytes / self.beta_Bps
@@ -61,7 +65,8 @@ def fit_allreduce(curve: AllreduceCurve) -> AllreduceFit | None:
     residuals = (a + b * np.asarray(curve.bytes, dtype=float) - t) / t
     return AllreduceFit(curve.framework, curve.backend, curve.device, curve.workers, a,
                         math.inf if b == 0 else 1.0 / b, float(np.sqrt(np.mean(residuals**2))),
-                        len(t), (min(curve.bytes), max(curve.bytes)))
+                        len(t), (min(curve.bytes), max(curve.bytes)),
+                        float(np.max(np.abs(residuals))))
 
 
 def allreduce_fits(run: Run) -> list[AllreduceFit]:

@@ -80,18 +80,20 @@ def allreduce_table(run: Run) -> str:
         largest = curve.median_s[curve.bytes.index(max(curve.bytes))]
         rows.append([curve.framework, md_escape(curve.backend), curve.device, curve.workers,
                      fmt_time(fit.alpha_s), f"{fit.beta_Bps / 1e9:.3g} GB/s",
-                     f"{fit.rms_rel_residual:.2f}", "**poor fit**" if fit.poor else "ok",
+                     f"{fit.rms_rel_residual:.2f} / {fit.max_rel_residual:.2f}",
+                     "**poor fit**" if fit.poor else "ok",
                      f"{fit.bytes_range[0]:,} – {fit.bytes_range[1]:,} B",
                      fmt_time(largest)])
     if not rows and not failed:
         return ""
     text = ("### The all-reduce alone: t = α + bytes / β\n\nFitted by non-negative least "
             "squares on relative residuals; a fit whose rms relative residual is above "
-            f"{model.POOR_FIT:g} is marked poor (a line in bytes does not describe the points: "
+            f"{model.POOR_FIT:g}, or that misses a point by more than {2 * model.POOR_FIT:g}, "
+            "is marked poor (a line in bytes does not describe the points: "
             "small messages cost about the same, whatever their size).")
     if rows:
         text += "\n\n" + markdown_table(
-            ["framework", "backend", "device", "N", "α", "β", "rms rel. residual", "fit",
+            ["framework", "backend", "device", "N", "α", "β", "rel. residual rms / max", "fit",
              "sizes", "at the largest"], rows, "lllrrrrlrr")
     return text + ("\n\n" + "\n".join(failed) if failed else "")
 
