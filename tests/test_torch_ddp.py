@@ -139,17 +139,25 @@ def free_port() -> int:
 
 
 def test_two_torchrun_nodes_on_localhost_train_together(marked, tmp_path):
-    """The README's command, twice, as two "nodes" meeting at a c10d rendezvous."""
+    """The README's command, twice, as two "nodes" meeting at a c10d rendezvous. On one host
+    both agents would try to host the rendezvous store (the loser falls back to a client);
+    ``is_host`` says which one does, so that the two cannot race."""
     port, out = free_port(), tmp_path / "ddp.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
            "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id",
-           "test", "--max-restarts", "0", "-m", "harness.multinode", "torchrun", "--widths",
-           "4,8,4", "--batch", "8", "--steps", "10", "--dtype", "float64", "--timeout", "30",
-           "--out", str(out)]
-    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
-    logs = [n.communicate(timeout=120)[0] for n in nodes]
+           "test", "--max-restarts", "0", "--rdzv-conf", "is_host={}", "-m", "harness.multinode",
+           "torchrun", "--widths", "4,8,4", "--batch", "8", "--steps", "10", "--dtype",
+           "float64", "--timeout", "30", "--out", str(out)]
+    nodes = [subprocess.Popen([a.format(int(i == 0)) for a in cmd], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True) for i in range(2)]
+    try:
+        logs = [n.communicate(timeout=120)[0] for n in nodes]
+    finally:  # a hung rendezvous must not outlive the test
+        for n in nodes:
+            if n.poll() is None:
+                os.killpg(n.pid, 9)
     assert [n.returncode for n in nodes] == [0, 0], logs
     summary = json.loads(out.read_text())
     assert summary["world"] == 2 and summary["rank_spread"] == 0.0
