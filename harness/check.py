@@ -290,7 +290,8 @@ def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
     report = report or Report()
     trainer = variant.make(problem, device)
     trainer.run(steps)
-    return compare_to_reference(problem, variant.name, trainer.params(), rounded_start(problem),
+    subject = getattr(variant, "label", variant.name)  # with its workers, if several
+    return compare_to_reference(problem, subject, trainer.params(), rounded_start(problem),
                                 steps, report)
 
 

@@ -182,6 +182,13 @@ def check_args(p: Parser) -> None:
     add_selection(p, "every variant of the frameworks checked")
     p.add_argument("--steps", type=int, default=100, help="trajectory length (default: 100)")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda (also: gpu)")
+    p.add_argument("--workers", type=positive(int), metavar="N",
+                   help="check the data-parallel variants on N workers instead: the gradient "
+                        "each worker steps with against the full batch's, the trajectory, and "
+                        "every worker's parameters equal (default network 4,16,16,4 tanh, "
+                        "batch 8·N; use N >= 2: at N = 1 a missing all-reduce cannot show)")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="let more workers than cores share them (marked in the results)")
 
 
 def run_args(p: Parser) -> None:
@@ -227,6 +234,46 @@ def sweep_call(a) -> int:
     grid = Grid(DEFAULT_WIDTHS if sizes is None else sizes, a.depths, a.batches, a.dtype,
                 a.activation)
     return commands.sweep(grid, lr_of(a.lr), a.seed, a.budget, timed_of(a))
+
+
+def scale_args(p: Parser) -> None:
+    from harness import scale
+
+    p.add_argument("--workers", type=ints, default=scale.DEFAULT_WORKERS, metavar="N,N",
+                   help="comma list of worker counts, one core (CPU) or one GPU each "
+                        f"(default: {','.join(map(str, scale.DEFAULT_WORKERS))})")
+    p.add_argument("--sizes", type=ints, default=scale.DEFAULT_SIZES, metavar="D,D",
+                   help="comma list of d of the [d, d, d] networks (default: "
+                        f"{','.join(map(str, scale.DEFAULT_SIZES))})")
+    p.add_argument("--batch", type=positive(int), default=scale.DEFAULT_BATCH,
+                   help="the global batch of strong scaling, and each worker's batch of weak "
+                        f"scaling (default: {scale.DEFAULT_BATCH})")
+    p.add_argument("--scaling", type=csv, default=("strong", "weak"), metavar="MODE,MODE",
+                   help="strong, weak or both (default: both)")
+    p.add_argument("--dtype", default="float32", help="(default: float32)")
+    p.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
+    p.add_argument("--lr", help=LR_HELP)
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="let more workers than cores share them (marked in the results)")
+    p.add_argument("--no-allreduce", action="store_true",
+                   help="skip timing the all-reduce alone (the model then has no "
+                        "prediction)")
+    add_selection(p, "every data-parallel variant")
+    add_timed(p, "scale", 0.25, 1)
+
+
+def scale_call(a) -> int:
+    from harness import scale
+
+    if a.activation not in ACTIVATIONS:
+        raise BenchError(f"unknown activation {a.activation!r}: choose from "
+                         f"{', '.join(ACTIVATIONS)}")
+    if a.dtype not in DTYPES:
+        raise BenchError(f"unknown dtype {a.dtype!r}: choose from {', '.join(DTYPES)}")
+    options = scale.Options(a.sizes, a.workers, a.batch, a.scaling, a.dtype, a.activation,
+                            lr_of(a.lr), a.seed, a.oversubscribe, not a.no_allreduce)
+    return scale.command(options, timed_of(a))
 
 
 def report_args(p: Parser) -> None:
@@ -292,7 +339,8 @@ COMMANDS = (
             "other, then train every variant N steps against the float64 reference.",
             ("check", "check --widths 4,16,16,4 --activation tanh --bias --dtype float32,float64"),
             check_args, lambda a: commands.check(networks_of(a), a.framework, a.variants,
-                                                 a.steps, a.device)),
+                                                 a.steps, a.device, a.workers,
+                                                 a.oversubscribe)),
     Command("run", "time the SGD update loop of every variant, check it, and write one JSON "
             "file of results",
             "Time and check every variant. The default is the worked example (1-1-1, float64) "
@@ -308,6 +356,16 @@ COMMANDS = (
             "run; --budget fits the plan to a number of seconds up front.",
             ("sweep --budget 120", "sweep --sizes 16,256,1024 --variants numpy,jax --dtype "
              "float32,float64"), sweep_args, sweep_call),
+    Command("scale", "time the data-parallel variants on N = 1, 2, ... workers (strong and "
+            "weak scaling), with the all-reduce alone and its model; write one JSON file",
+            "Time each data-parallel variant on [d, d, d] tanh float32 networks at each number "
+            "of workers: strong scaling (the global batch fixed), weak scaling (each worker's "
+            "batch fixed) and one worker on B/N rows (the model's compute term), checked as "
+            "in run; then the all-reduce alone from 4 bytes to the gradient's size, fitted as "
+            "alpha + bytes/beta, so that the report can set step(N) = compute(B/N) + "
+            "allreduce(gradient) beside the measurement.",
+            ("scale --workers 1,2", "scale --workers 1,2,4 --sizes 256,1024 --scaling strong "
+             "--variants torch-ddp"), scale_args, scale_call),
     Command("report", "build results/REPORT.md and its plots from stored results files "
             "(nothing is re-measured)",
             "Build a Markdown report and PNG plots from results files (folders are searched "

@@ -127,22 +127,34 @@ def demo_trainers(problem, epochs: int, frameworks, variant_names) -> dict:
 # ---- check ------------------------------------------------------------------------------------
 
 def check(networks: plans.Networks, frameworks: tuple[str, ...] | None,
-          variant_names: tuple[str, ...] | None, steps: int, device: str) -> int:
+          variant_names: tuple[str, ...] | None, steps: int, device: str,
+          workers: int | None = None, oversubscribe: bool = False) -> int:
     from harness import check as checks
 
     if steps <= 0:
         raise BenchError(f"--steps {steps} must be 1 or more")
+    if workers is not None:  # the data-parallel variants, each in a fresh process
+        from harness import distcheck, scale
+
+        scale.allow_oversubscribe(oversubscribe)
+        require_device(device)
+        return distcheck.command(networks, frameworks, variant_names, steps, device, workers)
     problems = plans.check_problems(networks)
     require_device(device)
     modules = modules_for(frameworks)
-    default = [v for v in registry.VARIANTS.values() if v.framework in modules
-               or (frameworks is None and not registry.FRAMEWORKS[v.framework].gradients)]
+    default = [v for v in registry.VARIANTS.values() if not v.distributed and (
+        v.framework in modules
+        or (frameworks is None and not registry.FRAMEWORKS[v.framework].gradients))]
     variants, explicit = plans.variants(variant_names, None, default)
+    parallel = [v.name for v in variants if v.distributed]
+    variants = [v for v in variants if not v.distributed]
     for v in variants if explicit else []:
         reasons = [v.why_not(p, device) for p in problems]
         if all(reasons):
             raise BenchError(f"variant {v.name} cannot run any case asked for: {reasons[0]}")
     report = checks.Report()
+    report.notes += [f"{name} is data-parallel: 'check --workers N' checks it; skipped"
+                     for name in parallel]
     for problem in problems:
         check_problem(problem, modules, variants, steps, device, report)
     if not report.rows:
@@ -300,7 +312,7 @@ def run(networks: plans.Networks, t: Timed) -> int:
 
     problems = plans.timing_problems(networks)
     require_device(t.device)
-    variants, explicit = plans.variants(t.variants, t.frameworks, list(registry.VARIANTS.values()))
+    variants, explicit = plans.variants(t.variants, t.frameworks, plans.run_variants())
     timing = TimingConfig(budget_s=t.time_per_case)
     plan = runner.Plan("run", t.device, problems, variants, t.thread_count(), timing,
                        [] if t.no_peak else plans.default_peaks(problems), explicit,

@@ -37,12 +37,14 @@ class PeakJob:
 
 @dataclass
 class JobCase:
-    """A case to time and check; ``block_steps`` fixes K (a later process of a pooled case)."""
+    """A case to time and check; ``block_steps`` fixes K (a later process of a pooled case);
+    ``workers`` is the number of data-parallel workers of a distributed variant."""
 
     problem: ProblemRecord
     variant: str
     device: str
     block_steps: int | None = None
+    workers: int = 1
 
 
 @dataclass

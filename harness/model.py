@@ -48,11 +48,13 @@ class GroupKey:
     batch: int
     depth: int
     bias: bool = False
+    workers: int = 1  # data-parallel workers: each N is a group of its own
 
     def label(self) -> str:
-        """e.g. 'float32 tanh b64 depth 2'."""
+        """e.g. 'float32 tanh b64 depth 2' (and ' ×2' on two workers)."""
         bias = "+b" if self.bias else ""
-        return f"{self.dtype} {self.activation}{bias} b{self.batch} depth {self.depth}"
+        many = f" ×{self.workers}" if self.workers > 1 else ""
+        return f"{self.dtype} {self.activation}{bias} b{self.batch} depth {self.depth}{many}"
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,8 @@ def fit_points(key: GroupKey, flops: Sequence[float], times_s: Sequence[float]) 
 def group_key(case: Case) -> GroupKey:
     """The group a results case belongs to."""
     p = case.problem
-    return GroupKey(case.variant, case.device, p.dtype, p.activation, p.batch, p.depth, p.bias)
+    return GroupKey(case.variant, case.device, p.dtype, p.activation, p.batch, p.depth, p.bias,
+                    case.workers)
 
 
 def fit_cases(cases: Iterable[Case]) -> list[Fit]:

@@ -207,6 +207,11 @@ def variants(names: tuple[str, ...] | None, frameworks: tuple[str, ...] | None,
     return default, False
 
 
+def run_variants() -> list[Variant]:
+    """The default run: every variant but the data-parallel ones (`scale` times those)."""
+    return [v for v in registry.VARIANTS.values() if not v.distributed]
+
+
 def sweep_variants(device: str) -> list[Variant]:
     """The default sweep: the variants that declare this device in ``sweep_devices``."""
     return [v for v in registry.VARIANTS.values() if device in v.sweep_devices]

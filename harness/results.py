@@ -87,9 +87,10 @@ class ProblemRecord:
         return self.widths == (1, 1, 1)
 
 
-def case_id(device: str, variant: str, problem: ProblemRecord) -> str:
-    """A stable key for a case: device, variant, network, batch."""
-    return f"{device}/{variant}/{problem.network()}/b{problem.batch}"
+def case_id(device: str, variant: str, problem: ProblemRecord, workers: int = 1) -> str:
+    """A stable key for a case: device, variant, network, batch, and "/xN" on N > 1 workers."""
+    many = f"/x{workers}" if workers > 1 else ""
+    return f"{device}/{variant}/{problem.network()}/b{problem.batch}{many}"
 
 
 @dataclass
@@ -179,6 +180,8 @@ class Case:
     state: dict | None = None  # the machine while it ran: machine_state.assess()
     memory: dict | None = None  # memory.StepMemory.result()
     phases: dict[str, PerStep] = field(default_factory=dict)  # forward, gradient, update
+    workers: int = 1  # data-parallel workers (a distributed variant), each batch/workers rows
+    distributed: dict | None = None  # its Trainer's ``distributed``: backend, cores, ...
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -190,9 +193,20 @@ class Case:
     def new(cls, problem: Problem, variant, device: str) -> Case:
         """A case not yet run (status failed, no reason) for a registry Variant."""
         record = ProblemRecord.of(problem)
-        return cls(case_id(device, variant.name, record), variant.name, variant.framework,
-                   variant.kind, device, record, problem.spec.n_weights(),
-                   problem.flops_per_step())
+        workers = variant.workers
+        return cls(case_id(device, variant.name, record, workers), variant.name,
+                   variant.framework, variant.kind, device, record, problem.spec.n_weights(),
+                   problem.flops_per_step(), workers=workers)
+
+    @property
+    def label(self) -> str:
+        """The variant, with its workers when there are several: 'torch-ddp ×2'."""
+        return self.variant if self.workers == 1 else f"{self.variant} ×{self.workers}"
+
+    @property
+    def oversubscribed(self) -> bool:
+        """True if its workers were allowed to share cores (``--oversubscribe``)."""
+        return bool(self.distributed and self.distributed.get("oversubscribed"))
 
     @property
     def ok(self) -> bool:
@@ -272,12 +286,32 @@ class Peak:
 
 
 @dataclass
+class AllreduceCurve:
+    """The all-reduce alone among ``workers`` workers: seconds per call by message size.
+
+    ``backend`` says what carried it ("gloo", "nccl", "xla-cpu in-process", ...); the
+    medians and minima are per call, over blocks of ``calls`` back-to-back calls.
+    """
+
+    framework: str
+    backend: str
+    device: str
+    workers: int
+    bytes: list[int] = field(default_factory=list)
+    median_s: list[float] = field(default_factory=list)
+    min_s: list[float] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
 class Ceilings:
     """The machine's ceilings measured in the same run."""
 
     matmul_peak: list[Peak] = field(default_factory=list)
     engine_overhead: dict | None = None
     c_limit: dict | None = None
+    allreduce: list[AllreduceCurve] = field(default_factory=list)  # `scale` runs only
 
     def peak(self, device: str, dtype: str, framework: str | None = None) -> Peak | None:
         """The best measured peak on a device and dtype (of one framework, if named)."""

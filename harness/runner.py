@@ -68,6 +68,7 @@ class Plan:
     processes: int = 1  # worker processes per framework, pooled into each case
     skip: dict[int, tuple[str, ...]] = field(default_factory=dict)  # problem index -> variants
     case_timeout_s: float | None = None
+    include: Callable[[Problem, Variant], bool] | None = None  # None: every pair (see scale)
 
     def cases(self) -> list[tuple[Problem, Variant, str]]:
         """(problem, variant, device) triples that can run; the rest become ``self.notes``
@@ -77,7 +78,7 @@ class Plan:
         for v in self.variants:
             runs = []
             for i, p in enumerate(self.problems):
-                if v.name in self.skip.get(i, ()):
+                if v.name in self.skip.get(i, ()) or (self.include and not self.include(p, v)):
                     continue
                 dev = self.device
                 if dev not in v.devices and v.role and "cpu" in v.devices:
@@ -102,7 +103,7 @@ class Plan:
 
     def config(self) -> Config:
         return Config(
-            device=self.device, variants=[v.name for v in self.variants],
+            device=self.device, variants=list(dict.fromkeys(v.name for v in self.variants)),
             problems=[ProblemRecord.of(p) for p in self.problems], threads=self.threads,
             timing=self.timing, processes=self.processes, peaks=list(self.peaks),
             extra_cases=[{"problem": schema.to_dict(ProblemRecord.of(p)), "variant": v.name}
@@ -198,7 +199,7 @@ class Round:
     def run_cases(self, pending: list, peaks: list) -> list:
         """One worker for the pending cases; returns those it did not finish."""
         job = self.job(pending, peaks)
-        ids = [case_id(d, v.name, ProblemRecord.of(p)) for p, v, d in pending]
+        ids = [case_id(d, v.name, ProblemRecord.of(p), v.workers) for p, v, d in pending]
         got: set[str] = set()
         self.current = None  # a fresh worker: its start-up has STARTUP_S, not a case's timeout
         status, last, timed_out = run_worker(job, lambda m: self.receive(m, got),
@@ -226,7 +227,8 @@ class Round:
     def job(self, pending: list, peaks: list) -> messages.Job:
         by_id = {c.id: c for c in self.run.cases}
         cases = [messages.JobCase(ProblemRecord.of(p), v.name, d, fixed_k(
-            by_id.get(case_id(d, v.name, ProblemRecord.of(p))))) for p, v, d in pending]
+            by_id.get(case_id(d, v.name, ProblemRecord.of(p), v.workers))), v.workers)
+            for p, v, d in pending]
         return messages.Job(self.framework, self.plan.device, self.plan.threads,
                             self.plan.timing, cases, peaks)
 

@@ -83,7 +83,8 @@ def status_text(case: Case) -> str:
     if not case.ok:
         return f"{case.status.upper()}: {case.reason}"
     flags = [name for name, on in (("noisy", case.noisy), ("disturbed", case.disturbed),
-                                   ("leaks", case.leaks)) if on]
+                                   ("leaks", case.leaks),
+                                   ("oversubscribed", case.oversubscribed)) if on]
     return ", ".join(flags) or "ok"
 
 
@@ -95,7 +96,7 @@ def in_order(run: Run, rows: list[Row]) -> list[Row]:
     def key(r: Row):
         c = r.case
         return (nets.get(c.problem, len(nets)), c.device != "cpu",
-                names.get(c.variant, len(names)))
+                names.get(c.variant, len(names)), c.workers)
 
     return sorted(rows, key=key)
 
@@ -116,7 +117,7 @@ def row_cells(r: Row, markdown: bool = False) -> list[str]:
     c = r.case
     status = c.status if markdown and not c.ok else status_text(c)
     t = c.timing if c.ok else None
-    return [r.network, f"`{c.variant}`" if markdown else c.variant, c.kind, c.device,
+    return [r.network, f"`{c.label}`" if markdown else c.label, c.kind, c.device,
             fmt_time(c.median), fmt_pct(c.iqr_pct), fmt_pct(c.round_spread_pct),
             fmt_time(t and t.per_step.min_s), fmt_ratio(r.x_limit), fmt_ratio(r.x_reference),
             fmt_time(t and t.first_call_s), fmt_time(r.compile), r.pays_off or "—", status]
@@ -167,13 +168,13 @@ def run_table(run: Run) -> str:
 
 def case_line(case: Case, done: int, total: int) -> str:
     """One progress line per finished case."""
-    head = f"[{done}/{total}] {case.device:4} {case.variant:15} {case.problem.label():28}"
+    head = f"[{done}/{total}] {case.device:4} {case.label:15} {case.problem.label():28}"
     if not case.ok:
         return f"{head} {status_text(case)}"
     t = case.timing
     notes = ["noisy: IQR > 10% of median"] * case.noisy
     notes += [f"disturbed: {'; '.join(case.state['reasons'])}"] * case.disturbed
-    notes += [f"leaks: {case.memory['leak_reason']}"] * case.leaks
+    notes += [f"leaks: {case.memory['leak_reason']}"] if case.leaks else []
     flags = f"  ({'; '.join(notes)})" if notes else ""
     return (f"{head} {fmt_time(case.median):>10}/step  IQR {fmt_time(t.per_step.iqr_s)}"
             f"  first call {fmt_time(t.first_call_s)}{flags}")

@@ -76,8 +76,12 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     block = max(1, int(getattr(trainer, "block", 1)))
     v = reference_steps(problem, min(block_steps, MAX_VERIFY_STEPS), block)
     trainer.run(v)
-    check.compare_to_reference(problem, f"{variant.name} (timed)", trainer.params(), start, v,
-                               report)
+    label = getattr(variant, "label", variant.name)
+    check.compare_to_reference(problem, f"{label} (timed)", trainer.params(), start, v, report)
+    if getattr(variant, "distributed", False):  # every worker must hold the same parameters
+        from harness import distcheck
+
+        distcheck.check_ranks(problem, f"{label} (timed)", trainer, report)
     if fresh:
         n = reference_steps(problem, FRESH_STEPS, 1)
         check.check_trajectory(problem, variant, n, device, report)
@@ -101,19 +105,22 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
     from harness.timing import Probe, time_trainer
     from implementations import registry
 
-    variant = registry.get(job_case.variant)
+    variant = registry.get(job_case.variant).at(job_case.workers)
     problem = job_case.problem.problem()
     case = Case.new(problem, variant, job_case.device)
     fresh = not job_case.block_steps  # the first process of a case; later ones only time
+    # a distributed variant's memory is in its worker processes, which this one cannot see
+    measure = fresh and not variant.distributed
     try:
         trainer = variant.make(problem, job_case.device)
+        case.distributed = getattr(trainer, "distributed", None)
         if variant.baseline:
             case.first_in_process = not compiled_before
             compiled_before.add(variant.name)
-        probe = memory_probe(variant, job_case.device) if fresh else Probe()
+        probe = memory_probe(variant, job_case.device) if measure else Probe()
         m = time_trainer(trainer, replace(cfg, block_steps=job_case.block_steps), probe=probe)
         case.timing = Timing.of(m, int(getattr(trainer, "first_calls", 1)))
-        if fresh:
+        if measure:
             probe.warm_call(trainer)
             case.memory = probe.result(minimum(problem))
         passed, reason, report = verify(problem, variant, trainer, m.block_steps,
@@ -235,7 +242,7 @@ def main() -> int:
     compiled_before: set = set()
     for job_case in job.cases:
         messages.send(channel, messages.CaseStarted(
-            case_id(job_case.device, job_case.variant, job_case.problem)))
+            case_id(job_case.device, job_case.variant, job_case.problem, job_case.workers)))
         messages.send(channel, run_case(job_case, job.timing, compiled_before))
     return 0
 

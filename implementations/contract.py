@@ -36,6 +36,15 @@ Optional: ``device_memory(device)`` ({"in_use": bytes, "peak": bytes} of the dev
 allocator, or None) and ``reset_device_memory_peak(device)`` (True if the peak could be
 reset) let the harness account memory per step on a GPU (``harness.memory``).
 
+A *distributed* variant (``Variant.distributed``) runs data-parallel SGD on N workers (one
+core each on the CPU, one GPU each on a GPU), each taking batch/N rows of the same global
+batch: its Trainer takes ``workers=N``, ``run(K)`` returns only when every worker has done
+its K steps, ``params()`` are worker 0's and ``rank_params()`` / ``rank_grads()`` every
+worker's (the parameters, and the all-reduced gradient at the current parameters), and
+``close()`` ends the workers (they also end with the Trainer and with their process). Its
+module may define ``time_allreduce(workers, sizes, device, budget_s)``: the all-reduce alone
+over message sizes in bytes, for the scaling model (``harness.allreduce``).
+
 A module sets process-wide state at import only when results would otherwise be wrong, and
 says so in its docstring and in ``Framework.import_effects`` (TF32 off in torch, JAX's
 matmul precision).
@@ -44,7 +53,7 @@ matmul precision).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -136,6 +145,11 @@ class Variant:
         sweep_devices: devices on which the default sweep includes it.
         below: the variant one rung down the abstraction ladder (the layer this one adds
             to: torch-nn is built on torch, jax-flax on jax); None at the bottom.
+        distributed: data-parallel over ``workers`` workers (see the module docstring);
+            ``check --workers`` and ``scale`` run it, the default ``check`` and ``run`` do not.
+        replicates: the single-device variant whose step each worker runs (its cost model on
+            a GPU is the compute term of the scaling predictions on paper).
+        workers: how many workers a case of it runs on: 1 as declared, ``at(n)`` for more.
         framework: filled in by the registry from the module's ``FRAMEWORK``.
     """
 
@@ -152,7 +166,21 @@ class Variant:
     default_run: tuple[str, ...] = ALL_NETWORKS
     sweep_devices: tuple[str, ...] = ()
     below: str | None = None
+    distributed: bool = False
+    replicates: str | None = None
+    workers: int = 1
     framework: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name, with the number of workers when there are several: 'torch-ddp ×2'."""
+        return self.name if self.workers == 1 else f"{self.name} ×{self.workers}"
+
+    def at(self, workers: int) -> Variant:
+        """This variant on ``workers`` workers (a copy); why_not says if it cannot be."""
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise BenchError(f"workers {workers!r} must be a positive integer")
+        return replace(self, workers=workers)
 
     def why_not(self, problem: Problem, device: str) -> str | None:
         """The reason this variant cannot run this problem on this device, or None."""
@@ -165,6 +193,12 @@ class Variant:
             widths = "-".join(map(str, spec.widths))
             return (f"{self.name} runs the 1-1-1 network with batch 1 only, "
                     f"not {widths} with batch {problem.batch}")
+        if self.workers > 1 and not self.distributed:
+            return f"{self.name} runs on one worker only, not {self.workers}"
+        if problem.batch % self.workers:
+            # equal shards are what make the mean of the shards' means the full-batch mean
+            return (f"{self.label}: global batch {problem.batch} is not divisible by "
+                    f"{self.workers} workers")
         return None
 
     def make(self, problem: Problem, device: str = "cpu") -> Trainer:

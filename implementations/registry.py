@@ -91,6 +91,9 @@ def check_variant(v: Variant, names: set[str]) -> None:
         raise BenchError(f"variant {v.name} is declared twice")
     if v.below is not None and v.below == v.name:
         raise BenchError(f"variant {v.name} cannot be its own rung below")
+    if v.workers != 1 or (v.replicates and not v.distributed):
+        raise BenchError(f"variant {v.name}: workers and replicates are for distributed "
+                         f"variants, and workers is set per case (Variant.at), not declared")
 
 
 def discover() -> None:
@@ -178,9 +181,10 @@ def make(variant: Variant, problem: Problem, device: str = "cpu"):
     module = import_module(variant.framework)
     module.check_device(device)
     trainer = getattr(module, variant.trainer)
+    kwargs = {"workers": variant.workers} if variant.distributed else {}
     if variant.loop is None:
-        return trainer(problem, device)
-    return trainer(problem, device, loop=getattr(module, variant.loop))
+        return trainer(problem, device, **kwargs)
+    return trainer(problem, device, loop=getattr(module, variant.loop), **kwargs)
 
 
 def get(name: str) -> Variant:

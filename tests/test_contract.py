@@ -45,7 +45,7 @@ def assert_contract(name: str) -> None:
         assert got == want, (name, method)
     for v in registry.variants_of(name):
         trainer = getattr(module, v.trainer)
-        assert callable(getattr(trainer, "run")) and callable(getattr(trainer, "params"))
+        assert callable(trainer.run) and callable(trainer.params)
         if v.loop:
             loop = getattr(module, v.loop)
             assert loop.block >= 1, v.name

@@ -34,6 +34,7 @@ from harness.report import (
     plots,
     provenance,
     runs,
+    scaling,
     sweeps,
 )
 from harness.report.sources import Source, machine_label, sources_of
@@ -116,6 +117,7 @@ def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: 
     body += [ladder.ladder_section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
     body += [ladder.phases_section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
     body += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
+    body += [scaling.section(s, sources, out_dir, plot_dir) for s in sources]
     body += [gpu_cpu.section(sources), compile.section(sources), api.section(sources),
              provenance.section(sources, problems), ceilings.section(sources)]
     body = [p for p in body if p]

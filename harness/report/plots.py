@@ -354,3 +354,34 @@ def _time_formatter():
     from matplotlib.ticker import FuncFormatter
 
     return FuncFormatter(lambda x, _: fmt_time(x) if x > 0 else "0")
+# ---- scale files: efficiency against workers ----------------------------------------------------
+
+def scaling_efficiency(title: str, panels: dict[str, dict[str, tuple[list, list, list]]],
+                       path: Path) -> None:
+    """Efficiency against N, one panel per scaling mode: measured solid, predicted dashed,
+    one colour per line ({panel: {label: (workers, measured, predicted)}}; None is a gap)."""
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(5.2 * len(panels) + 1.8, 4.2)
+    labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))
+    for ax, (name, lines) in zip(device_axes(fig, len(panels)), panels.items()):
+        for label, (ns, measured, predicted) in lines.items():
+            color = PALETTE[labels.index(label) % len(PALETTE)]
+            for values, style in ((measured, "o-"), (predicted, "s--")):
+                pts = [(n, 100 * v) for n, v in zip(ns, values) if v is not None]
+                if pts:
+                    ax.plot(*zip(*pts), style, color=color, ms=4,
+                            label=label if style == "o-" else None)
+        ticks = sorted({n for ns, _, _ in lines.values() for n in ns})
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.axhline(100, color="grey", lw=0.8)
+        ax.set_xlabel("workers N")
+        ax.set_title(name, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    fig.axes[0].set_ylabel("efficiency (% of N × one worker)")
+    legend(fig, lambda names: [n for n in labels if n in names],
+           [Line2D([], [], color="grey", ls="-", marker="o", label="measured"),
+            Line2D([], [], color="grey", ls="--", marker="s", label="predicted")])
+    fig.suptitle(title, fontsize=11)
+    save(fig, path)

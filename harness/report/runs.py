@@ -42,7 +42,7 @@ def summary_table(rows: list[summary.Row]) -> str:
 
 
 def problem_list(cases: Iterable[Case]) -> str:
-    return "\n".join(f"- `{c.variant}` on {c.problem.label()}: **{c.status}**: "
+    return "\n".join(f"- `{c.label}` on {c.problem.label()}: **{c.status}**: "
                      f"{md_escape(c.reason or 'no reason recorded')}" for c in cases if not c.ok)
 
 
@@ -55,7 +55,7 @@ def dot_panels(source: Source) -> list[tuple[str, list[tuple[str, Case]]]]:
     for r in rows:
         c = r.case
         if c.ok:
-            label = f"{c.variant} ({c.device})" if several else c.variant
+            label = f"{c.label} ({c.device})" if several else c.label
             panels.setdefault(r.network, []).append((label, c))
     return [(("worked example: " if n.startswith("1-1-1 ") else "") + n, b)
             for n, b in panels.items()]
