@@ -196,7 +196,7 @@ def run_args(p: Parser) -> None:
                  "float32 batch 64; a 1-1-1 network defaults to float64 and batch 1, any other "
                  "to float32 and batch 64")
     add_selection(p, "every variant that can run each network on the device")
-    add_timed(p, "run", 0.25, 2)
+    add_timed(p, "run", 0.25, 1)
 
 
 def sweep_args(p: Parser) -> None:

@@ -425,20 +425,43 @@ def export(paths: list[str], fmt: str, out: str, force: bool) -> int:
 
 def list_variants(check_imports: bool) -> int:
     """The variants and whether each can run here: from the packages and devices present,
-    without importing any framework, unless ``check_imports`` asks for the import itself."""
+    without importing any framework, unless ``check_imports`` asks for the import itself
+    (a framework that needs a process of its own is imported in one)."""
     from harness.environment import gpu_info
     from harness.tables import text_table
 
     gpu = gpu_info()
+    imported = isolated_imports() if check_imports else {}
     rows = []
     for v in registry.VARIANTS.values():
-        status = variant_status(v, gpu is not None, check_imports)
+        status = imported.get(v.name) or variant_status(v, gpu is not None, check_imports)
         rows.append([v.name, v.framework, v.kind, "/".join(v.devices), v.description, status])
     print(text_table(["variant", "framework", "kind", "devices", "what", "here"], rows,
                      "llllll"))
     if not check_imports:
         print("\n(packages found, not imported; `list --check` imports each framework)")
     return 0
+
+
+def isolated_imports() -> dict[str, str]:
+    """{variant: status} of the frameworks that need a process of their own, one process
+    each, for those whose packages are installed."""
+    from harness import isolated
+
+    out = {}
+    for name, fw in registry.FRAMEWORKS.items():
+        mine = [v for v in registry.variants_of(name) if "cpu" in v.devices]
+        if not fw.isolated or not mine or not all(map(registry.package_exists, fw.packages)):
+            continue
+        try:
+            answers = isolated.ask({"do": "import", "variants": [v.name for v in mine],
+                                    "device": "cpu"})
+        except BenchError as exc:
+            answers = {v.name: {"unavailable": str(exc)} for v in mine}
+        for v in mine:
+            reason = answers[v.name].get("unavailable")
+            out[v.name] = f"unavailable: {reason}" if reason else "available"
+    return out
 
 
 def variant_status(v, has_gpu: bool, check_imports: bool) -> str:
@@ -451,13 +474,10 @@ def variant_status(v, has_gpu: bool, check_imports: bool) -> str:
     if not check_imports:
         return "installed"
     device = v.devices[0] if "cpu" not in v.devices else "cpu"
+    if fw.isolated:  # imported in a process of its own only (isolated_imports)
+        return "installed; needs a process of its own"
     try:
-        if fw.isolated:  # its import would set process-wide state: in a process of its own
-            from harness import isolated
-
-            isolated.ask_one({"do": "import", "device": device}, v.name)
-        else:
-            registry.import_module(v.framework).check_device(device)
-    except (Unavailable, BenchError) as exc:
+        registry.import_module(v.framework).check_device(device)
+    except Unavailable as exc:
         return f"unavailable: {exc}"
     return "available"

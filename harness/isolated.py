@@ -55,14 +55,6 @@ def ask(request: dict) -> dict:
     return json.loads(done.stdout.split(MARKER, 1)[1])
 
 
-def ask_one(request: dict, variant: str) -> dict:
-    """The answer for one variant; Unavailable when it cannot run."""
-    answer = ask({**request, "variants": [variant]})[variant]
-    if "unavailable" in answer:
-        raise Unavailable(answer["unavailable"])
-    return answer
-
-
 class Gradients:
     """A variant's gradients computed in another process, in the shape ``check`` reads."""
 

@@ -153,7 +153,8 @@ def time_phases(phases: dict, cfg) -> dict:
     from harness.results import PerStep
     from harness.timing import time_trainer
 
-    short = with_(cfg, budget_s=min(cfg.budget_s, 0.1), min_blocks=5, warmup_blocks=1,
+    short = with_(cfg, target_block_s=min(cfg.target_block_s, 0.01),
+                  budget_s=min(cfg.budget_s, 0.05), min_blocks=5, warmup_blocks=1,
                   block_steps=None)
     return {name: PerStep.of(time_trainer(Phase(fn), short).stats)
             for name, fn in phases.items()}

@@ -195,7 +195,7 @@ def bench(env, *argv):
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
-@pytest.mark.parametrize("argv", [["list", "--check"], ["demo"]])
+@pytest.mark.parametrize("argv", [["list", "--check"], ["demo", "--variants", "numpy"]])
 def test_a_broken_framework_is_unavailable_with_the_reason(broken_jax, argv):
     proc = bench(broken_jax, *argv)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
