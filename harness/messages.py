@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness import schema
-from harness.results import Case, Peak, ProblemRecord
+from harness.results import CallFloor, Case, Peak, ProblemRecord
 from harness.timing import TimingConfig
 
 CHANNEL_FD = "BACKPROP_BENCH_CHANNEL_FD"
@@ -57,6 +57,7 @@ class Job:
     timing: TimingConfig
     cases: list[JobCase]
     peaks: list[PeakJob] = field(default_factory=list)
+    floors: bool = False  # measure the framework's call floors (its first worker only)
 
 
 @dataclass
@@ -84,6 +85,7 @@ class CaseStarted:
 
 
 KINDS = {"framework": FrameworkReady, "framework-failed": FrameworkFailed, "peak": Peak,
+         "floor": CallFloor,
          "case-started": CaseStarted, "case": Case}
 NAMES = {cls: name for name, cls in KINDS.items()}
 

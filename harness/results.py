@@ -305,10 +305,22 @@ class AllreduceCurve:
 
 
 @dataclass
+class CallFloor:
+    """The cost of one call that does (almost) nothing: the overhead floor under every call
+    of that kind (an empty compiled graph, one eager op), per call."""
+
+    framework: str
+    name: str
+    per_call_s: float
+    calls: int
+
+
+@dataclass
 class Ceilings:
     """The machine's ceilings measured in the same run."""
 
     matmul_peak: list[Peak] = field(default_factory=list)
+    call_floors: list[CallFloor] = field(default_factory=list)
     engine_overhead: dict | None = None
     c_limit: dict | None = None
     allreduce: list[AllreduceCurve] = field(default_factory=list)  # `scale` runs only

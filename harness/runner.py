@@ -24,6 +24,7 @@ from pathlib import Path
 from harness import environment, lifeline, machine_state, messages, schema, store
 from harness.climit import measure_c_limit
 from harness.results import (
+    CallFloor,
     Case,
     Commit,
     Config,
@@ -41,7 +42,7 @@ from implementations.contract import Variant
 from implementations.problem import BenchError, Problem
 
 STARTUP_S = 120.0  # imports, the matmul peaks and the warm-up, before the first case starts
-CASE_TIMEOUT_BASE_S = 180.0  # a cold torch.compile of a large block takes a minute or more
+CASE_TIMEOUT_BASE_S = 300.0  # a cold AOTInductor or 256-step torch.compile build: minutes
 CASE_TIMEOUT_PER_BUDGET = 20.0  # and the timed blocks, the checks, the calibration
 
 
@@ -195,6 +196,7 @@ class Round:
     on_case: Callable[[Case], None]
     current: str | None = None  # the id of the case the worker is on
     state: dict | None = None  # the machine when that case started
+    floored: bool = False  # its call floors asked for already
 
     def run_cases(self, pending: list, peaks: list) -> list:
         """One worker for the pending cases; returns those it did not finish."""
@@ -229,8 +231,9 @@ class Round:
         cases = [messages.JobCase(ProblemRecord.of(p), v.name, d, fixed_k(
             by_id.get(case_id(d, v.name, ProblemRecord.of(p), v.workers))), v.workers)
             for p, v, d in pending]
+        floors, self.floored = self.round_ == 0 and not self.floored, True
         return messages.Job(self.framework, self.plan.device, self.plan.threads,
-                            self.plan.timing, cases, peaks)
+                            self.plan.timing, cases, peaks, floors)
 
     def peaks(self, mine: list) -> list[messages.PeakJob]:
         """The matmul ceilings to measure in this framework's first worker: one per dtype
@@ -261,6 +264,8 @@ class Round:
             self.run.frameworks[message.name] = FrameworkRecord(error=message.error)
         elif isinstance(message, Peak):
             self.run.ceilings.matmul_peak.append(message)
+        elif isinstance(message, CallFloor):
+            self.run.ceilings.call_floors.append(message)
 
     def lose(self, triple, reason: str) -> None:
         p, v, d = triple

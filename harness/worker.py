@@ -29,7 +29,7 @@ import traceback
 from dataclasses import replace
 
 from harness import lifeline, messages, schema
-from harness.results import Case, Timing, case_id
+from harness.results import CallFloor, Case, Timing, case_id
 from implementations.contract import Unavailable
 
 REFERENCE_BUDGET_S = 0.15
@@ -238,6 +238,9 @@ def main() -> int:
         for peak in job.peaks:
             messages.send(channel, measure_peak(job.framework, module, peak.device, peak.dtype,
                                                 peak.n))
+        if job.floors and hasattr(module, "call_floors"):
+            for name, (per_call, calls) in module.call_floors().items():
+                messages.send(channel, CallFloor(job.framework, name, per_call, calls))
         if registry.get_framework(job.framework).arrays:
             warm_up(module, {c.device for c in job.cases})
     compiled_before: set = set()

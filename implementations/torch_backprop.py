@@ -8,10 +8,10 @@ off for the whole process, so that float32 matmuls on the GPU are true float32, 
 other frameworks.
 
 The ``Trainer`` is advanced by a loop strategy: ``StepLoop`` (the eager step, idiomatic), and
-after it ``CompiledStep`` (``torch.compile`` of one functional step written with
-``torch.func.grad``), ``CompiledBlock`` (one compiled graph for a block of steps, to pay
-Python and dispatch once per block) and ``CudaGraph`` (the whole step captured once as a CUDA
-graph and replayed).
+after it ``ManualLoop`` (the NumPy file's chain rule on tensors, no autograd) and
+``OptimizerLoop`` (torch.optim.SGD). The idiomatic tier follows: an ``nn.Sequential``, a loss
+module and ``torch.optim.SGD`` in a ``ModuleTrainer``, eager or compiled whole. The loops that
+compile the functional step are in ``torch_compiled``, a framework of their own process.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from implementations import numpy_backprop
 from implementations.contract import (
     ALL_DEVICES,
     SMALL,
-    WORKED_EXAMPLE,
     Framework,
     Unavailable,
     Variant,
@@ -61,21 +60,6 @@ VARIANTS = (
             "torch.compile, as the torch.compile tutorial does for training",
             trainer="ModuleTrainer", loop="CompiledModuleStep", devices=ALL_DEVICES,
             baseline="torch-nn", below="torch-nn", default_run=SMALL),
-    Variant("torch-compile", "optimised", "torch.compile of one functional step (torch.func)",
-            loop="CompiledStep", devices=ALL_DEVICES, baseline="torch"),
-    Variant("torch-block", "optimised",
-            "torch.compile of a block of unrolled steps: dispatch paid once per block",
-            loop="CompiledBlock", devices=ALL_DEVICES, baseline="torch",
-            default_run=WORKED_EXAMPLE),
-    Variant("torch-cudagraph", "optimised",
-            "whole step captured once as a CUDA graph and replayed", loop="CudaGraph",
-            devices=("cuda",), baseline="torch", sweep_devices=("cuda",)),
-    Variant("torch-cudagraph-block", "optimised",
-            "a block of 16 steps captured as one CUDA graph: one launch per 16 steps",
-            loop="CudaGraphBlock", devices=("cuda",), baseline="torch"),
-    Variant("torch-block-graphs", "optimised",
-            "torch.compile(mode='reduce-overhead') of the 16-step block: Inductor's CUDA graphs",
-            loop="CompiledBlockGraphs", devices=("cuda",), baseline="torch"),
 )
 
 ACTIVATIONS = {
@@ -254,151 +238,6 @@ def inductor_cache_state() -> dict:
     )
     graphs = os.path.join(path, "fxgraph")
     return {"dir": path, "warm_at_start": os.path.isdir(graphs) and any(os.scandir(graphs))}
-
-
-def functional_step(net: NetworkSpec, leaves: list, x, y, lr) -> list:
-    """sgd_step with no side effects, for torch.compile: torch.func.grad of the loss."""
-    g = torch.func.grad(lambda ps: loss(net, unflatten(net, ps), x, y))(leaves)
-    return [p - lr * gp for p, gp in zip(leaves, g)]
-
-
-def functional_block(net: NetworkSpec, leaves: list, x, y, lr, steps: int) -> list:
-    """``steps`` functional steps, unrolled into one graph when compiled."""
-    for _ in range(steps):
-        leaves = functional_step(net, leaves, x, y, lr)
-    return leaves
-
-
-class CompiledStep:
-    """torch-compile: torch.compile of one functional step, called once per step.
-
-    The learning rate is a tensor argument, so the compiled graph cannot fold it in.
-    """
-
-    autograd, block = False, 1  # torch.func.grad needs no leaves that autograd tracks
-
-    def __init__(self, trainer: Trainer):
-        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
-        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
-        self.step = torch.compile(functional_step, dynamic=False)
-
-    def __call__(self, params: Params, steps: int) -> Params:
-        leaves = flatten(params)
-        for _ in range(steps):
-            leaves = self.step(self.net, leaves, self.x, self.y, self.lr)
-        return unflatten(self.net, leaves)
-
-
-class CompiledBlock:
-    """torch-block: one compiled graph runs ``block`` steps, so that the per-step Python and
-    dispatch cost is paid once per block. run(steps) runs steps // block compiled blocks, then
-    the remainder as eager functional steps."""
-
-    autograd, block = False, 16
-
-    def __init__(self, trainer: Trainer):
-        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
-        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
-        self.steps = torch.compile(functional_block, dynamic=False)
-
-    def __call__(self, params: Params, steps: int) -> Params:
-        net, x, y, lr = self.net, self.x, self.y, self.lr
-        leaves = flatten(params)
-        full, rest = divmod(steps, self.block)
-        for _ in range(full):
-            leaves = self.steps(net, leaves, x, y, lr, self.block)
-        for _ in range(rest):
-            leaves = functional_step(net, leaves, x, y, lr)
-        return unflatten(net, leaves)
-
-
-class CudaGraph:
-    """torch-cudagraph: the functional step captured once as a CUDA graph, then replayed.
-
-    Capture happens on the first call, so it counts as first-call cost. The parameters are the
-    graph's static tensors, which every replay updates in place. ``steps`` functional steps
-    are captured per graph (1 here; CudaGraphBlock captures a block).
-    """
-
-    autograd, block = False, 1
-
-    def __init__(self, trainer: Trainer):
-        if trainer.device != "cuda":
-            raise Unavailable(f"{type(self).__name__} needs a CUDA device")
-        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
-        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
-        self.graph = None
-
-    def capture(self, static: list) -> None:
-        def step() -> None:
-            new = functional_block(self.net, static, self.x, self.y, self.lr, self.block)
-            for p, q in zip(static, new):
-                p.copy_(q)
-
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm up outside the graph, as the docs ask
-            snapshot = [p.clone() for p in static]
-            for _ in range(3):
-                step()
-            for p, s in zip(static, snapshot):
-                p.copy_(s)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=side):  # the warm-up's stream and handles
-            step()
-
-    def __call__(self, params: Params, steps: int) -> Params:
-        static = flatten(params)
-        if self.graph is None:
-            self.capture(static)
-        full, rest = divmod(steps, self.block)
-        for _ in range(full):
-            self.graph.replay()
-        for _ in range(rest):  # outside the graph, into the same static tensors
-            for p, q in zip(static, functional_step(self.net, static, self.x, self.y, self.lr)):
-                p.copy_(q)
-        return params
-
-
-class CudaGraphBlock:
-    """torch-cudagraph-block: CudaGraph with 16 unrolled steps in one graph, so that one
-    launch runs 16 serial steps (K is kept a multiple of 16)."""
-
-    autograd, block = False, 16
-
-    def __init__(self, trainer: Trainer):
-        self.graph = CudaGraph(trainer)
-        self.graph.block = self.block
-
-    def __call__(self, params: Params, steps: int) -> Params:
-        return self.graph(params, steps)
-
-
-class CompiledBlockGraphs:
-    """torch-block-graphs: the 16-step block under torch.compile(mode="reduce-overhead"),
-    which records CUDA graphs of the compiled code (Inductor's "cudagraph trees"). The
-    parameters are copied into the graph's own buffers on every call, as that mode asks."""
-
-    autograd, block, first_calls = False, 16, 2  # the graph is recorded on the second call
-
-    def __init__(self, trainer: Trainer):
-        if trainer.device != "cuda":
-            raise Unavailable("torch-block-graphs needs a CUDA device")
-        self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
-        self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
-        self.steps = torch.compile(functional_block, mode="reduce-overhead", dynamic=False)
-
-    def __call__(self, params: Params, steps: int) -> Params:
-        net, x, y, lr = self.net, self.x, self.y, self.lr
-        leaves = flatten(params)
-        full, rest = divmod(steps, self.block)
-        for _ in range(full):
-            torch.compiler.cudagraph_mark_step_begin()
-            leaves = [t.clone() for t in self.steps(net, leaves, x, y, lr, self.block)]
-        for _ in range(rest):
-            leaves = functional_step(net, leaves, x, y, lr)
-        return unflatten(net, leaves)
 
 
 class ManualLoop:

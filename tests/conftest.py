@@ -24,13 +24,21 @@ def cuda_available() -> bool:
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (cold compiles of a minute or more)")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` are skipped without a CUDA device (see pyproject's markers)."""
-    if cuda_available():
-        return
+    """Tests marked ``gpu`` are skipped without a CUDA device, and those marked ``slow``
+    without --slow (see pyproject's markers)."""
+    slow = config.getoption("--slow")
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and not cuda_available():
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if "slow" in item.keywords and not slow:
+            item.add_marker(pytest.mark.skip(reason="slow: a cold compile of a minute or "
+                                                    "more; run with --slow"))
 
 
 def import_or_skip(framework: str):

@@ -15,7 +15,8 @@ from implementations import registry
 ERROR_PREFIX = "backprop-bench: error:"
 # compiling torch variants cost seconds each; isolated frameworks a process each
 FAST_VARIANTS = ",".join(n for n, v in registry.VARIANTS.items()
-                         if "cpu" in v.devices and not (v.framework == "torch" and v.baseline)
+                         if "cpu" in v.devices
+                         and not (v.framework.startswith("torch") and v.baseline)
                          and not registry.FRAMEWORKS[v.framework].isolated)
 
 

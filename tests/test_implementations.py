@@ -33,9 +33,11 @@ LOSS_100 = 3.4e-15
 REL = {"float64": 1e-12, "float32": 1e-5}
 
 # torch.compile costs seconds per variant (the torch variants measured against a baseline):
-# these run in one float64 test only.
+# these run in one float64 test only; the whole-loop compiles (AOTInductor, unrolled blocks of
+# 64 and 256 steps) cost a minute or more cold, and run only with --slow.
 COMPILED = tuple(n for n, v in registry.VARIANTS.items()
-                 if v.framework == "torch" and v.baseline and "cpu" in v.devices)
+                 if v.framework.startswith("torch") and v.baseline and "cpu" in v.devices)
+SLOW = ("torch-loop", "torch-block-64", "torch-block-256")
 CPU_VARIANTS = [n for n, v in registry.VARIANTS.items() if "cpu" in v.devices]
 # Keras picks its backend per process: its variants are checked in processes of their own
 # (test_check's idiomatic test, test_cli's demo tests)
@@ -162,7 +164,8 @@ def test_trainer_reproduces_the_worked_example(variant_name, worked_example, dty
     assert_trainer_follows_the_worked_example(trainer, dtype)
 
 
-@pytest.mark.parametrize("variant_name", COMPILED)
+@pytest.mark.parametrize("variant_name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in COMPILED])
 def test_compiled_torch_trainer_reproduces_the_worked_example_in_float64(variant_name):
     trainer = make_trainer(variant_name, make_problem(NetworkSpec(dtype="float64")))
     assert_trainer_follows_the_worked_example(trainer, "float64")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.report.sources import Source, device_label, fmt_gflops, machine_label
 from harness.results import Case, Run
-from harness.tables import markdown_table, md_escape
+from harness.tables import fmt_time, markdown_table, md_escape
 from implementations import registry
 
 
@@ -49,4 +49,7 @@ def limit_lines(run: Run) -> str:
     c_limit = run.ceilings.c_limit_s
     if c_limit:
         lines.append(f"- the C loop (gcc -O2): **{1e9 * c_limit:.3g} ns/step**")
+    for floor in run.ceilings.call_floors:
+        lines.append(f"- the floor of a call ({md_escape(floor.framework)}): "
+                     f"{md_escape(floor.name)}, **{fmt_time(floor.per_call_s)}**")
     return "\n".join(lines)

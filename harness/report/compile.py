@@ -50,11 +50,14 @@ def rows_of(source: Source) -> list[list]:
 
 
 def cache_state(run: Run, case: Case) -> str:
-    """'warm' or 'cold' where the framework records the state of a compile cache it keeps."""
+    """'warm', 'cold' or 'partly warm' where the framework records the state of the compile
+    caches it keeps (the Inductor cache, AOTInductor packages)."""
     record = settings(run, case.framework)
-    caches = [v for v in record.values() if isinstance(v, dict) and "warm_at_start" in v]
-    warm = caches[0]["warm_at_start"] if caches else None
-    return {True: "warm", False: "cold"}.get(warm, "—")
+    warm = {v["warm_at_start"] for v in record.values()
+            if isinstance(v, dict) and "warm_at_start" in v}
+    if not warm:
+        return "—"
+    return "partly warm" if len(warm) > 1 else ("warm" if warm.pop() else "cold")
 
 
 def yes_no(x) -> str:
