@@ -173,14 +173,14 @@ def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
 
 def command(o: Options, t) -> int:
     """`backprop-bench scale`: plan, time, check, then the all-reduce; 1 if a case failed."""
-    from harness import commands, runner, store, summary
+    from harness import commands, runner, store, summary, timed
 
     allow_oversubscribe(o.oversubscribe)
     commands.require_device(t.device)
     threads = t.thread_count()
     plan = make_plan(o, t, threads)
     plan.cases()  # a variant that can run nothing fails here, before any output
-    path = commands.claim("scale", t)
+    path = timed.claim("scale", t)
     print(f"{commands.PROG} scale: writing {path}", flush=True)
     try:
         result = runner.execute(plan, path, lambda c, d, n: print(summary.case_line(c, d, n),
@@ -198,7 +198,7 @@ def command(o: Options, t) -> int:
     for text in result.notes:
         print(f"note: {text}")
     print(f"\nresults: {path}; the report shows the model: {commands.PROG} report {path}")
-    return commands.exit_status(result.cases, True)
+    return timed.exit_status(result.cases, True)
 
 
 def tables(run) -> str:

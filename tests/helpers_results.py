@@ -101,7 +101,10 @@ def new_run(command: str, device: str, machine: Machine, cases: list[Case],
 
 def frameworks(device: str) -> dict[str, FrameworkRecord]:
     cuda = device == "cuda"
-    return {
+    torch = FrameworkRecord({"torch_threads": 2, "tf32_matmul": False, "tf32_cudnn": False,
+                             "cuda": "12.6" if cuda else None,
+                             "inductor_cache": {"dir": "/tmp/x", "warm_at_start": cuda}})
+    return {"torch-compiled": torch,
         "numpy": FrameworkRecord({"blas": [{"internal_api": "openblas", "version": "0.3.31",
                                             "num_threads": 2}]}),
         "torch": FrameworkRecord({"torch_threads": 2, "tf32_matmul": False, "tf32_cudnn": False,

@@ -10,7 +10,7 @@ from pathlib import Path
 import helpers_results as h
 import pytest
 
-from harness import allreduce, cli, commands, scale, scale_model, store
+from harness import allreduce, cli, scale, scale_model, store, timed
 from harness.results import Run, case_id
 from implementations import registry
 
@@ -26,15 +26,15 @@ def test_strong_weak_and_compute_points():
     assert weak == {(8, 64, 1), (8, 256, 4)}
 
 
-def timed(**kw) -> commands.Timed:
+def options(**kw) -> timed.Timed:
     base = dict(device="cpu", variants=None, frameworks=None, threads=None,
                 time_per_case=0.05, processes=1, no_peak=True, out=None, force=False,
                 timeout=None, results_dir="results")
-    return commands.Timed(**{**base, **kw})
+    return timed.Timed(**{**base, **kw})
 
 
 def test_the_plan_runs_each_point_once_for_every_data_parallel_variant():
-    plan = scale.make_plan(scale.Options(sizes=(4,), workers=(1, 2)), timed(), 2)
+    plan = scale.make_plan(scale.Options(sizes=(4,), workers=(1, 2)), options(), 2)
     got = sorted((v.name, p.batch, v.workers) for p, v, _ in plan.cases())
     every = sorted(v.name for v in registry.VARIANTS.values() if v.distributed)
     assert got == sorted((n, b, w) for n in every for b, w in ((32, 1), (64, 1), (64, 2),
