@@ -249,3 +249,12 @@ def test_list_says_a_gpu_only_variant_cannot_run_without_a_gpu(capsys, monkeypat
     code, out, _ = run_cli(["list"], capsys)
     line = next(line for line in out.splitlines() if line.startswith("torch-cudagraph"))
     assert "unavailable: no GPU here" in line
+
+
+def test_the_readme_lists_every_registered_variant_with_its_kind():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## The variants")[1].split("\n\n")[2]
+    for v in registry.VARIANTS.values():
+        assert f"| `{v.name}` | {v.framework} | {v.kind} |" in table, v.name
