@@ -131,7 +131,11 @@ def regressions(comparison: Comparison, fail_above_pct: float) -> list[str]:
 def counts(comparison: Comparison) -> str:
     found = {w: sum(r.verdict == w for r in comparison.rows)
              for w in ("faster", "slower", "same", "n/a")}
-    return ", ".join(f"{n} {w}" for w, n in found.items() if n or w != "n/a")
+    line = ", ".join(f"{n} {w}" for w, n in found.items() if n or w != "n/a")
+    if found["n/a"]:
+        line += (f" (n/a: fewer than {MIN_PROCESSES} processes on a side, so no test; "
+                 f"rerun both with --rounds {MIN_PROCESSES} for verdicts)")
+    return line
 
 
 def cells(r: Row) -> list[str]:
