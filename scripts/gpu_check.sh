@@ -74,7 +74,7 @@ IDIOMATIC=$(available torch,torch-optim,torch-nn,jax,jax-flax,jax-flax-split)
 GRAPHS=$(available limit,limit-gpu,torch-cudagraph,torch-cudagraph-block,torch-block-graphs)
 [ -n "$GRAPHS" ] && step run-graphs 50 $PY -m harness.cli run --device cuda --widths 1,1,1 \
     --variants "$GRAPHS" --time-per-case 0.3 --out "$OUT/run-cuda-graphs.json"
-step sweep 100 $PY -m harness.cli sweep --device cuda --widths 1,16,256,1024,2048,4096 \
+step sweep 100 $PY -m harness.cli sweep --device cuda --sizes 1,16,256,1024,2048,4096 \
     --variants numpy,torch,torch-cudagraph,jax,jax-scan --budget 85 \
     --out "$OUT/sweep-cuda.json"
 # data parallel on one GPU: the check of NCCL's path, and scale's compute and all-reduce terms
