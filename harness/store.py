@@ -29,7 +29,8 @@ from pathlib import Path
 
 from harness.results import ResultsError, Run
 
-SKIPPED_FOLDERS = ("pytest-bench", "tmp")  # pytest-benchmark's own JSON; scratch runs
+SKIPPED_FOLDERS = ("pytest-bench", "tmp", "evidence")  # pytest-benchmark's own JSON; scratch
+# runs; runs kept as evidence for NOTES.md (repeats, the false-alarm pairs), not for the report
 
 
 def lock_path(path: Path) -> Path:

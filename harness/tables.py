@@ -59,11 +59,12 @@ def fmt_time(seconds: float | None) -> str:
 
 
 def fmt_ratio(x: float | None) -> str:
-    """2.61×, 1,495×; below 1 always as a fraction, 1/1.17×, 1/1,495×: one notation."""
+    """2.61×, 1,495×; below 1 always as a fraction, 1/1.17×, 1/1,495×: one notation (a ratio
+    that rounds to 1 on either side is 1×)."""
     if x is None:
         return "—"
     if 0 < x < 1:
-        return f"1/{fmt_ratio(1 / x)}"
+        return "1×" if f"{1 / x:.3g}" == "1" else f"1/{fmt_ratio(1 / x)}"
     return f"{x:,.0f}×" if x >= 100 else f"{x:.3g}×"
 
 

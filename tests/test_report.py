@@ -550,3 +550,50 @@ def test_provenance_lists_the_variables_set_and_collapses_the_package_freeze(tmp
 def test_provenance_without_any_recorded_environment_has_no_environment_section(built):
     _, text = built
     assert "### Environment" not in text
+
+
+def test_the_glance_headline_is_the_fullest_cpu_run_not_a_newer_focused_one(tmp_path):
+    from harness.report import glance
+
+    full = h.run_file()
+    full.created = "2026-01-01T00:00:00+00:00"
+    focused = h.run_file(seed=5)
+    focused.cases = [c for c in focused.cases if c.variant == "limit"]
+    focused.created = "2026-02-01T00:00:00+00:00"
+    store.write(full, tmp_path / "run-full.json")
+    store.write(focused, tmp_path / "run-limit-only.json")
+    loaded, _ = store.load_many([str(tmp_path)])
+    body = glance.body(sources.sources_of(loaded))
+    assert "`run-full.json`" in body and "run-limit-only" not in body
+    assert "| `torch` |" in body
+
+
+def test_scale_runs_stay_out_of_the_gpu_and_cpu_crossovers(tmp_path, monkeypatch):
+    import helpers_scale as hs
+    from harness.report import glance
+
+    monkeypatch.setattr(hs, "SIZES", (16, 64, 256, 1024))  # enough widths for a fit
+    write_results(tmp_path, sweep=True)
+    store.write(hs.scale_file(), tmp_path / "scale-cpu-box.json")
+    loaded, _ = store.load_many([str(tmp_path)])
+    found = sources.sources_of(loaded)
+    assert any(s.command == "scale" for s in found)
+    assert "scale-cpu-box" not in glance.body(found)
+    assert "scale-cpu-box" not in gpu_cpu.section(found)
+
+
+def test_runs_kept_as_evidence_stay_out_of_a_folders_report(tmp_path):
+    write_results(tmp_path, sweep=False)
+    (tmp_path / "evidence").mkdir()
+    store.write(h.run_file(seed=3), tmp_path / "evidence" / "run-repeat.json")
+    assert all("evidence" not in p.parts for p in store.find_files([str(tmp_path)]))
+    assert store.find_files([str(tmp_path / "evidence" / "run-repeat.json")])
+
+
+@pytest.mark.parametrize("x, text", [(2.5, "2.5×"), (1500, "1,500×"), (0.5, "1/2×"),
+                                     (1 / 1.17, "1/1.17×"), (0.9996, "1×"), (0.999, "1×"),
+                                     (1.0004, "1×"), (0.99, "1/1.01×"), (None, "—")])
+def test_one_ratio_notation_and_a_ratio_that_rounds_to_one_is_one(x, text):
+    from harness.tables import fmt_ratio
+
+    assert fmt_ratio(x) == text

@@ -1,6 +1,7 @@
 """The one-screen summary that leads the report (and the README's "Results at a glance").
 
-Drawn from the newest files of each kind: the worked example per variant on the CPU of a
+Drawn from the newest files of each kind (for the CPU's worked example, the run with the most
+worked-example variants, the newest of those): the worked example per variant on the CPU of a
 machine without a GPU and on a GPU machine, the serial limits, where each variant stops
 being overhead-bound, and where a GPU starts beating a CPU. ``update_readme`` writes the same
 text between two markers of a README, so that its headline numbers are generated, never
@@ -12,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness import model
-from harness.report.sources import Source, device_label, fmt_width, variant_rank
+from harness.report.sources import (Source, device_label, fmt_width, single_device,
+                                    variant_rank)
 from harness.results import Case, ResultsError, Run
 from harness.tables import fmt_ratio, fmt_time, markdown_table
 from implementations import registry
@@ -34,6 +36,13 @@ def worked(run: Run, device: str) -> dict[str, Case]:
             and c.problem.dtype == "float64"}
 
 
+def main_cpu_run(sources: list[Source]) -> Source | None:
+    """The CPU-only machine's run with the most worked-example variants, the newest of those
+    (so that a focused re-run of one variant does not become the headline)."""
+    found = newest(sources, "run", gpu=False)
+    return max(found, key=lambda s: (len(worked(s.run, "cpu")), s.run.created), default=None)
+
+
 def gpu_cells(sources: list[Source]) -> dict[str, str]:
     """Per variant, its time on the newest GPU file that has it (on the GPU, or on that
     machine's CPU, said so)."""
@@ -47,8 +56,8 @@ def gpu_cells(sources: list[Source]) -> dict[str, str]:
 
 def headline(sources: list[Source]) -> tuple[str, list[str]]:
     """(the worked-example table, the files it is drawn from)."""
-    cpu_files = newest(sources, "run", gpu=False)
-    cpu = worked(cpu_files[0].run, "cpu") if cpu_files else {}
+    main = main_cpu_run(sources)
+    cpu = worked(main.run, "cpu") if main else {}
     limit = next((cpu[v.name] for v in registry.with_role("limit") if v.name in cpu), None)
     gpu = gpu_cells(sources)
     names = sorted(set(cpu) | set(gpu), key=lambda n: (
@@ -56,17 +65,18 @@ def headline(sources: list[Source]) -> tuple[str, list[str]]:
     rows = [[f"`{n}`", fmt_time(cpu[n].median) if n in cpu else "—",
              fmt_ratio(cpu[n].median / limit.median) if n in cpu and limit else "—",
              gpu.get(n, "—")] for n in names]
-    used = [s.file for s in cpu_files[:1]] + [s.file for s in newest(sources, "run", True)]
+    used = [main.file] if main else []
+    used += [s.file for s in newest(sources, "run", True)]
     table = markdown_table(["variant", "CPU, per step", "× limit", "GPU machine, per step"],
                            rows, "lrrr")
     return table, used
 
 
 def limits(sources: list[Source]) -> list[str]:
-    cpu_files = newest(sources, "run", gpu=False)
-    if not cpu_files:
+    main = main_cpu_run(sources)
+    if not main:
         return []
-    run = cpu_files[0].run
+    run = main.run
     cases = worked(run, "cpu")
     lines = []
     c_loop = run.ceilings.c_limit_s
@@ -104,7 +114,7 @@ def overhead_lines(sources: list[Source]) -> list[str]:
 
 
 def crossover_lines(sources: list[Source]) -> list[str]:
-    per_file = [(s, model.fit_cases(s.run.cases)) for s in sources]
+    per_file = [(s, model.fit_cases(s.run.cases)) for s in single_device(sources)]
     lines = []
     for pair in model.pairings(per_file):
         if pair.cpu_file is pair.gpu_file or pair.cpu_file.run.machine.gpu:

@@ -19,10 +19,10 @@ INTRO = ("## Where a GPU starts beating a CPU\n\nFrom the fitted cost models: th
 
 
 def section(sources: list[Source]) -> str:
-    from harness.report.sources import variant_rank
+    from harness.report.sources import single_device, variant_rank
 
     per_file = [(s, sorted(model.fit_cases(s.run.cases), key=lambda f: variant_rank(f.variant)))
-                for s in sources]
+                for s in single_device(sources)]
     rows: dict[tuple, list] = {}
     for pair in model.pairings(per_file):
         label = pair_label(pair.cpu_file, pair.gpu_file, pair.cpu[0], pair.gpu[0])

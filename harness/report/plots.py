@@ -252,6 +252,7 @@ def sweep_memory(title: str, by_variant: dict[str, dict[int, Case]], order, path
         ax.set_yscale("log", base=2)
         ticks = sorted({d for cases in by_variant.values() for d in cases})
         ax.set_xticks(ticks, [str(d) for d in ticks])
+        ax.tick_params(axis="x", labelrotation=45)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("width d")
         ax.yaxis.set_major_locator(_byte_locator())
@@ -282,7 +283,8 @@ def _bytes_formatter():
 
 def ladder(title: str, ladders: dict, path: Path) -> None:
     """Per network, a bar per rung on a linear time axis: the rung below's time in grey, what
-    this rung adds in its colour (so each layer's cost is a length)."""
+    this rung adds in orange, or, for a rung faster than the one below, what it saves as an
+    outlined bar from its own time to the rung below's (so each layer's cost is a length)."""
     panels = list(ladders.items())
     fig = new_figure(8.0, 1.0 + sum(0.3 * len(r) + 0.8 for _, r in panels))
     axes = fig.subplots(len(panels), 1, squeeze=False,
@@ -292,8 +294,12 @@ def ladder(title: str, ladders: dict, path: Path) -> None:
         for yi, r in zip(y, rungs):
             base = r.below.median if r.below else 0.0
             ax.barh(yi, min(base, r.case.median), color=LADDER_COLORS["below"])
-            ax.barh(yi, r.case.median - base, left=base,
-                    color=LADDER_COLORS["adds" if r.below else "bottom"])
+            if r.case.median >= base:
+                ax.barh(yi, r.case.median - base, left=base,
+                        color=LADDER_COLORS["adds" if r.below else "bottom"])
+            else:
+                ax.barh(yi, base - r.case.median, left=r.case.median, fill=False,
+                        edgecolor=LADDER_COLORS["saves"], hatch="///", linewidth=0.8)
             ax.text(max(r.case.median, base), yi, "  " + fmt_time(r.case.median),
                     va="center", fontsize=8)
         ax.set_yticks(y, ["  " * r.depth + r.case.variant for r in rungs], fontsize=9)
@@ -305,15 +311,16 @@ def ladder(title: str, ladders: dict, path: Path) -> None:
     axes[-1].set_xlabel("time per SGD step")
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color=LADDER_COLORS[k], label=label) for k, label in (
-        ("bottom", "a bottom rung"), ("below", "the rung below"),
-        ("adds", "what this rung adds (left of the grey end: it saves)"))],
-        loc="outside lower center", ncols=3, fontsize=8)
+    handles = [Patch(color=LADDER_COLORS[k], label=label) for k, label in (
+        ("bottom", "a bottom rung"), ("below", "the rung below"), ("adds", "what this rung adds"))]
+    handles.append(Patch(fill=False, edgecolor=LADDER_COLORS["saves"], hatch="///",
+                         label="what this rung saves"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8)
     fig.suptitle(f"{title}: the abstraction ladder", fontsize=11)
     save(fig, path)
 
 
-LADDER_COLORS = {"bottom": "#4c72b0", "below": "#d9d9d9", "adds": "#dd8452"}
+LADDER_COLORS = {"bottom": "#4c72b0", "below": "#d9d9d9", "adds": "#dd8452", "saves": "#55a868"}
 
 
 PART_COLORS = {"forward": "#4c72b0", "backward": "#dd8452", "update": "#55a868",

@@ -50,6 +50,12 @@ def sources_of(loaded: list[tuple[Path, Run]]) -> list[Source]:
     return sources
 
 
+def single_device(sources: list[Source]) -> list[Source]:
+    """The sources whose cases each ran on one device: not `scale` (data-parallel steps over
+    N workers), which the single-device cost model and the GPU-vs-CPU crossovers leave out."""
+    return [s for s in sources if s.command != "scale"]
+
+
 def origin(source: Source) -> str:
     """'From `f.json`, measured at commit `abc` on 2026-11-29T...': which results a section
     is drawn from."""
