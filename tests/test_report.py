@@ -570,6 +570,7 @@ def test_the_glance_headline_is_the_fullest_cpu_run_not_a_newer_focused_one(tmp_
 
 def test_scale_runs_stay_out_of_the_gpu_and_cpu_crossovers(tmp_path, monkeypatch):
     import helpers_scale as hs
+
     from harness.report import glance
 
     monkeypatch.setattr(hs, "SIZES", (16, 64, 256, 1024))  # enough widths for a fit
