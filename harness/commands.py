@@ -65,7 +65,7 @@ def require_device(device: str) -> None:
     gpu = gpu_info()
     seen = f" (nvidia-smi sees {gpu['name']})" if gpu else ""
     raise BenchError(f"--device {device}: no framework here can use it{seen}: "
-                     + "; ".join(reasons))
+                     + "; ".join(dict.fromkeys(reasons)))
 
 
 # ---- demo -------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 
 import pytest
 
@@ -22,6 +23,18 @@ def cuda_available() -> bool:
 
 
 requires_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_the_runs_we_start():
+    """A shell that starts pytest in the background (`make test &`, a CI step run with `&`)
+    leaves SIGINT ignored, and a library that saves and later restores the handler puts that
+    back; an ignored SIGINT stays ignored in every process started from here, and the tests
+    that press Ctrl-C on a run would wait for nothing. Each test starts with Python's own
+    handler, which its child processes turn back into the default (exec resets handlers)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 def pytest_addoption(parser):
