@@ -18,7 +18,7 @@ bench: $(STAMP)
 	$(BIN)/backprop-bench run
 
 check: $(STAMP)
-	$(BIN)/backprop-bench check --widths 4,16,16,4 --activation tanh --bias --dtype float32,float64
+	$(BIN)/backprop-bench check
 
 demo: $(STAMP)
 	$(BIN)/backprop-bench demo

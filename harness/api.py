@@ -26,7 +26,7 @@ from harness import records as flat
 from harness.results import Case, ProblemRecord, ResultsError, Run
 from harness.timing import TimingConfig
 from implementations import registry
-from implementations.contract import Unavailable, Variant
+from implementations.contract import Variant
 from implementations.problem import BenchError, NetworkSpec, Problem, make_problem, parse_widths
 
 DEVICES = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda"}
@@ -86,60 +86,82 @@ def time(variant: str | Variant, problem: Problem, device: str = "cpu",
 
 
 def check(problem: Problem, frameworks: Sequence[str] | None = None, device: str = "cpu",
-          steps: int = 100) -> checks.Report:
-    """Check gradients as ``backprop-bench check`` does: each framework's loss and gradients
-    against float64 finite differences, the closed form (1-1-1) and each other, then every
-    variant of those frameworks trained ``steps`` steps against the float64 reference
-    (``steps=0``: gradients only). ``frameworks`` defaults to every installed one (the others
-    become notes). Returns the ``harness.check.Report``: ``passed``, ``rows``, ``notes``,
-    ``failures()``; ``harness.check.render(report, [problem])`` prints it as the CLI does."""
+          steps: int = 100, include_all: bool = False, threads: int | None = None
+          ) -> checks.Report:
+    """Check gradients as ``backprop-bench check`` does: each framework's loss and gradients,
+    and each variant's own, against float64 finite differences, the exact float64 chain rule
+    and the closed form (1-1-1), then every variant of those frameworks trained ``steps``
+    steps against the float64 reference (``steps=0``: gradients only); each judged on its own
+    evidence, with a one-line diagnosis when it fails (``report.diagnoses``). ``frameworks``
+    defaults to every installed one (the others become notes); variants whose cold build
+    takes minutes are left out unless cached or ``include_all``. Each framework's settings
+    (``threads``, default all usable cores) are applied as ``run`` applies them, in this
+    process, and recorded in ``report.settings``. Returns the ``harness.check.Report``:
+    ``passed``, ``rows``, ``notes``, ``failed()``, ``failures()``, ``diagnoses``;
+    ``harness.check.render(report, [problem])`` prints it as the CLI does."""
+    return check_problems([problem], frameworks, device, steps, include_all, threads)
+
+
+def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = None,
+               frameworks: Sequence[str] | None = None, steps: int = 100,
+               threads: int | None = None) -> checks.Report:
+    """Check a learner's own backward pass in a NumPy file (``grads(params, x, y)`` and
+    optionally ``sgd_step``; see ``harness.check.learner``) like a framework, on ``problems``
+    (default: the default networks of ``check``, with the file's ACTIVATION and BIAS), beside
+    the frameworks (default: every installed one; ``[]``: none). Its subject in the report
+    is the file's name."""
+    from harness import plans
+    from harness.check import learner as learners
+
+    learner = learners.load(path)
+    if problems is None:
+        networks = plans.Networks(output_activation=learner.output_activation)
+        problems = plans.check_problems(networks, learner.activation, learner.bias)
+    return check_problems(list(problems), frameworks, "cpu", steps, False, threads, learner)
+
+
+def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = None,
+                  include_all: bool = False):
+    """Reproduce a published worked example from a TOML or JSON file in every framework (see
+    ``harness.check.example``). Returns its ``Outcome``: ``passed``, ``results(value)``,
+    ``failed()``, ``unreproduced()``; ``harness.check.example.render(outcome)`` prints it."""
+    from harness.check import example as examples
+    from harness.check import session
+
+    example = examples.load(path)
+    names = names_of(frameworks)
+    selection = session.select(names, None, [example.problem], "cpu", include_all)
+    outcome = examples.run(example, selection, lambda text: None)
+    outcome.notes = selection.notes + outcome.notes
+    return outcome
+
+
+def names_of(frameworks: Sequence[str] | None) -> tuple[str, ...] | None:
+    if frameworks is None:
+        return None
+    if isinstance(frameworks, str) or not all(isinstance(f, str) for f in frameworks):
+        raise BenchError(f"frameworks must be a list of framework names, not {frameworks!r}")
+    return tuple(frameworks)
+
+
+def check_problems(problems: list[Problem], frameworks, device: str, steps: int,
+                   include_all: bool, threads: int | None, learner=None) -> checks.Report:
+    from harness.check import session
+    from harness.environment import default_threads
+
     device = device_of(device)
-    if steps < 0:
-        raise BenchError(f"steps {steps} must be 0 or more")
-    explicit = frameworks is not None
-    names = list(frameworks) if explicit else list(registry.FRAMEWORKS)
-    if not names:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise BenchError(f"steps {steps!r} must be a whole number, 0 or more")
+    if not all(isinstance(p, Problem) for p in problems):
+        raise BenchError("problem must be a Problem, from backprop_bench.problem(...)")
+    names = names_of(frameworks)
+    if names == () and learner is None:
         raise BenchError("frameworks is empty: name at least one framework")
-    report = checks.Report()
-    modules = framework_modules(names, explicit, report)
-    usable = {n: m for n, m in modules.items() if registry.FRAMEWORKS[n].gradients
-              and not skipped("gradients", registry.main_variant(n), problem, device, report)}
-    if usable:
-        checks.check_gradients(problem, usable, device, report)
-    trained = [v for v in variants() if v.framework in modules] if steps else []
-    for v in trained:
-        if not skipped("trajectory", v, problem, device, report):
-            try:
-                checks.check_trajectory(problem, v, steps, device, report)
-            except Unavailable as exc:
-                report.notes.append(f"trajectory: {exc}; skipped")
-    if not report.rows:
-        raise BenchError("nothing was checked: " + "; ".join(dict.fromkeys(report.notes)))
-    return report
-
-
-def framework_modules(names: list[str], explicit: bool, report: checks.Report) -> dict:
-    """The modules of the named frameworks; one that cannot start is an error when it was
-    asked for by name, else a note."""
-    modules = {}
-    for name in names:
-        registry.get_framework(name)
-        try:
-            modules[name] = registry.import_module(name)
-        except Unavailable as exc:
-            if explicit:
-                raise
-            report.notes.append(str(exc))
-    return modules
-
-
-def skipped(what: str, v: Variant, problem: Problem, device: str,
-            report: checks.Report) -> bool:
-    """True, with a note in the report, if the variant cannot run the problem on the device."""
-    reason = v.why_not(problem, device)
-    if reason:
-        report.notes.append(f"{what}: {reason}; skipped")
-    return bool(reason)
+    selection = session.select(names or None, None, problems, device, include_all, learner)
+    if names == ():
+        selection.modules, selection.variants = {}, []
+    return session.run(problems, selection, steps, device, threads or default_threads(),
+                       say=lambda text: None)
 
 
 def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Run]:

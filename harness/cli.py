@@ -68,10 +68,30 @@ def demo_args(p: Parser) -> None:
 
 
 def check_args(p: Parser) -> None:
-    add_networks(p, "default: the worked example, 1-1-1 linear, batch 1, float64 and float32")
-    add_selection(p, "every variant of the frameworks checked")
-    p.add_argument("--steps", type=int, default=100, help="trajectory length (default: 100)")
+    add_networks(p, "default: the worked example (1-1-1 linear, batch 1) and 3-4-4-3 tanh with "
+                 "bias, batch 5, each in float64 and float32: together they catch the classic "
+                 "backprop bugs (a dropped 1/batch, a missing 1/2, W for W^T, a wrong "
+                 "derivative, ...); --activation, --bias/--no-bias and --batch change both; "
+                 "--widths networks take batch 5 (1-1-1: batch 1) unless --batch is given")
+    add_selection(p, "every variant of the frameworks checked, but those whose cold build "
+                  "takes minutes and is not cached yet (said in the output; --all includes "
+                  "them)")
+    p.add_argument("--all", dest="include_all", action="store_true",
+                   help="also the variants whose cold build takes minutes (torch-loop, the "
+                        "torch.compile blocks), building them where they are not cached")
+    p.add_argument("--impl", metavar="FILE.py",
+                   help="also check your own backward pass: a NumPy file defining grads(params, "
+                        "x, y) -> (E, grads) and optionally sgd_step(params, x, y, lr), "
+                        "ACTIVATION and BIAS (see examples/learner_backprop.py)")
+    p.add_argument("--example", metavar="FILE",
+                   help="check a published worked example instead (TOML or JSON: network, "
+                        "weights, data, and the values printed; see examples/): every "
+                        "framework must reproduce it to the printed digits")
+    p.add_argument("--steps", type=int, default=100, help="trajectory length (default: 100; a "
+                   "block variant runs its block at least twice, then a remainder)")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda (also: gpu)")
+    p.add_argument("--threads", type=positive(int), help="threads for every framework, set as "
+                   "run sets them (default: all usable cores)")
     p.add_argument("--workers", type=positive(int), metavar="N",
                    help="check the data-parallel variants on N workers instead: the gradient "
                         "each worker steps with against the full batch's, the trajectory, and "
@@ -224,13 +244,20 @@ COMMANDS = (
             lambda a: commands.demo(a.framework, a.epochs, validate_lr(a.lr), a.variants)),
     Command("check", "verify gradients against finite differences, the closed form, each other "
             "and a training trajectory; exit 1 on any disagreement",
-            "Check each framework's loss and gradients against float64 finite differences of "
-            "an independent forward pass, the worked example's closed form (1-1-1) and each "
-            "other, then train every variant N steps against the float64 reference.",
-            ("check", "check --widths 4,16,16,4 --activation tanh --bias --dtype float32,float64"),
+            "Check each framework's loss and gradients, and each variant's own, against "
+            "float64 finite differences of an independent forward pass, an exact float64 "
+            "chain rule and the worked example's closed form (1-1-1), then train every "
+            "variant N steps against the float64 reference trajectory. Each is judged on its "
+            "own evidence (the median of the others is shown beside it); a failure is named "
+            "in one line when it fits a known bug class. --impl checks your own backward pass "
+            "the same way, --example a published worked example.",
+            ("check", "check --widths 4,16,16,4 --activation tanh --bias --batch 5 --dtype "
+             "float32,float64", "check --impl examples/learner_backprop.py",
+             "check --example examples/mazur-2015.toml", "check --all"),
             check_args, lambda a: commands.check(networks_of(a), a.framework, a.variants,
                                                  a.steps, a.device, a.workers,
-                                                 a.oversubscribe)),
+                                                 a.oversubscribe, a.include_all, a.impl,
+                                                 a.example, a.threads)),
     Command("run", "time the SGD update loop of every variant, check it, and write one JSON "
             "file of results",
             "Time and check every variant. The default is the worked example (1-1-1, float64) "

@@ -8,11 +8,13 @@ networks, variants, peaks) is ``harness.plans``. Each function returns the exit 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from harness import plans
+from harness.environment import default_threads
 from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError, make_problem
@@ -22,30 +24,6 @@ PROG = "backprop-bench"
 
 def note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
-
-
-def modules_for(frameworks: tuple[str, ...] | None) -> dict[str, object]:
-    """The gradient modules of the frameworks asked for (all by default). Asked-for but
-    missing is an error; missing from the default set is only a note."""
-    if frameworks == ():
-        raise BenchError("--framework is empty: name at least one framework")
-    names = frameworks or [n for n, f in registry.FRAMEWORKS.items() if f.gradients]
-    modules = {}
-    for name in names:
-        fw = registry.get_framework(name)
-        if not fw.gradients:
-            variants = ", ".join(v.name for v in registry.variants_of(name))
-            raise BenchError(f"{name} has no forward/grads functions, only a training loop: "
-                             f"use its variant ({variants}) with 'check --variants' or 'run'")
-        try:
-            modules[name] = registry.import_module(name)
-        except Unavailable as exc:
-            if frameworks:
-                raise
-            note(str(exc))
-    if not modules:
-        raise BenchError("no framework is available")
-    return modules
 
 
 def require_device(device: str) -> None:
@@ -73,17 +51,27 @@ def require_device(device: str) -> None:
 def demo(frameworks: tuple[str, ...] | None, epochs: int, lr: float,
          variant_names: tuple[str, ...] | None = None) -> int:
     from harness import demo as replay
+    from harness.check.render import settings_line
+    from harness.check.session import apply_settings, gradient_modules
 
     if epochs < 0:
         raise BenchError(f"--epochs {epochs} must be 0 or more")
     problem = make_problem(lr=lr)
+    notes: list[str] = []
+    modules = gradient_modules(frameworks, notes)
+    settings, failed = apply_settings(modules, default_threads())
+    for text in notes + failed:
+        note(text)
     with np.errstate(all="ignore"):  # a diverging lr is reported below, not as warnings
-        results = {name: replay.replay(m, problem, epochs)
-                   for name, m in modules_for(frameworks).items()}
-        print(replay.render(results, lr))
-        trainers = demo_trainers(problem, epochs, frameworks, variant_names)
+        results = {name: replay.replay(m, problem, epochs) for name, m in modules.items()}
+        if results:
+            print(replay.render(results, lr))
+        trainers = demo_trainers(problem, epochs, frameworks, variant_names, settings)
+    if not (results or trainers):
+        raise BenchError("no framework is available: " + "; ".join(notes))
     if trainers:
         print(replay.render_trainers(trainers))
+    print(f"\n{settings_line(settings)}")
     diverged = replay.diverged(results) + [n for n, (snaps, _) in trainers.items()
                                            if not np.isfinite(float(snaps[-1][1]))]
     if diverged:
@@ -93,10 +81,14 @@ def demo(frameworks: tuple[str, ...] | None, epochs: int, lr: float,
     return 0
 
 
-def demo_trainers(problem, epochs: int, frameworks, variant_names) -> dict:
+def demo_trainers(problem, epochs: int, frameworks, variant_names,
+                  settings: dict | None = None) -> dict:
     """{variant: (snapshots at 0, 1 and the last epoch, its own gradients or None)} for every
-    variant that runs the worked example here (a variant asked for by name must)."""
+    variant that runs the worked example here (a variant asked for by name must). A variant
+    whose cold build takes minutes joins only if it is built already, or asked for by name;
+    each framework run here gets its settings first (into ``settings``)."""
     from harness import demo as replay
+    from harness.check import session
 
     default = [v for v in registry.VARIANTS.values()
                if frameworks is None or v.framework in frameworks]
@@ -105,9 +97,20 @@ def demo_trainers(problem, epochs: int, frameworks, variant_names) -> dict:
         if explicit and v.why_not(problem, "cpu"):
             raise BenchError(f"{v.name}: {v.why_not(problem, 'cpu')}")
     runnable = [v for v in variants if not v.why_not(problem, "cpu")]
+    if not explicit:
+        runnable, slow = session.split_slow(runnable, [problem], "cpu")
+        if slow:
+            note(session.left_out_note(slow).replace("'check --all' includes them (or name "
+                                                     "them with --variants)",
+                                                     "name them with --variants"))
     out = {}
     for framework in dict.fromkeys(v.framework for v in runnable):
         mine = [v for v in runnable if v.framework == framework]
+        if settings is not None and not registry.FRAMEWORKS[framework].isolated:
+            applied, notes = session.apply_settings([framework], default_threads())
+            settings.update({k: v for k, v in applied.items() if k != "pinning"})
+            for text in notes:
+                note(text)
         print(f"demo: {', '.join(v.name for v in mine)}", file=sys.stderr)
         for name, got in replay.replay_variants(mine, problem,
                                                 sorted({0, min(1, epochs), epochs})).items():
@@ -124,123 +127,41 @@ def demo_trainers(problem, epochs: int, frameworks, variant_names) -> dict:
 
 def check(networks: plans.Networks, frameworks: tuple[str, ...] | None,
           variant_names: tuple[str, ...] | None, steps: int, device: str,
-          workers: int | None = None, oversubscribe: bool = False) -> int:
-    from harness import check as checks
+          workers: int | None = None, oversubscribe: bool = False, include_all: bool = False,
+          impl: str | None = None, example: str | None = None,
+          threads: int | None = None) -> int:
+    """`check`: 0 if every subject passed on its own evidence, 1 if one failed."""
+    from harness.check import learner as learners
+    from harness.check import session
+    from harness.check.render import render
+    from harness.environment import default_threads
 
     if steps <= 0:
         raise BenchError(f"--steps {steps} must be 1 or more")
+    if example is not None:
+        from harness.check import example as examples
+
+        return examples.command(example, frameworks, variant_names, device, include_all)
     if workers is not None:  # the data-parallel variants, each in a fresh process
         from harness import distcheck, scale
 
         scale.allow_oversubscribe(oversubscribe)
         require_device(device)
         return distcheck.command(networks, frameworks, variant_names, steps, device, workers)
-    problems = plans.check_problems(networks)
+    learner = learners.load(impl) if impl is not None else None
+    if learner is not None and networks.output_activation == "linear":
+        networks = replace(networks, output_activation=learner.output_activation)
+    problems = plans.check_problems(networks, learner and learner.activation,
+                                    learner and learner.bias)
     require_device(device)
-    modules = modules_for(frameworks)
-    default = [v for v in registry.VARIANTS.values() if not v.distributed and (
-        v.framework in modules
-        or (frameworks is None and not registry.FRAMEWORKS[v.framework].gradients))]
-    variants, explicit = plans.variants(variant_names, None, default)
-    parallel = [v.name for v in variants if v.distributed]
-    variants = [v for v in variants if not v.distributed]
-    for v in variants if explicit else []:
-        reasons = [v.why_not(p, device) for p in problems]
-        if all(reasons):
-            raise BenchError(f"variant {v.name} cannot run any case asked for: {reasons[0]}")
-    report = checks.Report()
-    report.notes += [f"{name} is data-parallel: 'check --workers N' checks it; skipped"
-                     for name in parallel]
-    for problem in problems:
-        check_problem(problem, modules, variants, steps, device, report)
-    if not report.rows:
-        raise BenchError("nothing was checked: " + "; ".join(dict.fromkeys(report.notes)))
-    print(checks.render(report, problems))
+    selection = session.select(frameworks, variant_names, problems, device, include_all,
+                               learner)
+    usable = default_threads()
+    if threads is not None and threads > usable:
+        raise BenchError(f"--threads {threads}: only {usable} cores are usable here")
+    report = session.run(problems, selection, steps, device, threads or usable)
+    print(render(report, problems, steps))
     return 0 if report.passed else 1
-
-
-def check_problem(problem, modules: dict, variants: list, steps: int, device: str,
-                  report) -> None:
-    """Gradients of every usable module, then the trajectory of every variant; progress on
-    stderr, since a wide network takes a while."""
-    from harness import check as checks
-
-    label = f"{problem.spec.label()} b{problem.batch}"
-    usable = {}
-    for name, module in modules.items():
-        reason = registry.main_variant(name).why_not(problem, device)
-        if reason:
-            report.notes.append(f"gradients: {reason}; skipped")
-        else:
-            usable[name] = module
-    local = [v for v in variants if not registry.FRAMEWORKS[v.framework].isolated]
-    trainers = own_gradients(problem, local, device, report)
-    trainers.update(isolated_checks(problem, [v for v in variants if v not in local], steps,
-                                    device, report))
-    if usable or trainers:
-        print(f"checking {label}: gradients of {', '.join([*usable, *trainers])}",
-              file=sys.stderr)
-        checks.check_gradients(problem, usable, device, report, trainers=trainers)
-    for v in local:
-        reason = v.why_not(problem, device)
-        if reason:
-            report.notes.append(f"trajectory: {reason}; skipped")
-            continue
-        print(f"checking {label}: {steps} steps of {v.name}", file=sys.stderr)
-        try:
-            checks.check_trajectory(problem, v, steps, device, report)
-        except Unavailable as exc:
-            report.notes.append(f"trajectory: {exc}; skipped")
-
-
-def isolated_checks(problem, variants: list, steps: int, device: str, report) -> dict:
-    """Check the variants of frameworks that need a process of their own, one process per
-    framework (``harness.isolated``): their trajectory rows go into the report, their own
-    gradients come back to be compared with everyone's, by name."""
-    from harness import check as checks
-    from harness import isolated, schema
-    from harness.results import ProblemRecord
-
-    runnable = []
-    for v in variants:
-        reason = v.why_not(problem, device)
-        if reason:
-            report.notes.append(f"trajectory: {reason}; skipped")
-        else:
-            runnable.append(v)
-    gradients = {}
-    for framework in dict.fromkeys(v.framework for v in runnable):
-        names = [v.name for v in runnable if v.framework == framework]
-        print(f"checking {checks.label(problem)}: {', '.join(names)}, in a process of its own",
-              file=sys.stderr)
-        answers = isolated.ask({"do": "check", "variants": names, "steps": steps,
-                                "device": device,
-                                "problem": schema.to_dict(ProblemRecord.of(problem))})
-        for name, answer in answers.items():
-            if "unavailable" in answer:
-                report.notes.append(f"{name}: {answer['unavailable']}; skipped")
-                continue
-            report.rows += [checks.Row(**row) for row in answer["rows"]]
-            if "grads" in answer:
-                gradients[name] = isolated.Gradients(answer["loss"], answer["grads"],
-                                                     problem.spec)
-    return gradients
-
-
-def own_gradients(problem, variants: list, device: str, report) -> dict:
-    """Fresh Trainers of the variants that compute their gradients their own way (a
-    ``grads()`` method: nn.Module, Flax, Keras), by name."""
-    trainers = {}
-    for v in variants:
-        if v.why_not(problem, device):
-            continue
-        try:
-            cls = getattr(registry.import_module(v.framework), v.trainer)
-            if hasattr(cls, "grads"):
-                trainers[v.name] = v.make(problem, device)
-        except Unavailable as exc:
-            report.notes.append(f"gradients: {exc}; skipped")
-    return trainers
 
 
 # ---- report, compare, export, list ------------------------------------------------------------

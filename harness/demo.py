@@ -104,18 +104,16 @@ def replay_variants(variants: list, problem: Problem, epochs: list[int]) -> dict
     """{variant: ([[epoch, E, params], ...] of its own Trainer at the given epochs, its own
     (dE/dw_ih, dE/dw_ho) at the start or None) or the reason it could not run}, for the
     variants of one framework: in a process of their own where the framework needs one."""
-    from harness import isolated, schema
-    from harness.results import ProblemRecord
+    from harness import isolated
     from implementations import registry
 
     names = [v.name for v in variants]
+    request = {"do": "replay", "variants": names, "epochs": epochs,
+               "problem": isolated.problem_json(problem)}
     if registry.FRAMEWORKS[variants[0].framework].isolated:
-        answers = isolated.ask({"do": "replay", "variants": names, "epochs": epochs,
-                                "problem": schema.to_dict(ProblemRecord.of(problem))})
+        answers = isolated.ask(request)
     else:
-        answers = {n: isolated.serve({"do": "replay", "epochs": epochs,
-                                      "problem": schema.to_dict(ProblemRecord.of(problem))}, n)
-                   for n in names}
+        answers = {n: isolated.serve(request, n) for n in names}
     return {name: answer.get("unavailable") or unpack(answer) for name, answer in answers.items()}
 
 

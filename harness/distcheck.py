@@ -3,8 +3,8 @@
 For each distributed variant and network, from the shared starting point:
 
 * **gradient**: the gradient every worker steps with (its shard's, after the all-reduce)
-  against the float64 NumPy gradient of the *full* batch, within the tolerance between
-  frameworks (float64: rounding; float32: the existing float32 tolerance);
+  against the exact float64 gradient of the *full* batch (``harness.check``), within the
+  tolerance between frameworks (float64: rounding; float32: the existing float32 tolerance);
 * **trajectory**: worker 0's parameters after N steps against the float64 reference
   trajectory, as for every variant;
 * **workers agree**: every worker's parameters bitwise equal to worker 0's (tolerance 0).
@@ -25,7 +25,7 @@ import numpy as np
 from harness import check, child, plans, schema
 from harness.results import ProblemRecord
 from harness.tables import text_table
-from implementations import numpy_backprop, registry
+from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError, Problem, flatten
 
@@ -48,9 +48,8 @@ def check_ranks(problem: Problem, subject: str, trainer, report: check.Report) -
 
 def check_gradient(problem: Problem, subject: str, trainer, report: check.Report) -> None:
     """Rows: per tensor, the worst worker's gradient against the full-batch float64 one."""
-    _, ref = numpy_backprop.grads(problem.spec, check.rounded_start(problem), problem.x,
-                                  problem.y)
-    errors = np.max([check.normalised_errors(flatten(g), flatten(ref))
+    ref = check.exact_gradient(problem, flatten(check.rounded_start(problem)))
+    errors = np.max([check.normalised_errors(flatten(g), ref)
                      for g in trainer.rank_grads()], axis=0)
     tol = check.TOLERANCES[problem.spec.dtype].frameworks
     for name, e in zip(problem.spec.param_names(), errors):
@@ -123,7 +122,8 @@ def problems_for(networks: plans.Networks, workers: int) -> list[Problem]:
     widths = networks.widths or (DEFAULT_WIDTHS,)
     activation = networks.activation or ("tanh" if networks.widths is None else "linear")
     batch = networks.batch if networks.batch is not None else 8 * workers
-    return plans.unique([plans.problem(w, activation, networks.output_activation, networks.bias,
+    bias = bool(networks.bias)
+    return plans.unique([plans.problem(w, activation, networks.output_activation, bias,
                                        d, batch, networks.lr, networks.seed) for w in widths
                          for d in plans.dtypes_of(networks, ("float64", "float32"))])
 

@@ -8,16 +8,19 @@ parent runs this module in a fresh interpreter with one request on stdin and rea
 answer from stdout, after a marker line so that anything a framework prints cannot be taken
 for it:
 
-* ``{"do": "check", "problem": ..., "variants": [...], "steps": N, "device": ...}``: per
-  variant ``{"loss": E, "grads": [...], "rows": [...]}``, its own gradients at the start (if
-  its Trainer has ``grads()``) and its trajectory rows;
+* ``{"do": "check", "problems": [...], "variants": [...], "steps": N, "device": ...,
+  "threads": T}``: ``{"report": ..., "gradients": {problem: {variant: [E, grads]}},
+  "unavailable": {variant: reason}}``, one process for every network: each variant's own
+  gradients at the start (if its Trainer has ``grads()``), to be judged with everyone's,
+  and its trajectory rows and diagnoses, judged here;
 * ``{"do": "replay", "problem": ..., "variants": [...], "epochs": [...]}``: per variant
   ``{"snapshots": [[epoch, loss, params], ...], "grads": [...]}`` for ``demo``;
 * ``{"do": "import", "variants": [...], "device": ...}``: per variant ``{"available": true}``
   for ``list --check``.
 
-The answer is ``{variant: its answer}``; a variant that cannot run answers
-``{"unavailable": reason}``. One process serves the variants of one framework.
+A problem travels with its data and starting parameters (``problem_json``), so that a
+worked example read from a file arrives as it was written. One process serves the variants
+of one framework.
 """
 
 from __future__ import annotations
@@ -26,61 +29,161 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from functools import partial
 from pathlib import Path
 
 from harness import schema
 from harness.results import ProblemRecord
 from implementations.contract import Unavailable
-from implementations.problem import BenchError, flatten
+from implementations.problem import BenchError, Problem, flatten
 
 MARKER = "--- backprop-bench isolated answer ---"
 TIMEOUT_S = 600
 
 
+class Child:
+    """One request running in a fresh interpreter; ``answer()`` waits for it."""
+
+    def __init__(self, request: dict):
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+        self.names = ", ".join(request["variants"])
+        self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.isolated"],
+                                     stdin=subprocess.PIPE, stdout=self.out, stderr=self.err,
+                                     env=env)
+        self.proc.stdin.write(json.dumps(request).encode())
+        self.proc.stdin.close()
+
+    def answer(self) -> dict:
+        """Its answer, or BenchError (it is killed if it runs past TIMEOUT_S)."""
+        try:
+            self.proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise BenchError(f"{self.names}: no answer within {TIMEOUT_S} s") from None
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                self.proc.wait()
+        out, err = (read_all(f) for f in (self.out, self.err))
+        if MARKER not in out:
+            last = (err.strip().splitlines() or ["it wrote nothing"])[-1]
+            raise BenchError(f"{self.names}: its process failed ({last[:200]})")
+        return json.loads(out.split(MARKER, 1)[1])
+
+
+def read_all(f) -> str:
+    f.seek(0)
+    text = f.read().decode(errors="replace")
+    f.close()
+    return text
+
+
 def ask(request: dict) -> dict:
-    """Run one request in a fresh interpreter: {variant: its answer}, or BenchError."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    try:
-        done = subprocess.run([sys.executable, "-m", "harness.isolated"], input=json.dumps(request),
-                              capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{', '.join(request['variants'])}: no answer within {TIMEOUT_S} s"
-                         ) from None
-    if MARKER not in done.stdout:
-        last = (done.stderr.strip().splitlines() or ["it wrote nothing"])[-1]
-        raise BenchError(f"{', '.join(request['variants'])}: its process failed "
-                         f"({last[:200]})")
-    return json.loads(done.stdout.split(MARKER, 1)[1])
+    """Run one request in a fresh interpreter: its answer, or BenchError."""
+    return Child(request).answer()
 
 
-class Gradients:
-    """A variant's gradients computed in another process, in the shape ``check`` reads."""
-
-    def __init__(self, loss: float, grads: list, net):
-        import numpy as np
-
-        from implementations.problem import unflatten
-
-        self.value = (loss, unflatten(net, [np.asarray(g) for g in grads]))
-
-    def grads(self):
-        return self.value
+def problem_json(problem: Problem) -> dict:
+    """A problem with its data and starting parameters, as JSON."""
+    return {"record": schema.to_dict(ProblemRecord.of(problem)), "x": problem.x.tolist(),
+            "y": problem.y.tolist(),
+            "params": [[W.tolist(), None if b is None else b.tolist()]
+                       for W, b in problem.params0]}
 
 
-def check(problem, variant, steps: int, device: str) -> dict:
-    from harness import check as checks
+def problem_of(d: dict) -> Problem:
+    """The inverse of problem_json."""
+    import numpy as np
+
+    record = schema.from_dict(ProblemRecord, d["record"], "problem")
+    params = [(np.array(W, dtype=np.float64), None if b is None else np.array(b, np.float64))
+              for W, b in d["params"]]
+    return Problem(record.spec(), np.array(d["x"], dtype=np.float64),
+                   np.array(d["y"], dtype=np.float64), params, record.lr, record.seed)
+
+
+def start_check(problems: list[Problem], variants: list, steps: int, device: str,
+                threads: int, say) -> list[Child]:
+    """One process per framework of the isolated variants, started at once: they run beside
+    the checks made here, and ``finish_check`` gathers them."""
+    children = []
+    for framework in dict.fromkeys(v.framework for v in variants):
+        names = [v.name for v in variants if v.framework == framework]
+        say(f"checking {', '.join(names)}, in a process of its own")
+        children.append(Child({"do": "check", "variants": names, "steps": steps,
+                               "device": device, "threads": threads,
+                               "problems": [problem_json(p) for p in problems]}))
+    return children
+
+
+def finish_check(children: list[Child], report) -> dict[str, dict]:
+    """The children's trajectories into ``report``; their own gradients back, as
+    {problem label: {variant: (E, flat gradients)}}."""
+    import numpy as np
+
+    from harness.check.report import Report
+
+    gradients: dict[str, dict] = {}
+    for child in children:
+        try:
+            answer = child.answer()
+        except BenchError as exc:
+            report.notes.append(f"{exc}; skipped")
+            continue
+        report.merge(Report.from_dict(answer["report"]))
+        for where, got in answer["gradients"].items():
+            for name, (E, grads) in got.items():
+                gradients.setdefault(where, {})[name] = (
+                    E, [None if g is None else np.asarray(g, dtype=np.float64) for g in grads])
+    return gradients
+
+
+def check_here(request: dict) -> dict:
+    """The child's side of ``check``: every problem for each variant of one framework."""
+    from harness.check import judge
+    from harness.check.report import Report, label
+    from harness.check.session import attempt
+    from harness.environment import pin_threads
     from implementations import registry
 
-    answer = {"rows": [], "notes": []}
-    cls = getattr(registry.import_module(variant.framework), variant.trainer)
-    if hasattr(cls, "grads"):
-        E, g = variant.make(problem, device).grads()
-        answer.update(loss=float(E), grads=[t.tolist() for t in flatten(g)])
-    report = checks.check_trajectory(problem, variant, steps, device)
-    answer["rows"] = [schema.to_dict(r) for r in report.rows]
-    return answer
+    report, gradients = Report(), {}
+    report.settings["pinning"] = pin_threads(request["threads"])
+    variants = [registry.get(n) for n in request["variants"]]
+    try:
+        module = registry.import_module(variants[0].framework)
+        report.settings[variants[0].framework] = module.settings(request["threads"])
+    except Unavailable as exc:
+        report.notes.append(f"{exc}; skipped")
+        return {"report": report.as_dict(), "gradients": {}}
+    device, steps = request["device"], request["steps"]
+    for problem in map(problem_of, request["problems"]):
+        where = label(problem)
+        for v in variants:
+            reason = v.why_not(problem, device)
+            if reason:
+                report.notes.append(f"trajectory: {reason}; skipped")
+                continue
+            trainer = None
+            if hasattr(getattr(module, v.trainer), "grads"):
+                trainer = attempt(problem, v.name, report, partial(v.make, problem, device))
+                got = trainer and attempt(problem, v.name, report, partial(
+                    judge.trainer_loss_and_gradients, trainer, problem))
+                if got is not None:
+                    gradients.setdefault(where, {})[v.name] = jsonable(got)
+            if steps:
+                attempt(problem, v.name, report, partial(
+                    judge.check_trajectory, problem, v, steps, device, report, trainer=trainer))
+    return {"report": report.as_dict(), "gradients": gradients}
+
+
+def jsonable(got: tuple[float, list]) -> list:
+    E, grads = got
+    return [E, [None if g is None else g.tolist() for g in grads]]
 
 
 def replay(problem, variant, epochs: list[int]) -> dict:
@@ -106,17 +209,17 @@ def serve(request: dict, name: str) -> dict:
         if request["do"] == "import":
             registry.import_module(variant.framework).check_device(request["device"])
             return {"available": True}
-        problem = schema.from_dict(ProblemRecord, request["problem"], "problem").problem()
-        if request["do"] == "check":
-            return check(problem, variant, request["steps"], request["device"])
-        return replay(problem, variant, request["epochs"])
+        return replay(problem_of(request["problem"]), variant, request["epochs"])
     except Unavailable as exc:
         return {"unavailable": str(exc)}
 
 
 def main() -> int:
     request = json.loads(sys.stdin.read())
-    answer = {name: serve(request, name) for name in request["variants"]}
+    if request["do"] == "check":
+        answer = check_here(request)
+    else:
+        answer = {name: serve(request, name) for name in request["variants"]}
     print(MARKER)
     print(json.dumps(answer))
     return 0

@@ -81,7 +81,8 @@ def add_networks(p: argparse.ArgumentParser, defaults: str) -> None:
                    help="one or more networks, input to output: 4,16,16,4 1,1,1")
     g.add_argument("--activation", help=f"hidden activation: {', '.join(ACTIVATIONS)}")
     g.add_argument("--output-activation", default="linear", help="(default: linear)")
-    g.add_argument("--bias", action="store_true", help="give every layer a bias")
+    g.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="give every layer a bias (--no-bias: none)")
     g.add_argument("--dtype", type=csv, help=f"comma list of {', '.join(DTYPES)}")
     g.add_argument("--batch", type=int, help="samples per step; batch 1 with input width 1 is "
                    "X=1 -> Y=-1, otherwise a seeded batch x in [-1, 1], y = -x")

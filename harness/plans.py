@@ -25,6 +25,7 @@ from implementations.problem import (
     NetworkSpec,
     Problem,
     SpecError,
+    check_inversion,
     make_problem,
 )
 
@@ -35,6 +36,16 @@ DEFAULT_NETWORKS = {
     "small": dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
     "large": dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
 }
+# the default `check`: the worked example (with its closed form) and one network that no
+# classic backprop bug passes: batch 5 (not a power of two, and apart from 2 and 3, so that a
+# factor names its cause), 3 outputs (a mean over the outputs too shows), hidden widths 4
+# (a transposed matrix has the wrong shape), a square hidden layer (W where W^T belongs
+# computes, wrongly), tanh (its derivative matters) and a bias (a frozen bias shows); both
+# dtypes of each
+CHECK_NETWORKS = (
+    dict(widths=(1, 1, 1), activation="linear", bias=False, batch=1),
+    dict(widths=(3, 4, 4, 3), activation="tanh", bias=True, batch=5),
+)
 MEMORY_HEADROOM = 0.8  # of MemAvailable: the frameworks, the OS and the other process
 
 
@@ -45,7 +56,7 @@ class Networks:
     widths: tuple[tuple[int, ...], ...] | None = None
     activation: str | None = None
     output_activation: str = "linear"
-    bias: bool = False
+    bias: bool | None = None
     dtypes: tuple[str, ...] | None = None
     batch: int | None = None
     lr: float | None = None
@@ -99,6 +110,7 @@ def network(widths, activation: str, output_activation: str, bias: bool, dtype: 
             batch: int) -> tuple[NetworkSpec, int]:
     """(spec, batch), once the network is valid and one case of it fits in memory."""
     spec = NetworkSpec(tuple(widths), activation, output_activation, bias, dtype)
+    check_inversion(spec)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
         raise SpecError(f"batch {batch!r} must be a positive integer")
     check_memory(spec, batch)
@@ -137,13 +149,23 @@ def unique(problems: list[Problem]) -> list[Problem]:
     return list({ProblemRecord.of(p): p for p in problems}.values())
 
 
-def check_problems(n: Networks) -> list[Problem]:
-    """The problems of `check`: each network × dtype (default: the worked example in float64
-    and float32, batch 1)."""
-    widths = n.widths or ((1, 1, 1),)
-    return problems([(w, n.activation or "linear", n.output_activation, n.bias, d,
-                      1 if n.batch is None else n.batch, n.lr, n.seed)
-                     for w in widths for d in dtypes_of(n, ("float64", "float32"))])
+def check_problems(n: Networks, activation: str | None = None,
+                   bias: bool | None = None) -> list[Problem]:
+    """The problems of `check`: each network × dtype, float64 and float32 by default. Without
+    --widths, CHECK_NETWORKS, with the activation and bias given (by the options, or by a
+    learner's file: ``activation``, ``bias``) in place of theirs; with --widths, batch 5
+    (1 for 1-1-1) unless --batch says otherwise."""
+    activation, bias = n.activation or activation, n.bias if n.bias is not None else bias
+    if n.widths is None:
+        nets = [dict(net, **({"activation": activation} if activation else {}),
+                     **({"bias": bias} if bias is not None else {})) for net in CHECK_NETWORKS]
+    else:  # a batch of 1 would hide a dropped 1/batch: the default's 5, but for 1-1-1
+        nets = [dict(widths=w, activation=activation or "linear", bias=bool(bias),
+                     batch=1 if w == (1, 1, 1) else CHECK_NETWORKS[1]["batch"])
+                for w in n.widths]
+    return problems([(net["widths"], net["activation"], n.output_activation, net["bias"], d,
+                      net["batch"] if n.batch is None else n.batch, n.lr, n.seed)
+                     for net in nets for d in dtypes_of(n, ("float64", "float32"))])
 
 
 def timing_problems(n: Networks) -> list[Problem]:
@@ -162,7 +184,7 @@ def timing_problems(n: Networks) -> list[Problem]:
             nets += [dict(widths=widths, activation=n.activation or "linear", dtype=d,
                           batch=(1 if one else 64) if n.batch is None else n.batch)
                      for d in dtypes]
-    return problems([(tuple(net["widths"]), net["activation"], n.output_activation, n.bias,
+    return problems([(tuple(net["widths"]), net["activation"], n.output_activation, bool(n.bias),
                       net["dtype"], net["batch"], n.lr, n.seed) for net in nets])
 
 

@@ -7,9 +7,9 @@ framework is imported. The worker dies with its parent (Linux: ``PR_SET_PDEATHSI
 
 Each case is timed, then verified, and only a verified case keeps status "ok":
 
-0. for the reference variant (NumPy), whose float64 trajectory is the reference of all the
-   others, its loss and gradients are checked against the independent forward pass and
-   finite differences;
+0. for the reference variant (NumPy, the "× reference" column), its loss and gradients are
+   checked against the independent forward pass, the finite differences and the exact
+   float64 chain rule of ``harness.check`` (which every trajectory below is compared with);
 1. the timed Trainer's parameters must be finite (else: diverged);
 2. it runs V more steps (V = K, capped at ``MAX_VERIFY_STEPS`` and so that the float64
    reference costs at most ``REFERENCE_BUDGET_S``), compared with the float64 reference
@@ -25,10 +25,10 @@ import json
 import os
 import signal
 import sys
-import traceback
 from dataclasses import replace
 
 from harness import lifeline, messages, schema
+from harness.check.report import crash_reason
 from harness.results import CallFloor, Case, Timing, case_id
 from implementations.contract import Unavailable
 
@@ -88,12 +88,6 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     if report.passed:
         return True, None, report.as_dict()
     return False, "wrong result: " + report.failures()[0], report.as_dict()
-
-
-def crash_reason(exc: BaseException) -> str:
-    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f" ({os.path.basename(last.filename)}:{last.lineno})" if last else ""
-    return f"crashed: {type(exc).__name__}: {exc}{where}".replace("\n", " ")[:500]
 
 
 def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:

@@ -32,9 +32,12 @@ Semantics every module keeps (the Protocols below give the signatures):
 * A Trainer's ``params()`` returns NumPy copies in the problem's dtype, shaped as the problem's
   parameters: a list of ``(W, b)`` with ``W`` (fan_in, fan_out) and ``b`` (fan_out,) or None.
 
-Optional: ``device_memory(device)`` ({"in_use": bytes, "peak": bytes} of the device's
-allocator, or None) and ``reset_device_memory_peak(device)`` (True if the peak could be
-reset) let the harness account memory per step on a GPU (``harness.memory``).
+Optional: ``built(variant, problem, device)`` says whether the compiled code of a variant
+with a long cold build (``Variant.build_s``) is already cached for that problem, so that
+``check`` can include it by default. ``device_memory(device)`` ({"in_use": bytes, "peak":
+bytes} of the device's allocator, or None) and ``reset_device_memory_peak(device)`` (True if
+the peak could be reset) let the harness account memory per step on a GPU
+(``harness.memory``).
 
 A *distributed* variant (``Variant.distributed``) runs data-parallel SGD on N workers (one
 core each on the CPU, one GPU each on a GPU), each taking batch/N rows of the same global
@@ -150,6 +153,10 @@ class Variant:
         replicates: the single-device variant whose step each worker runs (its cost model on
             a GPU is the compute term of the scaling predictions on paper).
         workers: how many workers a case of it runs on: 1 as declared, ``at(n)`` for more.
+        build_s: about how long its first call compiles for, in seconds, on a cold cache
+            on a 2-core machine (0: it does not compile, or only for a moment). ``check``
+            leaves a variant that takes 10 s or more out unless its module's
+            ``built(variant, problem, device)`` says it is cached, or ``--all`` is given.
         framework: filled in by the registry from the module's ``FRAMEWORK``.
     """
 
@@ -169,6 +176,7 @@ class Variant:
     distributed: bool = False
     replicates: str | None = None
     workers: int = 1
+    build_s: float = 0.0
     framework: str = ""
 
     @property
@@ -217,7 +225,9 @@ class Trainer(Protocol):
     ``run(steps)`` advances by exactly ``steps`` SGD updates and returns only when the device
     has finished them (the Trainer owns the sync). Optional attributes the timing engine reads:
     ``block`` (steps fused per call: K is kept a multiple of it) and ``first_calls`` (calls of
-    ``run(block)`` that still trace, compile or capture: all are timed as first-call cost).
+    ``run(block)`` that still trace, compile or capture: all are timed as first-call cost);
+    and one that ``check`` reads: ``unroll`` (steps in one iteration of a compiled loop), so
+    that its trajectory runs the compiled block or body at least twice and then a remainder.
 
     Two optional methods join a variant to more checks and figures:
 

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from implementations import jax_backprop
 from implementations.contract import ALL_DEVICES, SMALL, Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem
 
@@ -54,7 +55,7 @@ def settings(threads: int) -> dict:
     import flax
 
     return {"backend": jax.default_backend(), "flax": flax.__version__,
-            "matmul_precision": str(jax.config.read("jax_default_matmul_precision"))}
+            "matmul_precision": str(jax_backprop.config_flag("jax_default_matmul_precision"))}
 
 
 def make_model(net: NetworkSpec, params: Params) -> nnx.Sequential:

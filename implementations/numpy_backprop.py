@@ -130,6 +130,7 @@ class Trainer:
         self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
         self._loop = loop(self)
         self.block, self.first_calls = self._loop.block, getattr(self._loop, "first_calls", 1)
+        self.unroll = getattr(self._loop, "unroll", 1)
 
     def run(self, steps: int) -> None:
         """Advance by exactly ``steps`` SGD updates, then wait for the device."""

@@ -121,6 +121,12 @@ def validate_spec(spec: NetworkSpec) -> None:
             )
     if spec.dtype not in DTYPES:
         raise SpecError(f"unknown dtype {spec.dtype!r}: choose from {', '.join(DTYPES)}")
+
+
+def check_inversion(spec: NetworkSpec) -> None:
+    """Raise SpecError unless the inversion task (y = -x) fits the network: the data this
+    suite makes needs input width == output width (a worked example read from a file brings
+    its own data and needs no such thing)."""
     if spec.widths[0] != spec.widths[-1]:
         raise SpecError(
             f"widths {_w(spec)}: the inversion task (y = -x) needs the "
@@ -201,6 +207,7 @@ def make_problem(
     learning rate defaults to ``default_lr(spec)``.
     """
     spec = spec or NetworkSpec()
+    check_inversion(spec)
     lr = default_lr(spec) if lr is None else lr
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch <= 0:
         raise SpecError(f"batch {batch!r} must be a positive integer")

@@ -17,8 +17,10 @@ compile the functional step are in ``torch_compiled``, a framework of their own 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,7 +61,7 @@ VARIANTS = (
     Variant("torch-nn-compile", "idiomatic", "the torch-nn train step passed whole to "
             "torch.compile, as the torch.compile tutorial does for training",
             trainer="ModuleTrainer", loop="CompiledModuleStep", devices=ALL_DEVICES,
-            baseline="torch-nn", below="torch-nn", default_run=SMALL),
+            baseline="torch-nn", below="torch-nn", default_run=SMALL, build_s=25),
 )
 
 ACTIVATIONS = {
@@ -190,6 +192,7 @@ class Trainer:
         self._params = map_params(lambda a: to_framework(a, device, loop.autograd), params)
         self._loop = loop(self)
         self.block, self.first_calls = self._loop.block, getattr(self._loop, "first_calls", 1)
+        self.unroll = getattr(self._loop, "unroll", 1)
 
     def run(self, steps: int) -> None:
         """Advance by exactly ``steps`` SGD updates, then wait for the device."""
@@ -231,13 +234,42 @@ def reset_device_memory_peak(device: str) -> bool:
     return True
 
 
+def inductor_dir() -> Path:
+    """Where torch.compile keeps its disk cache."""
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"))
+
+
 def inductor_cache_state() -> dict:
     """Where torch.compile keeps its disk cache, and whether it already held compiled graphs."""
-    path = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"
-    )
-    graphs = os.path.join(path, "fxgraph")
-    return {"dir": path, "warm_at_start": os.path.isdir(graphs) and any(os.scandir(graphs))}
+    graphs = inductor_dir() / "fxgraph"
+    return {"dir": str(inductor_dir()),
+            "warm_at_start": graphs.is_dir() and any(os.scandir(graphs))}
+
+
+def built_marker(loop: str, net: NetworkSpec, batch: int, device: str) -> Path:
+    """A file in the Inductor cache that says a loop compiled this network there before (so
+    that clearing the cache clears it too): what ``built`` reads."""
+    key = repr((torch.__version__, loop, net.as_dict(), batch, device))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return inductor_dir() / "backprop-bench-built" / f"{loop}-{digest}"
+
+
+def mark_built(marker: Path | None) -> None:
+    """Leave the marker once the first compiled call has succeeded (never fails the call)."""
+    if marker is None:
+        return
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass
+
+
+def built(variant, problem: Problem, device: str) -> bool:
+    """Whether a compiling variant's code for this problem is in the Inductor cache."""
+    return variant.loop is not None and built_marker(
+        variant.loop, problem.spec, problem.batch, device).exists()
 
 
 class ManualLoop:
@@ -400,11 +432,16 @@ class CompiledModuleStep:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.args = (trainer.model, trainer.loss_fn, trainer.optimizer, trainer.x, trainer.y)
         self.step = torch.compile(train_step)
+        self.marker = built_marker(type(self).__name__, trainer.net, trainer.x.shape[0],
+                                   trainer.device)
 
     def __call__(self, steps: int) -> None:
         step, args = self.step, self.args
         for _ in range(steps):
             step(*args)
+        if steps:
+            mark_built(self.marker)
+            self.marker = None
 
 
 class ModuleTrainer:

@@ -45,18 +45,20 @@ FRAMEWORK = Framework("torch-compiled", label="PyTorch compiled", packages=("tor
                       import_effects="TF32 off for matmuls and cuDNN (torch_backprop)")
 VARIANTS = (
     Variant("torch-compile", "optimised", "torch.compile of one functional step (torch.func)",
-            loop="CompiledStep", devices=ALL_DEVICES, baseline="torch"),
+            loop="CompiledStep", devices=ALL_DEVICES, baseline="torch", build_s=20),
     Variant("torch-block", "optimised",
             "torch.compile of a block of 16 unrolled steps: dispatch paid once per block",
             loop="CompiledBlock", devices=ALL_DEVICES, baseline="torch",
-            default_run=WORKED_EXAMPLE),
+            default_run=WORKED_EXAMPLE, build_s=60),
     Variant("torch-block-64", "optimised", "torch.compile of a block of 64 unrolled steps",
-            loop="CompiledBlock64", devices=ALL_DEVICES, baseline="torch", default_run=()),
+            loop="CompiledBlock64", devices=ALL_DEVICES, baseline="torch", default_run=(),
+            build_s=120),
     Variant("torch-block-256", "optimised", "torch.compile of a block of 256 unrolled steps",
-            loop="CompiledBlock256", devices=ALL_DEVICES, baseline="torch", default_run=()),
+            loop="CompiledBlock256", devices=ALL_DEVICES, baseline="torch", default_run=(),
+            build_s=180),
     Variant("torch-loop", "optimised", "the whole loop in C++: AOTInductor of a torch.while_loop "
             "over 256 unrolled steps (prototype APIs, a private fix)", loop="FusedLoop",
-            baseline="torch", default_run=WORKED_EXAMPLE),
+            baseline="torch", default_run=WORKED_EXAMPLE, build_s=120),
     Variant("torch-cudagraph", "optimised",
             "whole step captured once as a CUDA graph and replayed", loop="CudaGraph",
             devices=("cuda",), baseline="torch", sweep_devices=("cuda",)),
@@ -65,7 +67,7 @@ VARIANTS = (
             loop="CudaGraphBlock", devices=("cuda",), baseline="torch"),
     Variant("torch-block-graphs", "optimised",
             "torch.compile(mode='reduce-overhead') of the 16-step block: Inductor's CUDA graphs",
-            loop="CompiledBlockGraphs", devices=("cuda",), baseline="torch"),
+            loop="CompiledBlockGraphs", devices=("cuda",), baseline="torch", build_s=60),
 )
 __all__ = ["Trainer", "check_device"]
 
@@ -76,6 +78,24 @@ def settings(threads: int) -> dict:
     warm = folder.is_dir() and any(folder.glob("torch-loop-*.pt2"))
     return {**torch_backprop.settings(threads),
             "aoti_packages": {"dir": str(folder), "warm_at_start": warm}}
+
+
+def built(variant, problem, device: str) -> bool:
+    """Whether a variant's compiled code for this problem is cached here: torch-loop's
+    package, or the marker a torch.compile loop leaves in the Inductor cache."""
+    if variant.loop == "FusedLoop":
+        return package_path(loop_key(problem.spec, problem.batch)).exists()
+    return torch_backprop.built(variant, problem, device)
+
+
+def marker_of(loop, trainer: Trainer) -> Path:
+    return torch_backprop.built_marker(type(loop).__name__, trainer.net, trainer.x.shape[0],
+                                       trainer.device)
+
+
+def mark_built(marker: Path | None) -> None:
+    """Leave the marker after the first compiled call (returns None: nothing left to mark)."""
+    torch_backprop.mark_built(marker)
 
 
 def functional_step(net: NetworkSpec, leaves: list, x, y, lr) -> list:
@@ -103,11 +123,13 @@ class CompiledStep:
         self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
         self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
         self.step = torch.compile(functional_step, dynamic=False)
+        self.marker = marker_of(self, trainer)
 
     def __call__(self, params: Params, steps: int) -> Params:
         leaves = flatten(params)
         for _ in range(steps):
             leaves = self.step(self.net, leaves, self.x, self.y, self.lr)
+        self.marker = mark_built(self.marker) if steps else self.marker
         return unflatten(self.net, leaves)
 
 
@@ -122,6 +144,7 @@ class CompiledBlock:
         self.net, self.x, self.y = trainer.net, trainer.x, trainer.y
         self.lr = torch.tensor(trainer.lr, dtype=trainer.x.dtype, device=trainer.x.device)
         self.steps = torch.compile(functional_block, dynamic=False)
+        self.marker = marker_of(self, trainer)
 
     def __call__(self, params: Params, steps: int) -> Params:
         net, x, y, lr = self.net, self.x, self.y, self.lr
@@ -129,6 +152,7 @@ class CompiledBlock:
         full, rest = divmod(steps, self.block)
         for _ in range(full):
             leaves = self.steps(net, leaves, x, y, lr, self.block)
+        self.marker = mark_built(self.marker) if full else self.marker
         for _ in range(rest):
             leaves = functional_step(net, leaves, x, y, lr)
         return unflatten(net, leaves)
@@ -325,6 +349,16 @@ def build_package(module, example: tuple, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def loop_key(net: NetworkSpec, batch: int) -> tuple:
+    """What a torch-loop package is built for: the network, the unroll and the inputs' shapes
+    and dtypes (*leaves, x, y, lr)."""
+    dtype = str(getattr(torch, net.dtype))
+    shapes = [(a, b) for a, b in zip(net.widths, net.widths[1:])]
+    leaves = [s for a, b in shapes for s in ([(a, b), (b,)] if net.bias else [(a, b)])]
+    example = [*leaves, (batch, net.widths[0]), (batch, net.widths[-1]), ()]
+    return net.as_dict(), FusedLoop.unroll, [(s, dtype) for s in example]
+
+
 class FusedLoop:
     """torch-loop: one C++ call of the compiled package per run(steps), for any steps. The
     first call builds the package (or loads it from the cache): the first call's cost."""
@@ -342,8 +376,7 @@ class FusedLoop:
     def load(self, params: Params) -> None:
         example = [*flatten(params), self.x, self.y, self.lr]
         counts = (torch.tensor(1), torch.tensor(1))  # two objects: export keys inputs by id
-        path = package_path((self.net.as_dict(), self.unroll,
-                             [(tuple(t.shape), str(t.dtype)) for t in example]))
+        path = package_path(loop_key(self.net, self.x.shape[0]))
         if not path.exists():
             module = WhileModule(step_graph(self.net, example), len(example) - 3, self.unroll)
             build_package(module, (*counts, *example), path)

@@ -87,7 +87,7 @@ def test_the_failure_names_framework_dtype_tensor_error_and_tolerance(bug, dtype
     report = check.check_gradients(problem, {"manual": fake_framework(bug)})
     tol = check.TOLERANCES[dtype].finite_differences
     pattern = re.compile(rf"manual {dtype} ([Wb]\d) vs finite differences: "
-                         rf"error (\S+) > tolerance {tol:.0e}$")
+                         rf"error (\S+) > tolerance {tol:.0e}( \(shape .*\))?$")
     matches = [pattern.match(f) for f in report.failures()]
     named = {m.group(1) for m in matches if m}
     assert named == failing_tensors(report, "manual") != set()
@@ -117,13 +117,14 @@ def test_a_doubled_gradient_fails_every_tensor_with_error_one():
     assert all(r.error == pytest.approx(1.0, rel=1e-5) for r in rows)
 
 
-def test_a_wrong_framework_is_also_caught_by_the_cross_framework_comparison():
+def test_a_wrong_framework_fails_alone_and_is_the_odd_one_out_of_the_others():
     problem = problem_for(None)
     report = check.check_gradients(problem, {"numpy": numpy_backprop,
                                              "manual": fake_framework("gradient times 2")})
     assert failing_tensors(report, "numpy") == set()  # numpy itself agrees with FD
-    assert failing_tensors(report, "numpy", "frameworks") == set(problem.spec.param_names())
+    assert failing_tensors(report, "numpy", "frameworks") == set()  # not blamed for manual
     assert failing_tensors(report, "manual", "frameworks") == set(problem.spec.param_names())
+    assert report.failed() == ["manual"]
 
 
 def test_a_wrong_gradient_on_the_worked_example_fails_the_closed_form():
@@ -204,8 +205,8 @@ def test_cli_check_exits_1_with_a_broken_backward_pass(monkeypatch, capsys):
     monkeypatch.setitem(numpy_backprop.DERIVATIVES, "tanh", lambda a, h: 1.0)
     assert cli.main(CHECK_ARGS) == 1
     out = capsys.readouterr().out
-    assert "FAILED" in out and "PASSED" not in out
-    assert "numpy float64 W1 vs finite differences: error" in out
+    assert "FAILED: numpy\n" in out and "PASSED" not in out
+    assert "numpy: the derivative of tanh is missing from the backward pass" in out
 
 
 def test_cli_check_exits_1_when_grads_is_scaled(monkeypatch, capsys):
@@ -310,7 +311,7 @@ def test_finite_differences_are_exact_on_a_known_quadratic(monkeypatch):
     def quadratic(spec, flat, x, y):  # E = sum_i c_i p_i^2, so dE/dp = 2 c p
         return float(sum(np.sum(c * p * p) for c, p in zip(weights, flat)))
 
-    monkeypatch.setattr(check, "reference_loss", quadratic)
+    monkeypatch.setattr(check.reference, "reference_loss", quadratic)
     flat = [np.array([[0.3, -1.2], [2.5, 0.0]]), np.array([-0.8, 10.0])]
     out = check.finite_differences(make_problem(NetworkSpec((2, 2), bias=True), batch=1), flat)
     for (idx, vals), c, p in zip(out, weights, flat):
@@ -418,7 +419,7 @@ def test_the_idiomatic_variants_pass_check_on_a_wider_network(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     for name in ("torch-nn", "jax-flax", "keras-jax", "keras-torch"):  # their own gradients
-        assert re.search(rf"^{name}\s+W1\s", out, re.M), name
+        assert re.search(rf"^{name}\s+\S+\s+\d\S*\s+\d\S*\s+—\s+\d", out, re.M), name
     assert "FAILED" not in out
 
 
@@ -437,4 +438,106 @@ def test_a_bug_users_write_in_an_idiomatic_step_fails_check(with_bugs, variant, 
     assert cli.main(["check", "--framework", "numpy", "--variants", variant, *WIDE,
                      "--steps", "5"]) == 1
     out = capsys.readouterr().out
-    assert f"{variant} float64" in out.split("FAILED")[1]
+    verdict = out.split("\nFAILED: ")[1]
+    assert verdict.splitlines()[0] == variant
+    assert "4-16-16-4 tanh+b f64 b8" in verdict
+
+
+# ---- the diagnosis names each bug class ---------------------------------------------------------
+
+def diagnosis_of(report: check.Report, subject: str = "manual") -> str:
+    return " | ".join(line for (s, _), lines in report.diagnoses.items() if s == subject
+                      for line in lines)
+
+
+def zero_b1(net, params, x, y):
+    E, g = manual_grads(net, params, x, y)
+    return E, [(g[0][0], 0 * g[0][1]), *g[1:]]
+
+
+def wrong_input(net, params, x, y):
+    """W3's gradient from h1 (the input of layer 2) instead of h2: same shape on 3-4-4-3."""
+    from harness.check.reference import backward
+
+    trace = backward(net, flatten(params), x, y)
+    E, g = manual_grads(net, params, x, y)
+    return E, [*g[:2], (trace.hs[1].T @ trace.da[2], g[2][1])]
+
+
+def cosine_derivative(net, params, x, y):
+    saved = numpy_backprop.DERIVATIVES["tanh"]
+    numpy_backprop.DERIVATIVES["tanh"] = lambda a, h: np.cos(a)
+    try:
+        return manual_grads(net, params, x, y)
+    finally:
+        numpy_backprop.DERIVATIVES["tanh"] = saved
+
+
+@pytest.mark.parametrize("grads, widths, expected", [
+    (partial(manual_grads, bug="no activation derivative"), (3, 5, 3),
+     "the derivative of tanh is missing from the backward pass"),
+    (partial(manual_grads, bug="W instead of W.T"), (4, 4, 4),
+     "dE/dh is carried down through W2 where W2ᵀ belongs"),
+    (partial(manual_grads, bug="gradient times 2"), (3, 5, 3),
+     "every gradient is 2.00× the reference (= 2)"),
+    (partial(manual_grads, bug="gradient transposed"), (3, 5, 3),
+     "W1's gradient is transposed: shape (5, 3), W1 is (3, 5)"),
+    (partial(manual_grads, bug="gradient transposed"), (4, 4, 4), "W1's gradient is transposed"),
+    (partial(manual_grads, bug="no 1/batch"), (3, 5, 3),
+     "every gradient is 4.00× the reference (= batch 4)"),
+    (zero_b1, (3, 5, 3), "b1's gradient is zero"),
+    (wrong_input, (3, 4, 4, 3), "W3's gradient uses h1, the input of layer 2, where h2"),
+    (cosine_derivative, (3, 5, 3), "the output layer's gradients are right and the hidden "
+                                   "layers' (W1, b1) are off by a ratio that varies"),
+])
+def test_each_gradient_bug_class_is_named_in_one_line(grads, widths, expected):
+    fake = SimpleNamespace(to_framework=numpy_backprop.to_framework,
+                           to_numpy=numpy_backprop.to_numpy, grads=grads)
+    problem = make_problem(NetworkSpec(widths, "tanh", bias=True), batch=4, seed=2)
+    report = check.check_gradients(problem, {"numpy": numpy_backprop, "manual": fake})
+    assert report.failed() == ["manual"]
+    assert expected in diagnosis_of(report), diagnosis_of(report)
+
+
+def test_a_wrong_loss_beside_right_gradients_is_named():
+    def grads(net, params, x, y):
+        E, g = numpy_backprop.grads(net, params, x, y)
+        return 2 * E, g
+
+    fake = SimpleNamespace(to_framework=numpy_backprop.to_framework,
+                           to_numpy=numpy_backprop.to_numpy, grads=grads)
+    report = check.check_gradients(make_problem(NetworkSpec((3, 4, 3), "tanh"), batch=5),
+                                   {"manual": fake})
+    assert "the gradients are right but E is 2.00× the reference loss (= 2)" in (
+        diagnosis_of(report))
+
+
+@pytest.mark.parametrize("trainer_class, expected", [
+    (DoubleLearningRateTrainer, "every step is 2.00× the reference step (= 2)"),
+    (OffByOneTrainer, "each run(n) makes one step too few"),
+])
+def test_each_trajectory_bug_class_is_named(trainer_class, expected):
+    report = check.check_trajectory(trajectory_problem(), fake_variant("wrong", trainer_class),
+                                    10)
+    assert expected in diagnosis_of(report, "wrong"), diagnosis_of(report, "wrong")
+
+
+def test_a_block_variant_runs_its_block_twice_and_then_a_remainder():
+    trainer = numpy_backprop.Trainer(trajectory_problem())
+    trainer.block = 64
+    n = check.steps_for(trainer, 100)
+    assert n >= 2 * 64 + 1 and n % 64
+    trainer.unroll, trainer.block = 256, 1
+    n = check.steps_for(trainer, 100)
+    assert n >= 2 * 256 + 1 and n % 256
+    assert check.steps_for(numpy_backprop.Trainer(trajectory_problem()), 100) == 100
+
+
+def test_the_exact_reference_gradient_agrees_with_finite_differences():
+    for spec in (NetworkSpec((3, 4, 4, 3), "tanh", bias=True), NetworkSpec((2, 5, 2), "relu"),
+                 NetworkSpec((2, 3, 2), "sigmoid", "sigmoid", bias=True)):
+        problem = make_problem(spec, batch=5, seed=3)
+        flat = flatten(problem.params0)
+        exact = check.exact_gradient(problem, flat)
+        for (idx, vals), g in zip(check.finite_differences(problem, flat), exact):
+            np.testing.assert_allclose(g.reshape(-1)[idx], vals, rtol=1e-6, atol=1e-9)

@@ -66,7 +66,7 @@ def test_unknown_dtype_is_a_spec_error_listing_the_choices(dtype):
 @pytest.mark.parametrize("widths", [(1, 1, 2), (4, 16, 3), (3, 1)])
 def test_input_width_must_equal_output_width(widths):
     with pytest.raises(SpecError) as info:
-        NetworkSpec(widths)
+        make_problem(NetworkSpec(widths))
     message = str(info.value)
     assert f"input width ({widths[0]})" in message
     assert f"output width ({widths[-1]})" in message
@@ -76,7 +76,7 @@ def test_spec_errors_are_one_line():
     for kwargs in [dict(widths=(1, 0, 1)), dict(activation="gelu"), dict(dtype="int8"),
                    dict(widths=(2, 3))]:
         with pytest.raises(SpecError) as info:
-            NetworkSpec(**kwargs)
+            make_problem(NetworkSpec(**kwargs))
         assert "\n" not in str(info.value)
 
 

@@ -1,0 +1,102 @@
+"""The default `check` catches each classic backprop bug, blames only the guilty, says why.
+
+Each bug of ``tests/planted_bugs.py`` is planted at once in a NumPy backward pass, an eager
+torch autograd step and an idiomatic nn.Module + torch.optim step; the command is the
+default ``check`` (its default networks, dtypes and steps), beside the real NumPy and torch
+variants. Each must exit 1, mark the three planted variants FAIL and no other, and name the
+bug in its diagnosis.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cli
+from implementations import registry
+
+PLUGIN = Path(__file__).with_name("planted_bugs.py")
+PLANTED = ("numpy-planted", "torch-planted", "torch-nn-planted")
+DIAGNOSIS = {
+    "no-batch-mean": r"5\.00× the reference.*\(= batch 5\): the mean over the batch lacks its "
+                     r"1/batch",
+    "no-half": r"2\.00× the reference.*\(= 2\): the 1/2 of E is missing",
+    "w-not-transposed": r"the shapes do not fit: a matrix is used where its transpose belongs",
+    "wrong-derivative": r"1 - h is used where tanh' = 1 - h² belongs",
+    "sign": r"-1\.00× the reference.*: the sign is flipped",
+    "frozen-bias": r"(b1, b2, b3 never moved from the start: frozen|b1's gradient is missing"
+                   r".*frozen)",
+    "wrong-layer": r"gradient is \w+'s.*: the gradient of another layer",
+    "no-zero-grad": r"the gradients accumulate from step to step .*zero_grad is missing",
+    "output-mean": r"0\.33× the reference.*\(= 1/out width 3\): the loss is averaged over the "
+                   r"outputs as well as the batch",
+}
+
+
+@pytest.fixture
+def plant(monkeypatch):
+    """plant(bug): the plugin registered with that bug (none: ""), freshly imported."""
+
+    def plant(bug: str) -> None:
+        monkeypatch.setenv(registry.ENV, str(PLUGIN))
+        monkeypatch.setenv("BACKPROP_BENCH_PLANTED", bug)
+        sys.modules.pop("backprop_bench_extra_planted_bugs", None)
+        registry.discover()
+
+    yield plant
+    monkeypatch.delenv(registry.ENV)
+    sys.modules.pop("backprop_bench_extra_planted_bugs", None)
+    registry.discover()
+
+
+def results(out: str) -> dict[str, set[str]]:
+    """{subject: its results ('ok', 'FAIL') over every table of the output}."""
+    got: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        cells = line.split()
+        if len(cells) > 2 and cells[-1] in ("ok", "FAIL") and not line.startswith(" "):
+            got.setdefault(cells[0], set()).add(cells[-1])
+    return got
+
+
+def diagnoses(out: str, subject: str) -> list[str]:
+    verdict = out.split("\nFAILED: ", 1)[1]
+    return [line for line in verdict.splitlines() if line.startswith(f"  {subject}: ")]
+
+
+def test_without_a_bug_the_planted_variants_pass_the_default_check(plant, capsys):
+    plant("")
+    assert cli.main(["check", "--framework", "numpy,planted"]) == 0
+    got = results(capsys.readouterr().out)
+    assert all(got[name] == {"ok"} for name in PLANTED), got
+
+
+@pytest.mark.parametrize("bug", sorted(DIAGNOSIS))
+def test_the_default_check_catches_the_bug_blames_only_the_guilty_and_names_it(
+        plant, capsys, bug):
+    plant(bug)
+    assert cli.main(["check", "--framework", "numpy,torch,planted"]) == 1
+    out = capsys.readouterr().out
+    got = results(out)
+    failed = {name for name, r in got.items() if "FAIL" in r}
+    assert failed == set(PLANTED), got
+    assert {"numpy", "torch", "torch-manual", "torch-optim", "torch-nn"} <= set(got)
+    assert out.split("\nFAILED: ", 1)[1].splitlines()[0] == ", ".join(sorted(
+        PLANTED, key=out.index))  # the verdict names them, and only them
+    for name in PLANTED:
+        lines = diagnoses(out, name)
+        assert lines and any(re.search(DIAGNOSIS[bug], line) for line in lines), (name, lines)
+
+
+def test_every_framework_of_the_default_check_passes_beside_a_planted_bug(plant, capsys):
+    plant("no-batch-mean")
+    assert cli.main(["check"]) == 1
+    out = capsys.readouterr().out
+    got = results(out)
+    assert {name for name, r in got.items() if "FAIL" in r} == set(PLANTED)
+    for name in ("numpy", "torch", "jax", "jax-flax", "keras-jax", "keras-torch"):
+        assert got.get(name) == {"ok"}, (name, got.get(name))
+    assert "left out: " in out and "'check --all' includes them" in out
