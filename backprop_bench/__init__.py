@@ -3,8 +3,8 @@
 A thin package over ``harness.api`` (see there): ``variants``, ``problem``, ``check``,
 ``check_impl``, ``check_example``, ``time``, ``load``, ``records`` and ``dataframe``, and
 ``BenchError``, the one-line error of every mistake a user can fix. It is a package of its
-own because ``harness.check`` is a package: ``harness`` cannot also export a function of that
-name.
+own because ``harness.measure.check`` is a package: ``harness`` cannot also export a
+function of that name.
 """
 
 from harness import __version__

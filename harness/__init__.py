@@ -1,10 +1,20 @@
 """backprop-bench's harness: check, time, store and report the implementations' training steps.
 
-The layers, each importing only those above it: ``schema`` and ``timing``; ``results`` (the
-typed model) and ``store`` (files); ``check``, ``peak``, ``environment``, ``machine_state``,
-``memory``; ``messages``, ``worker`` and ``runner``; ``summary``, ``model``, ``compare`` and
-the ``report`` package; ``records`` (flat rows) and ``export``; ``api`` (the Python API,
-imported as ``backprop_bench``); ``plans`` (the defaults) and ``commands``; ``cli`` last.
+Its packages, each importing only the ones listed above it (and ``implementations``):
+
+* ``measure``: the timing engine and its measurement, the check, memory, the machine's state
+  and environment, the ceilings: what is measured, and how;
+* ``record``: the typed results and their schema, the results files, the derived columns and
+  flat rows, ``compare`` and ``export``;
+* ``procs``: work in child processes: the runner and its workers, their protocol, the
+  isolated and data-parallel checks, the launch of ranks, the all-reduce timing;
+* ``analysis``: the cost and scaling models fitted to stored results;
+* ``report``: REPORT.md and its plots, from stored results only;
+* ``commands``: the subcommands, their defaults and their options;
+* ``cli`` and ``api`` (the command line, and the Python API imported as ``backprop_bench``).
+
+``tables`` (text tables and number formats) imports nothing of the harness: any layer may use
+it.
 """
 
 __version__ = "0.2.0"

@@ -20,11 +20,13 @@ import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from harness import check as checks
-from harness import machine_state, messages, store, worker
-from harness import records as flat
-from harness.results import Case, ProblemRecord, ResultsError, Run
-from harness.timing import TimingConfig
+from harness.measure import check as checks
+from harness.measure import machine_state
+from harness.measure.timing import TimingConfig
+from harness.procs import messages, worker
+from harness.record import rows as flat
+from harness.record import store
+from harness.record.results import Case, ProblemRecord, ResultsError, Run
 from implementations import registry
 from implementations.contract import Variant
 from implementations.problem import BenchError, NetworkSpec, Problem, make_problem, parse_widths
@@ -110,8 +112,8 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
     (default: the default networks of ``check``, with the file's ACTIVATION and BIAS), beside
     the frameworks (default: every installed one; ``[]``: none). Its subject in the report
     is the file's name."""
-    from harness import plans
-    from harness.check import learner as learners
+    from harness.commands import plans
+    from harness.measure.check import learner as learners
 
     learner = learners.load(path)
     if problems is None:
@@ -125,8 +127,8 @@ def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = No
     """Reproduce a published worked example from a TOML or JSON file in every framework (see
     ``harness.check.example``). Returns its ``Outcome``: ``passed``, ``results(value)``,
     ``failed()``, ``unreproduced()``; ``harness.check.example.render(outcome)`` prints it."""
-    from harness.check import example as examples
-    from harness.check import session
+    from harness.measure.check import example as examples
+    from harness.measure.check import session
 
     example = examples.load(path)
     names = names_of(frameworks)
@@ -146,8 +148,8 @@ def names_of(frameworks: Sequence[str] | None) -> tuple[str, ...] | None:
 
 def check_problems(problems: list[Problem], frameworks, device: str, steps: int,
                    include_all: bool, threads: int | None, learner=None) -> checks.Report:
-    from harness.check import session
-    from harness.environment import default_threads
+    from harness.measure.check import session
+    from harness.measure.environment import default_threads
 
     device = device_of(device)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:

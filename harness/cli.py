@@ -1,4 +1,4 @@
-"""The ``backprop-bench`` command line: parsing only; ``harness.commands`` does the work.
+"""The ``backprop-bench`` command line: parsing only; ``harness.commands.basic`` does the work.
 
 Every subcommand is one ``Command`` in ``COMMANDS`` (name, help, description, examples, its
 arguments, and how to call its function with typed values). Every user error ends as one line
@@ -14,8 +14,10 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from harness import __version__, commands, compare, export, timed
-from harness.options import (
+from harness import __version__
+from harness.commands import basic as commands
+from harness.commands import timed
+from harness.commands.options import (
     LR_HELP,
     UsageError,
     add_networks,
@@ -30,6 +32,7 @@ from harness.options import (
     positive,
     timed_of,
 )
+from harness.record import compare, export
 from harness.report import DEFAULT_DIR, DEFAULT_OUT
 from implementations import registry
 from implementations.problem import (
@@ -110,7 +113,7 @@ def run_args(p: Parser) -> None:
 
 
 def sweep_args(p: Parser) -> None:
-    from harness.sweep import DEFAULT_WIDTHS
+    from harness.commands.sweep import DEFAULT_WIDTHS
 
     p.add_argument("--sizes", type=ints, help="comma list of d (default: "
                    f"{','.join(map(str, DEFAULT_WIDTHS))})")
@@ -131,7 +134,7 @@ def sweep_args(p: Parser) -> None:
 
 
 def sweep_call(a) -> int:
-    from harness.sweep import DEFAULT_WIDTHS, Grid
+    from harness.commands.sweep import DEFAULT_WIDTHS, Grid
 
     sizes = a.sizes
     if a.widths is not None:
@@ -147,7 +150,7 @@ def sweep_call(a) -> int:
 
 
 def scale_args(p: Parser) -> None:
-    from harness import scale
+    from harness.commands import scale
 
     p.add_argument("--workers", type=ints, default=scale.DEFAULT_WORKERS, metavar="N,N",
                    help="comma list of worker counts, one core (CPU) or one GPU each "
@@ -174,7 +177,7 @@ def scale_args(p: Parser) -> None:
 
 
 def scale_call(a) -> int:
-    from harness import scale
+    from harness.commands import scale
 
     if a.activation not in ACTIVATIONS:
         raise BenchError(f"unknown activation {a.activation!r}: choose from "

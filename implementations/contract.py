@@ -37,7 +37,7 @@ with a long cold build (``Variant.build_s``) is already cached for that problem,
 ``check`` can include it by default. ``device_memory(device)`` ({"in_use": bytes, "peak":
 bytes} of the device's allocator, or None) and ``reset_device_memory_peak(device)`` (True if
 the peak could be reset) let the harness account memory per step on a GPU
-(``harness.memory``).
+(``harness.measure.memory``).
 
 A *distributed* variant (``Variant.distributed``) runs data-parallel SGD on N workers (one
 core each on the CPU, one GPU each on a GPU), each taking batch/N rows of the same global
@@ -46,7 +46,7 @@ its K steps, ``params()`` are worker 0's and ``rank_params()`` / ``rank_grads()`
 worker's (the parameters, and the all-reduced gradient at the current parameters), and
 ``close()`` ends the workers (they also end with the Trainer and with their process). Its
 module may define ``time_allreduce(workers, sizes, device, budget_s)``: the all-reduce alone
-over message sizes in bytes, for the scaling model (``harness.allreduce``).
+over message sizes in bytes, for the scaling model (``harness.procs.allreduce``).
 
 A module sets process-wide state at import only when results would otherwise be wrong, and
 says so in its docstring and in ``Framework.import_effects`` (TF32 off in torch, JAX's

@@ -17,7 +17,7 @@ times (ranks running their own adaptive timing could choose different K and dead
 ``params()`` are rank 0's, ``rank_params()`` and ``rank_grads()`` every rank's. The ranks
 set no process-wide state in this process; each turns TF32 off in its own.
 
-Across machines, ``torchrun`` starts the same step from ``harness.multinode`` on every node
+Across machines, ``torchrun`` starts the same step from ``harness.procs.multinode`` on every node
 (see the README, "Past one device").
 """
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.results import (
+from harness.measure.timing import Stats, TimingConfig
+from harness.record.results import (
     Case,
     Ceilings,
     Commit,
@@ -22,7 +23,6 @@ from harness.results import (
     Timing,
     case_id,
 )
-from harness.timing import Stats, TimingConfig
 from implementations import registry
 
 CPU_MACHINE = Machine("cpu-box", "Intel(R) Xeon(R) Processor", 2, 2, 23.5, "Linux-test")

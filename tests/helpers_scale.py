@@ -10,8 +10,8 @@ from __future__ import annotations
 import helpers_results as h
 import numpy as np
 
-from harness.results import AllreduceCurve, Case, case_id
-from harness.scale_model import gradient_bytes
+from harness.analysis.scaling import gradient_bytes
+from harness.record.results import AllreduceCurve, Case, case_id
 from implementations import registry
 
 OVERHEAD, PER_ROW = 100e-6, 1e-9

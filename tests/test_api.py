@@ -10,8 +10,10 @@ import helpers_results as h
 import pytest
 
 import backprop_bench as bb
-from harness import api, check, store
-from harness.results import Case, ResultsError
+from harness import api
+from harness.measure import check
+from harness.record import store
+from harness.record.results import Case, ResultsError
 from implementations import registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +108,7 @@ def test_check_of_a_named_framework_that_is_missing_is_an_error(without_jax):
 
 
 def test_a_missing_framework_outside_the_named_ones_is_a_note(without_jax):
-    from harness.check import session
+    from harness.measure.check import session
 
     notes = []
     modules = session.gradient_modules(None, notes)

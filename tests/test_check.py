@@ -1,4 +1,5 @@
-"""harness.check: the checker must catch a wrong backward pass, and its references must be right."""
+"""harness.measure.check: the checker must catch a wrong backward pass, and its references
+must be right."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness import check, cli
+from harness import cli
+from harness.measure import check
 from implementations import numpy_backprop, registry
 from implementations.problem import NetworkSpec, flatten, make_problem, map_params
 
@@ -374,7 +376,12 @@ def test_check_gradients_notes_when_finite_differences_are_sampled():
 
 
 def test_a_trainer_that_moves_too_little_fails_on_a_wide_float32_network():
-    from harness.check import TOLERANCES, reference_trajectory, rounded_start, trajectory_errors
+    from harness.measure.check import (
+        TOLERANCES,
+        reference_trajectory,
+        rounded_start,
+        trajectory_errors,
+    )
     from implementations.problem import NetworkSpec, make_problem
 
     problem = make_problem(NetworkSpec((512, 512, 512), "tanh", dtype="float32"), batch=64)
@@ -391,7 +398,7 @@ def test_a_trainer_that_moves_too_little_fails_on_a_wide_float32_network():
 def test_the_loss_is_checked_against_the_reference_forward_pass():
     import types
 
-    from harness.check import check_gradients
+    from harness.measure.check import check_gradients
     from implementations import numpy_backprop
     from implementations.problem import NetworkSpec, make_problem
 
@@ -457,7 +464,7 @@ def zero_b1(net, params, x, y):
 
 def wrong_input(net, params, x, y):
     """W3's gradient from h1 (the input of layer 2) instead of h2: same shape on 3-4-4-3."""
-    from harness.check.reference import backward
+    from harness.measure.check.reference import backward
 
     trace = backward(net, flatten(params), x, y)
     E, g = manual_grads(net, params, x, y)

@@ -11,7 +11,7 @@ import pytest
 
 import backprop_bench as bb
 from harness import cli
-from harness.check import example as examples
+from harness.measure.check import example as examples
 
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER = ROOT / "examples" / "learner_backprop.py"

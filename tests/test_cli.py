@@ -248,7 +248,7 @@ def test_list_imports_no_framework_unless_asked():
 
 
 def test_list_says_a_gpu_only_variant_cannot_run_without_a_gpu(capsys, monkeypatch):
-    from harness import environment
+    from harness.measure import environment
 
     monkeypatch.setattr(environment, "gpu_info", lambda: None)
     code, out, _ = run_cli(["list"], capsys)

@@ -9,8 +9,9 @@ import helpers_results as h
 import numpy as np
 import pytest
 
-from harness import cli, compare, store
-from harness.results import ProcessRecord, ResultsError
+from harness import cli
+from harness.record import compare, store
+from harness.record.results import ProcessRecord, ResultsError
 
 WIDE = h.problem((16, 16, 16))
 VARIANTS = ("numpy", "torch", "jax")

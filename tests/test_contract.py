@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, store
+from harness import cli
+from harness.record import store
 from implementations import contract, registry
 
 ROOT = Path(__file__).resolve().parents[1]

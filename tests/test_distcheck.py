@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, distcheck, plans
+from harness import cli
+from harness.commands import plans
+from harness.procs import distcheck
 from implementations import launch, registry
 
 HERE = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from harness import environment
+from harness.measure import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,7 @@ def test_environment_info_has_variables_cache_and_packages(monkeypatch):
 
 
 def test_recording_the_environment_imports_no_framework():
-    code = ("import sys; from harness import environment; environment.environment_info(); "
+    code = ("import sys; from harness.measure import environment; environment.environment_info(); "
             "print(sorted({'jax', 'torch'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=120).stdout

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from pytest_benchmark.stats import Stats
 
-from harness import cli, export, records, store
+from harness import cli
+from harness.record import export, store
+from harness.record import rows as records
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -78,12 +78,17 @@ from pathlib import Path
 import helpers_results as h
 import pytest
 
-from harness import cli, commands, environment, plans, runner, store
+from harness import cli
+from harness.commands import basic as commands
+from harness.commands import plans
+from harness.measure import environment
+from harness.measure.timing import TimingConfig
+from harness.procs import runner
+from harness.record import store
+from harness.record.results import ResultsError
 from harness.report import build_report
 from harness.report import compile as compile_section
 from harness.report.sources import sources_of
-from harness.results import ResultsError
-from harness.timing import TimingConfig
 from implementations import registry
 from implementations.problem import BenchError, make_problem
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import json, numpy as np
-from harness import check
+from harness.measure import check
 from implementations import numpy_backprop, registry
 from implementations.problem import NetworkSpec, flatten, make_problem
 out = {}
@@ -88,7 +88,7 @@ def test_two_processes_train_together_through_jax_distributed(tmp_path):
     port, out = free_port(), tmp_path / "jax.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "harness.multinode", "jax-distributed", "--coordinator",
+        [sys.executable, "-m", "harness.procs.multinode", "jax-distributed", "--coordinator",
          f"localhost:{port}", "--num-processes", "2", "--process-id", str(i), "--widths",
          "4,8,4", "--batch", "8", "--steps", "10", "--dtype", "float64", "--timeout", "60",
          "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import machine_state as ms
+from harness.measure import machine_state as ms
 
 LINUX = Path("/proc/self/stat").exists()
 

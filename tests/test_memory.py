@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import memory
-from harness.timing import TimingConfig, time_trainer
+from harness.measure import memory
+from harness.measure.timing import TimingConfig, time_trainer
 
 LINUX = Path("/proc/self/status").exists()
 MIB = memory.MIB

@@ -8,7 +8,7 @@ import helpers_results as h
 import numpy as np
 import pytest
 
-from harness import model
+from harness.analysis import cost as model
 
 KEY = model.GroupKey("numpy", "cpu", "float32", "tanh", 64, 2)
 WIDTHS = (1, 4, 16, 64, 128, 256, 512, 1024, 2048)

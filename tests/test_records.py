@@ -7,7 +7,7 @@ import json
 import helpers_results as h
 import pytest
 
-from harness import records
+from harness.record import rows as records
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ import helpers_results as h
 import numpy as np
 import pytest
 
-from harness import cli, environment, report, store, summary
+from harness import cli, report
+from harness.measure import environment
+from harness.record import store, summary
+from harness.record.results import ResultsError
 from harness.report import api, ceilings, fits, gpu_cpu, provenance, sources
-from harness.results import ResultsError
 from implementations import registry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

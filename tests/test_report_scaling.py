@@ -8,7 +8,8 @@ import helpers_results as h
 import helpers_scale as hs
 import pytest
 
-from harness import report, store
+from harness import report
+from harness.record import store
 from harness.report import scaling
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,8 +8,8 @@ import json
 import helpers_results as h
 import pytest
 
-from harness import results
-from harness.results import ResultsError, Run
+from harness.record import results
+from harness.record.results import ResultsError, Run
 
 
 def as_dict() -> dict:

@@ -15,9 +15,12 @@ import time
 
 import pytest
 
-from harness import cli, commands, messages, runner, store, worker
-from harness.results import Case, ProblemRecord
-from harness.timing import TimingConfig
+from harness import cli
+from harness.commands import basic as commands
+from harness.measure.timing import TimingConfig
+from harness.procs import messages, runner, worker
+from harness.record import store
+from harness.record.results import Case, ProblemRecord
 from implementations import registry
 from implementations.problem import NetworkSpec, make_problem
 

@@ -10,8 +10,12 @@ from pathlib import Path
 import helpers_results as h
 import pytest
 
-from harness import allreduce, cli, scale, scale_model, store, timed
-from harness.results import Run, case_id
+from harness import cli
+from harness.analysis import scaling as scale_model
+from harness.commands import scale, timed
+from harness.procs import allreduce
+from harness.record import store
+from harness.record.results import Run, case_id
 from implementations import registry
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,10 @@ import helpers_results as h
 import helpers_scale as hs
 import pytest
 
-from harness import model, scale, scale_model
-from harness.results import AllreduceCurve
+from harness.analysis import cost as model
+from harness.analysis import scaling as scale_model
+from harness.commands import scale
+from harness.record.results import AllreduceCurve
 
 
 def test_the_fit_recovers_a_known_alpha_and_beta():

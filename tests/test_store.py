@@ -9,8 +9,8 @@ import stat
 import helpers_results as h
 import pytest
 
-from harness import store
-from harness.results import ResultsError
+from harness.record import store
+from harness.record.results import ResultsError
 
 
 def test_write_then_load_round_trips(tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness import cli, store, sweep
-from harness.timing import TimingConfig
+from harness import cli
+from harness.commands import sweep
+from harness.measure.timing import TimingConfig
+from harness.record import store
 from implementations.problem import BenchError
 
 

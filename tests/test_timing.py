@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from harness import timing
-from harness.timing import Stats, TimingConfig, steps_to_pay_off, time_trainer
+from harness.measure import timing
+from harness.measure.timing import Stats, TimingConfig, steps_to_pay_off, time_trainer
 
 
 class FakeClock:

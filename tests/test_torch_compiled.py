@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import check, cli
+from harness import cli
+from harness.measure import check
 from implementations import registry, torch_compiled
 from implementations.problem import NetworkSpec, make_problem
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import check, messages, worker
-from harness.results import ProblemRecord
-from harness.timing import TimingConfig
+from harness.measure import check
+from harness.measure.timing import TimingConfig
+from harness.procs import messages, worker
+from harness.record.results import ProblemRecord
 from implementations import launch, numpy_backprop, registry
 from implementations.contract import Unavailable
 from implementations.problem import NetworkSpec, flatten, make_problem
@@ -146,9 +147,9 @@ def test_two_torchrun_nodes_on_localhost_train_together(marked, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
            "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id",
-           "test", "--max-restarts", "0", "--rdzv-conf", "is_host={}", "-m", "harness.multinode",
-           "torchrun", "--widths", "4,8,4", "--batch", "8", "--steps", "10", "--dtype",
-           "float64", "--timeout", "30", "--out", str(out)]
+           "test", "--max-restarts", "0", "--rdzv-conf", "is_host={}", "-m",
+           "harness.procs.multinode", "torchrun", "--widths", "4,8,4", "--batch", "8", "--steps",
+           "10", "--dtype", "float64", "--timeout", "30", "--out", str(out)]
     nodes = [subprocess.Popen([a.format(int(i == 0)) for a in cmd], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True) for i in range(2)]

@@ -1,8 +1,8 @@
 """`backprop-bench report`: a Markdown report and its plots, from stored results files only.
 
 Nothing is measured here and neither torch nor jax is imported: every number comes from the
-JSON files (``harness.results``), every derived column from ``harness.summary`` and
-``harness.model``. Files from several machines merge into one report, each section labelled
+JSON files (``harness.record.results``), every derived column from ``harness.record.summary`` and
+``harness.analysis.cost``. Files from several machines merge into one report, each section labelled
 with its machine and device. A file that cannot be read is named in a warning and left out;
 the others still make the report.
 
@@ -23,7 +23,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import store
+from harness.record import store
+from harness.record.results import ResultsError
 from harness.report import (
     api,
     ceilings,
@@ -38,7 +39,6 @@ from harness.report import (
     sweeps,
 )
 from harness.report.sources import Source, machine_label, sources_of
-from harness.results import ResultsError
 
 DEFAULT_DIR = "results"
 DEFAULT_OUT = "REPORT.md"

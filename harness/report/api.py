@@ -16,7 +16,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import environment
+from harness.measure import environment
 from harness.tables import markdown_table
 from implementations import registry
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from harness.record.results import Case, Run
 from harness.report.sources import Source, device_label, fmt_gflops, machine_label
-from harness.results import Case, Run
 from harness.tables import fmt_time, markdown_table, md_escape
 from implementations import registry
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import html
 
-from harness import summary
+from harness.record import summary
+from harness.record.results import Case, Run
 from harness.report.sources import Source, device_label, settings
-from harness.results import Case, Run
 from harness.tables import fmt_time, markdown_table
 
 INTRO = ("## Compile cost\n\nFirst call: the first `run(block)` of a fresh Trainer "

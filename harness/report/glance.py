@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import model
+from harness.analysis import cost as model
+from harness.record.results import Case, ResultsError, Run
 from harness.report.sources import Source, device_label, fmt_width, single_device, variant_rank
-from harness.results import Case, ResultsError, Run
 from harness.tables import fmt_ratio, fmt_time, markdown_table
 from implementations import registry
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import model
+from harness.analysis import cost as model
 from harness.report.fits import POOR_FIT_NOTE
 from harness.report.sources import Source, device_label, fmt_measured_width, fmt_width
 from harness.tables import markdown_table

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import summary
+from harness.record import summary
+from harness.record.results import Case, Run
 from harness.report import plots
 from harness.report.sources import Source, image, machine_label, origin
-from harness.results import Case, Run
 from harness.tables import fmt_ratio, fmt_time, markdown_table
 
 LADDER_INTRO = ("Each rung is a variant built on the one below it (the registry's `below`): "

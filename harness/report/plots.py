@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import model
-from harness.results import Case
+from harness.analysis import cost as model
+from harness.record.results import Case
 from harness.tables import fmt_time
 from implementations import registry
 
@@ -274,7 +274,7 @@ def _byte_locator():
 def _bytes_formatter():
     from matplotlib.ticker import FuncFormatter
 
-    from harness.summary import fmt_bytes
+    from harness.record.summary import fmt_bytes
 
     return FuncFormatter(lambda y, _: fmt_bytes(y))
 

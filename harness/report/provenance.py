@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import html
 
+from harness.record.results import STATUSES, Run
 from harness.report import state
 from harness.report.sources import Source, device_label, machine_label, settings
-from harness.results import STATUSES, Run
 from harness.tables import markdown_table, md_code, md_escape
 from implementations import registry
 

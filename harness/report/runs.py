@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness import summary
+from harness.record import summary
+from harness.record.results import Case
 from harness.report import plots, state
 from harness.report.fits import model_table
 from harness.report.sources import Source, device_label, image, machine_label, origin
-from harness.results import Case
 from harness.tables import markdown_table, md_escape
 
 

@@ -2,9 +2,9 @@
 efficiency against N, and predictions on paper for hardware that is not here.
 
 Measured figures are per-step medians; every predicted figure says so. The model is
-``harness.scale_model``'s: step(N) = compute(b) + allreduce(gradient bytes) - overlap, with
+``harness.analysis.scaling``'s: step(N) = compute(b) + allreduce(gradient bytes) - overlap, with
 overlap 0. On paper, compute(b) comes from the single-device variant's cost model fitted on a
-GPU in any of the report's files (``harness.model``), and the all-reduce from the published
+GPU in any of the report's files (``harness.analysis.cost``), and the all-reduce from the published
 figures of ``harness.scale.ON_PAPER``.
 """
 
@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import model, scale, scale_model
+from harness.analysis import cost as model
+from harness.analysis import scaling as scale_model
+from harness.commands import scale
+from harness.record.results import Run
 from harness.report import plots
 from harness.report.runs import problem_list
 from harness.report.sources import Source, device_label, image, machine_label
-from harness.results import Run
 from harness.tables import fmt_ratio, fmt_time, markdown_table, md_escape
 from implementations import registry
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.results import Run
-from harness.store import safe_name
+from harness.record.results import Run
+from harness.record.store import safe_name
 from harness.tables import md_code, md_escape
 from implementations import registry
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness import summary
+from harness.record import summary
+from harness.record.results import Run
 from harness.report.sources import Source
-from harness.results import Run
 from harness.tables import markdown_table, md_escape
 
 STATE_INTRO = ("Before timing, each run watches the machine for half a second, and it records "

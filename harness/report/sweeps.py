@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from harness import model
+from harness.analysis import cost as model
+from harness.record.results import Case, Run
 from harness.report import plots
 from harness.report.fits import model_table
 from harness.report.runs import problem_list
@@ -19,7 +20,6 @@ from harness.report.sources import (
     origin,
     variant_order,
 )
-from harness.results import Case, Run
 from harness.tables import fmt_time, markdown_table
 
 ByVariant = dict[str, dict[int, Case]]

@@ -35,8 +35,8 @@ from collections.abc import Callable
 import pytest
 from pytest_benchmark.utils import load_timer
 
-from harness import worker
-from harness.timing import TimingConfig, prepare
+from harness.measure.timing import TimingConfig, prepare
+from harness.procs import worker
 from implementations import registry
 from implementations.problem import NetworkSpec, make_problem
 

@@ -1,0 +1,229 @@
+"""`backprop-bench scale`: the data-parallel step on N = 1, 2, ... workers, and its model.
+
+For each distributed variant and each [d, d, d] network, the plan times
+
+* **strong scaling**: the global batch B fixed, each of N workers taking B/N rows;
+* **weak scaling**: B rows per worker, N·B in all;
+* **compute points**: one worker with batch B/N, the compute term of the model at N;
+
+with the same engine, checks, worker processes and results file as `run` (command
+"scale"; the grid says B, the workers and the modes). Then, per framework and N > 1, the
+all-reduce alone over message sizes up to the gradient's (``harness.procs.allreduce``), stored as
+``Ceilings.allreduce`` and fitted by ``harness.analysis.scaling``, which also makes the
+predictions; the report's scaling section (``harness.report.scaling``) shows them.
+
+``ON_PAPER`` holds, in this one place, the published figures the report uses to predict the
+step on hardware that is not here; every figure names its source.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from implementations.launch import OVERSUBSCRIBE
+from implementations.problem import BenchError
+
+DEFAULT_SIZES = (16, 256, 1024)
+DEFAULT_WORKERS = (1, 2)
+DEFAULT_BATCH = 64
+ALLREDUCE_BUDGET = 12  # × --time-per-case: 3 s by default
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    """A machine that is not here, as published: NCCL all-reduce bus bandwidth and latency
+    ranges (low, high), and where each figure comes from (name, URL)."""
+
+    name: str
+    workers: int
+    bus_GBps: tuple[float, float]
+    latency_us: tuple[float, float]
+    sources: tuple[tuple[str, str], ...]
+
+
+NCCL_TESTS = ("nccl-tests README, and doc/PERFORMANCE.md for bus bandwidth: busbw = algbw · "
+              "2(N-1)/N for all-reduce", "https://github.com/NVIDIA/nccl-tests")
+ON_PAPER = (
+    Interconnect(
+        "8 GPUs over NVLink 4 (H100/H200 SXM, NVSwitch)", 8, (370.0, 480.0), (5.0, 30.0),
+        (("NVIDIA DGX H100 datasheet: NVLink 4, 900 GB/s bidirectional per GPU",
+          "https://resources.nvidia.com/en-us-dgx-systems/ai-enterprise-dgx"),
+         NCCL_TESTS,
+         ("NVIDIA's published all_reduce_perf results for 8×H100 SXM: about 370-480 GB/s "
+          "bus bandwidth at large messages", "https://github.com/NVIDIA/nccl-tests"))),
+    Interconnect(
+        "2 nodes, 1 GPU each, over 400 Gb/s InfiniBand NDR", 2, (40.0, 48.0), (5.0, 30.0),
+        (("NVIDIA DGX H100 datasheet: ConnectX-7, 400 Gb/s InfiniBand (50 GB/s line rate) "
+          "per NIC", "https://resources.nvidia.com/en-us-dgx-systems/ai-enterprise-dgx"),
+         NCCL_TESTS,
+         ("NVIDIA's published multi-node all_reduce_perf results: about 40-48 GB/s bus "
+          "bandwidth per 400 Gb/s NIC", "https://github.com/NVIDIA/nccl-tests"))),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `scale` was asked for, besides the options it shares with `run`."""
+
+    sizes: tuple[int, ...] = DEFAULT_SIZES
+    workers: tuple[int, ...] = DEFAULT_WORKERS
+    batch: int = DEFAULT_BATCH
+    modes: tuple[str, ...] = ("strong", "weak")
+    dtype: str = "float32"
+    activation: str = "tanh"
+    lr: float | None = None
+    seed: int = 0
+    oversubscribe: bool = False
+    allreduce: bool = True
+
+    def grid(self) -> dict:
+        return {"sizes": list(self.sizes), "workers": list(self.workers), "batch": self.batch,
+                "modes": list(self.modes), "dtype": self.dtype, "activation": self.activation}
+
+
+def allow_oversubscribe(on: bool) -> None:
+    """``--oversubscribe``: let more workers than cores share them (each case says so)."""
+    if on:
+        os.environ[OVERSUBSCRIBE] = "1"
+
+
+def wanted(o: Options) -> tuple[set[tuple[int, int, int]], list[str]]:
+    """The (d, global batch, workers) points to time, and notes on what was left out."""
+    from harness.analysis.scaling import global_batch
+
+    points, notes = set(), []
+    for n in o.workers:
+        for mode in o.modes:
+            if mode == "strong" and o.batch % n:
+                notes.append(f"strong scaling on {n} workers: global batch {o.batch} is not "
+                             f"divisible by {n}; left out")
+                continue
+            points |= {(d, global_batch(mode, o.batch, n), n) for d in o.sizes}
+            if mode == "strong" and n > 1:  # compute(B/N): the model's compute term
+                points |= {(d, o.batch // n, 1) for d in o.sizes}
+    return points, notes
+
+
+def validate(o: Options) -> None:
+    from harness.analysis.scaling import MODES
+
+    if not o.sizes or not o.workers or not o.modes:
+        raise BenchError("scale needs at least one size, one worker count and one mode")
+    if min(o.workers) < 1 or min(o.sizes) < 1 or o.batch < 1:
+        raise BenchError("--workers, --sizes and --batch must be 1 or more")
+    bad = [m for m in o.modes if m not in MODES]
+    if bad:
+        raise BenchError(f"unknown scaling {bad[0]!r}: choose from {', '.join(MODES)}")
+
+
+def variants_of(names, frameworks) -> list:
+    """The distributed variants asked for, or all of them."""
+    from harness.procs import distcheck
+
+    return distcheck.variants_for(names, frameworks)
+
+
+def make_plan(o: Options, t, threads: int):
+    """The runner's plan: problems × (variants at each N), filtered to ``wanted``."""
+    from harness.commands import plans
+    from harness.measure.timing import TimingConfig
+    from harness.procs import runner
+
+    validate(o)
+    points, notes = wanted(o)
+    if not points:
+        raise BenchError("nothing to time: " + "; ".join(notes))
+    shapes = sorted({(d, b) for d, b, _ in points})
+    problems = [plans.problem((d,) * 3, o.activation, "linear", False, o.dtype, b, o.lr,
+                              o.seed) for d, b in shapes]
+    chosen = variants_of(t.variants, t.frameworks)
+    at = [v.at(n) for v in chosen for n in sorted({n for _, _, n in points})]
+    plan = runner.Plan("scale", t.device, problems, at, threads,
+                       TimingConfig(budget_s=t.time_per_case), [], True, grid=o.grid(),
+                       processes=t.processes, case_timeout_s=t.timeout,
+                       include=lambda p, v: (p.spec.widths[0], p.batch, v.workers) in points)
+    plan.notes = notes
+    return plan
+
+
+def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
+    """Per framework and N > 1: the all-reduce alone, into ``run.ceilings.allreduce``;
+    its timed blocks take ALLREDUCE_BUDGET × the time per case, all sizes together."""
+    from harness.analysis.scaling import fit_allreduce, gradient_bytes
+    from harness.procs import allreduce
+    from harness.tables import fmt_time
+
+    grads = [gradient_bytes(c.problem) for c in run.cases]
+    if not grads:
+        return
+    sizes = allreduce.sizes_for(grads)
+    for framework in dict.fromkeys(v.framework for v in plan.variants):
+        for n in sorted(n for n in set(o.workers) if n > 1):
+            say(f"all-reduce alone: {framework} on {n} workers, {len(sizes)} sizes")
+            curve = allreduce.measure(framework, n, sizes, plan.device, threads,
+                                      ALLREDUCE_BUDGET * plan.timing.budget_s)
+            run.ceilings.allreduce.append(curve)
+            fit = fit_allreduce(curve)
+            say(f"  {curve.error}" if curve.error else
+                f"  {curve.backend}: alpha {fmt_time(fit.alpha_s)}, beta "
+                f"{fit.beta_Bps / 1e9:.3g} GB/s{' (poor fit)' if fit.poor else ''}"
+                if fit else "  too few sizes to fit")
+
+
+def command(o: Options, t) -> int:
+    """`backprop-bench scale`: plan, time, check, then the all-reduce; 1 if a case failed."""
+    from harness.commands import basic as commands
+    from harness.commands import timed
+    from harness.procs import runner
+    from harness.record import store, summary
+
+    allow_oversubscribe(o.oversubscribe)
+    commands.require_device(t.device)
+    threads = t.thread_count()
+    plan = make_plan(o, t, threads)
+    plan.cases()  # a variant that can run nothing fails here, before any output
+    path = timed.claim("scale", t)
+    print(f"{commands.PROG} scale: writing {path}", flush=True)
+    try:
+        result = runner.execute(plan, path, lambda c, d, n: print(summary.case_line(c, d, n),
+                                                                  flush=True))
+        if o.allreduce:
+            measure_allreduce(result, plan, o, threads, lambda s: print(s, flush=True))
+            store.write(result, path)
+    except KeyboardInterrupt:
+        print(f"{commands.PROG}: interrupted: the finished cases are saved in {path}",
+              file=sys.stderr)
+        return 130
+    finally:
+        store.release(path)
+    print("\n" + tables(result))
+    for text in result.notes:
+        print(f"note: {text}")
+    print(f"\nresults: {path}; the report shows the model: {commands.PROG} report {path}")
+    return timed.exit_status(result.cases, True)
+
+
+def tables(run) -> str:
+    """Per mode: time per step, speed-up and efficiency, measured and predicted."""
+    from harness.analysis import scaling as scale_model
+    from harness.tables import fmt_ratio, fmt_time, text_table
+
+    out = []
+    for mode in scale_model.MODES:
+        rows = [[p.variant, p.network, p.workers, p.worker_batch, fmt_time(p.measured_s),
+                 fmt_ratio(p.ratio("speedup")), pct(p.ratio("efficiency")),
+                 fmt_time(p.predicted_s), pct(p.ratio("efficiency", True)),
+                 "ok" if p.case.ok else p.case.status]
+                for p in scale_model.points(run, mode)]
+        if rows:
+            out += [f"{mode} scaling:", text_table(
+                ["variant", "network", "N", "batch/worker", "per step", "speed-up",
+                 "efficiency", "predicted", "pred. efficiency", "status"], rows,
+                "llrrrrrrrl"), ""]
+    return "\n".join(out).rstrip()
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"

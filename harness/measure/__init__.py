@@ -1,0 +1,5 @@
+"""What is measured, and how: the timing engine and its measurement type, the check, memory,
+the machine's state and environment, and the ceilings (matmul peaks, the C limit loop).
+
+Imports only ``implementations`` and ``harness.tables``: the lowest layer of the harness.
+"""

@@ -1,0 +1,321 @@
+"""Judge each subject on its own evidence: gradients at the start, and a training trajectory.
+
+Gradient errors are normalised per tensor: ``max|x - ref| / max(max|ref|, 1e-3 * G)``, where
+G is the largest reference magnitude among the tensors compared, so that a tensor whose
+gradient is all but zero is not judged on rounding noise. Trajectory errors are normalised by
+how far the reference moved (``trajectory_errors``). All references are computed from the
+problem's parameters *as rounded to the dtype under test*, so that the rounding of the
+starting point is not counted as an error.
+
+A subject fails on its own rows only: the finite differences, the exact gradient, the closed
+form, the reference trajectory, or a crash. Each subject is also compared with the median of
+the others that passed their own rows; that comparison names the odd one out but fails no
+one. A failing subject gets a diagnosis (``harness.check.diagnose``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness.measure.check import diagnose
+from harness.measure.check.reference import (
+    FD_MAX_ENTRIES,
+    backward,
+    closed_form,
+    finite_differences,
+    normalised_errors,
+    reference_loss,
+    reference_trajectory,
+    rounded_start,
+)
+from harness.measure.check.report import (
+    CLOSED,
+    EXACT,
+    FD,
+    LOSS,
+    OTHERS,
+    RUN,
+    TOLERANCES,
+    TRAJECTORY,
+    Report,
+    Row,
+    crash_reason,
+    label,
+)
+from implementations.problem import Params, Problem, cast_problem, flatten, map_params
+
+TRAJECTORY_NOISE_ULPS = 100
+NOISE_FACTOR = 10
+REFERENCE = "backprop-bench's reference"  # the subject of a row that checks the harness itself
+
+
+# ---- the gradients of one subject ---------------------------------------------------------------
+
+def framework_loss_and_gradients(module, problem: Problem,
+                                 device: str = "cpu") -> tuple[float, list]:
+    """A framework's (E, flat gradients) at the problem's start, as float64 NumPy (a tensor
+    keeps the shape it came with, so that a wrong one can be named)."""
+    x, y, params = cast_problem(problem)
+    fx, fy = module.to_framework(x, device), module.to_framework(y, device)
+    fparams = map_params(lambda a: module.to_framework(a, device, trainable=True), params)
+    E, g = module.grads(problem.spec, fparams, fx, fy)
+    return (float(np.asarray(module.to_numpy(E)).reshape(-1)[0]),
+            as_arrays(problem, [None if t is None else module.to_numpy(t)
+                                for t in flat_gradients(problem, g)]))
+
+
+def trainer_loss_and_gradients(trainer, problem: Problem) -> tuple[float, list]:
+    """A variant's own (E, flat gradients) at its Trainer's current point, as float64 NumPy."""
+    E, g = trainer.grads()
+    return float(E), as_arrays(problem, flat_gradients(problem, g))
+
+
+def as_arrays(problem: Problem, tensors: list) -> list:
+    """float64 arrays in the parameters' shapes where only size-1 axes differ (a Python float
+    for a 1 x 1 weight); any other shape is kept, so that a wrong one can be named."""
+    out = []
+    for t, p in zip(tensors, flatten(problem.params0)):
+        if t is None:
+            out.append(None)
+            continue
+        a = np.asarray(t, dtype=np.float64)
+        same = a.size == p.size and np.squeeze(a).shape == np.squeeze(p).shape
+        out.append(a.reshape(p.shape) if same else a)
+    return out + [np.asarray(t, dtype=np.float64) for t in tensors[len(out):]]
+
+
+def flat_gradients(problem: Problem, g) -> list:
+    """The gradient tensors in param_names() order; a (W, None) hole where a bias belongs is
+    kept as None, so that a missing gradient is named rather than shifting the others."""
+    if not isinstance(g, (list, tuple)):
+        raise TypeError(f"grads must be a list of (W, b) pairs, not {type(g).__name__}")
+    out = []
+    for layer in g:
+        if not isinstance(layer, (list, tuple)) or len(layer) != 2:
+            raise TypeError("grads must be a list of (W, b) pairs, one per layer")
+        out.append(layer[0])
+        if problem.spec.bias:
+            out.append(layer[1])
+    return out
+
+
+# ---- judging gradients ---------------------------------------------------------------------------
+
+def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
+                    report: Report | None = None, max_entries: int = FD_MAX_ENTRIES,
+                    trainers: dict | None = None) -> Report:
+    """Each framework module's loss and gradients, and each Trainer's own (``trainers``, by
+    variant name), judged by ``judge_gradients``."""
+    got = {name: framework_loss_and_gradients(m, problem, device) for name, m in modules.items()}
+    got.update({name: trainer_loss_and_gradients(t, problem)
+                for name, t in (trainers or {}).items()})
+    return judge_gradients(problem, got, report, max_entries)
+
+
+def judge_gradients(problem: Problem, got: dict[str, tuple[float, list]],
+                    report: Report | None = None, max_entries: int = FD_MAX_ENTRIES) -> Report:
+    """Rows for every subject's (E, flat gradients) against the reference loss, finite
+    differences (at most ``max_entries`` entries per tensor), the exact gradient, the closed
+    form (1-1-1), and the median of the others; a diagnosis for each subject that fails."""
+    report = report if report is not None else Report()
+    spec, tol, where = problem.spec, TOLERANCES[problem.spec.dtype], label(problem)
+    start = rounded_start(problem)
+    flat = flatten(start)
+    fd = finite_differences(problem, flat, max_entries)
+    trace = backward(spec, flat, problem.x, problem.y)
+    check_reference(problem, trace.grads, fd, report)
+    if any(len(idx) < t.size for (idx, _), t in zip(fd, flat)):
+        report.notes.append(f"{spec.label()}: finite differences on {max_entries} seeded "
+                            f"entries per tensor")
+    refs = {FD: (fd, tol.finite_differences), EXACT: (trace.grads, tol.exact),
+            CLOSED: (closed_form(problem, start), tol.closed_form)}
+    E_ref = reference_loss(spec, flat, problem.x, problem.y)
+    shaped = {}
+    for name, (E, g) in got.items():
+        report.rows.append(loss_row(name, problem, E, E_ref, tol.frameworks))
+        if judge_one(problem, name, g, refs, report):
+            shaped[name] = g
+    compare_with_others(problem, shaped, report)
+    for name in report.failed(where):
+        if name in got:
+            E, g = got[name]
+            lines = diagnose.gradient(problem, flat, trace, E, g)
+            if lines:  # the gradient at the start is the closer evidence: it explains the rest
+                report.diagnoses[(name, where)] = lines
+    return report
+
+
+def loss_row(name: str, problem: Problem, E: float, E_ref: float, tolerance: float) -> Row:
+    e = abs(E - E_ref) / max(abs(E_ref), 1e-300) if math.isfinite(E) else math.inf
+    return Row(name, problem.spec.dtype, "E", LOSS, e, tolerance, problem=label(problem))
+
+
+def judge_one(problem: Problem, name: str, g: list, refs: dict, report: Report) -> bool:
+    """Rows for one subject's gradients; False (with failing rows) if they are misshapen."""
+    spec, where = problem.spec, label(problem)
+    names = spec.param_names()
+    (fd, fd_tol), (exact, exact_tol), (closed, closed_tol) = refs[FD], refs[EXACT], refs[CLOSED]
+    if len(g) != len(names) or any(t is None or np.shape(t) != e.shape
+                                   for t, e in zip(g, exact)):
+        for tensor, t, e in zip(names, g, exact):
+            if t is None or np.shape(t) != e.shape:
+                shape = "missing" if t is None else f"shape {tuple(np.shape(t))}"
+                report.rows.append(Row(name, spec.dtype, tensor, FD, math.inf, fd_tol,
+                                       f"({shape}, {tensor} is {e.shape})", where))
+        if len(g) != len(names):
+            report.rows.append(Row(name, spec.dtype, "-", RUN, math.inf, 0.0,
+                                   f"{len(g)} gradient tensors for {len(names)} parameters",
+                                   where))
+        return False
+    rows = [(FD, normalised_errors([t.reshape(-1)[idx] for t, (idx, _) in zip(g, fd)],
+                                   [vals for _, vals in fd]), fd_tol),
+            (EXACT, normalised_errors(g, exact), exact_tol)]
+    if closed is not None:
+        rows.append((CLOSED, normalised_errors(g, closed), closed_tol))
+    for reference, errs, t in rows:
+        report.rows += [Row(name, spec.dtype, tensor, reference, e, t, problem=where)
+                        for tensor, e in zip(names, errs)]
+    return True
+
+
+def check_reference(problem: Problem, exact: list, fd: list, report: Report) -> None:
+    """The harness's own chain rule against the finite differences: a failure is our bug."""
+    errs = normalised_errors([t.reshape(-1)[idx] for t, (idx, _) in zip(exact, fd)],
+                             [vals for _, vals in fd])
+    tol = TOLERANCES["float64"].finite_differences
+    for tensor, e in zip(problem.spec.param_names(), errs):
+        if e > tol:
+            report.rows.append(Row(REFERENCE, problem.spec.dtype, tensor, FD, e, tol,
+                                   "(a bug in backprop-bench itself: please report it)",
+                                   label(problem)))
+
+
+def compare_with_others(problem: Problem, got: dict[str, list], report: Report) -> None:
+    """Per subject, per tensor: the error against the median of the *other* subjects that
+    passed their own rows; the subject whose own rows failed is named the odd one out."""
+    where, dtype = label(problem), problem.spec.dtype
+    tol = TOLERANCES[dtype].frameworks
+    failed = set(report.failed(where))
+    for name, g in got.items():
+        others = [o for n, o in got.items() if n != name and n not in failed]
+        if not others:
+            continue
+        median = [np.median(np.stack(ts), axis=0) for ts in zip(*others)]
+        errs = normalised_errors(g, median)
+        report.rows += [Row(name, dtype, tensor, OTHERS, e, tol,
+                            f"median of {len(others)}", where)
+                        for tensor, e in zip(problem.spec.param_names(), errs)]
+        worst = max(errs, default=0.0)
+        if worst > tol and name not in failed:  # a failed subject is named in the verdict
+            report.disagreements.append(
+                f"{where}: {name} differs from the median of the other {len(others)} by "
+                f"{worst:.1e} (tolerance {tol:.0e}), though each of its own references passes")
+
+
+# ---- trajectories ----------------------------------------------------------------------------
+
+def steps_for(trainer, steps: int) -> int:
+    """At least ``steps``, and enough to run a block (or a compiled loop's unrolled body)
+    twice and then its remainder: 2 * period + 1 or more, not a multiple of the period."""
+    period = max(int(getattr(trainer, "block", 1) or 1), int(getattr(trainer, "unroll", 1) or 1))
+    if period <= 1:
+        return steps
+    n = max(steps, 2 * period + 1)
+    return n + 1 if n % period == 0 else n
+
+
+def probe_steps(trainer) -> int:
+    """A short run for the diagnosis: a block (or unrolled body) and two steps more."""
+    return max(int(getattr(trainer, "block", 1) or 1), int(getattr(trainer, "unroll", 1) or 1)) + 2
+
+
+def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
+                     report: Report | None = None, exercise: bool = True,
+                     trainer=None, later: list | None = None) -> Report:
+    """A variant's Trainer after ``steps`` steps (more for a block variant: ``steps_for``)
+    against the reference trajectory, diagnosed if it fails. ``trainer``: a fresh one made
+    already (its ``grads()`` asked for, which leaves it where it was). ``later``: a list to
+    which the diagnosis is appended as a function, to run once the gradients are judged
+    (a wrong gradient, when there is one, is the better diagnosis)."""
+    report = report if report is not None else Report()
+    trainer = trainer if trainer is not None else variant.make(problem, device)
+    n = steps_for(trainer, steps) if exercise else steps
+    trainer.run(n)
+    subject = getattr(variant, "label", variant.name)  # with its workers, if several
+    start = rounded_start(problem)
+    compare_to_reference(problem, subject, trainer.params(), start, n, report)
+    if subject in report.failed(label(problem)):
+        params = trainer.params()
+
+        def diagnosis() -> None:
+            if (subject, label(problem)) in report.diagnoses:
+                return  # a wrong gradient, already diagnosed, explains the rest
+            fresh = variant.make(problem, device)
+            k = probe_steps(fresh)
+            fresh.run(k)
+            report.diagnose(subject, label(problem), diagnose.trajectory(
+                problem, start, n, params, (k, fresh.params())))
+
+        later.append(diagnosis) if later is not None else diagnosis()
+    return report
+
+
+def trajectory_errors(params: Params, ref: Params, start: Params, dtype: str) -> list[float]:
+    """Per tensor max|p - ref| / max(max|ref - start|, noise floor): the error relative to how
+    far the reference moved, so that a Trainer that does nothing (or too little) scores ~1
+    even when a few steps barely move wide networks' weights.
+
+    The floor, TRAJECTORY_NOISE_ULPS rounding units of the starting values divided by the
+    tolerance, keeps a converged trajectory (which hardly moves) from being judged on
+    rounding noise: there a Trainer that stands still is as right as one that moves.
+    """
+    eps, tol = float(np.finfo(dtype).eps), TOLERANCES[dtype].trajectory
+    out = []
+    for p, r, s in zip(flatten(params), flatten(ref), flatten(start)):
+        p = np.asarray(p, dtype=np.float64)
+        if p.shape != r.shape or not np.all(np.isfinite(p)):
+            out.append(math.inf)
+            continue
+        moved = float(np.max(np.abs(r - s))) if r.size else 0.0
+        floor = TRAJECTORY_NOISE_ULPS * eps * float(np.max(np.abs(s), initial=0.0)) / tol
+        out.append(float(np.max(np.abs(p - r), initial=0.0)) / max(moved, floor, 1e-300))
+    return out
+
+
+def compare_to_reference(problem: Problem, subject: str, params: Params, start: Params,
+                         steps: int, report: Report | None = None) -> Report:
+    """Rows for params vs the reference trajectory of ``steps`` steps from ``start``."""
+    report = report if report is not None else Report()
+    dtype = problem.spec.dtype
+    ref = reference_trajectory(problem, start, steps)
+    errs = trajectory_errors(params, ref, start, dtype)
+    tols = trajectory_tolerances(problem, start, steps, ref)
+    for tensor, e, (tol, why) in zip(problem.spec.param_names(), errs, tols):
+        report.rows.append(Row(subject, dtype, tensor, TRAJECTORY, e, tol,
+                               f"after {steps} steps{why}", label(problem)))
+    return report
+
+
+def trajectory_tolerances(problem: Problem, start: Params, steps: int,
+                          ref: Params) -> list[tuple[float, str]]:
+    """Per tensor (tolerance, note). Below float64, the tolerance is at least NOISE_FACTOR
+    times the error of the reference trajectory run in the problem's dtype: long runs near
+    convergence move less than float32 rounding adds up, and that is no one's bug."""
+    dtype, tol = problem.spec.dtype, TOLERANCES[problem.spec.dtype].trajectory
+    if dtype == "float64":
+        return [(tol, "")] * len(flatten(start))
+    own = trajectory_errors(reference_trajectory(problem, start, steps, dtype), ref, start, dtype)
+    return [(tol, "") if NOISE_FACTOR * e <= tol else
+            (NOISE_FACTOR * e, f" (tolerance {NOISE_FACTOR}× the {dtype} reference's own "
+                               f"error)") for e in own]
+
+
+def crashed(problem: Problem, subject: str, exc: BaseException, report: Report) -> None:
+    """A subject that raised: a failing row with its cause (and where it was raised)."""
+    reason = crash_reason(exc)
+    report.rows.append(Row(subject, problem.spec.dtype, "-", RUN, math.inf, 0.0, reason,
+                           label(problem)))
+    if (subject, label(problem)) not in report.diagnoses:  # a wrong gradient explains it
+        report.diagnose(subject, label(problem), diagnose.crash(reason))

@@ -1,0 +1,208 @@
+"""Provenance and pinning: what machine, what software, what commit, which threads.
+
+``pin_threads`` is called once at the start of every worker process, before any framework
+is imported, and returns what it set so that the results file can record it.
+``environment_info`` records what else changes results: the environment variables that
+frameworks, BLAS libraries and allocators read, JAX's persistent compilation cache (read
+from the environment, without importing jax) and every installed distribution's version.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_PACKAGES = ("numpy", "scipy", "threadpoolctl", "matplotlib")
+# Variables that change what a run measures: thread pools, allocators, compilers and caches.
+# NUMBA_, XLA_PYTHON_CLIENT_ (GPU memory) and NVIDIA_TF32_OVERRIDE (float32 matmul precision
+# on a GPU) belong with them for the frameworks here.
+RESULT_VARIABLE_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TORCHINDUCTOR_", "JAX_", "MALLOC_",
+                            "NUMBA_", "XLA_PYTHON_CLIENT_")
+RESULT_VARIABLES = ("XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "KERAS_BACKEND", "PYTHONHASHSEED",
+                    "NVIDIA_TF32_OVERRIDE")
+FALSE_WORDS = ("0", "n", "no", "f", "false", "off")  # how JAX reads a false boolean variable
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def meminfo(field: str, text: str | None = None) -> int | None:
+    """A /proc/meminfo field in bytes (MemTotal, MemAvailable), or None where unknown."""
+    try:
+        text = Path("/proc/meminfo").read_text() if text is None else text
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def memory_gb() -> float | None:
+    total = meminfo("MemTotal")
+    return None if total is None else round(total / 2**30, 1)
+
+
+def gpu_info() -> dict | None:
+    """Name, driver, memory of the first NVIDIA GPU by nvidia-smi, or None."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=20, check=True,
+        ).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    name, driver, mem = (s.strip() for s in out[0].split(",", 2))
+    return {"name": name, "driver": driver, "memory": mem, "count": len(out)}
+
+
+def machine_info() -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": memory_gb(),
+        "os": platform.platform(),
+        "gpu": gpu_info(),
+    }
+
+
+def packages() -> list[str]:
+    """The packages whose versions a results file records: ours, then every framework's."""
+    from implementations import registry
+
+    return list(dict.fromkeys(
+        [*BASE_PACKAGES, *(p for f in registry.FRAMEWORKS.values() for p in f.packages)]))
+
+
+def software_info() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in packages():
+        if name in sys.stdlib_module_names:
+            continue
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git(*args: str, repo: Path = REPO) -> subprocess.CompletedProcess | None:
+    """``git -C repo ARGS``, or None where git or the checkout is missing."""
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def git_out(*args: str, repo: Path = REPO) -> str | None:
+    """What a successful git command printed (stripped), or None."""
+    done = git(*args, repo=repo)
+    return done.stdout.strip() if done is not None and done.returncode == 0 else None
+
+
+def commit_info(repo: Path = REPO) -> dict:
+    status = git_out("status", "--porcelain", "--untracked-files=no", repo=repo)
+    commit = {"id": git_out("rev-parse", "HEAD", repo=repo),
+              "branch": git_out("rev-parse", "--abbrev-ref", "HEAD", repo=repo),
+              "dirty": None if status is None else bool(status)}
+    if commit["id"] is None and os.environ.get("BACKPROP_BENCH_COMMIT"):
+        # a copy of the tree without .git (a lent GPU machine): the caller says which commit
+        commit.update(id=os.environ["BACKPROP_BENCH_COMMIT"], source="BACKPROP_BENCH_COMMIT")
+    return commit
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def pin_threads(threads: int) -> dict:
+    """Pin this process to ``threads`` cores and every thread pool to ``threads`` threads.
+
+    Must run before numpy/torch/jax are imported: the environment variables are read at
+    import. Returns the settings made.
+    """
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    affinity = None
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))[:threads]
+        os.sched_setaffinity(0, cores)
+        affinity = cores
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU politely
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    return {"threads": threads, "affinity": affinity}
+
+
+
+# ---- what else changes results: variables, caches, installed packages ------------------------
+
+def result_variables(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The set environment variables that change results (``RESULT_VARIABLE_PREFIXES``,
+    ``RESULT_VARIABLES``), sorted by name."""
+    env = os.environ if env is None else env
+    return {k: env[k] for k in sorted(env)
+            if k in RESULT_VARIABLES or k.startswith(RESULT_VARIABLE_PREFIXES)}
+
+
+def holds_entries(path: str | None) -> bool | None:
+    """Whether a cache folder exists and holds anything; None when there is no folder."""
+    if not path:
+        return None
+    try:
+        with os.scandir(path) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
+
+
+def jax_compilation_cache(env: Mapping[str, str] | None = None) -> dict:
+    """JAX's persistent compilation cache as the environment configures it, read without
+    importing jax: on only with a cache folder (``JAX_COMPILATION_CACHE_DIR``) and unless
+    ``JAX_ENABLE_COMPILATION_CACHE`` is false; its folder, and whether it already held
+    compiled programs before the run (a warm cache makes first calls cheaper)."""
+    env = os.environ if env is None else env
+    path = env.get("JAX_COMPILATION_CACHE_DIR") or None
+    switched_off = env.get("JAX_ENABLE_COMPILATION_CACHE", "true").strip().lower() in FALSE_WORDS
+    return {"enabled": bool(path) and not switched_off, "dir": path,
+            "warm_at_start": holds_entries(path),
+            "min_compile_time_s": env.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+
+
+def package_freeze() -> dict[str, str]:
+    """{name: version} of every installed distribution (importlib.metadata), sorted by name;
+    where one name is installed twice, the first on the path (the one imported) is kept."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name not in found:
+            found[name] = dist.version
+    return dict(sorted(found.items(), key=lambda item: item[0].lower()))
+
+
+def environment_info(env: Mapping[str, str] | None = None) -> dict:
+    """What a results file records besides machine, software and commit: the variables that
+    change results, JAX's compilation cache and the package freeze (``Run.environment``)."""
+    return {"variables": result_variables(env),
+            "jax_compilation_cache": jax_compilation_cache(env),
+            "packages": package_freeze()}

@@ -1,0 +1,229 @@
+"""In-process work for a framework that needs a process of its own: ``python -m
+harness.isolated``.
+
+Some frameworks set process-wide state when imported (Keras picks its backend once per
+process; a sharded JAX needs its host devices forced before jax is imported), so ``check``
+and ``demo`` cannot import them beside the others. For those (``Framework.isolated``), the
+parent runs this module in a fresh interpreter with one request on stdin and reads one JSON
+answer from stdout, after a marker line so that anything a framework prints cannot be taken
+for it:
+
+* ``{"do": "check", "problems": [...], "variants": [...], "steps": N, "device": ...,
+  "threads": T}``: ``{"report": ..., "gradients": {problem: {variant: [E, grads]}},
+  "unavailable": {variant: reason}}``, one process for every network: each variant's own
+  gradients at the start (if its Trainer has ``grads()``), to be judged with everyone's,
+  and its trajectory rows and diagnoses, judged here;
+* ``{"do": "replay", "problem": ..., "variants": [...], "epochs": [...]}``: per variant
+  ``{"snapshots": [[epoch, loss, params], ...], "grads": [...]}`` for ``demo``;
+* ``{"do": "import", "variants": [...], "device": ...}``: per variant ``{"available": true}``
+  for ``list --check``.
+
+A problem travels with its data and starting parameters (``problem_json``), so that a
+worked example read from a file arrives as it was written. One process serves the variants
+of one framework.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+from harness.record import schema
+from harness.record.results import ProblemRecord
+from implementations.contract import Unavailable
+from implementations.problem import BenchError, Problem, flatten
+
+MARKER = "--- backprop-bench isolated answer ---"
+TIMEOUT_S = 600
+
+
+class Child:
+    """One request running in a fresh interpreter; ``answer()`` waits for it."""
+
+    def __init__(self, request: dict):
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+        self.names = ", ".join(request["variants"])
+        self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.procs.isolated"],
+                                     stdin=subprocess.PIPE, stdout=self.out, stderr=self.err,
+                                     env=env)
+        self.proc.stdin.write(json.dumps(request).encode())
+        self.proc.stdin.close()
+
+    def answer(self) -> dict:
+        """Its answer, or BenchError (it is killed if it runs past TIMEOUT_S)."""
+        try:
+            self.proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise BenchError(f"{self.names}: no answer within {TIMEOUT_S} s") from None
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                self.proc.wait()
+        out, err = (read_all(f) for f in (self.out, self.err))
+        if MARKER not in out:
+            last = (err.strip().splitlines() or ["it wrote nothing"])[-1]
+            raise BenchError(f"{self.names}: its process failed ({last[:200]})")
+        return json.loads(out.split(MARKER, 1)[1])
+
+
+def read_all(f) -> str:
+    f.seek(0)
+    text = f.read().decode(errors="replace")
+    f.close()
+    return text
+
+
+def ask(request: dict) -> dict:
+    """Run one request in a fresh interpreter: its answer, or BenchError."""
+    return Child(request).answer()
+
+
+def problem_json(problem: Problem) -> dict:
+    """A problem with its data and starting parameters, as JSON."""
+    return {"record": schema.to_dict(ProblemRecord.of(problem)), "x": problem.x.tolist(),
+            "y": problem.y.tolist(),
+            "params": [[W.tolist(), None if b is None else b.tolist()]
+                       for W, b in problem.params0]}
+
+
+def problem_of(d: dict) -> Problem:
+    """The inverse of problem_json."""
+    import numpy as np
+
+    record = schema.from_dict(ProblemRecord, d["record"], "problem")
+    params = [(np.array(W, dtype=np.float64), None if b is None else np.array(b, np.float64))
+              for W, b in d["params"]]
+    return Problem(record.spec(), np.array(d["x"], dtype=np.float64),
+                   np.array(d["y"], dtype=np.float64), params, record.lr, record.seed)
+
+
+def start_check(problems: list[Problem], variants: list, steps: int, device: str,
+                threads: int, say) -> list[Child]:
+    """One process per framework of the isolated variants, started at once: they run beside
+    the checks made here, and ``finish_check`` gathers them."""
+    children = []
+    for framework in dict.fromkeys(v.framework for v in variants):
+        names = [v.name for v in variants if v.framework == framework]
+        say(f"checking {', '.join(names)}, in a process of its own")
+        children.append(Child({"do": "check", "variants": names, "steps": steps,
+                               "device": device, "threads": threads,
+                               "problems": [problem_json(p) for p in problems]}))
+    return children
+
+
+def finish_check(children: list[Child], report) -> dict[str, dict]:
+    """The children's trajectories into ``report``; their own gradients back, as
+    {problem label: {variant: (E, flat gradients)}}."""
+    import numpy as np
+
+    from harness.measure.check.report import Report
+
+    gradients: dict[str, dict] = {}
+    for child in children:
+        try:
+            answer = child.answer()
+        except BenchError as exc:
+            report.notes.append(f"{exc}; skipped")
+            continue
+        report.merge(Report.from_dict(answer["report"]))
+        for where, got in answer["gradients"].items():
+            for name, (E, grads) in got.items():
+                gradients.setdefault(where, {})[name] = (
+                    E, [None if g is None else np.asarray(g, dtype=np.float64) for g in grads])
+    return gradients
+
+
+def check_here(request: dict) -> dict:
+    """The child's side of ``check``: every problem for each variant of one framework."""
+    from harness.measure.check import judge
+    from harness.measure.check.report import Report, label
+    from harness.measure.check.session import attempt
+    from harness.measure.environment import pin_threads
+    from implementations import registry
+
+    report, gradients = Report(), {}
+    report.settings["pinning"] = pin_threads(request["threads"])
+    variants = [registry.get(n) for n in request["variants"]]
+    try:
+        module = registry.import_module(variants[0].framework)
+        report.settings[variants[0].framework] = module.settings(request["threads"])
+    except Unavailable as exc:
+        report.notes.append(f"{exc}; skipped")
+        return {"report": report.as_dict(), "gradients": {}}
+    device, steps = request["device"], request["steps"]
+    for problem in map(problem_of, request["problems"]):
+        where = label(problem)
+        for v in variants:
+            reason = v.why_not(problem, device)
+            if reason:
+                report.notes.append(f"trajectory: {reason}; skipped")
+                continue
+            trainer = None
+            if hasattr(getattr(module, v.trainer), "grads"):
+                trainer = attempt(problem, v.name, report, partial(v.make, problem, device))
+                got = trainer and attempt(problem, v.name, report, partial(
+                    judge.trainer_loss_and_gradients, trainer, problem))
+                if got is not None:
+                    gradients.setdefault(where, {})[v.name] = jsonable(got)
+            if steps:
+                attempt(problem, v.name, report, partial(
+                    judge.check_trajectory, problem, v, steps, device, report, trainer=trainer))
+    return {"report": report.as_dict(), "gradients": gradients}
+
+
+def jsonable(got: tuple[float, list]) -> list:
+    E, grads = got
+    return [E, [None if g is None else g.tolist() for g in grads]]
+
+
+def replay(problem, variant, epochs: list[int]) -> dict:
+    """The variant's Trainer at the given epochs, and its own gradients at the start."""
+    start = variant.make(problem)
+    answer = {}
+    if hasattr(start, "grads"):
+        answer["grads"] = [t.tolist() for t in flatten(start.grads()[1])]
+    trainer, done, snaps = variant.make(problem), 0, []
+    for epoch in epochs:
+        trainer.run(epoch - done)
+        done = epoch
+        snaps.append([epoch, trainer.loss(), [[W.tolist(), None if b is None else b.tolist()]
+                                              for W, b in trainer.params()]])
+    return {**answer, "snapshots": snaps}
+
+
+def serve(request: dict, name: str) -> dict:
+    from implementations import registry
+
+    variant = registry.get(name)
+    try:
+        if request["do"] == "import":
+            registry.import_module(variant.framework).check_device(request["device"])
+            return {"available": True}
+        return replay(problem_of(request["problem"]), variant, request["epochs"])
+    except Unavailable as exc:
+        return {"unavailable": str(exc)}
+
+
+def main() -> int:
+    request = json.loads(sys.stdin.read())
+    if request["do"] == "check":
+        answer = check_here(request)
+    else:
+        answer = {name: serve(request, name) for name in request["variants"]}
+    print(MARKER)
+    print(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Compose a run: plan the cases, run one worker process per framework, save case by case.
+
+Each framework runs in its own process (``harness.procs.worker``), so thread pools, JIT caches and
+GPU memory never interfere. Every finished case is written to the results file at once
+(atomically), so Ctrl-C, SIGTERM or a crashing worker leaves a valid file with every finished
+case. A case that runs past its timeout has its worker's whole process group killed, is
+recorded as failed ("timed out after N s"), and a fresh worker goes on with the cases after
+it. Workers run in sessions of their own (a Ctrl-C reaches only the runner, which kills them)
+and die with the runner even when it is killed outright.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.measure import environment, machine_state
+from harness.measure.climit import measure_c_limit
+from harness.measure.timing import TimingConfig, engine_overhead
+from harness.procs import lifeline, messages
+from harness.record import schema, store
+from harness.record.results import (
+    CallFloor,
+    Case,
+    Commit,
+    Config,
+    FrameworkRecord,
+    Machine,
+    Peak,
+    ProblemRecord,
+    Run,
+    case_id,
+    now,
+)
+from implementations import registry
+from implementations.contract import Variant
+from implementations.problem import BenchError, Problem
+
+STARTUP_S = 120.0  # imports, the matmul peaks and the warm-up, before the first case starts
+CASE_TIMEOUT_BASE_S = 300.0  # a cold AOTInductor or 256-step torch.compile build: minutes
+CASE_TIMEOUT_PER_BUDGET = 20.0  # and the timed blocks, the checks, the calibration
+
+
+def default_case_timeout(timing: TimingConfig) -> float:
+    """Seconds one case may take before its worker is killed: scaled to its time budget."""
+    return CASE_TIMEOUT_BASE_S + CASE_TIMEOUT_PER_BUDGET * timing.budget_s
+
+
+@dataclass
+class Plan:
+    """What to run: problems × variants on a device, and how to time them."""
+
+    command: str
+    device: str
+    problems: list[Problem]
+    variants: list[Variant]
+    threads: int
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    peaks: list[str] = field(default_factory=list)  # dtypes whose matmul peak is measured
+    explicit_variants: bool = False
+    notes: list[str] = field(default_factory=list)
+    grid: dict | None = None
+    extra_cases: list[tuple[Problem, Variant]] = field(default_factory=list)
+    processes: int = 1  # worker processes per framework, pooled into each case
+    skip: dict[int, tuple[str, ...]] = field(default_factory=dict)  # problem index -> variants
+    case_timeout_s: float | None = None
+    include: Callable[[Problem, Variant], bool] | None = None  # None: every pair (see scale)
+
+    def cases(self) -> list[tuple[Problem, Variant, str]]:
+        """(problem, variant, device) triples that can run; the rest become ``self.notes``
+        (replaced on every call) or, for an explicit variant that can run nothing, an error.
+        The reference variants (a ``role``) run on the CPU when the run is on a GPU."""
+        out, notes = [], []
+        for v in self.variants:
+            runs = []
+            for i, p in enumerate(self.problems):
+                if v.name in self.skip.get(i, ()) or (self.include and not self.include(p, v)):
+                    continue
+                dev = self.device
+                if dev not in v.devices and v.role and "cpu" in v.devices:
+                    dev = "cpu"
+                reason = v.why_not(p, dev)
+                if reason:
+                    notes.append(reason)
+                else:
+                    runs.append((p, v, dev))
+            if self.explicit_variants and not runs:
+                raise BenchError(f"variant {v.name} cannot run any case asked for: "
+                                 f"{notes[-1]}")
+            out += runs
+        self.notes = list(dict.fromkeys(notes))
+        out += [(p, v, "cpu") for p, v in self.extra_cases if not v.why_not(p, "cpu")]
+        problems = self.problems + [p for p, _ in self.extra_cases]
+        order = {id(p): i for i, p in enumerate(problems)}
+        return sorted(out, key=lambda c: order[id(c[0])])
+
+    def timeout_s(self) -> float:
+        return self.case_timeout_s or default_case_timeout(self.timing)
+
+    def config(self) -> Config:
+        return Config(
+            device=self.device, variants=list(dict.fromkeys(v.name for v in self.variants)),
+            problems=[ProblemRecord.of(p) for p in self.problems], threads=self.threads,
+            timing=self.timing, processes=self.processes, peaks=list(self.peaks),
+            extra_cases=[{"problem": schema.to_dict(ProblemRecord.of(p)), "variant": v.name}
+                         for p, v in self.extra_cases],
+            python=sys.executable, grid=self.grid)
+
+
+def new_run(plan: Plan) -> Run:
+    """The run's header: machine, software, commit, environment, config and the CPU's
+    ceilings."""
+    run = Run(plan.command, Machine(**environment.machine_info()),
+              environment.software_info(), Commit(**environment.commit_info()), plan.config())
+    run.notes = list(dict.fromkeys(plan.notes))
+    run.environment = environment.environment_info()
+    run.ceilings.engine_overhead = engine_overhead(plan.timing)
+    run.ceilings.c_limit = measure_c_limit()
+    return run
+
+
+def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
+            say: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> Run:
+    """Run the plan, writing the results file after every case; returns the run.
+
+    With ``plan.processes`` > 1 (``--rounds``) every framework's worker runs that many times,
+    one round after another, the frameworks in a rotated order each round so that drift hits
+    them alike; the later rounds reuse the first round's K and their samples are pooled into
+    the same case, so that its IQR also holds the noise between processes. Before timing, the
+    machine is looked at for 0.5 s: a busy neighbour or CPU steal is said in one line (``say``)
+    and recorded; every case records the machine's state while it ran.
+    """
+    cases = plan.cases()
+    if not cases:
+        raise BenchError("nothing to run: " + ("; ".join(dict.fromkeys(plan.notes)) or
+                                              "no variant matches"))
+    run = new_run(plan)
+    start = look_at_machine(run, say)
+    store.write(run, path)
+    progress = {"done": 0, "total": len(cases) * plan.processes}
+
+    def report(case: Case) -> None:
+        progress["done"] += 1
+        on_case(case, progress["done"], progress["total"])
+
+    try:
+        for round_ in range(plan.processes):
+            for framework in rotated(list(registry.FRAMEWORKS), round_):
+                mine = [c for c in cases if c[1].framework == framework]
+                if mine:
+                    Round(plan, run, path, framework, round_, report).execute(mine)
+    except KeyboardInterrupt:
+        run.interrupted = True
+        raise
+    finally:
+        run.finished = now()
+        end = machine_state.snapshot(sample_s=0.2, static=False)
+        run.machine_state.update(after=machine_state.compact(end),
+                                 during=machine_state.assess(start, end))
+        store.write(run, path)
+    return run
+
+
+def rotated(items: list, k: int) -> list:
+    k %= max(1, len(items))
+    return items[k:] + items[:k]
+
+
+def look_at_machine(run: Run, say: Callable[[str], None]) -> dict:
+    """Watch the machine for half a second before timing; say (one line) and record what
+    would distort the timings. Returns the snapshot the run's state is measured from."""
+    first = machine_state.snapshot(sample_s=0, static=False)
+    state = machine_state.snapshot(sample_s=0.5)
+    warnings = machine_state.assess(first, state)["reasons"]
+    run.machine_state = {"before": machine_state.compact(state), "warnings_before": warnings}
+    if warnings:
+        say(f"warning: the machine is not quiet ({'; '.join(warnings)}): timings may be "
+            f"slower than they should, and the cases it disturbs are marked")
+    return state
+
+
+@dataclass
+class Round:
+    """The worker processes of one framework in one round; every case saved as it arrives."""
+
+    plan: Plan
+    run: Run
+    path: Path
+    framework: str
+    round_: int
+    on_case: Callable[[Case], None]
+    current: str | None = None  # the id of the case the worker is on
+    state: dict | None = None  # the machine when that case started
+    floored: bool = False  # its call floors asked for already
+
+    def run_cases(self, pending: list, peaks: list) -> list:
+        """One worker for the pending cases; returns those it did not finish."""
+        job = self.job(pending, peaks)
+        ids = [case_id(d, v.name, ProblemRecord.of(p), v.workers) for p, v, d in pending]
+        got: set[str] = set()
+        self.current = None  # a fresh worker: its start-up has STARTUP_S, not a case's timeout
+        status, last, timed_out = run_worker(job, lambda m: self.receive(m, got),
+                                             self.timeout)
+        left = [c for c, i in zip(pending, ids) if i not in got]
+        if timed_out and left:
+            self.lose(left[0], f"timed out after {self.plan.timeout_s():g} s "
+                               f"(the worker was killed; --timeout sets the limit)")
+            return left[1:]
+        if self.current is not None and left:  # it died in that case: the rest go on
+            self.lose(left[0], lost_reason(status, last))
+            return left[1:]
+        for p, v, d in left:
+            self.lose((p, v, d), lost_reason(status, last))
+        return []
+
+    def execute(self, mine: list) -> None:
+        pending, peaks = list(mine), self.peaks(mine)
+        while pending:
+            pending, peaks = self.run_cases(pending, peaks), []
+
+    def timeout(self) -> float:
+        return STARTUP_S if self.current is None else self.plan.timeout_s()
+
+    def job(self, pending: list, peaks: list) -> messages.Job:
+        by_id = {c.id: c for c in self.run.cases}
+        cases = [messages.JobCase(ProblemRecord.of(p), v.name, d, fixed_k(
+            by_id.get(case_id(d, v.name, ProblemRecord.of(p), v.workers))), v.workers)
+            for p, v, d in pending]
+        floors, self.floored = self.round_ == 0 and not self.floored, True
+        return messages.Job(self.framework, self.plan.device, self.plan.threads,
+                            self.plan.timing, cases, peaks, floors)
+
+    def peaks(self, mine: list) -> list[messages.PeakJob]:
+        """The matmul ceilings to measure in this framework's first worker: one per dtype
+        asked for, on every device its cases use (a CPU reference in a GPU run gets its CPU
+        peak), at the framework's own size."""
+        fw = registry.get_framework(self.framework)
+        if self.round_ or not fw.arrays:
+            return []
+        devices = dict.fromkeys(d for _, _, d in mine)
+        return [messages.PeakJob(d, t, fw.peak_n.get(d, 2048)) for d in devices
+                for t in self.plan.peaks]
+
+    def receive(self, message, got: set) -> None:
+        if isinstance(message, messages.CaseStarted):
+            self.current = message.id
+            self.state = machine_state.snapshot(sample_s=0, static=False)
+        elif isinstance(message, Case):
+            got.add(message.id)
+            self.current = None
+            end = machine_state.snapshot(sample_s=0, static=False)
+            message.state = machine_state.assess(self.state or end, end)
+            self.on_case(self.run.add(message))
+            store.write(self.run, self.path)
+        elif isinstance(message, messages.FrameworkReady) and self.round_ == 0:
+            self.run.frameworks[message.name] = FrameworkRecord(message.settings,
+                                                                message.pinning)
+        elif isinstance(message, messages.FrameworkFailed) and self.round_ == 0:
+            self.run.frameworks[message.name] = FrameworkRecord(error=message.error)
+        elif isinstance(message, Peak):
+            self.run.ceilings.matmul_peak.append(message)
+        elif isinstance(message, CallFloor):
+            self.run.ceilings.call_floors.append(message)
+
+    def lose(self, triple, reason: str) -> None:
+        p, v, d = triple
+        case = Case.new(p, v, d)
+        case.fail("failed", reason)
+        self.on_case(self.run.add(case))
+        store.write(self.run, self.path)
+
+
+def fixed_k(case: Case | None) -> int | None:
+    """The K an earlier process used for this case, so that samples can be pooled."""
+    return case.timing.block_steps if case and case.ok else None
+
+
+def lost_reason(status: int | None, last: str) -> str:
+    said = f": {last}" if last else " (it wrote nothing to its log)"
+    return f"worker process exited with status {status} before this case finished{said}"[:500]
+
+
+def worker_env(channel_fd: int) -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    env[messages.CHANNEL_FD] = str(channel_fd)
+    env[messages.PARENT_PID] = str(os.getpid())
+    return env
+
+
+def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], float]
+               ) -> tuple[int | None, str, bool]:
+    """Run one worker until it exits or a read times out (then its process group is
+    killed); returns (exit status, last line of its log, timed out)."""
+    read_end, write_end = os.pipe()
+    # the log is unlinked at once; the lifeline kills what the worker leaves behind
+    with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.procs.worker"], stdin=subprocess.PIPE, stdout=log,
+                stderr=log, pass_fds=(write_end, life.fd),
+                env={**worker_env(write_end), **life.env()}, start_new_session=True)
+        finally:
+            os.close(write_end)
+        reader, timed_out, done = messages.Reader(read_end), False, False
+        try:
+            proc.stdin.write(json.dumps(schema.to_dict(job)).encode())
+            proc.stdin.close()
+            while (message := reader.next(timeout(), lambda: proc.poll() is None)) is not None:
+                on_message(message)
+            done = True
+        except messages.Timeout:
+            timed_out = True
+        except (schema.SchemaError, BrokenPipeError):
+            done = True  # a garbled message or a worker gone before its job: judged by its exit
+        finally:  # interrupted (Ctrl-C, SIGTERM) or timed out: the worker is killed at once
+            os.close(read_end)
+            status = stop(proc, force=not done)
+        return status, last_line(log), timed_out
+
+
+def stop(proc: subprocess.Popen, force: bool) -> int | None:
+    """Wait for a worker that has closed its channel, or kill its whole process group (at
+    once if ``force``, or when it does not exit); its exit status."""
+    try:
+        if not force:
+            return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.returncode is None:
+            kill_group(proc)
+    return proc.returncode
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def last_line(log) -> str:
+    log.seek(0)
+    lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

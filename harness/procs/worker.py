@@ -1,0 +1,250 @@
+"""One framework's cases, in a process of its own: ``python -m harness.procs.worker``.
+
+The parent (``harness.procs.runner``) writes a ``messages.Job`` to stdin; the worker answers on its
+own channel (``harness.procs.messages``), one message per event, so that every finished case is
+saved even if a later one crashes or hangs the process. Threads are pinned before the
+framework is imported. The worker dies with its parent (Linux: ``PR_SET_PDEATHSIG``).
+
+Each case is timed, then verified, and only a verified case keeps status "ok":
+
+0. for the reference variant (NumPy, the "× reference" column), its loss and gradients are
+   checked against the independent forward pass, the finite differences and the exact
+   float64 chain rule of ``harness.measure.check`` (which every trajectory below is compared with);
+1. the timed Trainer's parameters must be finite (else: diverged);
+2. it runs V more steps (V = K, capped at ``MAX_VERIFY_STEPS`` and so that the float64
+   reference costs at most ``REFERENCE_BUDGET_S``), compared with the float64 reference
+   trajectory from where it stood: the timed code path, in its final state, computes the
+   right update;
+3. a fresh Trainer runs N steps from the shared starting point against the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+from dataclasses import replace
+
+from harness.measure.check.report import crash_reason
+from harness.procs import lifeline, messages
+from harness.record import schema
+from harness.record.results import CallFloor, Case, Timing, case_id
+from implementations.contract import Unavailable
+
+REFERENCE_BUDGET_S = 0.15
+MAX_VERIFY_STEPS = 1000  # float32 drifts from the float64 reference over very long runs
+FRESH_STEPS = 100
+PR_SET_PDEATHSIG = 1
+
+
+def reference_steps(problem, budget_steps: int, block: int) -> int:
+    """Steps whose float64 NumPy reference costs about REFERENCE_BUDGET_S, a multiple of block."""
+    est = 5e-6 + problem.flops_per_step() / 2e9  # NumPy float64 on a CPU core, conservatively
+    v = min(budget_steps, max(1, int(REFERENCE_BUDGET_S / est)))
+    return max(block, v - v % block)
+
+
+def fd_entries(problem) -> int:
+    """Finite-difference entries per tensor that cost about a second of float64 NumPy."""
+    forward_flops = max(1, problem.flops_per_step() // 3)  # one forward pass of 6·B·W
+    per_tensor = int(1e9 / (2 * forward_flops) / len(problem.spec.param_names()))
+    return max(2, min(48, per_tensor))
+
+
+def verify(problem, variant, trainer, block_steps: int, device: str,
+           steps_done: int | None = None, fresh: bool = True) -> tuple[bool, str | None, dict]:
+    """The checks of the module docstring; (passed, reason, check report dict).
+
+    ``fresh=False`` skips checks 0 and 3 (a later process of a pooled case: the first process
+    already made them, from the same start).
+    """
+    import numpy as np
+
+    from harness.measure import check
+    from implementations import registry
+    from implementations.problem import flatten, map_params
+
+    report = check.Report()
+    if fresh and variant.role == "reference":  # everyone's reference trajectory: check it
+        modules = {variant.framework: registry.import_module(variant.framework)}
+        check.check_gradients(problem, modules, device, report, fd_entries(problem))
+    start = map_params(lambda a: np.asarray(a, dtype=np.float64), trainer.params())
+    if not all(np.all(np.isfinite(t)) for t in flatten(start)):
+        after = f" after {steps_done:,} steps" if steps_done else ""
+        return False, f"diverged: non-finite parameters{after}", {}
+    block = max(1, int(getattr(trainer, "block", 1)))
+    v = reference_steps(problem, min(block_steps, MAX_VERIFY_STEPS), block)
+    trainer.run(v)
+    label = getattr(variant, "label", variant.name)
+    check.compare_to_reference(problem, f"{label} (timed)", trainer.params(), start, v, report)
+    if getattr(variant, "distributed", False):  # every worker must hold the same parameters
+        from harness.procs import distcheck
+
+        distcheck.check_ranks(problem, f"{label} (timed)", trainer, report)
+    if fresh:
+        n = reference_steps(problem, FRESH_STEPS, 1)
+        check.check_trajectory(problem, variant, n, device, report)
+    if report.passed:
+        return True, None, report.as_dict()
+    return False, "wrong result: " + report.failures()[0], report.as_dict()
+
+
+def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
+    """Time and verify one (problem, variant) pair; never raises.
+
+    ``compiled_before`` holds the compiling variants this process has already run: the first
+    of them pays the process's one-time compiler start-up, and says so (first_in_process).
+    """
+    from harness.measure.timing import Probe, time_trainer
+    from implementations import registry
+
+    variant = registry.get(job_case.variant).at(job_case.workers)
+    problem = job_case.problem.problem()
+    case = Case.new(problem, variant, job_case.device)
+    fresh = not job_case.block_steps  # the first process of a case; later ones only time
+    # a distributed variant's memory is in its worker processes, which this one cannot see
+    measure = fresh and not variant.distributed
+    try:
+        trainer = variant.make(problem, job_case.device)
+        case.distributed = getattr(trainer, "distributed", None)
+        if variant.baseline:
+            case.first_in_process = not compiled_before
+            compiled_before.add(variant.name)
+        probe = memory_probe(variant, job_case.device) if measure else Probe()
+        m = time_trainer(trainer, replace(cfg, block_steps=job_case.block_steps), probe=probe)
+        case.timing = Timing.of(m, int(getattr(trainer, "first_calls", 1)))
+        if measure:
+            probe.warm_call(trainer)
+            case.memory = probe.result(minimum(problem))
+        passed, reason, report = verify(problem, variant, trainer, m.block_steps,
+                                        job_case.device, m.total_steps, fresh=fresh)
+        case.check = report
+        if passed:
+            case.status = "ok"
+            if fresh and hasattr(trainer, "phases"):
+                case.phases = time_phases(trainer.phases(), cfg)
+        else:
+            case.fail("failed", reason)
+    except Unavailable as exc:
+        case.fail("unavailable", str(exc))
+    except Exception as exc:  # a crashing variant is a result, not the end of the run
+        case.fail("failed", crash_reason(exc))
+    return case
+
+
+class Phase:
+    """One part of a step (forward, gradient or update) as the timing engine's unit."""
+
+    def __init__(self, run):
+        self.run = run
+
+
+def time_phases(phases: dict, cfg) -> dict:
+    """Each part of the step timed by the same engine, with a shorter budget: PerStep each."""
+    from dataclasses import replace as with_
+
+    from harness.measure.timing import time_trainer
+    from harness.record.results import PerStep
+
+    short = with_(cfg, target_block_s=min(cfg.target_block_s, 0.01),
+                  budget_s=min(cfg.budget_s, 0.05), min_blocks=5, warmup_blocks=1,
+                  block_steps=None)
+    return {name: PerStep.of(time_trainer(Phase(fn), short).stats)
+            for name, fn in phases.items()}
+
+
+def memory_probe(variant, device: str):
+    """The memory accounting of a case: its device's allocator, or resident memory."""
+    from harness.measure import memory
+    from implementations import registry
+
+    return memory.StepMemory(memory.meter_for(registry.import_module(variant.framework),
+                                              device))
+
+
+def minimum(problem) -> dict:
+    from harness.measure import memory
+
+    s = problem.spec
+    return memory.minimum_breakdown(s.widths, s.bias, problem.batch, s.dtype)
+
+
+def warm_up(module, devices) -> None:
+    """One tiny product per device before the first case, so that starting the backend (CUDA
+    context, XLA client, thread pools) is not billed to whichever case happens to be first."""
+    import numpy as np
+
+    for device in devices:
+        try:
+            a = module.to_framework(np.ones((2, 2), dtype=np.float32), device)
+            module.sync([(a @ a, None)])
+        except Exception:  # the case itself will report what is wrong with the device
+            pass
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (SIGKILL of the runner included)."""
+    parent = int(os.environ.get(messages.PARENT_PID, "0") or 0)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the runner's own clean-up is all there is
+    if parent and os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def start_framework(job: messages.Job, channel):
+    """Import and set up the framework; its module, or None after a FrameworkFailed."""
+    from implementations import registry
+
+    try:
+        module = registry.import_module(job.framework)
+        settings = module.settings(job.threads)
+    except Unavailable as exc:
+        messages.send(channel, messages.FrameworkFailed(job.framework, str(exc)))
+        return None
+    except Exception as exc:
+        messages.send(channel, messages.FrameworkFailed(job.framework, crash_reason(exc)))
+        return None
+    return module, settings
+
+
+def main() -> int:
+    channel = messages.writer()
+    if channel is None:
+        print("harness.procs.worker: started by harness.runner only", file=sys.stderr)
+        return 2
+    die_with_parent()
+    lifeline.guard()
+    job = schema.from_dict(messages.Job, json.loads(sys.stdin.read()), "job")
+
+    from harness.measure.environment import pin_threads
+
+    pinning = pin_threads(job.threads)
+    from harness.measure.peak import measure_peak
+    from implementations import registry
+
+    started = start_framework(job, channel)
+    if started is not None:
+        module, settings = started
+        messages.send(channel, messages.FrameworkReady(job.framework, settings, pinning))
+        for peak in job.peaks:
+            messages.send(channel, measure_peak(job.framework, module, peak.device, peak.dtype,
+                                                peak.n))
+        if job.floors and hasattr(module, "call_floors"):
+            for name, (per_call, calls) in module.call_floors().items():
+                messages.send(channel, CallFloor(job.framework, name, per_call, calls))
+        if registry.get_framework(job.framework).arrays:
+            warm_up(module, {c.device for c in job.cases})
+    compiled_before: set = set()
+    for job_case in job.cases:
+        messages.send(channel, messages.CaseStarted(
+            case_id(job_case.device, job_case.variant, job_case.problem, job_case.workers)))
+        messages.send(channel, run_case(job_case, job.timing, compiled_before))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Derived columns of a run, computed from stored cases only (nothing is re-measured).
+
+For each case: per-step median, IQR as a % of the median, min, × the limit (the variant with
+the registry role "limit" on the same network), × the reference (role "reference": NumPy), the
+first call, the compile cost (first call beyond its steps' steady-state cost; only for
+variants that compile, i.e. have a registered baseline: for the others the first call is just
+a cold call) and the number of steps after which compiling pays off against that baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.measure.timing import steps_to_pay_off
+from harness.record.results import Case, Run
+from harness.tables import fmt_ratio, fmt_time, text_table
+from implementations import registry
+
+
+def role_of(variant: str) -> str | None:
+    v = registry.VARIANTS.get(variant)
+    return v.role if v else None
+
+
+def baseline_of(variant: str) -> str | None:
+    v = registry.VARIANTS.get(variant)
+    return v.baseline if v else None
+
+
+def reference_name() -> str:
+    """The name of the reference variant, for column headers ("numpy")."""
+    refs = registry.with_role("reference")
+    return refs[0].name if refs else "reference"
+
+
+@dataclass
+class Row:
+    """A case and its derived columns (None where a reference is missing)."""
+
+    case: Case
+    x_limit: float | None = None
+    x_reference: float | None = None
+    compile: float | None = None
+    pays_off: str | None = None
+
+    @property
+    def network(self) -> str:
+        return self.case.problem.label()
+
+
+def derive(run: Run) -> list[Row]:
+    """One Row per case, in the run's order."""
+    by = {(c.problem, c.device, c.variant): c for c in run.ok_cases()}
+    refs = {(c.problem, role_of(c.variant)): c for c in run.ok_cases() if role_of(c.variant)}
+    rows = []
+    for c in run.cases:
+        row = Row(c)
+        if c.ok:
+            base = baseline_of(c.variant)
+            row.compile = c.timing.compile_s if base else None
+            for role, attr in (("limit", "x_limit"), ("reference", "x_reference")):
+                r = refs.get((c.problem, role))
+                if r is not None:
+                    setattr(row, attr, c.median / r.median)
+            row.pays_off = pays_off(c, by.get((c.problem, c.device, base)))
+        rows.append(row)
+    return rows
+
+
+def pays_off(case: Case, base: Case | None) -> str | None:
+    """Steps until the compiled case's total time is below its baseline's; None when there is
+    no baseline case."""
+    if base is None:
+        return None
+    n = steps_to_pay_off(case.timing.compile_s, case.median, base.timing.compile_s,
+                         base.median)
+    return "never" if n is None else f"{n:,.0f} steps"
+
+
+def status_text(case: Case) -> str:
+    """ok, or what to mistrust: noisy (IQR over 10%), disturbed (the machine was busy),
+    leaks (memory grows with the steps); or the failure and its reason."""
+    if not case.ok:
+        return f"{case.status.upper()}: {case.reason}"
+    flags = [name for name, on in (("noisy", case.noisy), ("disturbed", case.disturbed),
+                                   ("leaks", case.leaks),
+                                   ("oversubscribed", case.oversubscribed)) if on]
+    return ", ".join(flags) or "ok"
+
+
+def in_order(run: Run, rows: list[Row]) -> list[Row]:
+    """Rows sorted by the run's network order, then device, then registry variant order."""
+    nets = {p: i for i, p in enumerate(run.config.problems)}
+    names = {name: i for i, name in enumerate(registry.VARIANTS)}
+
+    def key(r: Row):
+        c = r.case
+        return (nets.get(c.problem, len(nets)), c.device != "cpu",
+                names.get(c.variant, len(names)), c.workers)
+
+    return sorted(rows, key=key)
+
+
+def headers() -> list[str]:
+    return ["network", "variant", "kind", "device", "per step", "IQR", "between rounds", "min",
+            "× limit", f"× {reference_name()}", "first call", "compile", "pays off after",
+            "status"]
+
+
+ALIGN = "llllrrrrrrrrrl"
+
+
+def row_cells(r: Row, markdown: bool = False) -> list[str]:
+    """The cells of one derived row, in ``headers()`` order; Markdown quotes the variant and
+    keeps the status short (the reasons are listed under the table). "compile" is "—" for a
+    variant with no registered baseline (it does not compile; its first call is a cold call)."""
+    c = r.case
+    status = c.status if markdown and not c.ok else status_text(c)
+    t = c.timing if c.ok else None
+    return [r.network, f"`{c.label}`" if markdown else c.label, c.kind, c.device,
+            fmt_time(c.median), fmt_pct(c.iqr_pct), fmt_pct(c.round_spread_pct),
+            fmt_time(t and t.per_step.min_s), fmt_ratio(r.x_limit), fmt_ratio(r.x_reference),
+            fmt_time(t and t.first_call_s), fmt_time(r.compile), r.pays_off or "—", status]
+
+
+def fmt_pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0f}%"
+
+
+def fmt_bytes(n: float | None) -> str:
+    """1.5 KiB, 23 MiB, 1.02 GiB; '—' when unknown."""
+    if n is None:
+        return "—"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+MEMORY_HEADERS = ["network", "variant", "device", "first call adds", "a warm step adds",
+                  "at rest", "minimum", "growth over the timed steps", "leaks"]
+
+
+def memory_cells(case: Case) -> list[str] | None:
+    """One row of the memory table, or None for a case without memory figures."""
+    m = case.memory
+    if not m:
+        return None
+    per_block = f" per {m['block']} steps" if m.get("block", 1) > 1 else ""
+    return [case.problem.label(), case.variant, case.device,
+            fmt_bytes(m.get("first_call_added_bytes")),
+            fmt_bytes(m.get("warm_call_added_bytes")) + per_block,
+            fmt_bytes(m.get("resting_bytes")), fmt_bytes(m.get("minimum_bytes")),
+            f"{fmt_bytes(m.get('growth_bytes'))} over {m.get('timed_steps', 0):,} steps",
+            {True: "LEAKS", False: "no"}.get(m.get("leaks"), "—")]
+
+
+def memory_table(run: Run) -> str:
+    """What each case's steps add to memory, against what the network needs at minimum."""
+    rows = [cells for r in in_order(run, derive(run)) if (cells := memory_cells(r.case))]
+    return text_table(MEMORY_HEADERS, rows, "lllrrrrrl") if rows else ""
+
+
+def run_table(run: Run) -> str:
+    """The table `backprop-bench run` prints at the end."""
+    return text_table(headers(), [row_cells(r) for r in in_order(run, derive(run))], ALIGN)
+
+
+def case_line(case: Case, done: int, total: int) -> str:
+    """One progress line per finished case."""
+    head = f"[{done}/{total}] {case.device:4} {case.label:15} {case.problem.label():28}"
+    if not case.ok:
+        return f"{head} {status_text(case)}"
+    t = case.timing
+    notes = ["noisy: IQR > 10% of median"] * case.noisy
+    notes += [f"disturbed: {'; '.join(case.state['reasons'])}"] * case.disturbed
+    notes += [f"leaks: {case.memory['leak_reason']}"] if case.leaks else []
+    flags = f"  ({'; '.join(notes)})" if notes else ""
+    return (f"{head} {fmt_time(case.median):>10}/step  IQR {fmt_time(t.per_step.iqr_s)}"
+            f"  first call {fmt_time(t.first_call_s)}{flags}")
+
+
+# ---- the abstraction ladder: what each layer costs over the one it is built on -------------
+
+def ladder_order() -> list[tuple[str, int]]:
+    """(variant, depth) of every variant on a ladder (it has a rung below, or one above), the
+    bottom rungs first, each followed by the rungs built on it, in registry order."""
+    children: dict[str | None, list[str]] = {}
+    for v in registry.VARIANTS.values():
+        children.setdefault(v.below, []).append(v.name)
+    out: list[tuple[str, int]] = []
+
+    def visit(name: str, depth: int) -> None:
+        out.append((name, depth))
+        for child in children.get(name, []):
+            visit(child, depth + 1)
+
+    for root in children.get(None, []):
+        if root in children:
+            visit(root, 0)
+    return out
+
+
+@dataclass
+class Rung:
+    """One variant of a ladder on one network, against the rung below it."""
+
+    case: Case
+    below: Case | None
+    depth: int
+
+    @property
+    def adds(self) -> float | None:
+        return self.case.median - self.below.median if self.below else None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.case.median / self.below.median if self.below else None
+
+
+def ladders(run: Run) -> dict:
+    """{(problem, device): [Rung, ...]} for the networks with at least two rungs measured."""
+    by = {(c.problem, c.device, c.variant): c for c in run.ok_cases()}
+    out = {}
+    for problem, device in dict.fromkeys((c.problem, c.device) for c in run.ok_cases()):
+        rungs = [Rung(by[(problem, device, name)],
+                      by.get((problem, device, registry.VARIANTS[name].below)), depth)
+                 for name, depth in ladder_order() if (problem, device, name) in by]
+        if sum(r.below is not None for r in rungs):
+            out[(problem, device)] = rungs
+    return out
+
+
+LADDER_HEADERS = ["rung", "built on", "per step", "adds", "× the rung below"]
+
+
+def ladder_cells(r: Rung, markdown: bool = False) -> list[str]:
+    name = ("  " * r.depth + r.case.variant) if not markdown else \
+        ("&nbsp;" * 4 * r.depth + f"`{r.case.variant}`")
+    below = registry.VARIANTS[r.case.variant].below if r.case.variant in registry.VARIANTS \
+        else None
+    adds = "—" if r.adds is None else ("+" if r.adds >= 0 else "−") + fmt_time(abs(r.adds))
+    return [name, below or "—", fmt_time(r.case.median), adds, fmt_ratio(r.ratio)]
+
+
+def ladder_table(run: Run) -> str:
+    """The ladders `run` prints: per network, each rung against the one it is built on."""
+    parts = []
+    for (problem, device), rungs in ladders(run).items():
+        parts.append(f"{problem.label()} on {device}:\n"
+                     + text_table(LADDER_HEADERS, [ladder_cells(r) for r in rungs], "llrrr"))
+    return "\n\n".join(parts)
