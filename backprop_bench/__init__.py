@@ -3,8 +3,7 @@
 A thin package over ``harness.api`` (see there): ``variants``, ``problem``, ``check``,
 ``check_impl``, ``check_example``, ``time``, ``load``, ``records`` and ``dataframe``, and
 ``BenchError``, the one-line error of every mistake a user can fix. It is a package of its
-own because ``harness.measure.check`` is a package: ``harness`` cannot also export a
-function of that name.
+own so that ``import backprop_bench`` is the API and nothing else.
 """
 
 from harness import __version__

@@ -98,9 +98,9 @@ def check(problem: Problem, frameworks: Sequence[str] | None = None, device: str
     defaults to every installed one (the others become notes); variants whose cold build
     takes minutes are left out unless cached or ``include_all``. Each framework's settings
     (``threads``, default all usable cores) are applied as ``run`` applies them, in this
-    process, and recorded in ``report.settings``. Returns the ``harness.check.Report``:
+    process, and recorded in ``report.settings``. Returns the ``harness.measure.check.Report``:
     ``passed``, ``rows``, ``notes``, ``failed()``, ``failures()``, ``diagnoses``;
-    ``harness.check.render(report, [problem])`` prints it as the CLI does."""
+    ``harness.measure.check.render(report, [problem])`` prints it as the CLI does."""
     return check_problems([problem], frameworks, device, steps, include_all, threads)
 
 
@@ -108,7 +108,7 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
                frameworks: Sequence[str] | None = None, steps: int = 100,
                threads: int | None = None) -> checks.Report:
     """Check a learner's own backward pass in a NumPy file (``grads(params, x, y)`` and
-    optionally ``sgd_step``; see ``harness.check.learner``) like a framework, on ``problems``
+    optionally ``sgd_step``; see ``harness.measure.check.learner``) like a framework, on ``problems``
     (default: the default networks of ``check``, with the file's ACTIVATION and BIAS), beside
     the frameworks (default: every installed one; ``[]``: none). Its subject in the report
     is the file's name."""
@@ -125,15 +125,16 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
 def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = None,
                   include_all: bool = False):
     """Reproduce a published worked example from a TOML or JSON file in every framework (see
-    ``harness.check.example``). Returns its ``Outcome``: ``passed``, ``results(value)``,
-    ``failed()``, ``unreproduced()``; ``harness.check.example.render(outcome)`` prints it."""
+    ``harness.measure.check.example``). Returns its ``Outcome``: ``passed``,
+    ``results(value)``, ``failed()``, ``unreproduced()``;
+    ``harness.measure.check.example.render(outcome)`` prints it."""
+    from harness.commands import check as session
     from harness.measure.check import example as examples
-    from harness.measure.check import session
 
     example = examples.load(path)
     names = names_of(frameworks)
     selection = session.select(names, None, [example.problem], "cpu", include_all)
-    outcome = examples.run(example, selection, lambda text: None)
+    outcome = session.run_example(example, selection, lambda text: None)
     outcome.notes = selection.notes + outcome.notes
     return outcome
 
@@ -148,7 +149,7 @@ def names_of(frameworks: Sequence[str] | None) -> tuple[str, ...] | None:
 
 def check_problems(problems: list[Problem], frameworks, device: str, steps: int,
                    include_all: bool, threads: int | None, learner=None) -> checks.Report:
-    from harness.measure.check import session
+    from harness.commands import check as session
     from harness.measure.environment import default_threads
 
     device = device_of(device)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from harness import __version__
 from harness.commands import basic as commands
-from harness.commands import timed
+from harness.commands import check, demo, timed
 from harness.commands.options import (
     LR_HELP,
     UsageError,
@@ -244,7 +244,7 @@ COMMANDS = (
             "the same training by every variant's own Trainer (nn.Module, Flax, Keras, "
             "compiled, fused), with the gradients it computes its own way.",
             ("demo", "demo --framework numpy,jax --epochs 20 --lr 0.05"), demo_args,
-            lambda a: commands.demo(a.framework, a.epochs, validate_lr(a.lr), a.variants)),
+            lambda a: demo.command(a.framework, a.epochs, validate_lr(a.lr), a.variants)),
     Command("check", "verify gradients against finite differences, the closed form, each other "
             "and a training trajectory; exit 1 on any disagreement",
             "Check each framework's loss and gradients, and each variant's own, against "
@@ -257,7 +257,7 @@ COMMANDS = (
             ("check", "check --widths 4,16,16,4 --activation tanh --bias --batch 5 --dtype "
              "float32,float64", "check --impl examples/learner_backprop.py",
              "check --example examples/mazur-2015.toml", "check --all"),
-            check_args, lambda a: commands.check(networks_of(a), a.framework, a.variants,
+            check_args, lambda a: check.command(networks_of(a), a.framework, a.variants,
                                                  a.steps, a.device, a.workers,
                                                  a.oversubscribe, a.include_all, a.impl,
                                                  a.example, a.threads)),

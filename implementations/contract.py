@@ -55,8 +55,9 @@ matmul precision).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -158,6 +159,7 @@ class Variant:
             leaves a variant that takes 10 s or more out unless its module's
             ``built(variant, problem, device)`` says it is cached, or ``--all`` is given.
         framework: filled in by the registry from the module's ``FRAMEWORK``.
+        load: filled in by the registry: imports the module (or raises Unavailable).
     """
 
     name: str
@@ -178,6 +180,7 @@ class Variant:
     workers: int = 1
     build_s: float = 0.0
     framework: str = ""
+    load: Callable[[], ModuleType] | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -211,9 +214,18 @@ class Variant:
 
     def make(self, problem: Problem, device: str = "cpu") -> Trainer:
         """A ready Trainer for this problem on this device, or raise Unavailable."""
-        from implementations import registry
-
-        return registry.make(self, problem, device)
+        reason = self.why_not(problem, device)
+        if reason:
+            raise Unavailable(reason)
+        if self.load is None:
+            raise Unavailable(f"{self.name} is not registered (no module to load it from)")
+        module = self.load()
+        module.check_device(device)
+        trainer = getattr(module, self.trainer)
+        kwargs = {"workers": self.workers} if self.distributed else {}
+        if self.loop is None:
+            return trainer(problem, device, **kwargs)
+        return trainer(problem, device, loop=getattr(module, self.loop), **kwargs)
 
 
 # ---- what a module and a Trainer provide ------------------------------------------------------

@@ -17,6 +17,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -29,7 +30,7 @@ from implementations.contract import (
     Unavailable,
     Variant,
 )
-from implementations.problem import BenchError, Problem
+from implementations.problem import BenchError
 
 HERE = Path(__file__).resolve().parent
 ENV = "BACKPROP_BENCH_FRAMEWORKS"
@@ -65,7 +66,8 @@ def declarations(path: Path) -> tuple[Framework, tuple[Variant, ...]] | None:
     framework, variants = found["FRAMEWORK"], tuple(found["VARIANTS"])
     if not isinstance(framework, Framework) or not all(isinstance(v, Variant) for v in variants):
         raise BenchError(f"{path.name}: FRAMEWORK must be a Framework and VARIANTS Variants")
-    return framework, tuple(replace(v, framework=framework.name) for v in variants)
+    load = partial(import_module, framework.name)
+    return framework, tuple(replace(v, framework=framework.name, load=load) for v in variants)
 
 
 def evaluate(node: ast.expr, path: Path):
@@ -171,20 +173,6 @@ def load(framework: str) -> ModuleType:
         del sys.modules[name]
         raise
     return module
-
-
-def make(variant: Variant, problem: Problem, device: str = "cpu"):
-    """A ready Trainer for this problem on this device, or raise Unavailable."""
-    reason = variant.why_not(problem, device)
-    if reason:
-        raise Unavailable(reason)
-    module = import_module(variant.framework)
-    module.check_device(device)
-    trainer = getattr(module, variant.trainer)
-    kwargs = {"workers": variant.workers} if variant.distributed else {}
-    if variant.loop is None:
-        return trainer(problem, device, **kwargs)
-    return trainer(problem, device, loop=getattr(module, variant.loop), **kwargs)
 
 
 def get(name: str) -> Variant:

@@ -108,7 +108,7 @@ def test_check_of_a_named_framework_that_is_missing_is_an_error(without_jax):
 
 
 def test_a_missing_framework_outside_the_named_ones_is_a_note(without_jax):
-    from harness.measure.check import session
+    from harness.commands import check as session
 
     notes = []
     modules = session.gradient_modules(None, notes)

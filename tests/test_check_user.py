@@ -1,4 +1,4 @@
-"""harness.check.learner and .example: a learner's own backward pass, and published worked
+"""harness.measure.check.learner and .example: a learner's own backward pass, and published worked
 examples, checked like any framework (``check --impl``, ``check --example``, the API)."""
 
 from __future__ import annotations

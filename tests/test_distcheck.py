@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.commands import plans
+from harness.commands import check_workers, plans
 from harness.procs import distcheck
 from implementations import launch, registry
 
@@ -72,11 +72,11 @@ def test_workers_check_only_data_parallel_variants(capsys):
 
 
 def test_default_networks_scale_the_batch_with_the_workers():
-    problems = distcheck.problems_for(plans.Networks(), 4)
+    problems = check_workers.problems_for(plans.Networks(), 4)
     assert {p.batch for p in problems} == {32}
     assert {p.spec.dtype for p in problems} == {"float64", "float32"}
     assert problems[0].spec.widths == distcheck.DEFAULT_WIDTHS
-    assert distcheck.problems_for(plans.Networks(batch=6), 3)[0].batch == 6
+    assert check_workers.problems_for(plans.Networks(batch=6), 3)[0].batch == 6
 
 
 def test_a_plain_check_skips_data_parallel_variants_with_a_note(capsys):

@@ -9,8 +9,8 @@ import helpers_scale as hs
 import pytest
 
 from harness.analysis import cost as model
+from harness.analysis import published
 from harness.analysis import scaling as scale_model
-from harness.commands import scale
 from harness.record.results import AllreduceCurve
 
 
@@ -81,13 +81,13 @@ def test_on_paper_steps_use_the_gpu_fit_and_the_published_ranges():
                            [6 * 64 * 2 * d * d for d in (16, 256, 1024, 4096)],
                            [50e-6 + 6 * 64 * 2 * d * d / 20e12 for d in (16, 256, 1024, 4096)])
     prob = h.problem((1024, 1024, 1024))
-    nvlink = scale.ON_PAPER[0]
+    nvlink = published.ON_PAPER[0]
     compute, comm, step = scale_model.paper_step(fit, prob, "strong", 64, nvlink.workers,
                                                  480e9, 5e-6)
     assert compute == pytest.approx(50e-6 + 6 * 8 * 2 * 1024 ** 2 / 20e12, rel=1e-6)
     assert comm == pytest.approx(5e-6 + 2 * 7 / 8 * 8 * 1024 ** 2 / 480e9)
     assert step == pytest.approx(compute + comm)
-    for ic in scale.ON_PAPER:  # every figure names where it comes from
+    for ic in published.ON_PAPER:  # every figure names where it comes from
         assert ic.sources and all(url.startswith("https://") for _, url in ic.sources)
         assert ic.bus_GBps[0] <= ic.bus_GBps[1] and ic.latency_us[0] <= ic.latency_us[1]
     assert math.isclose(scale_model.fitted_compute(fit, prob, 64), fit.predict(

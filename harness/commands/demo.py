@@ -8,12 +8,27 @@ for 0.4 and -200 (it should have learned to invert its input).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
+from harness.commands import check, plans
+from harness.commands.base import PROG, note
+from harness.measure.check.render import settings_line
+from harness.measure.environment import apply_settings, default_threads
+from harness.procs import isolated
 from harness.tables import text_table
-from implementations.problem import NetworkSpec, Problem, cast_problem, map_params
+from implementations import registry
+from implementations.contract import Unavailable
+from implementations.problem import (
+    BenchError,
+    NetworkSpec,
+    Problem,
+    cast_problem,
+    make_problem,
+    map_params,
+)
 
 PROBES = (0.4, -200.0)
 
@@ -104,7 +119,6 @@ def replay_variants(variants: list, problem: Problem, epochs: list[int]) -> dict
     """{variant: ([[epoch, E, params], ...] of its own Trainer at the given epochs, its own
     (dE/dw_ih, dE/dw_ho) at the start or None) or the reason it could not run}, for the
     variants of one framework: in a process of their own where the framework needs one."""
-    from harness.procs import isolated
     from implementations import registry
 
     names = [v.name for v in variants]
@@ -145,3 +159,73 @@ def render_trainers(table: dict[str, tuple[list[list], tuple | None]]) -> str:
             "compiled, fused, ...):\n"
             + text_table(["variant", "epoch", "E", "w_ih", "w_ho", "own dE/dw_ih, dE/dw_ho"],
                          rows, "lrrrrl"))
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+def command(frameworks: tuple[str, ...] | None, epochs: int, lr: float,
+         variant_names: tuple[str, ...] | None = None) -> int:
+    if epochs < 0:
+        raise BenchError(f"--epochs {epochs} must be 0 or more")
+    problem = make_problem(lr=lr)
+    notes: list[str] = []
+    modules = check.gradient_modules(frameworks, notes)
+    settings, failed = apply_settings(modules, default_threads())
+    for text in notes + failed:
+        note(text)
+    with np.errstate(all="ignore"):  # a diverging lr is reported below, not as warnings
+        results = {name: replay(m, problem, epochs) for name, m in modules.items()}
+        if results:
+            print(render(results, lr))
+        trainers = demo_trainers(problem, epochs, frameworks, variant_names, settings)
+    if not (results or trainers):
+        raise BenchError("no framework is available: " + "; ".join(notes))
+    if trainers:
+        print(render_trainers(trainers))
+    print(f"\n{settings_line(settings)}")
+    bad = diverged(results) + [n for n, (snaps, _) in trainers.items()
+                               if not np.isfinite(float(snaps[-1][1]))]
+    if bad:
+        print(f"{PROG}: error: training diverged (non-finite loss or weights) with lr {lr:g} "
+              f"in {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def demo_trainers(problem, epochs: int, frameworks, variant_names,
+                  settings: dict | None = None) -> dict:
+    """{variant: (snapshots at 0, 1 and the last epoch, its own gradients or None)} for every
+    variant that runs the worked example here (a variant asked for by name must). A variant
+    whose cold build takes minutes joins only if it is built already, or asked for by name;
+    each framework run here gets its settings first (into ``settings``)."""
+    default = [v for v in registry.VARIANTS.values()
+               if frameworks is None or v.framework in frameworks]
+    variants, explicit = plans.variants(variant_names, None, default)
+    for v in variants:
+        if explicit and v.why_not(problem, "cpu"):
+            raise BenchError(f"{v.name}: {v.why_not(problem, 'cpu')}")
+    runnable = [v for v in variants if not v.why_not(problem, "cpu")]
+    if not explicit:
+        runnable, slow = check.split_slow(runnable, [problem], "cpu")
+        if slow:
+            note(check.left_out_note(slow).replace("'check --all' includes them (or name "
+                                                     "them with --variants)",
+                                                     "name them with --variants"))
+    out = {}
+    for framework in dict.fromkeys(v.framework for v in runnable):
+        mine = [v for v in runnable if v.framework == framework]
+        if settings is not None and not registry.FRAMEWORKS[framework].isolated:
+            applied, notes = apply_settings([framework], default_threads())
+            settings.update({k: v for k, v in applied.items() if k != "pinning"})
+            for text in notes:
+                note(text)
+        print(f"demo: {', '.join(v.name for v in mine)}", file=sys.stderr)
+        for name, got in replay_variants(mine, problem,
+                                                sorted({0, min(1, epochs), epochs})).items():
+            if isinstance(got, str):  # the reason it could not run
+                if explicit:
+                    raise Unavailable(got)
+                note(got)
+            else:
+                out[name] = got
+    return out

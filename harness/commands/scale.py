@@ -12,8 +12,8 @@ all-reduce alone over message sizes up to the gradient's (``harness.procs.allred
 ``Ceilings.allreduce`` and fitted by ``harness.analysis.scaling``, which also makes the
 predictions; the report's scaling section (``harness.report.scaling``) shows them.
 
-``ON_PAPER`` holds, in this one place, the published figures the report uses to predict the
-step on hardware that is not here; every figure names its source.
+The published figures the report uses to predict the step on hardware that is not here are
+``harness.analysis.published.ON_PAPER``.
 """
 
 from __future__ import annotations
@@ -29,38 +29,6 @@ DEFAULT_SIZES = (16, 256, 1024)
 DEFAULT_WORKERS = (1, 2)
 DEFAULT_BATCH = 64
 ALLREDUCE_BUDGET = 12  # × --time-per-case: 3 s by default
-
-
-@dataclass(frozen=True)
-class Interconnect:
-    """A machine that is not here, as published: NCCL all-reduce bus bandwidth and latency
-    ranges (low, high), and where each figure comes from (name, URL)."""
-
-    name: str
-    workers: int
-    bus_GBps: tuple[float, float]
-    latency_us: tuple[float, float]
-    sources: tuple[tuple[str, str], ...]
-
-
-NCCL_TESTS = ("nccl-tests README, and doc/PERFORMANCE.md for bus bandwidth: busbw = algbw · "
-              "2(N-1)/N for all-reduce", "https://github.com/NVIDIA/nccl-tests")
-ON_PAPER = (
-    Interconnect(
-        "8 GPUs over NVLink 4 (H100/H200 SXM, NVSwitch)", 8, (370.0, 480.0), (5.0, 30.0),
-        (("NVIDIA DGX H100 datasheet: NVLink 4, 900 GB/s bidirectional per GPU",
-          "https://resources.nvidia.com/en-us-dgx-systems/ai-enterprise-dgx"),
-         NCCL_TESTS,
-         ("NVIDIA's published all_reduce_perf results for 8×H100 SXM: about 370-480 GB/s "
-          "bus bandwidth at large messages", "https://github.com/NVIDIA/nccl-tests"))),
-    Interconnect(
-        "2 nodes, 1 GPU each, over 400 Gb/s InfiniBand NDR", 2, (40.0, 48.0), (5.0, 30.0),
-        (("NVIDIA DGX H100 datasheet: ConnectX-7, 400 Gb/s InfiniBand (50 GB/s line rate) "
-          "per NIC", "https://resources.nvidia.com/en-us-dgx-systems/ai-enterprise-dgx"),
-         NCCL_TESTS,
-         ("NVIDIA's published multi-node all_reduce_perf results: about 40-48 GB/s bus "
-          "bandwidth per 400 Gb/s NIC", "https://github.com/NVIDIA/nccl-tests"))),
-)
 
 
 @dataclass(frozen=True)
@@ -120,9 +88,9 @@ def validate(o: Options) -> None:
 
 def variants_of(names, frameworks) -> list:
     """The distributed variants asked for, or all of them."""
-    from harness.procs import distcheck
+    from harness.commands import check_workers
 
-    return distcheck.variants_for(names, frameworks)
+    return check_workers.variants_for(names, frameworks)
 
 
 def make_plan(o: Options, t, threads: int):
@@ -174,18 +142,18 @@ def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
 
 def command(o: Options, t) -> int:
     """`backprop-bench scale`: plan, time, check, then the all-reduce; 1 if a case failed."""
-    from harness.commands import basic as commands
     from harness.commands import timed
+    from harness.commands.base import PROG, require_device
     from harness.procs import runner
     from harness.record import store, summary
 
     allow_oversubscribe(o.oversubscribe)
-    commands.require_device(t.device)
+    require_device(t.device)
     threads = t.thread_count()
     plan = make_plan(o, t, threads)
     plan.cases()  # a variant that can run nothing fails here, before any output
     path = timed.claim("scale", t)
-    print(f"{commands.PROG} scale: writing {path}", flush=True)
+    print(f"{PROG} scale: writing {path}", flush=True)
     try:
         result = runner.execute(plan, path, lambda c, d, n: print(summary.case_line(c, d, n),
                                                                   flush=True))
@@ -193,7 +161,7 @@ def command(o: Options, t) -> int:
             measure_allreduce(result, plan, o, threads, lambda s: print(s, flush=True))
             store.write(result, path)
     except KeyboardInterrupt:
-        print(f"{commands.PROG}: interrupted: the finished cases are saved in {path}",
+        print(f"{PROG}: interrupted: the finished cases are saved in {path}",
               file=sys.stderr)
         return 130
     finally:
@@ -201,7 +169,7 @@ def command(o: Options, t) -> int:
     print("\n" + tables(result))
     for text in result.notes:
         print(f"note: {text}")
-    print(f"\nresults: {path}; the report shows the model: {commands.PROG} report {path}")
+    print(f"\nresults: {path}; the report shows the model: {PROG} report {path}")
     return timed.exit_status(result.cases, True)
 
 

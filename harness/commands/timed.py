@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.commands import plans
-from harness.commands.basic import PROG, require_device
+from harness.commands.base import PROG, require_device
 from harness.measure.environment import default_threads
 from harness.measure.timing import TimingConfig
 from harness.record.results import Case

@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
+from implementations import registry
+from implementations.contract import Unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 BASE_PACKAGES = ("numpy", "scipy", "threadpoolctl", "matplotlib")
 # Variables that change what a run measures: thread pools, allocators, compilers and caches.
@@ -86,8 +89,6 @@ def machine_info() -> dict:
 
 def packages() -> list[str]:
     """The packages whose versions a results file records: ours, then every framework's."""
-    from implementations import registry
-
     return list(dict.fromkeys(
         [*BASE_PACKAGES, *(p for f in registry.FRAMEWORKS.values() for p in f.packages)]))
 
@@ -206,3 +207,17 @@ def environment_info(env: Mapping[str, str] | None = None) -> dict:
     return {"variables": result_variables(env),
             "jax_compilation_cache": jax_compilation_cache(env),
             "packages": package_freeze()}
+
+
+def apply_settings(frameworks, threads: int) -> tuple[dict, list[str]]:
+    """({"pinning": ..., framework: its settings(threads)}, notes): threads pinned and each
+    framework's settings applied in this process, as a run's worker applies them."""
+    settings, notes = {"pinning": pin_threads(threads)}, []
+    for name in dict.fromkeys(frameworks):
+        try:
+            settings[name] = registry.import_module(name).settings(threads)
+        except Unavailable:
+            continue  # said when its variants run
+        except Exception as exc:  # recorded, and the work goes on with the settings as they are
+            notes.append(f"{name}: its settings() failed ({type(exc).__name__}: {exc})")
+    return settings, notes

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from harness.record.results import Peak
+from harness.measure.ceilings import Peak
 
 MAX_S = 3.0
 MIN_REPEATS = 3

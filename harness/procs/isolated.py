@@ -146,8 +146,8 @@ def finish_check(children: list[Child], report) -> dict[str, dict]:
 def check_here(request: dict) -> dict:
     """The child's side of ``check``: every problem for each variant of one framework."""
     from harness.measure.check import judge
+    from harness.measure.check.judge import attempt
     from harness.measure.check.report import Report, label
-    from harness.measure.check.session import attempt
     from harness.measure.environment import pin_threads
     from implementations import registry
 

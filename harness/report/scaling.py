@@ -5,7 +5,7 @@ Measured figures are per-step medians; every predicted figure says so. The model
 ``harness.analysis.scaling``'s: step(N) = compute(b) + allreduce(gradient bytes) - overlap, with
 overlap 0. On paper, compute(b) comes from the single-device variant's cost model fitted on a
 GPU in any of the report's files (``harness.analysis.cost``), and the all-reduce from the published
-figures of ``harness.scale.ON_PAPER``.
+figures of ``harness.analysis.published.ON_PAPER``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.analysis import cost as model
 from harness.analysis import scaling as scale_model
-from harness.commands import scale
+from harness.analysis.published import ON_PAPER
 from harness.record.results import Run
 from harness.report import plots
 from harness.report.runs import problem_list
@@ -125,7 +125,7 @@ def gpu_fits(sources: list[Source]) -> list[tuple[model.Fit, Source]]:
 
 
 def on_paper(run: Run, sources: list[Source]) -> str:
-    """Predicted steps on the machines of ``scale.ON_PAPER``, from a GPU cost model."""
+    """Predicted steps on the machines of ``ON_PAPER``, from a GPU cost model."""
     grid, fits = run.config.grid, gpu_fits(sources)
     rows, used, missing = [], {}, set()
     for case in run.cases:
@@ -145,7 +145,7 @@ def on_paper(run: Run, sources: list[Source]) -> str:
         return "\n".join(["### On paper: predicted, not measured", *notes]) if notes else ""
     origin = "; ".join(dict.fromkeys(f"`{f.variant}` {f.group.label()} from {s.file}"
                                      for f, s in used.items()))
-    cited = "\n".join(dict.fromkeys(f"- {md_escape(name)}: <{url}>" for ic in scale.ON_PAPER
+    cited = "\n".join(dict.fromkeys(f"- {md_escape(name)}: <{url}>" for ic in ON_PAPER
                                     for name, url in ic.sources))
     return "\n\n".join([
         "### On paper: predicted, not measured",
@@ -162,7 +162,7 @@ def on_paper(run: Run, sources: list[Source]) -> str:
 
 def paper_rows(case, variant: str, fit: model.Fit, grid: dict) -> list[list]:
     out = []
-    for ic in scale.ON_PAPER:
+    for ic in ON_PAPER:
         for mode in grid["modes"]:
             if mode == "strong" and grid["batch"] % ic.workers:
                 continue

@@ -14,11 +14,12 @@ rounded to the dtype under test:
   nothing: a subject fails on its own evidence only (``judge``).
 
 A failing subject is diagnosed in one line when it fits a known bug class (``diagnose``).
-``session`` runs a whole check for the CLI and the Python API, ``render`` prints it,
-``learner`` loads a learner's file and ``example`` checks a published worked example.
+``render`` prints a check, ``learner`` loads a learner's file and ``example`` reads a
+published worked example and says what each subject makes of it. ``harness.commands.check``
+runs a whole check, for the CLI and the Python API.
 
 The modules import, in order: ``report`` and ``reference``; ``diagnose``; ``judge``;
-``learner``, ``render``; ``session``; ``example``.
+``learner``, ``render``; ``example``.
 """
 
 from harness.measure.check.judge import (

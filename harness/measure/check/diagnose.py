@@ -36,6 +36,7 @@ from harness.measure.check.reference import (
     dphi,
     normalised_errors,
     reference_trajectory,
+    trajectory_errors,
 )
 from harness.measure.check.report import TOLERANCES
 from implementations.problem import Params, Problem, flatten
@@ -378,8 +379,6 @@ def trajectory_class(problem: Problem, start: Params, steps: int, runs: list,
 def close(problem: Problem, start: Params, n: int, params: Params, variation: Variation) -> bool:
     """Whether params after n steps are within 10 tolerances of the variation, run in float64
     or in the problem's dtype."""
-    from harness.measure.check.judge import trajectory_errors
-
     dtype = problem.spec.dtype
     for run_in in dict.fromkeys(("float64", dtype)):
         ref = reference_trajectory(problem, start, n, run_in, variation)

@@ -10,12 +10,13 @@ starting point is not counted as an error.
 A subject fails on its own rows only: the finite differences, the exact gradient, the closed
 form, the reference trajectory, or a crash. Each subject is also compared with the median of
 the others that passed their own rows; that comparison names the odd one out but fails no
-one. A failing subject gets a diagnosis (``harness.check.diagnose``).
+one. A failing subject gets a diagnosis (``harness.measure.check.diagnose``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from harness.measure.check.reference import (
     reference_loss,
     reference_trajectory,
     rounded_start,
+    trajectory_errors,
 )
 from harness.measure.check.report import (
     CLOSED,
@@ -44,9 +46,9 @@ from harness.measure.check.report import (
     crash_reason,
     label,
 )
+from implementations.contract import Unavailable
 from implementations.problem import Params, Problem, cast_problem, flatten, map_params
 
-TRAJECTORY_NOISE_ULPS = 100
 NOISE_FACTOR = 10
 REFERENCE = "backprop-bench's reference"  # the subject of a row that checks the harness itself
 
@@ -262,28 +264,6 @@ def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
     return report
 
 
-def trajectory_errors(params: Params, ref: Params, start: Params, dtype: str) -> list[float]:
-    """Per tensor max|p - ref| / max(max|ref - start|, noise floor): the error relative to how
-    far the reference moved, so that a Trainer that does nothing (or too little) scores ~1
-    even when a few steps barely move wide networks' weights.
-
-    The floor, TRAJECTORY_NOISE_ULPS rounding units of the starting values divided by the
-    tolerance, keeps a converged trajectory (which hardly moves) from being judged on
-    rounding noise: there a Trainer that stands still is as right as one that moves.
-    """
-    eps, tol = float(np.finfo(dtype).eps), TOLERANCES[dtype].trajectory
-    out = []
-    for p, r, s in zip(flatten(params), flatten(ref), flatten(start)):
-        p = np.asarray(p, dtype=np.float64)
-        if p.shape != r.shape or not np.all(np.isfinite(p)):
-            out.append(math.inf)
-            continue
-        moved = float(np.max(np.abs(r - s))) if r.size else 0.0
-        floor = TRAJECTORY_NOISE_ULPS * eps * float(np.max(np.abs(s), initial=0.0)) / tol
-        out.append(float(np.max(np.abs(p - r), initial=0.0)) / max(moved, floor, 1e-300))
-    return out
-
-
 def compare_to_reference(problem: Problem, subject: str, params: Params, start: Params,
                          steps: int, report: Report | None = None) -> Report:
     """Rows for params vs the reference trajectory of ``steps`` steps from ``start``."""
@@ -319,3 +299,15 @@ def crashed(problem: Problem, subject: str, exc: BaseException, report: Report) 
                            label(problem)))
     if (subject, label(problem)) not in report.diagnoses:  # a wrong gradient explains it
         report.diagnose(subject, label(problem), diagnose.crash(reason))
+
+
+def attempt(problem: Problem, subject: str, report: Report, fn: Callable):
+    """fn(), or None: a subject that cannot run is a note, one that crashes (or exits) a
+    failing row with its cause."""
+    try:
+        return fn()
+    except Unavailable as exc:
+        report.notes.append(f"{subject}: {exc}; skipped")
+    except (Exception, SystemExit) as exc:  # a crashing subject is a result, not the end
+        crashed(problem, subject, exc, report)
+    return None

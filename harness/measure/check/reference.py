@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness.measure.check.report import TOLERANCES
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, flatten, map_params
 
 FD_MAX_ENTRIES = 48  # finite differences on at most this many seeded entries per tensor
+TRAJECTORY_NOISE_ULPS = 100
 
 
 def phi(name: str, a: np.ndarray) -> np.ndarray:
@@ -254,4 +256,26 @@ def normalised_errors(values: Sequence[np.ndarray], refs: Sequence[np.ndarray],
             continue
         denom = max(float(np.max(np.abs(r))) if r.size else 0.0, floor * scale, 1e-300)
         out.append(float(np.max(np.abs(v - r))) / denom if r.size else 0.0)
+    return out
+
+
+def trajectory_errors(params: Params, ref: Params, start: Params, dtype: str) -> list[float]:
+    """Per tensor max|p - ref| / max(max|ref - start|, noise floor): the error relative to how
+    far the reference moved, so that a Trainer that does nothing (or too little) scores ~1
+    even when a few steps barely move wide networks' weights.
+
+    The floor, TRAJECTORY_NOISE_ULPS rounding units of the starting values divided by the
+    tolerance, keeps a converged trajectory (which hardly moves) from being judged on
+    rounding noise: there a Trainer that stands still is as right as one that moves.
+    """
+    eps, tol = float(np.finfo(dtype).eps), TOLERANCES[dtype].trajectory
+    out = []
+    for p, r, s in zip(flatten(params), flatten(ref), flatten(start)):
+        p = np.asarray(p, dtype=np.float64)
+        if p.shape != r.shape or not np.all(np.isfinite(p)):
+            out.append(math.inf)
+            continue
+        moved = float(np.max(np.abs(r - s))) if r.size else 0.0
+        floor = TRAJECTORY_NOISE_ULPS * eps * float(np.max(np.abs(s), initial=0.0)) / tol
+        out.append(float(np.max(np.abs(p - r), initial=0.0)) / max(moved, floor, 1e-300))
     return out

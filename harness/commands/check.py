@@ -1,5 +1,5 @@
-"""One check from start to verdict, as `backprop-bench check` and ``backprop_bench.check``
-run it.
+"""`backprop-bench check`: are the gradients right? The whole check, from start to verdict,
+as the command line and ``backprop_bench.check`` run it.
 
 1. **Select** the subjects: the gradient functions of each framework asked for (all by
    default), every variant of theirs (a Trainer's trajectory, and its own gradients where
@@ -10,24 +10,75 @@ run it.
 2. **Settle** each framework's settings (threads, precision) as a run's worker does, and
    record them in the report.
 3. **Run** the frameworks that need a process of their own (Keras) in one process each, for
-   every network at once, then the others here, network by network: gradients first (judged
-   together, since each is also compared with the others), then the trajectories.
+   every network at once, beside the others here, network by network: every trajectory,
+   then every gradient at the start, judged together (each is also compared with the
+   others), then the diagnoses of the trajectories that failed.
+
+``check --example`` reproduces a published worked example (``harness.measure.check.example``)
+with the same selection; ``check --workers`` checks the data-parallel variants
+(``harness.procs.distcheck``).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import ModuleType
 
-from harness.measure.check import judge
+import numpy as np
+
+from harness.commands import check_workers, plans, scale
+from harness.commands.base import require_device
+from harness.measure import environment
+from harness.measure.check import diagnose, judge
+from harness.measure.check import example as examples
+from harness.measure.check import learner as learners
+from harness.measure.check.judge import attempt
 from harness.measure.check.learner import Learner
+from harness.measure.check.reference import rounded_start
+from harness.measure.check.render import render
 from harness.measure.check.report import Report, crash_reason, label
+from harness.measure.environment import default_threads
+from harness.procs import isolated
 from implementations import registry
 from implementations.contract import Unavailable, Variant
 from implementations.problem import BenchError, Problem
+
+
+def command(networks: plans.Networks, frameworks: tuple[str, ...] | None,
+          variant_names: tuple[str, ...] | None, steps: int, device: str,
+          workers: int | None = None, oversubscribe: bool = False, include_all: bool = False,
+          impl: str | None = None, example: str | None = None,
+          threads: int | None = None) -> int:
+    """`check`: 0 if every subject passed on its own evidence, 1 if one failed."""
+    if steps <= 0:
+        raise BenchError(f"--steps {steps} must be 1 or more")
+    if example is not None:
+        return example_command(example, frameworks, variant_names, device, include_all)
+    if workers is not None:  # the data-parallel variants, each in a fresh process
+        scale.allow_oversubscribe(oversubscribe)
+        require_device(device)
+        return check_workers.command(networks, frameworks, variant_names, steps, device, workers)
+    learner = learners.load(impl) if impl is not None else None
+    if learner is not None and networks.output_activation == "linear":
+        networks = replace(networks, output_activation=learner.output_activation)
+    problems = plans.check_problems(networks, learner and learner.activation,
+                                    learner and learner.bias)
+    require_device(device)
+    selection = select(frameworks, variant_names, problems, device, include_all,
+                               learner)
+    usable = default_threads()
+    if threads is not None and threads > usable:
+        raise BenchError(f"--threads {threads}: only {usable} cores are usable here")
+    report = run(problems, selection, steps, device, threads or usable)
+    print(render(report, problems, steps))
+    return 0 if report.passed else 1
+
+
+
+# ---- the selection, the settings and the run ---------------------------------------------
 
 SLOW_BUILD_S = 10.0  # a variant that compiles for longer on a cold cache is left out by default
 
@@ -80,8 +131,6 @@ def select(frameworks: tuple[str, ...] | None, names: tuple[str, ...] | None,
            problems: list[Problem], device: str, include_all: bool = False,
            learner: Learner | None = None) -> Selection:
     """The subjects of a check (step 1 of the module docstring)."""
-    from harness.commands import plans
-
     sel = Selection(learner=learner)
     sel.modules = gradient_modules(frameworks, sel.notes)
     chosen = frameworks if frameworks else None
@@ -146,25 +195,9 @@ def duration(seconds: float) -> str:
 def settle(selection: Selection, threads: int, report: Report) -> None:
     """Pin threads, then apply and record each framework's settings, as a run's worker does."""
     names = [*selection.modules, *(v.framework for v in selection.local)]
-    settings, notes = apply_settings(names, threads)
+    settings, notes = environment.apply_settings(names, threads)
     report.settings.update(settings)
     report.notes += notes
-
-
-def apply_settings(frameworks, threads: int) -> tuple[dict, list[str]]:
-    """({"pinning": ..., framework: its settings(threads)}, notes): threads pinned and each
-    framework's settings applied in this process, as a run's worker applies them."""
-    from harness.measure.environment import pin_threads
-
-    settings, notes = {"pinning": pin_threads(threads)}, []
-    for name in dict.fromkeys(frameworks):
-        try:
-            settings[name] = registry.import_module(name).settings(threads)
-        except Unavailable:
-            continue  # said when its variants run
-        except Exception as exc:  # recorded, and the work goes on with the settings as they are
-            notes.append(f"{name}: its settings() failed ({crash_reason(exc)})")
-    return settings, notes
 
 
 # ---- running it ------------------------------------------------------------------------------
@@ -173,8 +206,6 @@ def run(problems: list[Problem], selection: Selection, steps: int, device: str,
         threads: int, say: Callable[[str], None] = stderr) -> Report:
     """Every subject of the selection on every problem (step 3 of the module docstring);
     ``steps=0``: gradients only."""
-    from harness.procs import isolated
-
     report = Report(notes=list(selection.notes))
     children = isolated.start_check(problems, selection.isolated, steps, device, threads, say)
     try:
@@ -254,18 +285,6 @@ def has_grads(v: Variant) -> bool:
         return False
 
 
-def attempt(problem: Problem, subject: str, report: Report, fn: Callable):
-    """fn(), or None: a subject that cannot run is a note, one that crashes (or exits) a
-    failing row with its cause."""
-    try:
-        return fn()
-    except Unavailable as exc:
-        report.notes.append(f"{subject}: {exc}; skipped")
-    except (Exception, SystemExit) as exc:  # a crashing subject is a result, not the end
-        judge.crashed(problem, subject, exc, report)
-    return None
-
-
 def trajectory(problem: Problem, v: Variant, steps: int, device: str, report: Report,
                say: Callable[[str], None], trainer=None, later: list | None = None) -> None:
     if v.build_s >= SLOW_BUILD_S and not built(v, problem, device):
@@ -279,9 +298,6 @@ def trajectory(problem: Problem, v: Variant, steps: int, device: str, report: Re
 
 def learner_trajectory(problem: Problem, learner: Learner, steps: int, report: Report,
                        say: Callable[[str], None], later: list) -> None:
-    from harness.measure.check import diagnose
-    from harness.measure.check.reference import rounded_start
-
     say(f"checking {label(problem)}: {steps} steps of {learner.name}'s sgd_step")
     where = label(problem)
 
@@ -295,3 +311,90 @@ def learner_trajectory(problem: Problem, learner: Learner, steps: int, report: R
                     problem, start, steps, params, (3, learner.trajectory(problem, 3)))))
 
     attempt(problem, learner.name, report, go)
+
+
+# ---- check --example ------------------------------------------------------------------------
+
+def run_example(example: examples.Example, selection: Selection, say) -> examples.Outcome:
+    """Every selected framework's functions and variant's Trainer on the example."""
+    outcome = examples.Outcome(example)
+    for name, module in selection.modules.items():
+        why = registry.main_variant(name).why_not(example.problem, "cpu")
+        if why:
+            outcome.notes.append(f"gradients: {why}; skipped")
+            continue
+        outcome_of(outcome, name, lambda m=module: examples.module_values(m, example))
+    for v in selection.local:
+        why = v.why_not(example.problem, "cpu")
+        if why:
+            outcome.notes.append(f"trajectory: {why}; skipped")
+            continue
+        outcome_of(outcome, v.name, lambda v=v: examples.trainer_values(v, example))
+    for framework in dict.fromkeys(v.framework for v in selection.isolated):
+        mine = [v for v in selection.isolated if v.framework == framework
+                and not v.why_not(example.problem, "cpu")]
+        for name, got in (isolated_values(mine, example, say) if mine else {}).items():
+            if isinstance(got, str):
+                outcome.notes.append(f"{name}: {got}; skipped")
+            else:
+                outcome.got[name] = got
+    return outcome
+
+
+def outcome_of(outcome: examples.Outcome, name: str, fn) -> None:
+    """fn()'s Values under name. A variant named as its framework (numpy, torch, jax) is one
+    subject with it: its Trainer gives the weights and losses, the functions the rest."""
+    try:
+        values = fn()
+        before = outcome.got.get(name)
+        if before is not None and not before.crashed:
+            before.loss.update(values.loss)
+            before.weights.update(values.weights)
+            values = before
+        outcome.got[name] = values
+    except Unavailable as exc:
+        outcome.notes.append(f"{name}: {exc}; skipped")
+    except Exception as exc:  # a crash is that subject's failure, said with its cause
+        outcome.notes.append(f"{name}: {crash_reason(exc)}")
+        outcome.got[name] = examples.Values(crashed=True)
+
+
+def isolated_values(variants: list, example: examples.Example, say) -> dict:
+    """The Trainers of a framework that needs a process of its own, through ``demo``'s
+    replay: {variant: Values or the reason it could not run}."""
+    afters = sorted({q.after for q in example.published} | {0})
+    names = [v.name for v in variants]
+    say(f"example: {', '.join(names)}, in a process of its own")
+    try:
+        answers = isolated.ask({"do": "replay", "variants": names, "epochs": afters,
+                                "problem": isolated.problem_json(example.problem)})
+    except BenchError as exc:
+        return dict.fromkeys(names, str(exc))
+    out = {}
+    spec = example.problem.spec
+    for name, answer in answers.items():
+        if "unavailable" in answer:
+            out[name] = answer["unavailable"]
+            continue
+        values = examples.Values()
+        if answer.get("grads") is not None:
+            values.grads = dict(zip(spec.param_names(), map(np.asarray, answer["grads"])))
+        for after, E, params in answer["snapshots"]:
+            values.loss[after] = float(E)
+            values.weights[after] = examples.named(spec, [(np.asarray(W), None if b is None else
+                                                  np.asarray(b)) for W, b in params])
+        out[name] = values
+    return out
+
+
+def example_command(path: str, frameworks, names, device: str, include_all: bool) -> int:
+    """`check --example FILE`: 0 if every value is reproduced by every subject."""
+    if device != "cpu":
+        raise BenchError("--example runs on the CPU only")
+    example = examples.load(path)
+    selection = select(frameworks, names, [example.problem], "cpu", include_all)
+    outcome = run_example(example, selection, stderr)
+    outcome.notes = selection.notes + outcome.notes
+    print(examples.render(outcome))
+    return 0 if outcome.passed else 1
+
