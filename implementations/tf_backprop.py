@@ -69,7 +69,7 @@ def to_framework(a: np.ndarray, device: str = "cpu", trainable: bool = False):
 
 def to_numpy(a) -> np.ndarray:
     """A NumPy copy (a CPU tensor's .numpy() may share its buffer)."""
-    return np.array(a)
+    return a.numpy().copy()
 
 
 def check_device(device: str) -> None:
