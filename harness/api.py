@@ -109,9 +109,9 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
                threads: int | None = None) -> checks.Report:
     """Check a learner's own backward pass in a NumPy file (``grads(params, x, y)`` and
     optionally ``sgd_step``; see ``harness.measure.check.learner``) like a framework, on
-    ``problems`` (default: the default networks of ``check``, with the file's ACTIVATION and BIAS), beside
-    the frameworks (default: every installed one; ``[]``: none). Its subject in the report
-    is the file's name."""
+    ``problems`` (default: the default networks of ``check``, with the file's ACTIVATION and
+    BIAS), beside the frameworks (default: every installed one; ``[]``: none). Its subject in
+    the report is the file's name."""
     from harness.commands import plans
     from harness.measure.check import learner as learners
 

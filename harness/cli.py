@@ -71,8 +71,8 @@ def demo_args(p: Parser) -> None:
 
 
 def check_args(p: Parser) -> None:
-    add_networks(p, "default: the worked example (1-1-1 linear, batch 1) and 3-4-4-3 tanh with "
-                 "bias, batch 5, each in float64 and float32: together they catch the classic "
+    add_networks(p, "default: the worked example (1-1-1 linear, batch 1, float64) and 3-4-4-3 "
+                 "tanh with bias, batch 5, float64 and float32: together they catch the classic "
                  "backprop bugs (a dropped 1/batch, a missing 1/2, W for W^T, a wrong "
                  "derivative, ...); --activation, --bias/--no-bias and --batch change both; "
                  "--widths networks take batch 5 (1-1-1: batch 1) unless --batch is given")

@@ -5,9 +5,10 @@ The contract is written as code in ``implementations.contract``: the ``Framework
 Protocols, with the copy, sync and device semantics every module keeps. ``registry`` finds
 the modules and imports them lazily.
 
-The array frameworks (``numpy_backprop``, ``torch_backprop``, ``jax_backprop``) define the
-same names, in the same order, with the same variable names, so that a diff between two of
-them shows only the framework calls: the declarations, ``ACTIVATIONS``, ``to_framework``,
+The array frameworks (``numpy_backprop``, ``torch_backprop``, ``jax_backprop``,
+``autograd_backprop``, ``mlx_backprop``, ``tf_backprop``) define the same names, in the same
+order, with the same variable names, so that a diff between two of them shows only the
+framework calls: the declarations, ``ACTIVATIONS``, ``to_framework``,
 ``to_numpy``, ``check_device``, ``sync``, ``settings``, ``forward``, ``loss``, ``grads``,
 ``sgd_step``, ``StepLoop``, ``Trainer``, then the helpers and other loops under one heading
 at the end. A ``Trainer`` holds the loop's state (data and parameters on the device) and a

@@ -60,7 +60,7 @@ def settings(threads: int) -> dict:
 
 def make_model(net: NetworkSpec, params: Params) -> nnx.Sequential:
     """nnx.Sequential(nnx.Linear, activation, ...) holding the given start point."""
-    if net.dtype == "float64" and not jax.config.read("jax_enable_x64"):
+    if net.dtype == "float64" and not jax_backprop.config_flag("jax_enable_x64"):
         jax.config.update("jax_enable_x64", True)
     dtype, rngs, layers = jnp.dtype(net.dtype), nnx.Rngs(0), []
     for (W, b), act in zip(params, net.layer_activations()):

@@ -201,7 +201,7 @@ def psum_block(f, x, calls: int) -> float:
 def time_allreduce(workers: int, sizes: list[int], device: str = "cpu",
                    budget_s: float = 2.0) -> dict:
     """psum under jit over a mesh of ``workers`` devices, per message size (bytes per
-    device, float32): the fields of ``harness.results.AllreduceCurve``. Each block is one
+    device, float32): the fields of ``harness.measure.ceilings.AllreduceCurve``. Each block is one
     call of K psums in a row (K grown until a block takes its share of ``budget_s``), so the
     dispatch is paid once per K; 5 blocks per size."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec

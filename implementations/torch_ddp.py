@@ -340,7 +340,7 @@ def block(x: torch.Tensor, calls: int) -> float:
 def time_allreduce(workers: int, sizes: list[int], device: str = "cpu",
                    budget_s: float = 2.0) -> dict:
     """The all-reduce alone among ``workers`` ranks, pinned as the Trainer's are: the
-    fields of ``harness.results.AllreduceCurve``."""
+    fields of ``harness.measure.ceilings.AllreduceCurve``."""
     check_device(device)
     cores, _ = launch.cores_for(workers)
     job = AllreduceJob(tuple(map(tuple, cores)), device, os.getpid(), launch.pg_timeout_s())

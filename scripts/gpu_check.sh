@@ -16,7 +16,7 @@
 # its own time limit (together 9.7 minutes; the whole ran in 5 before the idiomatic, graph and
 # data-parallel steps were added, which should add about 2); a step cut short still
 # leaves a valid results file with every case it finished. A variant whose packages that
-# machine lacks (flax, keras, cupy) is left out of its step, and the log says so.
+# machine lacks (flax, equinox, keras, cupy) is left out of its step, and the log says so.
 set -u
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$OUT"
@@ -49,7 +49,7 @@ available() {
         END { print out }'
 }
 log "commit ${BACKPROP_BENCH_COMMIT:-unknown}; variants runnable here:" \
-    "$(available limit-gpu,torch-cudagraph,torch-cudagraph-block,torch-block-graphs,jax-flax,jax-flax-split,keras-jax,cupy)"
+    "$(available limit-gpu,torch-cudagraph,torch-cudagraph-block,torch-block-graphs,jax-flax,jax-flax-split,jax-equinox,keras-jax,cupy)"
 # torch-block is left out on the GPU: its 16-step graph is the CPU's answer to dispatch cost,
 # and the CUDA graph is the GPU's. torch-compile has a step of its own, last but one, so that a
 # slow cold Triton compile cannot cost the other variants their results.
@@ -67,7 +67,9 @@ step run-compile-wide 40 $PY -m harness.cli run --device cuda --widths 1024,1024
     --activation tanh --variants torch,torch-compile --time-per-case 0.5 --no-peak \
     --out "$OUT/run-cuda-compile-wide.json"
 # the idiomatic tier and the CUDA-graph blocks, where this machine has their packages
-IDIOMATIC=$(available torch,torch-optim,torch-nn,jax,jax-flax,jax-flax-split)
+# (jax-equinox needs equinox; tf, keras-tf, mlx and autograd run on the CPU only, so a GPU
+# run has nothing of theirs to time)
+IDIOMATIC=$(available torch,torch-optim,torch-nn,jax,jax-flax,jax-flax-split,jax-equinox)
 [ -n "$IDIOMATIC" ] && step run-idiomatic 60 $PY -m harness.cli run --device cuda --widths 1,1,1 1024,1024,1024 \
     --activation tanh --variants "$IDIOMATIC" --time-per-case 0.3 \
     --out "$OUT/run-cuda-idiomatic.json"

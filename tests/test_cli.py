@@ -213,7 +213,7 @@ def test_check_passes_on_the_default_worked_example(capsys):
     code, out, _ = run_cli(["check", "--variants", FAST_VARIANTS], capsys)
     assert code == 0
     assert "PASSED" in out and "FAILED" not in out
-    assert "1-1-1 linear f64" in out and "1-1-1 linear f32" in out
+    assert "1-1-1 linear f64" in out and "3-4-4-3 tanh+b f32" in out
     for name in available_modules():
         assert re.search(rf"^{name}\s+\S+\s+\d\S*\s+\d\S*\s.*\sok$", out, re.M), name
 

@@ -1,5 +1,5 @@
-"""The implementation contract as code: every module against the Protocols, the three array
-frameworks parallel, and a fourth framework added in one file (tests/fake_framework.py)."""
+"""The implementation contract as code: every module against the Protocols, the array frameworks
+parallel to NumPy's file, and one more framework added in one file (tests/fake_framework.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from implementations import contract, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = Path(__file__).with_name("fake_framework.py")
-PARALLEL = ("numpy_backprop.py", "torch_backprop.py", "jax_backprop.py")
+PARALLEL = ("numpy_backprop.py", "torch_backprop.py", "jax_backprop.py", "autograd_backprop.py",
+            "mlx_backprop.py", "tf_backprop.py")
 
 
 def importable() -> dict:
@@ -86,11 +87,11 @@ def top_level_names(path: Path, stop: str = "Trainer") -> list[str]:
                                                          "ACTIVATIONS")]
 
 
-def test_numpy_torch_and_jax_define_the_same_names_in_the_same_order():
+@pytest.mark.parametrize("name", PARALLEL[1:])
+def test_the_array_frameworks_define_numpy_s_names_in_the_same_order(name):
     here = ROOT / "implementations"
-    names = {f: top_level_names(here / f) for f in PARALLEL}
-    assert names["numpy_backprop.py"] == names["torch_backprop.py"] == names["jax_backprop.py"]
-    assert names["numpy_backprop.py"][:3] == ["FRAMEWORK", "VARIANTS", "ACTIVATIONS"]
+    assert top_level_names(here / name) == top_level_names(here / PARALLEL[0])
+    assert top_level_names(here / PARALLEL[0])[:3] == ["FRAMEWORK", "VARIANTS", "ACTIVATIONS"]
 
 
 def test_unavailable_lives_in_the_contract_not_the_registry():

@@ -36,15 +36,16 @@ DEFAULT_NETWORKS = {
     "small": dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
     "large": dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
 }
-# the default `check`: the worked example (with its closed form) and one network that no
-# classic backprop bug passes: batch 5 (not a power of two, and apart from 2 and 3, so that a
-# factor names its cause), 3 outputs (a mean over the outputs too shows), hidden widths 4
-# (a transposed matrix has the wrong shape), a square hidden layer (W where W^T belongs
-# computes, wrongly), tanh (its derivative matters) and a bias (a frozen bias shows); both
-# dtypes of each
+# the default `check`: the worked example in float64 (with its closed form) and one network
+# that no classic backprop bug passes, in both dtypes: batch 5 (not a power of two, and apart
+# from 2 and 3, so that a factor names its cause), 3 outputs (a mean over the outputs too
+# shows), hidden widths 4 (a transposed matrix has the wrong shape), a square hidden layer
+# (W where W^T belongs computes, wrongly), tanh (its derivative matters) and a bias (a
+# frozen bias shows)
 CHECK_NETWORKS = (
-    dict(widths=(1, 1, 1), activation="linear", bias=False, batch=1),
-    dict(widths=(3, 4, 4, 3), activation="tanh", bias=True, batch=5),
+    dict(widths=(1, 1, 1), activation="linear", bias=False, batch=1, dtypes=("float64",)),
+    dict(widths=(3, 4, 4, 3), activation="tanh", bias=True, batch=5,
+         dtypes=("float64", "float32")),
 )
 MEMORY_HEADROOM = 0.8  # of MemAvailable: the frameworks, the OS and the other process
 
@@ -151,10 +152,10 @@ def unique(problems: list[Problem]) -> list[Problem]:
 
 def check_problems(n: Networks, activation: str | None = None,
                    bias: bool | None = None) -> list[Problem]:
-    """The problems of `check`: each network × dtype, float64 and float32 by default. Without
-    --widths, CHECK_NETWORKS, with the activation and bias given (by the options, or by a
-    learner's file: ``activation``, ``bias``) in place of theirs; with --widths, batch 5
-    (1 for 1-1-1) unless --batch says otherwise."""
+    """The problems of `check`: each network × dtype (float64 and float32, the worked example
+    float64 only, unless --dtype says). Without --widths, CHECK_NETWORKS, with the activation
+    and bias given (by the options, or by a learner's file: ``activation``, ``bias``) in
+    place of theirs; with --widths, batch 5 (1 for 1-1-1) unless --batch says otherwise."""
     activation, bias = n.activation or activation, n.bias if n.bias is not None else bias
     if n.widths is None:
         nets = [dict(net, **({"activation": activation} if activation else {}),
@@ -165,7 +166,8 @@ def check_problems(n: Networks, activation: str | None = None,
                 for w in n.widths]
     return problems([(net["widths"], net["activation"], n.output_activation, net["bias"], d,
                       net["batch"] if n.batch is None else n.batch, n.lr, n.seed)
-                     for net in nets for d in dtypes_of(n, ("float64", "float32"))])
+                     for net in nets
+                     for d in dtypes_of(n, net.get("dtypes", ("float64", "float32")))])
 
 
 def timing_problems(n: Networks) -> list[Problem]:

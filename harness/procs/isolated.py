@@ -112,13 +112,36 @@ def start_check(problems: list[Problem], variants: list, steps: int, device: str
     """One process per framework of the isolated variants, started at once: they run beside
     the checks made here, and ``finish_check`` gathers them."""
     children = []
-    for framework in dict.fromkeys(v.framework for v in variants):
-        names = [v.name for v in variants if v.framework == framework]
+    for group in process_groups(list(dict.fromkeys(v.framework for v in variants))):
+        names = [v.name for v in variants if v.framework in group]
         say(f"checking {', '.join(names)}, in a process of its own")
         children.append(Child({"do": "check", "variants": names, "steps": steps,
                                "device": device, "threads": threads,
                                "problems": [problem_json(p) for p in problems]}))
     return children
+
+
+def process_groups(frameworks: list[str]) -> list[list[str]]:
+    """The isolated frameworks, grouped into as few processes as their settings allow: two
+    share one when they share a package and set no variable to different values (TensorFlow
+    and Keras on TensorFlow, say, which saves a second import of TensorFlow)."""
+    from implementations import registry
+
+    groups: list[list[str]] = []
+    for name in frameworks:
+        fw = registry.FRAMEWORKS[name]
+        for group in groups:
+            others = [registry.FRAMEWORKS[g] for g in group]
+            shares = any(set(fw.packages) & set(o.packages) for o in others)
+            clash = any(o.environment.get(k, v) != v for o in others
+                        for k, v in fw.environment.items()) or any(
+                fw.environment.get(k, v) != v for o in others for k, v in o.environment.items())
+            if shares and not clash:
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return groups
 
 
 def finish_check(children: list[Child], report) -> dict[str, dict]:
@@ -144,32 +167,35 @@ def finish_check(children: list[Child], report) -> dict[str, dict]:
 
 
 def check_here(request: dict) -> dict:
-    """The child's side of ``check``: every problem for each variant of one framework."""
+    """The child's side of ``check``: every problem for each variant of its frameworks."""
     from harness.measure.check import judge
     from harness.measure.check.judge import attempt
     from harness.measure.check.report import Report, label
-    from harness.measure.environment import pin_threads
+    from harness.measure.environment import apply_settings
     from implementations import registry
 
     report, gradients = Report(), {}
-    report.settings["pinning"] = pin_threads(request["threads"])
     variants = [registry.get(n) for n in request["variants"]]
-    try:
-        module = registry.import_module(variants[0].framework)
-        report.settings[variants[0].framework] = module.settings(request["threads"])
-    except Unavailable as exc:
-        report.notes.append(f"{exc}; skipped")
-        return {"report": report.as_dict(), "gradients": {}}
+    frameworks = list(dict.fromkeys(v.framework for v in variants))
+    settings, failed = apply_settings(frameworks, request["threads"])
+    report.settings.update(settings)
+    report.notes += failed
+    modules = {}
+    for name in frameworks:
+        try:
+            modules[name] = registry.import_module(name)
+        except Unavailable as exc:
+            report.notes.append(f"{exc}; skipped")
     device, steps = request["device"], request["steps"]
     for problem in map(problem_of, request["problems"]):
         where = label(problem)
-        for v in variants:
+        for v in (v for v in variants if v.framework in modules):
             reason = v.why_not(problem, device)
             if reason:
                 report.notes.append(f"trajectory: {reason}; skipped")
                 continue
             trainer = None
-            if hasattr(getattr(module, v.trainer), "grads"):
+            if hasattr(getattr(modules[v.framework], v.trainer), "grads"):
                 trainer = attempt(problem, v.name, report, partial(v.make, problem, device))
                 got = trainer and attempt(problem, v.name, report, partial(
                     judge.trainer_loss_and_gradients, trainer, problem))
