@@ -37,4 +37,6 @@ def test_a_bug_users_write_fails_check(with_bugs, variant, dtypes, capsys):
     import_or_skip("buggy-more")
     assert cli.main(["check", "--framework", "numpy", "--variants", variant, *NET,
                      "--dtype", dtypes, "--steps", "5"]) == 1
-    assert f"{variant} float64" in capsys.readouterr().out.split("FAILED")[1]
+    verdict = capsys.readouterr().out.split("\nFAILED: ")[1]
+    assert verdict.splitlines()[0] == variant
+    assert "3-4-4-3 tanh+b f64 b5" in verdict
