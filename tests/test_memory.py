@@ -40,157 +40,17 @@ def test_parse_status():
     assert memory.parse_status("VmRSS:\tlots kB\n") == {}
 
 
-def test_measure_cpu_accounting_from_canned_status(tmp_path):
-    (tmp_path / "clear_refs").write_text("")
-    (tmp_path / "status").write_text(status(rss_kb=1000, hwm_kb=1000))
-
-    def run():  # what the kernel would show after a run that peaked at 5000 kB
-        assert (tmp_path / "clear_refs").read_text() == "5"
-        (tmp_path / "status").write_text(status(rss_kb=1200, hwm_kb=5000))
-
-    result = memory.measure_cpu(run, proc_self=tmp_path)
-    assert result == {"rss_before_bytes": 1000 * 1024, "peak_bytes": 5000 * 1024,
-                      "rss_after_bytes": 1200 * 1024, "added_bytes": 4000 * 1024,
-                      "peak_reset": True, "source": "proc"}
-
-
-def test_measure_cpu_falls_back_to_getrusage(tmp_path):
-    (tmp_path / "status").write_text(status(rss_kb=1000, hwm_kb=3000))  # no clear_refs
-    calls = []
-    result = memory.measure_cpu(lambda: calls.append(1), proc_self=tmp_path)
-    assert calls == [1]
-    assert result["peak_reset"] is False and result["source"] == "getrusage"
-    assert result["rss_before_bytes"] == 1000 * 1024
-    json.dumps(result)
-
-
-def test_measure_cpu_with_nothing_readable(tmp_path):
-    result = memory.measure_cpu(lambda: None, proc_self=tmp_path / "missing")
-    assert result["peak_reset"] is False and result["rss_before_bytes"] is None
-    assert result["added_bytes"] is None
-
-
-def test_measure_cpu_propagates_the_run_error(tmp_path):
-    with pytest.raises(ZeroDivisionError):
-        memory.measure_cpu(lambda: 1 / 0, proc_self=tmp_path)
-
-
 @pytest.mark.skipif(not LINUX, reason="needs /proc/self")
-def test_measure_cpu_sees_a_freed_peak_here():
+def test_the_resident_meter_sees_a_freed_peak_after_its_reset():
     size = 64 * MIB
-
-    def run():
-        a = np.ones(size // 8)  # touched, so resident
-        del a
-
-    result = memory.measure_cpu(run)
-    if not result["peak_reset"]:
+    meter = memory.RssMeter()
+    if not meter.reset():
         pytest.skip("clear_refs cannot be written on this machine")
-    assert result["source"] == "proc"
-    assert result["added_bytes"] >= 0.9 * size
-    assert result["rss_after_bytes"] < result["rss_before_bytes"] + 0.5 * size
-
-
-# --- GPU helpers through fakes -----------------------------------------------------------
-
-
-class FakeCuda:
-    """torch.cuda's allocator counters: run_fn calls alloc/free."""
-
-    def __init__(self, available: bool = True, broken: bool = False):
-        self.available, self.broken = available, broken
-        self.allocated, self.peak, self.syncs = 1000, 9999, 0
-
-    def is_available(self):
-        return self.available
-
-    def synchronize(self, device=None):
-        if self.broken:
-            raise RuntimeError("CUDA error: device lost")
-        self.syncs += 1
-
-    def reset_peak_memory_stats(self, device=None):
-        self.peak = self.allocated
-
-    def memory_allocated(self, device=None):
-        return self.allocated
-
-    def max_memory_allocated(self, device=None):
-        return self.peak
-
-    def alloc(self, n):
-        self.allocated += n
-        self.peak = max(self.peak, self.allocated)
-
-
-class FakeTorch:
-    def __init__(self, cuda):
-        self.cuda = cuda
-
-
-def test_measure_torch_with_a_fake_device():
-    cuda = FakeCuda()
-
-    def run():
-        cuda.alloc(5000)
-        cuda.alloc(-4000)
-
-    result = memory.measure_torch(FakeTorch(cuda), run, device=0)
-    assert result == {"available": True, "reason": None, "bytes_before": 1000,
-                      "peak_bytes": 6000, "bytes_after": 2000, "added_bytes": 5000,
-                      "peak_reset": True}
-    assert cuda.syncs == 2
-
-
-@pytest.mark.parametrize("torch", [FakeTorch(FakeCuda(available=False)), object(),
-                                   FakeTorch(FakeCuda(broken=True))])
-def test_measure_torch_unavailable_gives_none_and_still_runs(torch):
-    calls = []
-    result = memory.measure_torch(torch, lambda: calls.append(1))
-    assert calls == [1]
-    assert result["available"] is False and result["reason"]
-    assert result["peak_bytes"] is None and result["added_bytes"] is None
-
-
-def test_measure_torch_propagates_the_run_error():
-    with pytest.raises(KeyError):
-        memory.measure_torch(FakeTorch(FakeCuda()), lambda: {}["x"])
-
-
-class FakeJaxDevice:
-    def __init__(self, stats):
-        self.stats = stats
-
-    def memory_stats(self):
-        return None if self.stats is None else dict(self.stats)
-
-
-def test_measure_jax_new_peak_is_known():
-    device = FakeJaxDevice({"bytes_in_use": 100, "peak_bytes_in_use": 500})
-
-    def run():
-        device.stats = {"bytes_in_use": 300, "peak_bytes_in_use": 2100}
-
-    result = memory.measure_jax(device, run)
-    assert result == {"available": True, "reason": None, "bytes_before": 100,
-                      "peak_bytes": 2100, "bytes_after": 300, "added_bytes": 2000,
-                      "peak_reset": False}
-
-
-def test_measure_jax_peak_not_raised_is_unknown():
-    device = FakeJaxDevice({"bytes_in_use": 100, "peak_bytes_in_use": 5000})
-    result = memory.measure_jax(device, lambda: None)
-    assert result["available"] is True and result["peak_bytes"] is None
-    assert "did not raise the lifetime peak" in result["reason"]
-
-
-@pytest.mark.parametrize("device", [FakeJaxDevice(None), object()])
-def test_measure_jax_without_statistics(device):
-    calls = []
-    result = memory.measure_jax(device, lambda: calls.append(1))
-    assert calls == [1]
-    assert result["available"] is False and result["bytes_before"] is None
-    assert "memory_stats() is None" in result["reason"]
+    before = meter.in_use()
+    a = np.ones(size // 8)  # touched, so resident
+    del a
+    assert meter.peak() - before >= 0.9 * size
+    assert meter.in_use() < before + 0.5 * size
 
 
 # --- the minimum a step needs ------------------------------------------------------------
@@ -198,7 +58,7 @@ def test_measure_jax_without_statistics(device):
 
 def test_minimum_bytes_worked_example():
     # 2 weights, 2 gradients, x + h1 + h2 = 3 activations, 8 bytes each
-    assert memory.minimum_bytes([1, 1, 1], False, 1, "float64") == 7 * 8
+    assert memory.minimum_breakdown([1, 1, 1], False, 1, "float64")["total"] == 7 * 8
 
 
 def test_minimum_bytes_wider_network():
@@ -206,10 +66,9 @@ def test_minimum_bytes_wider_network():
     # activations 8 * (4 + 16 + 16 + 4) = 320: 1160 float32 values
     assert memory.minimum_breakdown((4, 16, 16, 4), True, 8, np.float32) == {
         "parameters": 1680, "gradients": 1680, "activations": 1280, "total": 4640}
-    assert memory.minimum_bytes((4, 16, 16, 4), True, 8, "float32") == 4640
     # the pre-activations a_1..a_3 add 8 * (16 + 16 + 4) values
-    assert memory.minimum_bytes((4, 16, 16, 4), True, 8, "float32",
-                                pre_activations=True) == 4640 + 8 * 36 * 4
+    assert memory.minimum_breakdown((4, 16, 16, 4), True, 8, "float32",
+                                    pre_activations=True)["total"] == 4640 + 8 * 36 * 4
 
 
 # --- leaks -------------------------------------------------------------------------------

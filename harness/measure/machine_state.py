@@ -346,12 +346,6 @@ def busy_between(before: dict, after: dict) -> list[dict]:
         :TOP_PROCESSES]
 
 
-def busiest_between(before: dict, after: dict) -> dict | None:
-    """{pid, name, cpu_pct}: the other process that used most CPU between two snapshots."""
-    rows = busy_between(before, after)
-    return rows[0] if rows else None
-
-
 def interval(before: dict, after: dict) -> dict:
     """What happened between two snapshots: {interval_s, steal_pct, iowait_pct, busiest,
     load1 (at the end), logical_cpus}; None for whatever could not be read."""

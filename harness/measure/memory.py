@@ -1,29 +1,22 @@
 """Memory per training step: what running steps adds, the network's minimum, and leaks.
 
-- ``measure_cpu(run_fn)``: the peak resident memory that ``run_fn()`` adds over the state
-  before it. On Linux, writing "5" to /proc/self/clear_refs resets the process's peak RSS
-  (VmHWM) to its current RSS, so VmHWM read afterwards is the peak during ``run_fn`` alone.
-  Where that is impossible, ``resource.getrusage``'s ru_maxrss (the lifetime peak, which
-  cannot be reset) is the fallback, flagged with ``peak_reset: False``. The reset is
-  process-wide: VmHWM and ru_maxrss no longer show the process's lifetime peak afterwards.
-- ``measure_torch(torch, run_fn, device)`` and ``measure_jax(device, run_fn)``: the same on a
-  GPU through the frameworks' allocators; None fields where the device has no statistics.
-- ``minimum_bytes(widths, bias, batch, dtype)``: what one SGD step needs at the least.
+- resident memory (``RssMeter``): on Linux, writing "5" to /proc/self/clear_refs resets the
+  process's peak RSS (VmHWM) to its current RSS, so VmHWM read afterwards is the peak since
+  the reset; the reset is process-wide;
+- ``minimum_breakdown(widths, bias, batch, dtype)``: what one SGD step needs at the least.
 - ``growth(short, long)``: whether memory keeps growing with the number of steps.
 - ``StepMemory``: the accounting of one case, fed by the timing engine's hooks (a
   ``timing.Probe``), on resident memory (``RssMeter``) or a device's allocator
   (``DeviceMeter``, where the framework module reports one).
 
 Every function returns a JSON-able dict (or an int) and never raises for lack of /proc or a
-device; only ``run_fn``'s own exceptions propagate.
+device.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import resource
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,149 +64,13 @@ def reset_peak(proc_self: Path = PROC_SELF) -> bool:
         os.close(fd)
 
 
-def maxrss_bytes() -> int | None:
-    """The process's lifetime peak RSS by getrusage (kB on Linux, bytes on macOS), or None."""
-    try:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except (OSError, ValueError, AttributeError):
-        return None
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
-
-
-def _cpu_result(before: int | None, peak: int | None, after: int | None, reset: bool,
-                source: str | None) -> dict:
-    added = None if before is None or peak is None else max(0, peak - before)
-    return {"rss_before_bytes": before, "peak_bytes": peak, "rss_after_bytes": after,
-            "added_bytes": added, "peak_reset": reset, "source": source}
-
-
-def _measure_rusage(run_fn: Callable[[], object], proc_self: Path) -> dict:
-    """The fallback: ru_maxrss cannot be reset, so the run's peak is known only if the run
-    set a new lifetime peak; otherwise it is at most the earlier peak, and left None."""
-    rss_before = read_status(proc_self).get("VmRSS")
-    peak_before = maxrss_bytes()
-    run_fn()
-    peak_after = maxrss_bytes()
-    new_peak = None not in (peak_before, peak_after) and peak_after > peak_before
-    return _cpu_result(rss_before, peak_after if new_peak else None,
-                       read_status(proc_self).get("VmRSS"), False,
-                       None if peak_after is None else "getrusage")
-
-
-def measure_cpu(run_fn: Callable[[], object], proc_self: Path = PROC_SELF) -> dict:
-    """Run ``run_fn()`` once and return what it added to resident memory:
-
-    ``{rss_before_bytes, peak_bytes, rss_after_bytes, added_bytes, peak_reset, source}``,
-    with ``added_bytes`` = peak during the run - RSS before it. ``source`` is "proc" (VmHWM
-    after resetting it: exact), "getrusage" (``peak_reset`` False; ``peak_bytes`` is None
-    unless the run set a new lifetime peak of the process) or None (nothing readable).
-    """
-    reset = reset_peak(proc_self)
-    before = read_status(proc_self)
-    if not (reset and "VmHWM" in before and "VmRSS" in before):
-        return _measure_rusage(run_fn, proc_self)
-    run_fn()
-    after = read_status(proc_self)
-    return _cpu_result(before["VmRSS"], after.get("VmHWM"), after.get("VmRSS"), True, "proc")
-
-
-# --- GPU ---------------------------------------------------------------------------------
-
-
-def _gpu_result(before: int | None = None, peak: int | None = None, after: int | None = None,
-                reset: bool = False, reason: str | None = None) -> dict:
-    added = None if before is None or peak is None else max(0, peak - before)
-    return {"available": reason is None, "reason": reason, "bytes_before": before,
-            "peak_bytes": peak, "bytes_after": after, "added_bytes": added,
-            "peak_reset": reset}
-
-
-def measure_torch(torch: Any, run_fn: Callable[[], object], device: Any = None) -> dict:
-    """Run ``run_fn()`` once; what it added to torch's CUDA allocator on ``device``:
-
-    ``{available, reason, bytes_before, peak_bytes, bytes_after, added_bytes, peak_reset}``
-    from memory_allocated() before, max_memory_allocated() after reset_peak_memory_stats(),
-    memory_allocated() after; the device is synchronised around the run. Without CUDA every
-    byte field is None and ``reason`` says why; ``run_fn`` runs all the same.
-    """
-    before, reason = _torch_start(getattr(torch, "cuda", None), device)
-    run_fn()
-    if reason is not None:
-        return _gpu_result(reason=reason)
-    try:
-        torch.cuda.synchronize(device)
-        peak = int(torch.cuda.max_memory_allocated(device))
-        after = int(torch.cuda.memory_allocated(device))
-    except Exception as exc:  # a broken driver or device must cost the figure, not the run
-        return _gpu_result(reason=f"torch.cuda statistics failed: {exc}")
-    return _gpu_result(before, peak, after, reset=True)
-
-
-def _torch_start(cuda: Any, device: Any) -> tuple[int | None, str | None]:
-    """(bytes allocated after a sync and a peak reset, None) or (None, why not)."""
-    try:
-        if cuda is None or not cuda.is_available():
-            return None, "no CUDA device"
-        cuda.synchronize(device)
-        cuda.reset_peak_memory_stats(device)
-        return int(cuda.memory_allocated(device)), None
-    except Exception as exc:
-        return None, f"torch.cuda statistics failed: {exc}"
-
-
-def jax_stats(device: Any) -> dict | None:
-    """``device.memory_stats()``, or None: on CPU devices JAX returns None (no allocator
-    statistics), and older or other backends may not have the method or may raise."""
-    try:
-        stats = device.memory_stats()
-    except Exception:
-        return None
-    return stats if isinstance(stats, dict) and "bytes_in_use" in stats else None
-
-
-def measure_jax(device: Any, run_fn: Callable[[], object]) -> dict:
-    """Run ``run_fn()`` once (it must block until its results are ready, as Trainer.run
-    does); what it added to JAX's allocator on ``device``, same keys as ``measure_torch``.
-
-    JAX cannot reset ``peak_bytes_in_use``, a lifetime peak: the run's peak is known only if
-    it raised that peak (so measure early in a fresh process); otherwise ``peak_bytes`` is
-    None and ``reason`` says so. Where memory_stats() is None (CPU), every byte field is None.
-    """
-    stats = jax_stats(device)
-    run_fn()
-    if stats is None:
-        return _gpu_result(reason="no memory statistics on this device (memory_stats() is None)")
-    end = jax_stats(device) or {}
-    before, after = stats.get("bytes_in_use"), end.get("bytes_in_use")
-    old_peak, new_peak = stats.get("peak_bytes_in_use"), end.get("peak_bytes_in_use")
-    if old_peak is None or new_peak is None or new_peak <= old_peak:
-        result = _gpu_result(before, None, after)
-        result["reason"] = (f"the run did not raise the lifetime peak ({old_peak} bytes): "
-                            f"its own peak is at most that, and not known")
-        return result
-    return _gpu_result(before, int(new_peak), after)
-
-
 # --- the minimum a step needs ------------------------------------------------------------
 
 
 def minimum_breakdown(widths: Sequence[int], bias: bool, batch: int, dtype: Any,
                       pre_activations: bool = False) -> dict:
-    """{parameters, gradients, activations, total} in bytes for one SGD step (see
-    ``minimum_bytes``)."""
-    item = np.dtype(dtype).itemsize
-    params = sum(a * b + (b if bias else 0) for a, b in zip(widths, widths[1:]))
-    values = batch * sum(widths)
-    if pre_activations:
-        values += batch * sum(widths[1:])
-    out = {"parameters": params * item, "gradients": params * item, "activations": values * item}
-    out["total"] = sum(out.values())
-    return out
-
-
-def minimum_bytes(widths: Sequence[int], bias: bool, batch: int, dtype: Any,
-                  pre_activations: bool = False) -> int:
-    """The least memory one SGD step of the network needs, in bytes.
+    """{parameters, gradients, activations, total}: the least memory one SGD step of the
+    network needs, in bytes.
 
     Counted, each at ``dtype``'s size:
 
@@ -229,7 +86,14 @@ def minimum_bytes(widths: Sequence[int], bias: bool, batch: int, dtype: Any,
     Not counted: the targets y, the loss, the backward pass's transient dE/dh and dE/da (one
     layer at a time), framework overhead (autograd graphs, allocator caches, compiled code).
     """
-    return minimum_breakdown(widths, bias, batch, dtype, pre_activations)["total"]
+    item = np.dtype(dtype).itemsize
+    params = sum(a * b + (b if bias else 0) for a, b in zip(widths, widths[1:]))
+    values = batch * sum(widths)
+    if pre_activations:
+        values += batch * sum(widths[1:])
+    out = {"parameters": params * item, "gradients": params * item, "activations": values * item}
+    out["total"] = sum(out.values())
+    return out
 
 
 # --- leaks -------------------------------------------------------------------------------
