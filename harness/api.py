@@ -115,7 +115,7 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
     from harness.commands import plans
     from harness.measure.check import learner as learners
 
-    learner = learners.load(path)
+    learner = learners.read_learner(path)
     if problems is None:
         networks = plans.Networks(output_activation=learner.output_activation)
         problems = plans.check_problems(networks, learner.activation, learner.bias)
@@ -131,7 +131,7 @@ def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = No
     from harness.commands import check as session
     from harness.measure.check import example as examples
 
-    example = examples.load(path)
+    example = examples.read_example(path)
     names = names_of(frameworks)
     selection = session.select(names, None, [example.problem], "cpu", include_all)
     outcome = session.run_example(example, selection, lambda text: None)
@@ -172,7 +172,7 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Run]:
     does). A file that cannot be read is a warning and left out; none readable is a
     ``ResultsError``."""
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    loaded, problems = store.load_many([str(p) for p in items])
+    loaded, problems = store.read_runs([str(p) for p in items])
     if not loaded:
         where = ", ".join(map(str, items)) or "no path"
         first = f" (first: {problems[0]})" if problems else ""

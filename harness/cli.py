@@ -113,10 +113,10 @@ def run_args(p: Parser) -> None:
 
 
 def sweep_args(p: Parser) -> None:
-    from harness.commands.sweep import DEFAULT_WIDTHS
+    from harness.commands.sweep import SWEEP_SIZES
 
     p.add_argument("--sizes", type=ints, help="comma list of d (default: "
-                   f"{','.join(map(str, DEFAULT_WIDTHS))})")
+                   f"{','.join(map(str, SWEEP_SIZES))})")
     p.add_argument("--widths", type=ints, help=argparse.SUPPRESS)  # old name of --sizes
     p.add_argument("--depths", type=ints, default=(2,), help="comma list of weight layers "
                    "(default: 2, the [d, d, d] network)")
@@ -134,7 +134,7 @@ def sweep_args(p: Parser) -> None:
 
 
 def sweep_call(a) -> int:
-    from harness.commands.sweep import DEFAULT_WIDTHS, Grid
+    from harness.commands.sweep import SWEEP_SIZES, Grid
 
     sizes = a.sizes
     if a.widths is not None:
@@ -144,7 +144,7 @@ def sweep_call(a) -> int:
     if a.activation not in ACTIVATIONS:
         raise BenchError(f"unknown activation {a.activation!r}: choose from "
                          f"{', '.join(ACTIVATIONS)}")
-    grid = Grid(DEFAULT_WIDTHS if sizes is None else sizes, a.depths, a.batches, a.dtype,
+    grid = Grid(SWEEP_SIZES if sizes is None else sizes, a.depths, a.batches, a.dtype,
                 a.activation)
     return timed.sweep(grid, lr_of(a.lr), a.seed, a.budget, timed_of(a))
 

@@ -70,8 +70,8 @@ BOTH_DTYPES = ("float32", "float64")
 FLOAT64_ONLY = ("float64",)
 KINDS = ("idiomatic", "optimised")
 ROLES = ("limit", "reference", "gpu-limit")
-DEFAULT_NETWORKS = ("worked-example", "small", "large")  # the default run's networks
-ALL_NETWORKS = DEFAULT_NETWORKS
+RUN_NETWORK_NAMES = ("worked-example", "small", "large")  # the default run's networks
+ALL_NETWORKS = RUN_NETWORK_NAMES
 SMALL = ("worked-example", "small")
 WORKED_EXAMPLE = ("worked-example",)
 PEAK_N = {"cpu": 2048, "cuda": 8192}  # matmul sizes that run near peak on each device
@@ -143,7 +143,7 @@ class Variant:
             "reference" (the "× reference" column) — a GPU run also runs these two on the
             CPU — or "gpu-limit" (the serial chain in one GPU thread, listed with the
             ceilings).
-        default_run: the networks of the default run it runs on (``DEFAULT_NETWORKS``: the
+        default_run: the networks of the default run it runs on (``RUN_NETWORK_NAMES``: the
             1-1-1 "worked-example", the "small" 16-16-16 and the "large" 256-256-256);
             ``--widths`` and ``--variants`` run whatever they name.
         sweep_devices: devices on which the default sweep includes it.

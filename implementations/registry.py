@@ -23,9 +23,9 @@ from types import ModuleType
 
 from implementations.contract import (
     DECLARATION_NAMES,
-    DEFAULT_NETWORKS,
     KINDS,
     ROLES,
+    RUN_NETWORK_NAMES,
     Framework,
     Unavailable,
     Variant,
@@ -86,9 +86,9 @@ def check_variant(v: Variant, names: set[str]) -> None:
         raise BenchError(f"variant {v.name}: kind {v.kind!r} is not one of {', '.join(KINDS)}")
     if v.role is not None and v.role not in ROLES:
         raise BenchError(f"variant {v.name}: role {v.role!r} is not one of {', '.join(ROLES)}")
-    if not set(v.default_run) <= set(DEFAULT_NETWORKS):
+    if not set(v.default_run) <= set(RUN_NETWORK_NAMES):
         raise BenchError(f"variant {v.name}: default_run {v.default_run!r} names networks "
-                         f"other than {', '.join(DEFAULT_NETWORKS)}")
+                         f"other than {', '.join(RUN_NETWORK_NAMES)}")
     if v.name in names:
         raise BenchError(f"variant {v.name} is declared twice")
     if v.below is not None and v.below == v.name:
@@ -139,7 +139,7 @@ def import_module(framework: str) -> ModuleType:
                 raise Unavailable(f"{fw.name}: {package} is not installed") from None
             raise Unavailable(failed(fw.name, package, exc)) from None
     try:
-        return load(framework)
+        return load_module(framework)
     except Unavailable:
         raise
     except Exception as exc:
@@ -158,7 +158,7 @@ def failed(framework: str, what: str, exc: BaseException) -> str:
     return f"{framework}: {what} is installed but fails to import ({type(exc).__name__}: {first})"
 
 
-def load(framework: str) -> ModuleType:
+def load_module(framework: str) -> ModuleType:
     name = module_name(framework)
     if name.startswith("implementations."):
         return importlib.import_module(name)

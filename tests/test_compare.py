@@ -55,7 +55,7 @@ def verdicts(a, b) -> dict[str, str]:
 
 
 def test_planted_regression_is_slower_and_the_rest_the_same(regression):
-    a, b = map(store.load, regression)
+    a, b = map(store.read_run, regression)
     assert verdicts(a, b) == {"numpy": "same", "torch": "slower", "jax": "same"}
     torch_row = next(r for r in compare.compare_runs(a, b).rows if "/torch/" in r.case_id)
     assert torch_row.ratio == pytest.approx(1.2, rel=0.05)
@@ -63,7 +63,7 @@ def test_planted_regression_is_slower_and_the_rest_the_same(regression):
 
 
 def test_speedup_is_faster(regression):
-    a, b = map(store.load, regression)
+    a, b = map(store.read_run, regression)
     assert verdicts(b, a)["torch"] == "faster"
 
 

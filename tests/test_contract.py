@@ -157,7 +157,7 @@ def test_the_fake_framework_runs_and_reports(with_fake, tmp_path, capsys):
                      "--time-per-case", "0.05", "--processes", "1", "--no-peak",
                      "--out", str(out)])
     assert code == 0, capsys.readouterr()
-    run = store.load(out)
+    run = store.read_run(out)
     assert {c.variant: c.status for c in run.cases} == {"numpy": "ok", "fake": "ok",
                                                         "fake-twice": "ok"}
     assert run.software.get("json") is None and run.frameworks["fake"].settings
@@ -174,7 +174,7 @@ def test_a_leaking_variant_is_flagged(with_fake, tmp_path, capsys):
                      "0.2", "--rounds", "1", "--no-peak", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
-    (case,) = store.load(out).cases
+    (case,) = store.read_run(out).cases
     assert case.ok and case.leaks and "grew" in case.memory["leak_reason"]
     assert "LEAKS" in printed and "leaks" in printed
 
@@ -217,4 +217,4 @@ def test_running_a_broken_framework_exits_1_with_one_line(broken_jax, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("warning:")]
     assert errors == [f"backprop-bench: error: jax could not run here: {BROKEN}"]
-    assert store.load(out).cases[0].status == "unavailable"
+    assert store.read_run(out).cases[0].status == "unavailable"

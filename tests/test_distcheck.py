@@ -75,7 +75,7 @@ def test_default_networks_scale_the_batch_with_the_workers():
     problems = check_workers.problems_for(plans.Networks(), 4)
     assert {p.batch for p in problems} == {32}
     assert {p.spec.dtype for p in problems} == {"float64", "float32"}
-    assert problems[0].spec.widths == distcheck.DEFAULT_WIDTHS
+    assert problems[0].spec.widths == distcheck.WORKERS_NETWORK
     assert check_workers.problems_for(plans.Networks(batch=6), 3)[0].batch == 6
 
 

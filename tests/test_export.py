@@ -43,7 +43,7 @@ def test_statistics_are_computed_as_pytest_benchmark_computes_them(n):
 
 
 def test_each_ok_case_is_a_benchmark_of_per_step_times_with_iterations_k(two_files):
-    run = store.load(two_files[0])
+    run = store.read_run(two_files[0])
     doc = exported(two_files[0])
     assert set(doc) == {"machine_info", "commit_info", "benchmarks", "datetime", "version"}
     assert len(doc["benchmarks"]) == len(run.ok_cases())
@@ -70,7 +70,7 @@ def test_failed_and_unavailable_cases_are_left_out_and_said(two_files, capsys):
 def test_several_files_export_together_with_unique_names(two_files):
     doc = json.loads(export.render(export.load([str(two_files[0].parent)]), "pytest-benchmark"))
     names = [b["fullname"] for b in doc["benchmarks"]]
-    assert len(names) == len(set(names)) == 2 * len(store.load(two_files[0]).ok_cases())
+    assert len(names) == len(set(names)) == 2 * len(store.read_run(two_files[0]).ok_cases())
     assert any(n.startswith("run-b.json::") for n in names)
 
 
@@ -88,7 +88,7 @@ def test_pytest_benchmark_compare_reads_two_exports(two_files, tmp_path):
     assert "1-1-1 linear float64 b1 on cpu" in proc.stdout
     with open(table) as f:
         rows = list(csv.DictReader(f))
-    ok = len(store.load(two_files[0]).ok_cases())
+    ok = len(store.read_run(two_files[0]).ok_cases())
     assert len(rows) == 2 * ok
     numpy = [r for r in rows if r["name"] == "cpu/numpy/1-1-1 linear float64/b1"]
     assert len(numpy) == 2 and all(1e-6 < float(r["median"]) < 1e-5 for r in numpy)
@@ -101,10 +101,10 @@ def test_csv_has_one_row_per_case_with_the_records_columns(two_files, tmp_path):
         reader = csv.DictReader(f)
         rows = list(reader)
     assert tuple(reader.fieldnames) == records.COLUMNS
-    assert len(rows) == len(store.load(two_files[0]).cases)  # failed ones too
+    assert len(rows) == len(store.read_run(two_files[0]).cases)  # failed ones too
     failed = next(r for r in rows if r["status"] == "failed")
     assert failed["median_s"] == "" and failed["reason"]
-    expected = records.run_records(store.load(two_files[0]))[0]["median_s"]
+    expected = records.run_records(store.read_run(two_files[0]))[0]["median_s"]
     assert float(rows[0]["median_s"]) == expected
 
 
@@ -127,7 +127,7 @@ def test_export_never_writes_over_a_file_it_reads(two_files, capsys):
     argv = ["export", str(two_files[0]), "--out", str(two_files[0]), "--force"]
     assert cli.main(argv) == 2
     assert "one of the files being exported" in capsys.readouterr().err
-    assert store.load(two_files[0]).cases
+    assert store.read_run(two_files[0]).cases
 
 
 @pytest.mark.parametrize("argv, message", [

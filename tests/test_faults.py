@@ -3,7 +3,7 @@
 For each fault: the exit status (non-zero where the command could not do what was asked),
 exactly one line on stderr and no traceback for a refusal (one error line, after warnings if
 any, for a command that ran first), a results file that loads
-(``store.load``) with every finished case, and no hang (every subprocess has a timeout).
+(``store.read_run``) with every finished case, and no hang (every subprocess has a timeout).
 The faulty frameworks are tests/fake_faulty.py (a good variant, and one that hangs, one
 that dies, one that leaks a process) and tests/fake_missing.py (not installed), registered
 through BACKPROP_BENCH_FRAMEWORKS.
@@ -182,7 +182,7 @@ def gone(token: str, seconds: float = 5) -> list[int]:
 
 
 def statuses(path: Path) -> dict[str, str]:
-    return {c.variant: c.status for c in store.load(path).cases}
+    return {c.variant: c.status for c in store.read_run(path).cases}
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def test_two_runs_with_one_out_never_lose_a_run(tmp_path):
     (_, _, err), = [d for d in done if d[0].returncode == 2]
     line = one_line(err, str(out))
     assert "being written by another run" in line or "already exists" in line
-    run = store.load(out)  # the winner's cases, all of them
+    run = store.read_run(out)  # the winner's cases, all of them
     widths = ("1,1,1", "2,2,2")[runs.index(winner)]
     assert [c.problem.widths for c in run.cases] == [tuple(map(int, widths.split(",")))]
     assert run.complete and all(c.ok for c in run.cases)
@@ -243,7 +243,7 @@ def test_a_file_written_between_the_check_and_the_lock_is_not_overwritten(tmp_pa
     monkeypatch.setattr(store, "take_lock", another_run_finishes_first)
     with pytest.raises(ResultsError, match="already exists"):
         store.claim(out)
-    assert store.load(out) == other and not store.lock_path(out).exists()
+    assert store.read_run(out) == other and not store.lock_path(out).exists()
 
 
 def claim_each(paths: list[str], barrier, results) -> None:
@@ -284,7 +284,7 @@ def test_two_runs_without_out_write_two_files(tmp_path):
     files = sorted(folder.glob("run-cpu-*.json"))
     assert len(files) == 2
     for f in files:
-        assert statuses(f) == {"numpy": "ok"} and store.load(f).complete
+        assert statuses(f) == {"numpy": "ok"} and store.read_run(f).complete
     assert not list(folder.glob(".*.lock"))
 
 
@@ -299,7 +299,7 @@ def test_a_hanging_case_times_out_and_the_run_goes_on(tmp_path):
                  "--timeout", "2", *FAST, "--out", str(out))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert time.monotonic() - began < 30
-    run = store.load(out)
+    run = store.read_run(out)
     cases = {c.variant: c for c in run.cases}
     assert cases["faulty-leak"].status == "failed"
     assert cases["faulty-leak"].reason.startswith("timed out after 2 s")
@@ -479,7 +479,7 @@ def test_a_huge_finite_timeout_is_honoured(tmp_path):
     proc = bench(environ(tmp_path), "run", "--widths", "1,1,1", "--variants", "numpy", *FAST,
                  "--timeout", "1e308", "--out", str(out))
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert statuses(out) == {"numpy": "ok"} and store.load(out).complete
+    assert statuses(out) == {"numpy": "ok"} and store.read_run(out).complete
 
 
 # ---- 10. Markdown escaping --------------------------------------------------------------------
@@ -515,7 +515,7 @@ def test_stray_output_of_a_sitecustomize_or_framework_is_not_a_message(tmp_path)
     proc = bench(env, "run", "--widths", "1,1,1", "--variants", "numpy,faulty-ok", *FAST,
                  "--out", str(out))
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert statuses(out) == {"numpy": "ok", "faulty-ok": "ok"} and store.load(out).complete
+    assert statuses(out) == {"numpy": "ok", "faulty-ok": "ok"} and store.read_run(out).complete
 
 
 # ---- 12. the smaller items --------------------------------------------------------------------
@@ -550,7 +550,7 @@ def test_a_worker_dying_in_a_case_loses_that_case_only(tmp_path):
     proc = bench(environ(tmp_path), "run", "--widths", "1,1,1", "--variants",
                  "faulty-die,faulty-ok", *FAST, "--out", str(out))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    cases = {c.variant: c for c in store.load(out).cases}
+    cases = {c.variant: c for c in store.read_run(out).cases}
     assert cases["faulty-die"].reason == ("worker process exited with status 3 before this "
                                           "case finished (it wrote nothing to its log)")
     assert cases["faulty-ok"].ok, cases["faulty-ok"].reason  # a fresh worker went on
@@ -571,7 +571,7 @@ def test_an_interrupt_before_the_first_write_says_nothing_was_saved(tmp_path, mo
     store.write(older, out)  # an older run, which --force would replace
     assert cli.main([*argv, "--force"]) == 130
     one_line(capsys.readouterr().err, "interrupted: nothing was saved")
-    assert store.load(out) == older
+    assert store.read_run(out) == older
 
 
 @pytest.mark.parametrize("argv", [  # and a memory refusal: test_a_network_too_big_for_memory...
@@ -606,7 +606,7 @@ def test_an_interrupt_keeps_the_finished_cases_and_kills_the_workers(tmp_path, s
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     error_line(err, f"interrupted: the finished cases are saved in {out}")
-    run = store.load(out)
+    run = store.read_run(out)
     assert statuses(out) == {"numpy": "ok"} and run.interrupted and not run.complete
     assert gone(env["FAULTS_TOKEN"]) == []
 
@@ -622,7 +622,7 @@ def test_sigkill_of_the_runner_leaves_no_process_and_no_log(tmp_path):
     # the worker (PR_SET_PDEATHSIG), what it started and its guard (the lifeline) all die
     assert gone(env["FAULTS_TOKEN"]) == []
     assert not list((tmp_path / "tmp").iterdir())  # the worker's log was an unlinked file
-    run = store.load(out)  # every case finished before the kill
+    run = store.read_run(out)  # every case finished before the kill
     assert statuses(out) == {"numpy": "ok"} and run.finished is None and not run.complete
     text = build_report([out], tmp_path / "R.md").read_text()
     assert "(incomplete: killed, or still running)" in text

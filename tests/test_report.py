@@ -18,7 +18,7 @@ from harness import cli, report
 from harness.measure import environment
 from harness.record import store, summary
 from harness.record.results import ResultsError
-from harness.report import api, ceilings, fits, gpu_cpu, provenance, sources
+from harness.report import ceilings, code, fits, gpu_cpu, provenance, sources
 from implementations import registry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -80,7 +80,7 @@ def test_readme_block_is_generated_between_its_markers(tmp_path):
 def test_the_committed_readme_is_generated_from_the_committed_results():
     from harness.report import glance
 
-    loaded, _ = store.load_many([str(ROOT / "results")])
+    loaded, _ = store.read_runs([str(ROOT / "results")])
     body = glance.body(sources.sources_of(loaded))
     readme = (ROOT / "README.md").read_text()
     assert f"{glance.START}\n{body}\n{glance.END}" in readme, \
@@ -243,14 +243,14 @@ def test_building_a_report_imports_neither_torch_nor_jax(tmp_path):
 
 def test_code_lines_leave_out_docstring_comments_and_blank_lines():
     src = 'def f(x):\n    """Doc\n    string."""\n    # why\n\n    y = x  # keep\n    return y\n'
-    assert api.code_lines(src) == 3
+    assert code.code_lines(src) == 3
 
 
 def test_function_sources_reads_functions_and_methods(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("import os\n\n\ndef forward(x):\n    return x\n\n\nclass Trainer:\n"
                     "    def run(self, steps):\n        return steps\n")
-    found = api.function_sources(path)
+    found = code.function_sources(path)
     assert found == {"forward": "def forward(x):\n    return x",
                      "Trainer.run": "def run(self, steps):\n    return steps"}
 
@@ -380,14 +380,14 @@ def test_api_section_reads_the_code_at_the_commit_the_results_ran(tmp_path):
         pytest.skip("not a git checkout")
     run = h.run_file()
     run.commit.id, run.commit.dirty = head, False
-    text = api.section([sources.Source(tmp_path / "r.json", run, "r")])
+    text = code.section([sources.Source(tmp_path / "r.json", run, "r")])
     assert f"at commit `{head[:10]}`, the commit the newest results" in text
     assert "the code that ran" in text and text.count("def forward(") >= 3
 
 
 def test_api_section_without_git_names_no_commit(monkeypatch):
     monkeypatch.setattr(environment, "git_out", lambda *args, **kw: None)
-    head = api.section([]).split("\n\n")[1]
+    head = code.section([]).split("\n\n")[1]
     assert "content `" in head and "(commit" not in head
 
 
@@ -564,7 +564,7 @@ def test_the_glance_headline_is_the_fullest_cpu_run_not_a_newer_focused_one(tmp_
     focused.created = "2026-02-01T00:00:00+00:00"
     store.write(full, tmp_path / "run-full.json")
     store.write(focused, tmp_path / "run-limit-only.json")
-    loaded, _ = store.load_many([str(tmp_path)])
+    loaded, _ = store.read_runs([str(tmp_path)])
     body = glance.body(sources.sources_of(loaded))
     assert "`run-full.json`" in body and "run-limit-only" not in body
     assert "| `torch` |" in body
@@ -578,7 +578,7 @@ def test_scale_runs_stay_out_of_the_gpu_and_cpu_crossovers(tmp_path, monkeypatch
     monkeypatch.setattr(hs, "SIZES", (16, 64, 256, 1024))  # enough widths for a fit
     write_results(tmp_path, sweep=True)
     store.write(hs.scale_file(), tmp_path / "scale-cpu-box.json")
-    loaded, _ = store.load_many([str(tmp_path)])
+    loaded, _ = store.read_runs([str(tmp_path)])
     found = sources.sources_of(loaded)
     assert any(s.command == "scale" for s in found)
     assert "scale-cpu-box" not in glance.body(found)

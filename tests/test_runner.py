@@ -37,7 +37,7 @@ def test_run_writes_a_checked_results_file(tmp_path):
     proc = bench("run", "--variants", "python,numpy,limit", "--widths", "1,1,1", *FAST,
                  "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    run = store.load(out)
+    run = store.read_run(out)
     assert {c.variant for c in run.cases} == {"python", "numpy", "limit"}
     for case in run.cases:
         assert case.ok, case.reason
@@ -54,7 +54,7 @@ def test_a_diverging_run_is_recorded_as_failed_not_timed(tmp_path):
     proc = bench("run", "--variants", "numpy,limit", "--widths", "1,1,1", "--lr", "50", *FAST,
                  "--out", str(out))
     assert proc.returncode == 1
-    run = store.load(out)
+    run = store.read_run(out)
     assert len(run.cases) == 2
     for case in run.cases:
         assert case.status == "failed"
@@ -115,7 +115,7 @@ def test_ctrl_c_leaves_a_valid_file_with_every_finished_case(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "finished cases are saved" in err and "Traceback" not in err
-    run = store.load(out)
+    run = store.read_run(out)
     assert run.interrupted and 1 <= len(run.cases) < 4 and not run.complete
 
 
@@ -150,7 +150,7 @@ def test_a_dying_worker_marks_its_unfinished_cases_failed(tmp_path, monkeypatch)
     run = runner.execute(plan, path, lambda *a: None)
     reasons = [c.reason for c in run.cases]
     assert any("exited with status -9" in r and "Killed" in r for r in reasons)
-    assert len(store.load(path).cases) == 2
+    assert len(store.read_run(path).cases) == 2
 
 
 def test_a_lost_case_with_an_empty_log_does_not_end_in_a_colon():
@@ -172,7 +172,7 @@ def test_a_busy_neighbour_is_warned_about_and_marks_the_cases(tmp_path):
     warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "the machine is not quiet" in warning[0]
     assert f"(pid {hog.pid})" in warning[0]
-    run = store.load(out)
+    run = store.read_run(out)
     assert all(c.disturbed for c in run.cases) and "disturbed" in proc.stdout
     assert run.machine_state["warnings_before"] and run.machine_state["during"]["disturbed"]
 
@@ -207,7 +207,7 @@ def test_samples_from_several_processes_are_pooled_into_one_case(tmp_path):
     proc = bench("run", "--variants", "numpy", "--widths", "1,1,1", "--time-per-case", "0.05",
                  "--no-peak", "--processes", "3", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    (case,) = store.load(out).cases
+    (case,) = store.read_run(out).cases
     assert len(case.processes) == 3
     assert case.timing.per_step.blocks == sum(p.blocks for p in case.processes)
     assert len(case.timing.samples_s) == case.timing.per_step.blocks

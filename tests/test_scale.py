@@ -82,7 +82,7 @@ def test_a_tiny_scale_run_writes_a_results_file(tmp_path, capsys):
                      "0.05", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    run = store.load(out)
+    run = store.read_run(out)
     assert run.command == "scale" and run.config.grid["workers"] == [1, 2]
     assert sorted((c.problem.batch, c.workers, c.status) for c in run.cases) == [
         (4, 1, "ok"), (8, 1, "ok"), (8, 2, "ok")]

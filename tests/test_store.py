@@ -16,7 +16,7 @@ from harness.record.results import ResultsError
 def test_write_then_load_round_trips(tmp_path):
     path = tmp_path / "r.json"
     store.write(h.run_file(), path)
-    assert store.load(path) == h.run_file()
+    assert store.read_run(path) == h.run_file()
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
@@ -26,7 +26,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     run.cases[0].timing.samples_s[0] = float("nan")  # not valid JSON: the write must fail
     with pytest.raises(ValueError):
         store.write(run, path)
-    assert store.load(path) == h.run_file()  # the old file is intact
+    assert store.read_run(path) == h.run_file()  # the old file is intact
     assert os.listdir(tmp_path) == ["r.json"]
 
 
@@ -48,7 +48,7 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(ResultsError) as err:
-        store.load(path)
+        store.read_run(path)
     assert message in str(err.value) and str(path) in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -59,13 +59,13 @@ def test_a_fifo_is_not_read(tmp_path):
     store.write(h.run_file(), tmp_path / "good.json")
     assert store.find_files([str(tmp_path)]) == [tmp_path / "good.json"]
     with pytest.raises(ResultsError, match="not a regular file"):
-        store.load(fifo)
+        store.read_run(fifo)
 
 
 def test_load_many_keeps_good_files_and_reports_bad_ones(tmp_path):
     store.write(h.run_file(), tmp_path / "good.json")
     (tmp_path / "bad.json").write_text("[]")
-    good, problems = store.load_many([str(tmp_path)])
+    good, problems = store.read_runs([str(tmp_path)])
     assert [p.name for p, _ in good] == ["good.json"]
     assert len(problems) == 1 and "bad.json" in problems[0]
 

@@ -76,7 +76,7 @@ def test_a_small_sweep_writes_results_with_the_limit_ceiling(tmp_path):
     code = cli.main(["sweep", "--widths", "1,2", "--variants", "numpy", "--time-per-case",
                      "0.05", "--no-peak", "--out", str(out)])
     assert code == 0
-    run = store.load(out)
+    run = store.read_run(out)
     assert run.command == "sweep" and run.config.grid["widths"] == [1, 2]
     assert {c.variant for c in run.cases} == {"numpy", "limit"}
     assert all(c.ok for c in run.cases)

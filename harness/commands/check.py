@@ -61,7 +61,7 @@ def command(networks: plans.Networks, frameworks: tuple[str, ...] | None,
         scale.allow_oversubscribe(oversubscribe)
         require_device(device)
         return check_workers.command(networks, frameworks, variant_names, steps, device, workers)
-    learner = learners.load(impl) if impl is not None else None
+    learner = learners.read_learner(impl) if impl is not None else None
     if learner is not None and networks.output_activation == "linear":
         networks = replace(networks, output_activation=learner.output_activation)
     problems = plans.check_problems(networks, learner and learner.activation,
@@ -391,7 +391,7 @@ def example_command(path: str, frameworks, names, device: str, include_all: bool
     """`check --example FILE`: 0 if every value is reproduced by every subject."""
     if device != "cpu":
         raise BenchError("--example runs on the CPU only")
-    example = examples.load(path)
+    example = examples.read_example(path)
     selection = select(frameworks, names, [example.problem], "cpu", include_all)
     outcome = run_example(example, selection, stderr)
     outcome.notes = selection.notes + outcome.notes

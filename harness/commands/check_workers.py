@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from harness.commands import plans
 from harness.measure import check
-from harness.procs.distcheck import DEFAULT_WIDTHS, GRADIENT, RANKS, check_all
+from harness.procs.distcheck import GRADIENT, RANKS, WORKERS_NETWORK, check_all
 from harness.tables import text_table
 from implementations import registry
 from implementations.problem import BenchError, Problem
@@ -14,7 +14,7 @@ from implementations.problem import BenchError, Problem
 def problems_for(networks: plans.Networks, workers: int) -> list[Problem]:
     """The networks of `check --workers N`: those asked for, or 4-16-16-4 tanh; batch 8·N
     unless given; float64 and float32 unless given."""
-    widths = networks.widths or (DEFAULT_WIDTHS,)
+    widths = networks.widths or (WORKERS_NETWORK,)
     activation = networks.activation or ("tanh" if networks.widths is None else "linear")
     batch = networks.batch if networks.batch is not None else 8 * workers
     bias = bool(networks.bias)

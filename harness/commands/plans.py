@@ -30,8 +30,8 @@ from implementations.problem import (
 )
 
 # the worked example, then two wider networks: overhead-bound and compute-bound; their names
-# are those of contract.DEFAULT_NETWORKS, which a Variant's default_run lists
-DEFAULT_NETWORKS = {
+# are those of contract.RUN_NETWORK_NAMES, which a Variant's default_run lists
+RUN_NETWORKS = {
     "worked-example": dict(widths=(1, 1, 1), activation="linear", dtype="float64", batch=1),
     "small": dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
     "large": dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
@@ -171,12 +171,12 @@ def check_problems(n: Networks, activation: str | None = None,
 
 
 def timing_problems(n: Networks) -> list[Problem]:
-    """The networks of `run`: DEFAULT_NETWORKS, or the widths asked for, × the dtypes. A
+    """The networks of `run`: RUN_NETWORKS, or the widths asked for, × the dtypes. A
     1-1-1 network defaults to float64 and batch 1, any other to float32 and batch 64."""
     if n.widths is None:
         nets = [dict(net, activation=n.activation or net["activation"], dtype=d,
                      batch=net["batch"] if n.batch is None else n.batch)
-                for net in DEFAULT_NETWORKS.values()
+                for net in RUN_NETWORKS.values()
                 for d in (dtypes_of(n, ()) if n.dtypes is not None else [net["dtype"]])]
     else:
         nets = []
@@ -192,7 +192,7 @@ def timing_problems(n: Networks) -> list[Problem]:
 
 def default_name(problem: Problem) -> str | None:
     """The name of the default network a problem is (by its widths), or None."""
-    return next((name for name, net in DEFAULT_NETWORKS.items()
+    return next((name for name, net in RUN_NETWORKS.items()
                  if net["widths"] == problem.spec.widths), None)
 
 

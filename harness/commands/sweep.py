@@ -18,7 +18,7 @@ from harness.measure.timing import TimingConfig
 from implementations.contract import Variant
 from implementations.problem import MAX_DEPTH, BenchError, Problem
 
-DEFAULT_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+SWEEP_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 TIME_PER_CASE_STEPS = (0.75, 0.5, 0.25)
 # Rough costs for the estimate only (never reported): per-step overhead and throughput, and
 # the fixed cost of a case (first call, calibration, warm-up, the two reference checks; XLA's
@@ -30,7 +30,7 @@ PROCESS_START_S = {"cpu": 4.0, "cuda": 8.0}
 
 @dataclass(frozen=True)
 class Grid:
-    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    widths: tuple[int, ...] = SWEEP_SIZES
     depths: tuple[int, ...] = (2,)
     batches: tuple[int, ...] = (64,)
     dtypes: tuple[str, ...] = ("float32",)

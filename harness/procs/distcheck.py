@@ -32,7 +32,7 @@ from implementations.problem import Problem, flatten
 
 GRADIENT, RANKS = "full-batch gradient", "worker 0"
 TIMEOUT_BASE_S, TIMEOUT_PER_PROBLEM_S = 60.0, 120.0
-DEFAULT_WIDTHS = (4, 16, 16, 4)
+WORKERS_NETWORK = (4, 16, 16, 4)
 
 
 def check_ranks(problem: Problem, subject: str, trainer, report: check.Report) -> None:

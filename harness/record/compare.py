@@ -189,7 +189,7 @@ def describe(path: Path, run: Run) -> str:
 
 def main(path_a: str, path_b: str, fail_above: float | None, fmt: str = "text") -> int:
     """Print the comparison; 1 if ``fail_above`` (percent) is exceeded, else 0."""
-    a, b = store.load(Path(path_a)), store.load(Path(path_b))
+    a, b = store.read_run(Path(path_a)), store.read_run(Path(path_b))
     comparison = compare_runs(a, b, str(path_a), str(path_b))
     name_a, name_b = describe(Path(path_a), a), describe(Path(path_b), b)
     bad = None if fail_above is None else regressions(comparison, fail_above)

@@ -141,7 +141,7 @@ def render(loaded: list[tuple[Path, Run]], fmt: str) -> str:
 
 def load(paths: Sequence[str]) -> list[tuple[Path, Run]]:
     """The valid results files among paths (folders searched); the others are warnings."""
-    loaded, problems = store.load_many(list(paths))
+    loaded, problems = store.read_runs(list(paths))
     if not loaded:
         first = f" (first: {problems[0]})" if problems else ""
         raise ResultsError(f"no valid results file in {', '.join(paths)}{first}")

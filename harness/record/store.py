@@ -166,7 +166,7 @@ def write_text(text: str, path: Path) -> None:
         raise
 
 
-def load(path: Path) -> Run:
+def read_run(path: Path) -> Run:
     """Read and validate one results file; ResultsError names the file and the problem."""
     path = Path(path)
     try:
@@ -198,12 +198,12 @@ def find_files(paths: list[str]) -> list[Path]:
     return out
 
 
-def load_many(paths: list[str]) -> tuple[list[tuple[Path, Run]], list[str]]:
+def read_runs(paths: list[str]) -> tuple[list[tuple[Path, Run]], list[str]]:
     """Load every file that is valid; the others become one-line problems, not exceptions."""
     good, problems = [], []
     for path in find_files(paths):
         try:
-            good.append((path, load(path)))
+            good.append((path, read_run(path)))
         except ResultsError as exc:
             problems.append(str(exc))
     return good, problems

@@ -8,7 +8,7 @@ the others still make the report.
 
 One module per section: ``provenance`` (files, machines, software, settings), ``ceilings``,
 ``runs`` (one per `run` file), ``sweeps`` (one per `sweep` file), ``fits`` (the cost model),
-``gpu_cpu`` (where a GPU starts beating a CPU), ``compile`` and ``api`` (the step functions
+``gpu_cpu`` (where a GPU starts beating a CPU), ``compile`` and ``code`` (the step functions
 side by side); ``plots`` draws every figure; ``sources`` names machines and devices.
 
 The report never overwrites a file it did not write (the Markdown starts with ``MARKER``,
@@ -26,8 +26,8 @@ from pathlib import Path
 from harness.record import store
 from harness.record.results import ResultsError
 from harness.report import (
-    api,
     ceilings,
+    code,
     compile,
     glance,
     gpu_cpu,
@@ -51,7 +51,7 @@ def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = Fal
     With ``readme``, also rewrite that README's generated "at a glance" block."""
     out = check_out(Path(out), force)
     paths = [str(p) for p in paths] or [DEFAULT_DIR]
-    loaded, problems = store.load_many(paths)
+    loaded, problems = store.read_runs(paths)
     if not loaded:  # one line: the error names the first bad file and counts the others
         raise ResultsError(no_valid_message(paths, problems))
     for problem in problems:
@@ -118,7 +118,7 @@ def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: 
     body += [ladder.phases_section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
     body += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
     body += [scaling.section(s, sources, out_dir, plot_dir) for s in sources]
-    body += [gpu_cpu.section(sources), compile.section(sources), api.section(sources),
+    body += [gpu_cpu.section(sources), compile.section(sources), code.section(sources),
              provenance.section(sources, problems), ceilings.section(sources)]
     body = [p for p in body if p]
     parts = [title(sources), glance.section(sources), contents(body), *body]

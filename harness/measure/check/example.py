@@ -119,7 +119,7 @@ def read(path: str | Path) -> dict:
         raise BenchError(f"{path.name}: not TOML ({exc})") from None
 
 
-def load(path: str | Path) -> Example:
+def read_example(path: str | Path) -> Example:
     """The example in a file, or a one-line BenchError naming what is wrong with it."""
     path = Path(path)
     d = read(path)

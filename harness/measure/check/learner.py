@@ -68,7 +68,7 @@ class Learner:
         return [(np.asarray(W), None if b is None else np.asarray(b)) for W, b in params]
 
 
-def load(path: str | Path) -> Learner:
+def read_learner(path: str | Path) -> Learner:
     """Import a learner's file, or a one-line BenchError saying what is wrong with it."""
     path = Path(path)
     if not path.is_file():
