@@ -105,6 +105,8 @@ class Framework:
             (``KERAS_BACKEND``); they override the user's.
         api_source: the file in ``implementations/`` whose functions the report's API side by
             side shows (default: the module's own).
+        variables: the environment variables that change its results, by name or by prefix
+            (ending in "_"): a results file records those that are set.
     """
 
     name: str
@@ -119,9 +121,11 @@ class Framework:
     isolated: bool = False
     environment: dict[str, str] = field(default_factory=dict)
     api_source: str | None = None
+    variables: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "packages", tuple(self.packages))
+        object.__setattr__(self, "variables", tuple(self.variables))
 
 
 @dataclass(frozen=True)

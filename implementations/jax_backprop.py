@@ -31,7 +31,8 @@ from implementations.contract import (
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
 
 FRAMEWORK = Framework("jax", label="JAX", packages=("jax", "jaxlib"), order=50,
-                      import_effects="default matmul precision 'highest'; x64 on first float64")
+                      import_effects="default matmul precision 'highest'; x64 on first float64",
+                      variables=("JAX_", "XLA_FLAGS", "XLA_PYTHON_CLIENT_"))
 VARIANTS = (
     Variant("jax-eager", "idiomatic",
             "jax.grad with no jit: retraces every step (what you get without jit)",

@@ -47,7 +47,7 @@ from implementations.problem import (
 # peak_n: its reference BLAS takes seconds for a 2048 matmul; api=False: the report's API side
 # by side keeps to NumPy, PyTorch and JAX (this file is parallel to NumPy's)
 FRAMEWORK = Framework("mlx", label="MLX", packages=("mlx",), order=68, peak_n={"cpu": 512},
-                      api=False)
+                      api=False, variables=("MLX_",))
 VARIANTS = (
     Variant("mlx", "idiomatic", "MLX: mx.value_and_grad of the loss, the step evaluated with "
             "mx.eval"),

@@ -20,7 +20,7 @@ from implementations.contract import FLOAT64_ONLY, Framework, Unavailable, Varia
 from implementations.problem import Params, Problem, cast_problem, map_params
 
 FRAMEWORK = Framework("numba", label="numba", packages=("numba",), order=30, gradients=False,
-                      arrays=False, api=False)
+                      arrays=False, api=False, variables=("NUMBA_",))
 VARIANTS = (
     Variant("limit", "optimised",
             "numba @njit loop, inputs as arguments: the physical limit of the serial chain",

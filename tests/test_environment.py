@@ -72,3 +72,19 @@ def test_recording_the_environment_imports_no_framework():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True, timeout=120).stdout
     assert out.strip() == "[]"
+
+
+def test_a_package_installed_under_another_distribution_name_has_its_version(monkeypatch):
+    from importlib import metadata
+
+    def version(name):
+        if name == "tensorflow-cpu":
+            return "2.20.0"
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(environment.metadata, "version", version)
+    monkeypatch.setattr(environment.metadata, "metadata", lambda name: {"Name": name})
+    monkeypatch.setattr(environment, "distributions_of",
+                        lambda: {"tensorflow": ["tensorflow-cpu"]})
+    assert environment.version_of("tensorflow") == "2.20.0 (tensorflow-cpu)"
+    assert environment.version_of("nothing-here") is None

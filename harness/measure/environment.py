@@ -9,6 +9,7 @@ from the environment, without importing jax) and every installed distribution's 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -26,10 +27,10 @@ BASE_PACKAGES = ("numpy", "scipy", "threadpoolctl", "matplotlib")
 # Variables that change what a run measures: thread pools, allocators, compilers and caches.
 # NUMBA_, XLA_PYTHON_CLIENT_ (GPU memory) and NVIDIA_TF32_OVERRIDE (float32 matmul precision
 # on a GPU) belong with them for the frameworks here.
-RESULT_VARIABLE_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TORCHINDUCTOR_", "JAX_", "MALLOC_",
-                            "NUMBA_", "XLA_PYTHON_CLIENT_")
-RESULT_VARIABLES = ("XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "KERAS_BACKEND", "PYTHONHASHSEED",
-                    "NVIDIA_TF32_OVERRIDE")
+# the variables that change results whatever the framework (each framework declares its own:
+# ``Framework.variables``)
+RESULT_VARIABLE_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "GOMP_")
+RESULT_VARIABLES = ("CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED")
 FALSE_WORDS = ("0", "n", "no", "f", "false", "off")  # how JAX reads a false boolean variable
 
 
@@ -94,15 +95,33 @@ def packages() -> list[str]:
 
 
 def software_info() -> dict:
+    """{import name: version} of Python and every package a framework declares; a package
+    installed under another distribution name says which ("2.20.0 (tensorflow-cpu)")."""
     versions = {"python": platform.python_version()}
     for name in packages():
-        if name in sys.stdlib_module_names:
-            continue
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+        if name not in sys.stdlib_module_names:
+            versions[name] = version_of(name)
     return versions
+
+
+def version_of(package: str) -> str | None:
+    """The version of the distribution that provides an import name, or None."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        pass
+    for dist in distributions_of().get(package.split(".")[0], []):
+        try:
+            return f"{metadata.version(dist)} ({metadata.metadata(dist)['Name']})"
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+@functools.cache
+def distributions_of() -> dict[str, list[str]]:
+    """{top-level import name: the installed distributions that provide it}."""
+    return dict(metadata.packages_distributions())
 
 
 def git(*args: str, repo: Path = REPO) -> subprocess.CompletedProcess | None:
@@ -160,10 +179,12 @@ def pin_threads(threads: int) -> dict:
 
 def result_variables(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The set environment variables that change results (``RESULT_VARIABLE_PREFIXES``,
-    ``RESULT_VARIABLES``), sorted by name."""
+    ``RESULT_VARIABLES`` and every framework's ``variables``), sorted by name."""
     env = os.environ if env is None else env
-    return {k: env[k] for k in sorted(env)
-            if k in RESULT_VARIABLES or k.startswith(RESULT_VARIABLE_PREFIXES)}
+    declared = [v for f in registry.FRAMEWORKS.values() for v in f.variables]
+    prefixes = (*RESULT_VARIABLE_PREFIXES, *(v for v in declared if v.endswith("_")))
+    names = {*RESULT_VARIABLES, *(v for v in declared if not v.endswith("_"))}
+    return {k: env[k] for k in sorted(env) if k in names or k.startswith(prefixes)}
 
 
 def holds_entries(path: str | None) -> bool | None:
