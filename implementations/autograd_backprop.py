@@ -27,10 +27,7 @@ from implementations.problem import (
     unflatten,
 )
 
-# api=False: the report's API side by side keeps to NumPy, PyTorch and JAX (this file is
-# NumPy's with autograd.numpy and value_and_grad)
-FRAMEWORK = Framework("autograd", label="autograd", packages=("autograd",), order=25,
-                      api=False)
+FRAMEWORK = Framework("autograd", label="autograd", packages=("autograd",), order=25)
 VARIANTS = (
     Variant("autograd", "idiomatic", "HIPS autograd: value_and_grad of a NumPy loss, the "
             "update by hand", below="numpy"),

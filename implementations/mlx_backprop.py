@@ -44,10 +44,9 @@ from implementations.problem import (
     unflatten,
 )
 
-# peak_n: its reference BLAS takes seconds for a 2048 matmul; api=False: the report's API side
-# by side keeps to NumPy, PyTorch and JAX (this file is parallel to NumPy's)
+# peak_n: its reference BLAS takes seconds for a 2048 matmul
 FRAMEWORK = Framework("mlx", label="MLX", packages=("mlx",), order=68, peak_n={"cpu": 512},
-                      api=False, variables=("MLX_",))
+                      variables=("MLX_",))
 VARIANTS = (
     Variant("mlx", "idiomatic", "MLX: mx.value_and_grad of the loss, the step evaluated with "
             "mx.eval"),

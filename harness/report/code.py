@@ -1,11 +1,11 @@
 """The API side by side: each framework's step functions, read from their source with ``ast``.
 
 Two tables. The functional core (``FUNCTIONS``) of the frameworks that declare ``api=True``
-and gradient functions (NumPy, PyTorch, JAX). The idiomatic tier (``IDIOMATIC``: the model,
-the loss and one training step as a user writes them) of every file that defines those
-three functions (PyTorch's nn.Module tier, Flax NNX, Keras), with the lines of code and what
-each idiomatic variant measured per step. The code is read at the commit the newest results
-ran, where this checkout has it (``code_commit``).
+and define those functions (NumPy, autograd, PyTorch, JAX, TensorFlow, MLX). The idiomatic
+tier (``IDIOMATIC``: the model, the loss and one training step as a user writes them) of
+every file that defines those three functions (PyTorch's nn.Module tier, Flax NNX, Keras),
+with the lines of code and what each idiomatic variant measured per step. The code is read at
+the commit the newest results ran, where this checkout has it (``code_commit``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ IDIOMATIC = ("make_model", "make_loss", "train_step")
 
 
 def files() -> dict[str, Path]:
-    """{label: source file} of the frameworks whose functional core is shown."""
+    """{label: source file} of the frameworks whose functional core is shown: those that
+    declare ``api=True`` and whose file defines the functions (``grads`` among them)."""
     return {f.label: registry.MODULE_PATHS[name] for name, f in registry.FRAMEWORKS.items()
-            if f.api and f.gradients}
+            if f.api and "grads" in function_sources(registry.MODULE_PATHS[name], ("grads",))}
 
 
 def api_files() -> dict[Path, list[str]]:
