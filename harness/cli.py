@@ -339,6 +339,8 @@ def interrupt(signum, frame):
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
+    for problem in registry.PROBLEMS:  # a framework file that could not be read: said once
+        print(f"{PROG}: warning: {problem}", file=sys.stderr)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -39,22 +39,37 @@ ALL_DEVICES = ("cpu", "cuda")
 FRAMEWORKS: dict[str, Framework] = {}  # in Framework.order
 VARIANTS: dict[str, Variant] = {}  # frameworks in order, each module's variants in its order
 MODULE_PATHS: dict[str, Path] = {}  # framework name -> its source file
+PROBLEMS: list[str] = []  # files left out, one line each, said once by the command line
 
 
 def module_files() -> list[Path]:
-    """The candidate module files: implementations/*.py, then those named in the env."""
+    """The candidate module files: implementations/*.py, then those named in the env (a name
+    that is no file is a problem, said once, and left out)."""
     files = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_"))
-    extra = [Path(p).resolve() for p in os.environ.get(ENV, "").split(os.pathsep) if p]
-    for path in extra:
-        if not path.is_file():
-            raise BenchError(f"{ENV}: {path} is not a file")
-    return files + extra
+    for text in os.environ.get(ENV, "").split(os.pathsep):
+        if not text:
+            continue
+        path = Path(text).resolve()
+        if path.is_file():
+            files.append(path)
+        else:
+            PROBLEMS.append(f"{ENV}: {text} is not a file; left out")
+    return files
 
 
 def declarations(path: Path) -> tuple[Framework, tuple[Variant, ...]] | None:
     """(FRAMEWORK, VARIANTS) of a module file, read from its source; None if it has none."""
+    try:
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source, str(path))
+    except UnicodeDecodeError:
+        raise BenchError(f"{path.name}: not UTF-8 text") from None
+    except SyntaxError as exc:
+        raise BenchError(f"{path.name}:{exc.lineno}: {exc.msg}") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path.name}: cannot be read ({exc})") from None
     found = {}
-    for node in ast.parse(path.read_text(), str(path)).body:
+    for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
                 node.targets[0], ast.Name) and node.targets[0].id in ("FRAMEWORK", "VARIANTS"):
             found[node.targets[0].id] = evaluate(node.value, path)
@@ -63,21 +78,67 @@ def declarations(path: Path) -> tuple[Framework, tuple[Variant, ...]] | None:
     if set(found) != {"FRAMEWORK", "VARIANTS"}:
         raise BenchError(f"{path.name}: declares {', '.join(found)} but needs both FRAMEWORK "
                          f"and VARIANTS")
-    framework, variants = found["FRAMEWORK"], tuple(found["VARIANTS"])
+    framework, variants = found["FRAMEWORK"], found["VARIANTS"]
+    if not isinstance(variants, tuple):
+        raise BenchError(f"{path.name}: VARIANTS must be a tuple of Variant(...)")
     if not isinstance(framework, Framework) or not all(isinstance(v, Variant) for v in variants):
         raise BenchError(f"{path.name}: FRAMEWORK must be a Framework and VARIANTS Variants")
     load = partial(import_module, framework.name)
     return framework, tuple(replace(v, framework=framework.name, load=load) for v in variants)
 
 
+MAX_NODES = 4000  # a declaration is a few dozen literals; anything this large is not one
+MAX_TEXT = 2000  # characters of one string
+MAX_NUMBER = 10**12
+CALLABLE = {"Framework": Framework, "Variant": Variant}
+
+
 def evaluate(node: ast.expr, path: Path):
-    """A declaration's value: literals and the names of ``contract.DECLARATION_NAMES``."""
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name) and sub.id not in DECLARATION_NAMES:
-            raise BenchError(f"{path.name}:{sub.lineno}: a declaration may use only literals "
-                             f"and {', '.join(DECLARATION_NAMES)}, not {sub.id}")
-    code = compile(ast.Expression(node), str(path), "eval")
-    return eval(code, {"__builtins__": {}}, dict(DECLARATION_NAMES))  # noqa: S307
+    """A declaration's value, read as ``ast.literal_eval`` reads: numbers, strings, tuples,
+    lists and dicts of them, ``-`` before a number, the constants of
+    ``contract.DECLARATION_NAMES``, and calls of ``Framework`` and ``Variant`` with such
+    arguments; nothing is evaluated, and nothing large is accepted."""
+    if sum(1 for _ in ast.walk(node)) > MAX_NODES:
+        raise BenchError(f"{path.name}:{node.lineno}: a declaration of more than {MAX_NODES} "
+                         f"parts is not a declaration")
+    return literal(node, path)
+
+
+def literal(node: ast.expr, path: Path):
+    where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(
+            node.value, (str, int, float, bool))):
+        return checked(node.value, where)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(
+            node.operand, ast.Constant) and isinstance(node.operand.value, (int, float)):
+        return -checked(node.operand.value, where)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [literal(e, path) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {literal(k, path): literal(v, path) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Name) and node.id in DECLARATION_NAMES and node.id not in CALLABLE:
+        return DECLARATION_NAMES[node.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and (
+            node.func.id in CALLABLE) and all(k.arg for k in node.keywords):
+        args = [literal(a, path) for a in node.args]
+        kwargs = {k.arg: literal(k.value, path) for k in node.keywords}
+        try:
+            return CALLABLE[node.func.id](*args, **kwargs)
+        except TypeError as exc:
+            raise BenchError(f"{where}: {node.func.id}(...): {exc}") from None
+    raise BenchError(f"{where}: a declaration may use only literals, Framework(...) and "
+                     f"Variant(...) calls and the constants "
+                     f"{', '.join(n for n in DECLARATION_NAMES if n not in CALLABLE)}, not "
+                     f"{ast.unparse(node)[:60]}")
+
+
+def checked(value, where: str):
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise BenchError(f"{where}: a string of {len(value)} characters in a declaration")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        raise BenchError(f"{where}: the number {value:.3g} is out of range in a declaration")
+    return value
 
 
 def check_variant(v: Variant, names: set[str]) -> None:
@@ -99,24 +160,46 @@ def check_variant(v: Variant, names: set[str]) -> None:
 
 
 def discover() -> None:
-    """(Re)build FRAMEWORKS, VARIANTS and MODULE_PATHS in place from the module files."""
+    """(Re)build FRAMEWORKS, VARIANTS and MODULE_PATHS in place from the module files. A file
+    whose declarations cannot be used is left out, with one line in PROBLEMS saying why; the
+    other frameworks are unaffected."""
+    PROBLEMS.clear()
     found = []
     for path in module_files():
-        decl = declarations(path)
+        try:
+            decl = declarations(path)
+        except BenchError as exc:
+            PROBLEMS.append(f"{exc}; left out")
+            continue
         if decl:
             found.append((decl[0], decl[1], path))
     found.sort(key=lambda f: (f[0].order, f[0].name))
     frameworks, variants, paths = {}, {}, {}
     for framework, vs, path in found:
-        if framework.name in frameworks:
-            raise BenchError(f"framework {framework.name} is declared twice ({path})")
+        problem = clash(framework, vs, frameworks, variants, paths)
+        if problem:
+            PROBLEMS.append(f"{path.name}: {problem}; left out")
+            continue
         frameworks[framework.name], paths[framework.name] = framework, path
-        for v in vs:
-            check_variant(v, set(variants))
-            variants[v.name] = v
+        variants.update((v.name, v) for v in vs)
     for table, new in ((FRAMEWORKS, frameworks), (VARIANTS, variants), (MODULE_PATHS, paths)):
         table.clear()
         table.update(new)
+
+
+def clash(framework: Framework, vs: tuple[Variant, ...], frameworks: dict, variants: dict,
+          paths: dict) -> str | None:
+    """Why a file's declarations cannot join those found before, or None."""
+    if framework.name in frameworks:
+        return f"framework {framework.name} is declared already ({paths[framework.name].name})"
+    seen = set(variants)
+    for v in vs:
+        try:
+            check_variant(v, seen)
+        except BenchError as exc:
+            return str(exc)
+        seen.add(v.name)
+    return None
 
 
 def module_name(framework: str) -> str:

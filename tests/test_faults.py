@@ -68,6 +68,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -641,3 +642,50 @@ def test_a_process_a_worker_starts_dies_with_it(tmp_path, variant):
     _, leaked = wait_for(tmp_path / "marker")
     assert statuses(out) == {variant: "ok"}
     assert gone(env["FAULTS_TOKEN"]) == [] and not running(leaked)
+
+
+# ---- a bad framework file: one line naming it, the other frameworks unaffected ---------------
+
+BAD_PLUGINS = {
+    "syntax.py": ("def x(:\n", "syntax.py:1: invalid syntax"),
+    "keyword.py": ("FRAMEWORK = Framework('k', label='k', packages=(), bogus=1)\nVARIANTS = ()\n",
+                   "unexpected keyword argument 'bogus'"),
+    "listed.py": ("FRAMEWORK = Framework('l', label='l', packages=())\n"
+                  "VARIANTS = [Variant('l', 'idiomatic', 'd')]\n", "VARIANTS must be a tuple"),
+    "twin.py": ("FRAMEWORK = Framework('numpy', label='n', packages=())\n"
+                "VARIANTS = (Variant('numpy-twin', 'idiomatic', 'd'),)\n",
+                "framework numpy is declared already"),
+    "escape.py": ("FRAMEWORK = Framework('e', label='e', packages=(), "
+                  "order=__import__('os').system('touch PWNED'))\nVARIANTS = ()\n",
+                  "may use only literals"),
+    "attribute.py": ("FRAMEWORK = Framework('a', label=().__class__.__name__, packages=())\n"
+                     "VARIANTS = ()\n", "may use only literals"),
+    "huge.py": ("FRAMEWORK = Framework('h', label='x' * (9 ** 9 ** 9), packages=())\n"
+                "VARIANTS = ()\n", "may use only literals"),
+}
+
+
+@pytest.mark.parametrize("name", [*BAD_PLUGINS, "binary.py", "missing.py", "folder"])
+def test_a_bad_framework_file_is_one_line_and_the_others_still_work(tmp_path, name):
+    if name == "binary.py":
+        (tmp_path / name).write_bytes(b"\xff\xfe\x00bad")
+        expected = "binary.py: not UTF-8 text"
+    elif name == "folder":
+        (tmp_path / name).mkdir()
+        expected = "is not a file"
+    elif name == "missing.py":
+        expected = "is not a file"
+    else:
+        text, expected = BAD_PLUGINS[name]
+        (tmp_path / name).write_text(text)
+    env = {**os.environ, "BACKPROP_BENCH_FRAMEWORKS": str(tmp_path / name)}
+    for argv in (["--version"], ["list"], ["compare", "--help"]):
+        done = subprocess.run([sys.executable, "-m", "harness.cli", *argv], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+        assert len(warnings) == 1 and expected in warnings[0], done.stderr
+        assert "Traceback" not in done.stderr
+        if argv == ["list"]:
+            assert re.search(r"^numpy\s", done.stdout, re.M)
+    assert not (tmp_path / "PWNED").exists()
