@@ -8,6 +8,7 @@ on stderr and exit status 2; a check or a case that fails exits 1. Tracebacks ar
 from __future__ import annotations
 
 import argparse
+import codecs
 import signal
 import sys
 import textwrap
@@ -337,8 +338,34 @@ def interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+ASCII = {"×": "x", "µ": "u", "–": "-", "—": "-", "−": "-", "≥": ">=", "≤": "<=", "²": "^2",
+         "ᵀ": "^T", "·": "*", "…": "...", "‖": "||", "φ": "phi", "∂": "d", "η": "eta",
+         "→": "->", "½": "1/2", "≈": "~", "’": "'", "“": '"', "”": '"'}
+
+
+def degrade(error: UnicodeEncodeError) -> tuple[str, int]:
+    """What a stream that cannot encode a character writes instead: x for ×, us for µs..."""
+    text = error.object[error.start:error.end]
+    return "".join(ASCII.get(c, "?") for c in text), error.end
+
+
+codecs.register_error("backprop-bench", degrade)
+
+
+def plain_streams() -> None:
+    """Let stdout and stderr degrade to ASCII where their encoding lacks a character, rather
+    than raise (PYTHONIOENCODING=ascii, LC_ALL=C)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backprop-bench")
+            except (ValueError, OSError):
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
+    plain_streams()
     for problem in registry.PROBLEMS:  # a framework file that could not be read: said once
         print(f"{PROG}: warning: {problem}", file=sys.stderr)
     parser = build_parser()

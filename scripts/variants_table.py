@@ -30,7 +30,7 @@ def table() -> str:
 
 
 def write(readme: Path) -> None:
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     start = text.index(HEADER.splitlines()[0], text.index("## The variants"))
     end = text.index("\n\n", start)
     readme.write_text(text[:start] + table() + text[end:])

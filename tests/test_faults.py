@@ -689,3 +689,48 @@ def test_a_bad_framework_file_is_one_line_and_the_others_still_work(tmp_path, na
         if argv == ["list"]:
             assert re.search(r"^numpy\s", done.stdout, re.M)
     assert not (tmp_path / "PWNED").exists()
+
+
+# ---- files rewritten atomically, and the error names the file ---------------------------------
+
+def test_a_readme_that_cannot_be_written_stays_whole_and_is_named(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from harness.record import store
+    from harness.report import glance
+
+    results = tmp_path / "results"
+    results.mkdir()
+    store.write(h.run_file(), results / "run.json")
+    readme = tmp_path / "README.md"
+    text = f"# x\n\n{glance.START}\nold\n{glance.END}\n" + "tail " * 8000
+    readme.write_text(text)
+    real = store.os.replace
+
+    def full(src, dst):
+        if str(dst) == str(readme):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", full)
+    code = cli.main(["report", str(results), "--out", str(tmp_path / "R.md"),
+                     "--readme", str(readme)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(readme) in err[0] and "No space" in err[0]
+    assert readme.read_text() == text  # whole, not cut
+    assert (tmp_path / "R.md").exists()  # the report itself was written
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii"},
+                                 {"PYTHONUTF8": "0", "LC_ALL": "C", "LANG": "C"}])
+def test_a_plain_locale_gets_plain_output_not_a_traceback(env):
+    base = {**os.environ, **env}
+    for argv in (["--version"], ["list"], ["check", "--framework", "numpy", "--widths", "2,3,2",
+                                            "--steps", "2", "--dtype", "float64"]):
+        done = subprocess.run([sys.executable, "-m", "harness.cli", *argv], env=base, cwd=ROOT,
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+        assert b"Traceback" not in done.stderr
+        if env.get("PYTHONIOENCODING") == "ascii":
+            done.stdout.decode("ascii")  # nothing it cannot encode

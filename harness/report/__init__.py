@@ -17,7 +17,6 @@ each PNG carries it in its metadata) unless asked to with ``force``.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -64,13 +63,15 @@ def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = Fal
     try:
         plot_dir.mkdir(parents=True, exist_ok=True)
         text = render(sources, problems, out.parent, plot_dir)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
-        if readme is not None:
-            glance.update_readme(Path(readme), sources)
+        store.write_text(text, out)  # atomically: a full disk leaves the old report whole
     except OSError as exc:
         raise ResultsError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    if readme is not None:
+        try:
+            glance.update_readme(Path(readme), sources)
+        except OSError as exc:
+            raise ResultsError(f"cannot write {readme} (the report {out} is written): "
+                               f"{exc.strerror or exc}") from None
     return out
 
 

@@ -45,7 +45,7 @@ def api_files() -> dict[Path, list[str]]:
 def function_sources(path: Path | str, names: Sequence[str] = FUNCTIONS) -> dict[str, str]:
     """The source of each named top-level function or Class.method of a file (a Path) or of
     source text (a str), read with ast."""
-    text = path.read_text() if isinstance(path, Path) else path
+    text = path.read_text(encoding="utf-8") if isinstance(path, Path) else path
     nodes = {}
     for node in ast.parse(text).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -146,7 +146,8 @@ def code_commit(sources: list) -> tuple[str | None, str]:
         if c.id and c.dirty is False and environment.git_out("cat-file", "-t", c.id) == "commit":
             return c.id, (f"at commit `{c.id[:10]}`, the commit the newest results "
                           f"({s.file}) were measured at: the code that ran")
-    digest = hashlib.sha256("".join(p.read_text() for p in files().values()).encode())
+    text = "".join(p.read_text(encoding="utf-8") for p in files().values())
+    digest = hashlib.sha256(text.encode())
     return None, (f"as they are in the checkout that built the report (content "
                   f"`{digest.hexdigest()[:10]}`): no results file names a commit this "
                   f"checkout has, so this may differ from the code that ran")
@@ -158,7 +159,7 @@ def source_text(path: Path, commit: str | None) -> str | None:
         text = environment.git_out("show", f"{commit}:{rel}")
         if text is not None:
             return text + "\n"
-    return path.read_text() if path.exists() else None
+    return path.read_text(encoding="utf-8") if path.exists() else None
 
 
 def side_by_side(function: str, sources: dict[str, dict[str, str]]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.analysis import cost as model
+from harness.record import store
 from harness.record.results import Case, ResultsError, Run
 from harness.report.sources import Source, device_label, fmt_width, single_device, variant_rank
 from harness.tables import fmt_ratio, fmt_time, markdown_table
@@ -143,10 +144,10 @@ def section(sources: list[Source]) -> str:
 
 def update_readme(readme: Path, sources: list[Source]) -> None:
     """Replace the text between START and END in ``readme`` with ``body``."""
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise ResultsError(f"{readme} has no generated block: add the two lines\n{START}\n{END}"
                            .splitlines()[0] + " (and its end marker) where it should go")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{body(sources)}\n{END}{tail}")
+    store.write_text(f"{head}{START}\n{body(sources)}\n{END}{tail}", readme)  # atomically
