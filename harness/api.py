@@ -20,8 +20,13 @@ import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from harness.commands import check as session
+from harness.commands import plans
 from harness.measure import check as checks
 from harness.measure import machine_state
+from harness.measure.check import example as examples
+from harness.measure.check import learner as learners
+from harness.measure.environment import default_threads
 from harness.measure.timing import TimingConfig
 from harness.procs import messages, worker
 from harness.record import rows as flat
@@ -29,7 +34,7 @@ from harness.record import store
 from harness.record.results import Case, ProblemRecord, ResultsError, Run
 from implementations import registry
 from implementations.contract import Variant
-from implementations.problem import BenchError, NetworkSpec, Problem, make_problem, parse_widths
+from implementations.problem import BenchError, Problem, SpecError, make_problem, parse_widths
 
 DEVICES = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda"}
 # The file each loaded Run came from, for records(); a Run has no field for it (it is not part
@@ -53,12 +58,28 @@ def problem(widths: Sequence[int] | str = (1, 1, 1), activation: str = "linear",
     ``lr`` defaults to 0.1, times 16/width for networks wider than 16."""
     if isinstance(widths, str):
         widths = parse_widths(widths)
-    spec = NetworkSpec(tuple(widths), activation, bias=bias, dtype=dtype)
-    return make_problem(spec, batch, lr, seed)
+    if isinstance(widths, (bytes, dict)) or not isinstance(widths, Sequence):
+        raise ApiTypeError(f"widths must be a sequence of integers or '4,16,4', not "
+                           f"{type(widths).__name__}")
+    if not isinstance(bias, bool):
+        raise ApiTypeError(f"bias must be True or False, not {bias!r}")
+    for name, value in (("activation", activation), ("dtype", dtype)):
+        if not isinstance(value, str):
+            raise ApiTypeError(f"{name} must be a string, not {value!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise ApiTypeError(f"batch must be an integer, not {batch!r}")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
+        raise ApiTypeError(f"lr must be a number or None, not {lr!r}")
+    spec, batch = plans.network(tuple(widths), activation, "linear", bias, dtype, batch)
+    return make_problem(spec, batch, lr, seed)  # its memory checked first, as the CLI does
+
+
+class ApiTypeError(BenchError, TypeError):
+    """An argument of the wrong type, said in one line."""
 
 
 def device_of(device: str) -> str:
-    if device not in DEVICES:
+    if not isinstance(device, str) or device not in DEVICES:
         raise BenchError(f"unknown device {device!r}: choose cpu or cuda (or gpu)")
     return DEVICES[device]
 
@@ -76,9 +97,14 @@ def time(variant: str | Variant, problem: Problem, device: str = "cpu",
     CLI's worker does. Numbers to publish come from ``backprop-bench run``, whose separate
     processes are the careful way.
     """
+    if not isinstance(variant, (str, Variant)):
+        raise ApiTypeError(f"variant must be a variant's name or a Variant, not {variant!r}")
+    if not isinstance(problem, Problem):
+        raise ApiTypeError("problem must be a Problem, from backprop_bench.problem(...)")
     v = registry.get(variant.name if isinstance(variant, Variant) else variant)
     device = device_of(device)
-    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+    if isinstance(seconds, bool) or not (isinstance(seconds, (int, float))
+                                         and math.isfinite(seconds) and seconds > 0):
         raise BenchError(f"seconds {seconds!r} must be a finite number above 0")
     job = messages.JobCase(ProblemRecord.of(problem), v.name, device)
     start = machine_state.snapshot(sample_s=0, static=False)
@@ -112,9 +138,6 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
     ``problems`` (default: the default networks of ``check``, with the file's ACTIVATION and
     BIAS), beside the frameworks (default: every installed one; ``[]``: none). Its subject in
     the report is the file's name."""
-    from harness.commands import plans
-    from harness.measure.check import learner as learners
-
     learner = learners.read_learner(path)
     if problems is None:
         networks = plans.Networks(output_activation=learner.output_activation)
@@ -128,9 +151,6 @@ def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = No
     ``harness.measure.check.example``). Returns its ``Outcome``: ``passed``,
     ``results(value)``, ``failed()``, ``unreproduced()``;
     ``harness.measure.check.example.render(outcome)`` prints it."""
-    from harness.commands import check as session
-    from harness.measure.check import example as examples
-
     example = examples.read_example(path)
     names = names_of(frameworks)
     selection = session.select(names, None, [example.problem], "cpu", include_all)
@@ -143,20 +163,19 @@ def names_of(frameworks: Sequence[str] | None) -> tuple[str, ...] | None:
     if frameworks is None:
         return None
     if isinstance(frameworks, str) or not all(isinstance(f, str) for f in frameworks):
-        raise BenchError(f"frameworks must be a list of framework names, not {frameworks!r}")
+        raise ApiTypeError(f"frameworks must be a list of framework names, not {frameworks!r}")
     return tuple(frameworks)
 
 
 def check_problems(problems: list[Problem], frameworks, device: str, steps: int,
                    include_all: bool, threads: int | None, learner=None) -> checks.Report:
-    from harness.commands import check as session
-    from harness.measure.environment import default_threads
-
     device = device_of(device)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise BenchError(f"steps {steps!r} must be a whole number, 0 or more")
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise ApiTypeError(f"steps must be a whole number, not {steps!r}")
+    if steps < 0:
+        raise SpecError(f"steps {steps} must be 0 or more")
     if not all(isinstance(p, Problem) for p in problems):
-        raise BenchError("problem must be a Problem, from backprop_bench.problem(...)")
+        raise ApiTypeError("problem must be a Problem, from backprop_bench.problem(...)")
     names = names_of(frameworks)
     if names == () and learner is None:
         raise BenchError("frameworks is empty: name at least one framework")
@@ -171,7 +190,12 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Run]:
     """The runs in results files, or in folders of them (searched for *.json as the CLI
     does). A file that cannot be read is a warning and left out; none readable is a
     ``ResultsError``."""
+    if isinstance(paths, (bytes, bytearray)) or not isinstance(paths, (str, os.PathLike,
+                                                                      Iterable)):
+        raise ApiTypeError(f"paths must be a path or a list of paths, not {paths!r}")
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not all(isinstance(p, (str, os.PathLike)) for p in items):
+        raise ApiTypeError(f"paths must be str or os.PathLike, not {items!r}"[:200])
     loaded, problems = store.read_runs([str(p) for p in items])
     if not loaded:
         where = ", ".join(map(str, items)) or "no path"

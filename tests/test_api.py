@@ -170,3 +170,23 @@ def test_the_readme_example_runs(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "gradients right: True" in out and re.search(r"^ok [\d.]+ µs per step", out, re.M)
     assert "jax-scan" in out and "median_s" in out
+
+
+@pytest.mark.parametrize("call, kind, fragment", [
+    (lambda: bb.problem(batch=10**13), bb.BenchError, "of memory"),
+    (lambda: bb.problem(bias="no"), TypeError, "bias must be True or False"),
+    (lambda: bb.problem(widths=b"1,1,1"), TypeError, "widths must be a sequence"),
+    (lambda: bb.problem(batch=2.5), TypeError, "batch must be an integer"),
+    (lambda: bb.check(bb.problem(), frameworks="numpy"), TypeError, "list of framework names"),
+    (lambda: bb.check("1-1-1"), TypeError, "problem must be a Problem"),
+    (lambda: bb.check(bb.problem(), steps=1.5), TypeError, "steps must be a whole number"),
+    (lambda: bb.check(bb.problem(), steps=-1), ValueError, "must be 0 or more"),
+    (lambda: bb.time("numpy", bb.problem(), seconds=True), bb.BenchError, "seconds"),
+    (lambda: bb.time("numpy", "1-1-1"), TypeError, "problem must be a Problem"),
+    (lambda: bb.load(b"/tmp"), TypeError, "paths must be a path"),
+    (lambda: bb.load([3]), TypeError, "paths must be str or os.PathLike"),
+])
+def test_a_wrong_argument_is_a_one_line_error_at_the_api_boundary(call, kind, fragment):
+    with pytest.raises(kind, match=fragment) as info:
+        call()
+    assert isinstance(info.value, bb.BenchError) and "\n" not in str(info.value)
