@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from harness import __version__
 from harness.commands import basic as commands
 from harness.commands import check, demo, timed
+from harness.commands.base import check_environment
 from harness.commands.options import (
     LR_HELP,
     UsageError,
@@ -371,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        check_environment()
         if not getattr(args, "call", None):
             parser.print_help()
             return 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from implementations.contract import Unavailable
+from implementations.problem import BenchError
 
 OVERSUBSCRIBE = "BACKPROP_BENCH_OVERSUBSCRIBE"
 PG_TIMEOUT = "BACKPROP_BENCH_PG_TIMEOUT"
@@ -48,8 +50,26 @@ class RankFailure(RuntimeError):
 
 
 def pg_timeout_s() -> float:
-    """The process-group timeout: how long a collective waits for a missing rank."""
-    return float(os.environ.get(PG_TIMEOUT) or DEFAULT_PG_TIMEOUT_S)
+    """The process-group timeout: how long a collective waits for a missing rank (a setting
+    that is not a finite number of seconds above 0 is a BenchError, one line)."""
+    text = os.environ.get(PG_TIMEOUT, "").strip()
+    if not text:
+        return DEFAULT_PG_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise BenchError(f"{PG_TIMEOUT}={text!r}: must be a number of seconds above 0")
+    return value
+
+
+def oversubscribe_allowed() -> bool:
+    """Whether BACKPROP_BENCH_OVERSUBSCRIBE lets workers share cores ("1"; "0" or unset: no)."""
+    text = os.environ.get(OVERSUBSCRIBE, "").strip()
+    if text not in ("", "0", "1"):
+        raise BenchError(f"{OVERSUBSCRIBE}={text!r}: must be 1 (allow) or 0 (refuse)")
+    return text == "1"
 
 
 def cores_for(workers: int, allowed: list[int] | None = None) -> tuple[list[list[int]], bool]:
@@ -61,7 +81,7 @@ def cores_for(workers: int, allowed: list[int] | None = None) -> tuple[list[list
     allowed = sorted(os.sched_getaffinity(0) if allowed is None else allowed)
     if workers <= len(allowed):
         return [[c] for c in allowed[:workers]], False
-    if os.environ.get(OVERSUBSCRIBE) != "1":
+    if not oversubscribe_allowed():
         raise Unavailable(f"{workers} workers need {workers} cores, this process has "
                           f"{len(allowed)} ({allowed}): refused, since workers sharing a core "
                           f"time each other (--oversubscribe or {OVERSUBSCRIBE}=1 allows it)")

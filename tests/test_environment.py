@@ -88,3 +88,21 @@ def test_a_package_installed_under_another_distribution_name_has_its_version(mon
                         lambda: {"tensorflow": ["tensorflow-cpu"]})
     assert environment.version_of("tensorflow") == "2.20.0 (tensorflow-cpu)"
     assert environment.version_of("nothing-here") is None
+
+
+def test_an_untracked_code_file_makes_the_tree_dirty_and_an_untracked_result_does_not(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    (tmp_path / "implementations").mkdir()
+    (tmp_path / "implementations" / "numpy_backprop.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}")
+    assert environment.commit_info(tmp_path)["dirty"] is False
+    (tmp_path / "implementations" / "tf_backprop.py").write_text("x = 2\n")
+    assert environment.commit_info(tmp_path)["dirty"] is True

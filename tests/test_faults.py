@@ -734,3 +734,16 @@ def test_a_plain_locale_gets_plain_output_not_a_traceback(env):
         assert b"Traceback" not in done.stderr
         if env.get("PYTHONIOENCODING") == "ascii":
             done.stdout.decode("ascii")  # nothing it cannot encode
+
+
+@pytest.mark.parametrize("name, value", [
+    ("BACKPROP_BENCH_PG_TIMEOUT", "abc"), ("BACKPROP_BENCH_PG_TIMEOUT", "nan"),
+    ("BACKPROP_BENCH_PG_TIMEOUT", "-1"), ("BACKPROP_BENCH_PG_TIMEOUT", "0"),
+    ("BACKPROP_BENCH_PG_TIMEOUT", "inf"), ("BACKPROP_BENCH_OVERSUBSCRIBE", "yes"),
+    ("BACKPROP_BENCH_COMMIT", "not a commit"),
+])
+def test_a_bad_setting_is_a_one_line_error_exit_2(monkeypatch, capsys, name, value):
+    monkeypatch.setenv(name, value)
+    assert cli.main(["check", "--workers", "2", "--variants", "torch-ddp"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0] and "error" in err[0]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 
 from harness.measure.environment import gpu_info
-from implementations import registry
+from implementations import launch, registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError
 
@@ -32,3 +34,13 @@ def require_device(device: str) -> None:
     seen = f" (nvidia-smi sees {gpu['name']})" if gpu else ""
     raise BenchError(f"--device {device}: no framework here can use it{seen}: "
                      + "; ".join(dict.fromkeys(reasons)))
+
+
+def check_environment() -> None:
+    """A one-line error (exit 2) for a BACKPROP_BENCH_* variable set to what it cannot be,
+    before anything runs (the framework files are the registry's to say)."""
+    launch.pg_timeout_s()
+    launch.oversubscribe_allowed()
+    commit = os.environ.get("BACKPROP_BENCH_COMMIT", "")
+    if commit and not re.fullmatch(r"[0-9a-fA-F]{7,64}", commit.strip()):
+        raise BenchError(f"BACKPROP_BENCH_COMMIT={commit!r}: must be a commit id (hexadecimal)")

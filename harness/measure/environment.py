@@ -139,8 +139,16 @@ def git_out(*args: str, repo: Path = REPO) -> str | None:
     return done.stdout.strip() if done is not None and done.returncode == 0 else None
 
 
+CODE = ("harness", "implementations", "backprop_bench", "scripts", "pyproject.toml")
+
+
 def commit_info(repo: Path = REPO) -> dict:
+    """The commit, its branch, and whether the tree is dirty: a tracked file changed, or a
+    file of the code that git does not track (a new framework file) is there."""
     status = git_out("status", "--porcelain", "--untracked-files=no", repo=repo)
+    untracked = git_out("ls-files", "--others", "--exclude-standard", "--", *CODE, repo=repo)
+    if status is not None and untracked:
+        status += "\n" + untracked
     commit = {"id": git_out("rev-parse", "HEAD", repo=repo),
               "branch": git_out("rev-parse", "--abbrev-ref", "HEAD", repo=repo),
               "dirty": None if status is None else bool(status)}
