@@ -109,3 +109,26 @@ def test_default_names_do_not_collide_within_a_second(tmp_path):
     assert a != b and a.name.startswith("run-cpu-host-x-") and b.name.endswith("-2.json")
     store.release(a)
     store.release(b)
+
+
+def test_a_lock_whose_pid_was_reused_is_stale(tmp_path):
+    path = tmp_path / "r.json"
+    store.lock_path(path).write_text("1 0")  # pid 1 is alive, but did not start at tick 0
+    assert store.holder(store.lock_path(path)) is None
+    assert store.claim(path) == path
+    store.release(path)
+
+
+def test_a_lock_held_by_a_live_run_is_named_in_the_refusal(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.json"
+    store.claim(path)
+    try:
+        done = subprocess.run([sys.executable, "-c", "import pathlib; from harness.record import "
+                               f"store; store.claim(pathlib.Path({str(path)!r}))"],
+                              capture_output=True, text=True)
+        assert done.returncode != 0 and str(store.lock_path(path)) in done.stderr
+    finally:
+        store.release(path)

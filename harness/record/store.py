@@ -37,11 +37,23 @@ def lock_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
-def holder(lock: Path) -> int | None:
-    """The pid of the live process holding a lock file, or None (no lock, or a stale one)."""
+def started(pid: int) -> str | None:
+    """When a process started, in clock ticks since boot (/proc/PID/stat), or None: with the
+    pid, it tells a lock's process from a later one that reused its pid."""
     try:
-        pid = int(lock.read_text().strip() or 0)
-    except (OSError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def holder(lock: Path) -> int | None:
+    """The pid of the live process holding a lock file, or None (no lock, or a stale one:
+    its process is gone, or its pid now belongs to a process that started later)."""
+    try:
+        parts = lock.read_text().split()
+        pid, start = int(parts[0]), (parts[1] if len(parts) > 1 else None)
+    except (OSError, ValueError, IndexError):
         return None
     if pid <= 0:
         return None
@@ -50,7 +62,10 @@ def holder(lock: Path) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:
-        return pid
+        pass
+    now = started(pid)
+    if start is not None and now is not None and now != start:
+        return None  # the pid was reused
     return pid
 
 
@@ -80,7 +95,8 @@ def claim(path: Path, force: bool = False) -> Path:
             take_lock(lock_path(path))
     except FileExistsError:
         raise ResultsError(f"{path} is being written by another run (pid "
-                           f"{holder(lock_path(path))}): choose another --out") from None
+                           f"{holder(lock_path(path))}, lock {lock_path(path)}): choose another "
+                           f"--out, or remove the lock if that process is not ours") from None
     except OSError as exc:
         raise ResultsError(f"cannot write results to {path}: {exc.strerror or exc}") from None
     if path.exists() and not force:  # written by a run that held the lock since the check
@@ -112,8 +128,12 @@ def take_lock(lock: Path) -> None:
                 raise
             lock.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {started(os.getpid()) or ''}".strip())
+        except OSError:
+            lock.unlink(missing_ok=True)  # a full disk leaves no empty lock behind
+            raise
         return
     raise FileExistsError(lock)
 
