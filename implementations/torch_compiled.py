@@ -29,6 +29,7 @@ import contextlib
 import getpass
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -378,10 +379,21 @@ class FusedLoop:
         example = [*flatten(params), self.x, self.y, self.lr]
         counts = (torch.tensor(1), torch.tensor(1))  # two objects: export keys inputs by id
         path = package_path(loop_key(self.net, self.x.shape[0]))
-        if not path.exists():
-            module = WhileModule(step_graph(self.net, example), len(example) - 3, self.unroll)
-            build_package(module, (*counts, *example), path)
-        self.call = torch._inductor.aoti_load_package(str(path)).loader.run  # private call
+        if path.exists():
+            try:
+                self.call = torch._inductor.aoti_load_package(str(path)).loader.run  # private
+                return
+            except Exception as exc:  # truncated or garbled: built again, once
+                broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                print(f"torch-loop: the package {path} cannot be loaded ({broken[:200]}); "
+                      f"building it again", file=sys.stderr)
+        module = WhileModule(step_graph(self.net, example), len(example) - 3, self.unroll)
+        build_package(module, (*counts, *example), path)
+        try:
+            self.call = torch._inductor.aoti_load_package(str(path)).loader.run  # private call
+        except Exception as exc:
+            raise RuntimeError(f"torch-loop: the package {path}, just built, cannot be loaded "
+                               f"({type(exc).__name__}: {exc})"[:400]) from None
 
     def __call__(self, params: Params, steps: int) -> Params:
         if self.call is None:
