@@ -600,3 +600,25 @@ def test_one_ratio_notation_and_a_ratio_that_rounds_to_one_is_one(x, text):
     from harness.tables import fmt_ratio
 
     assert fmt_ratio(x) == text
+
+
+def test_a_folder_of_many_files_draws_the_newest_and_says_what_it_left_out(tmp_path, capsys):
+    from harness import report as reporting
+    from harness.record import store
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    n = reporting.MAX_PLOTTED + 8
+    for i in range(n):
+        run = h.run_file()
+        run.cases = run.cases[:1]
+        run.created = f"2026-11-01T00:00:{i:02d}+00:00"
+        store.write(run, folder / f"run-{i:02d}.json")
+    out = tmp_path / "out" / "REPORT.md"
+    assert cli.main(["report", str(folder), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## Plots left out" in text and "the 8 older ones have their tables only" in text
+    drawn = {p.name.split("-worked")[0] for p in (out.parent / "plots").glob("*.png")}
+    assert drawn == {f"run-{i:02d}" for i in range(8, n)}  # the newest
+    assert f"report: {n} results file(s), plots for {reporting.MAX_PLOTTED}" in (
+        capsys.readouterr().err)

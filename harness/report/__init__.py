@@ -62,7 +62,8 @@ def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = Fal
             store.check_overwrite(png, plots.is_ours, force, "backprop-bench report")
     try:
         plot_dir.mkdir(parents=True, exist_ok=True)
-        text = render(sources, problems, out.parent, plot_dir)
+        text = render(sources, problems, out.parent, plot_dir,
+                      lambda line: print(line, file=sys.stderr, flush=True))
         store.write_text(text, out)  # atomically: a full disk leaves the old report whole
     except OSError as exc:
         raise ResultsError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
@@ -111,13 +112,30 @@ def title(sources: list[Source]) -> str:
             f"with `backprop-bench report`.")
 
 
-def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: Path) -> str:
+MAX_PLOTTED = 12  # results files drawn, the newest first: a folder of 1000 needs no 3000 PNGs
+
+
+def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: Path,
+           say=lambda text: None) -> str:
     """The whole Markdown text: the summary, the contents, the results, then where they come
-    from."""
-    body = [runs.section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
-    body += [ladder.ladder_section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
-    body += [ladder.phases_section(s, out_dir, plot_dir) for s in sources if s.command == "run"]
-    body += [sweeps.section(s, out_dir, plot_dir) for s in sources if s.command == "sweep"]
+    from. The plots of each file are drawn for the MAX_PLOTTED newest run and sweep files;
+    the others have their tables only, and the report says so."""
+    drawn = {id(s) for s in sorted((s for s in sources if s.command in ("run", "sweep")),
+                                   key=lambda s: s.run.created, reverse=True)[:MAX_PLOTTED]}
+
+    def where(s: Source) -> Path | None:
+        return plot_dir if id(s) in drawn else None
+
+    say(f"report: {len(sources)} results file(s), plots for {len(drawn)}")
+    body = [runs.section(s, out_dir, where(s)) for s in sources if s.command == "run"]
+    body += [ladder.ladder_section(s, out_dir, where(s)) for s in sources if s.command == "run"]
+    body += [ladder.phases_section(s, out_dir, where(s)) for s in sources if s.command == "run"]
+    body += [sweeps.section(s, out_dir, where(s)) for s in sources if s.command == "sweep"]
+    undrawn = sum(s.command in ("run", "sweep") for s in sources) - len(drawn)
+    if undrawn > 0:
+        body.append(f"## Plots left out\n\nThe plots of the {MAX_PLOTTED} newest run and sweep "
+                    f"files are drawn; the {undrawn} older ones have their tables only (build "
+                    f"a report of fewer files to see theirs).")
     body += [scaling.section(s, sources, out_dir, plot_dir) for s in sources]
     body += [gpu_cpu.section(sources), compile.section(sources), code.section(sources),
              provenance.section(sources, problems), ceilings.section(sources)]

@@ -32,15 +32,16 @@ PHASES_INTRO = ("The parts of one step, each timed apart by the same engine (K r
 TOLERANCE = 0.15
 
 
-def ladder_section(source: Source, out_dir: Path, plot_dir: Path) -> str:
+def ladder_section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
     ladders = summary.ladders(source.run)
     if not ladders:
         return ""
     parts = [f"## The abstraction ladder: {source.file} · {machine_label(source.run)}",
              origin(source), LADDER_INTRO]
-    png = plot_dir / f"{source.name}-ladder.png"
-    plots.ladder(machine_label(source.run, md=False), ladders, png)
-    parts.append(image(png, out_dir, "the abstraction ladder"))
+    if plot_dir is not None:
+        png = plot_dir / f"{source.name}-ladder.png"
+        plots.ladder(machine_label(source.run, md=False), ladders, png)
+        parts.append(image(png, out_dir, "the abstraction ladder"))
     for (problem, device), rungs in ladders.items():
         parts += [f"### {problem.label()} · {device}",
                   markdown_table(summary.LADDER_HEADERS,
@@ -75,15 +76,16 @@ def phase_rows(run: Run) -> list[tuple[Case, dict]]:
     return [(r.case, s) for r in rows if (s := split(r.case))]
 
 
-def phases_section(source: Source, out_dir: Path, plot_dir: Path) -> str:
+def phases_section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
     found = phase_rows(source.run)
     if not found:
         return ""
     parts = [f"## Where the time goes in one step: {source.file} · "
              f"{machine_label(source.run)}", origin(source), PHASES_INTRO]
-    png = plot_dir / f"{source.name}-phases.png"
-    plots.phases(machine_label(source.run, md=False), found, png)
-    parts.append(image(png, out_dir, "the parts of one step"))
+    if plot_dir is not None:
+        png = plot_dir / f"{source.name}-phases.png"
+        plots.phases(machine_label(source.run, md=False), found, png)
+        parts.append(image(png, out_dir, "the parts of one step"))
     table = [[c.problem.label(), f"`{c.variant}`", c.device, fmt_time(s["step"]),
               fmt_time(s["forward"]), fmt_time(s["backward"]), fmt_time(s["update"]),
               verdict(s)] for c, s in found]

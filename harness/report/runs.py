@@ -13,11 +13,11 @@ from harness.report.sources import Source, device_label, image, machine_label, o
 from harness.tables import markdown_table, md_escape
 
 
-def section(source: Source, out_dir: Path, plot_dir: Path) -> str:
+def section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
     run = source.run
     parts = [f"## Run: {source.file} · {machine_label(run)}", origin(source)]
     panels = dot_panels(source)
-    if panels:
+    if panels and plot_dir is not None:  # None: too many runs to draw each (report.render)
         chart = plot_dir / f"{source.name}-worked-example.png"
         plots.run_dots(machine_label(run, md=False), panels, chart)
         parts.append(image(chart, out_dir, "time per step per variant"))

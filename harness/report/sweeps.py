@@ -44,14 +44,15 @@ def shape_label(shape: model.GroupKey) -> str:
             f"batch {shape.batch}")
 
 
-def section(source: Source, out_dir: Path, plot_dir: Path) -> str:
+def section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
     run = source.run
     parts = [f"## Sweep: {source.file} · {machine_label(run)}", origin(source)]
     for shape, by_variant in sweep_groups(run).items():
         parts.append(f"### {shape_label(shape)} · {device_label(run, shape.device)}")
         parts += [time_table(by_variant), gflops_table(run, shape, by_variant),
                   problem_list(c for cases in by_variant.values() for c in cases.values())]
-    parts += sweep_plots(source, out_dir, plot_dir)
+    if plot_dir is not None:
+        parts += sweep_plots(source, out_dir, plot_dir)
     parts.append(model_table(source))
     return "\n\n".join(p for p in parts if p)
 
