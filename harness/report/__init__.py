@@ -126,7 +126,8 @@ def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: 
     def where(s: Source) -> Path | None:
         return plot_dir if id(s) in drawn else None
 
-    say(f"report: {len(sources)} results file(s), plots for {len(drawn)}")
+    if len(sources) > MAX_PLOTTED:  # a long report says what it is doing
+        say(f"report: {len(sources)} results file(s), plots for {len(drawn)}")
     body = [runs.section(s, out_dir, where(s)) for s in sources if s.command == "run"]
     body += [ladder.ladder_section(s, out_dir, where(s)) for s in sources if s.command == "run"]
     body += [ladder.phases_section(s, out_dir, where(s)) for s in sources if s.command == "run"]
