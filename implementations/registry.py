@@ -15,6 +15,7 @@ import ast
 import importlib
 import importlib.util
 import os
+import subprocess
 import sys
 from dataclasses import replace
 from functools import partial
@@ -221,12 +222,53 @@ def import_module(framework: str) -> ModuleType:
             if not package_exists(package):
                 raise Unavailable(f"{fw.name}: {package} is not installed") from None
             raise Unavailable(failed(fw.name, package, exc)) from None
+    name = module_name(framework)
+    if name not in sys.modules:
+        probe(framework)
     try:
         return load_module(framework)
     except Unavailable:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin that calls sys.exit() at import, too
         raise Unavailable(failed(fw.name, MODULE_PATHS[framework].name, exc)) from None
+
+
+PROBE = ("import sys\n"
+         "from implementations import registry\n"
+         "registry.load_module(sys.argv[1])\n"
+         "print('backprop-bench: imported', flush=True)\n")
+PROBED: dict[tuple[str, float], str | None] = {}
+
+
+def probe(framework: str) -> None:
+    """Import a framework file from outside implementations/ (BACKPROP_BENCH_FRAMEWORKS) in a
+    process of its own first, once per file and version: one whose import ends its process
+    (``os._exit``) is unavailable with that reason, never the end of this one."""
+    path = MODULE_PATHS[framework]
+    if path.parent == HERE:
+        return
+    key = (str(path), path.stat().st_mtime)
+    if key not in PROBED:
+        PROBED[key] = probe_in_child(framework, path)
+    if PROBED[key]:
+        raise Unavailable(PROBED[key])
+
+
+def probe_in_child(framework: str, path: Path) -> str | None:
+    """None if the file imports in a child (or fails there as it will here, with a reason
+    of its own); else why its import ends a process."""
+    root = str(HERE.parent)
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE, framework], env=env, timeout=600,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"{framework}: importing {path.name} did not end within 600 s"
+    if "backprop-bench: imported" in done.stdout or "Traceback" in done.stderr:
+        return None
+    return (f"{framework}: importing {path.name} ends the process (exit status "
+            f"{done.returncode}, before its module was loaded)")
 
 
 def package_exists(package: str) -> bool:

@@ -747,3 +747,27 @@ def test_a_bad_setting_is_a_one_line_error_exit_2(monkeypatch, capsys, name, val
     assert cli.main(["check", "--workers", "2", "--variants", "torch-ddp"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and name in err[0] and "error" in err[0]
+
+
+@pytest.mark.parametrize("ending", ["import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n"])
+def test_a_plugin_that_ends_its_process_at_import_is_unavailable_not_a_silent_pass(
+        tmp_path, ending):
+    plug = tmp_path / "quitter.py"
+    plug.write_text(ending + "FRAMEWORK = Framework('quitter', label='q', packages=())\n"
+                    "VARIANTS = (Variant('quitter', 'idiomatic', 'ends at import'),)\n")
+    env = {**os.environ, "BACKPROP_BENCH_FRAMEWORKS": str(plug)}
+
+    def cli_run(*argv):
+        return subprocess.run([sys.executable, "-m", "harness.cli", *argv], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    named = cli_run("check", "--framework", "quitter")
+    assert named.returncode == 2 and "quitter" in named.stderr, named
+    assert len(named.stderr.strip().splitlines()) == 1
+    beside = cli_run("check", "--framework", "numpy,quitter", "--variants", "numpy")
+    assert beside.returncode == 2 and "quitter" in beside.stderr
+    if "_exit" in ending:  # list --check imports every framework: once is enough
+        listed = cli_run("list", "--check")
+        assert re.search(r"^quitter\s.*unavailable", listed.stdout, re.M), listed.stdout
+    demo = cli_run("demo", "--framework", "quitter")
+    assert demo.returncode != 0 and "quitter" in demo.stderr
