@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from harness import __version__, commands, compare, export, timed
+from harness.counts import FAIL_ABOVE_PCT as COUNT_FAIL_ABOVE_PCT
+from harness.instructions import CountConfig
 from harness.options import (
     LR_HELP,
     UsageError,
@@ -41,6 +43,7 @@ from implementations.problem import (
 )
 
 PROG = commands.PROG
+COUNT_TARGET = CountConfig().target
 
 
 class Parser(argparse.ArgumentParser):
@@ -87,6 +90,14 @@ def run_args(p: Parser) -> None:
                  "to float32 and batch 64")
     add_selection(p, "every variant that can run each network on the device")
     add_timed(p, "run", 0.25, 1)
+    p.add_argument("--measure", choices=("time", "instructions"), default="time",
+                   help="time (default), or instructions: also count each case's "
+                        "instructions per SGD step under Valgrind (Callgrind, one thread), "
+                        "after the times, in one process per framework and round")
+    p.add_argument("--count-target", type=positive(float), default=COUNT_TARGET,
+                   metavar="N", help="with --measure instructions: instructions that one "
+                   f"counted block of K steps reaches at least (default {COUNT_TARGET:g}; "
+                   "fewer is faster)")
 
 
 def sweep_args(p: Parser) -> None:
@@ -183,9 +194,15 @@ def compare_args(p: Parser) -> None:
     p.add_argument("--fail-above", type=percent, metavar="PCT",
                    help="exit 1 if any case is significantly slower in B by more than PCT%% "
                         "(by the ratio alone with fewer than 2 samples), or was ok in A and "
-                        "is failed, unavailable or missing in B")
+                        "is failed, unavailable or missing in B; with --measure instructions: "
+                        "if any case counts more instructions per step by more than PCT%% "
+                        f"(default {COUNT_FAIL_ABOVE_PCT:g}%%), or was counted in A and is "
+                        "not in B")
     p.add_argument("--format", choices=compare.FORMATS, default="text",
                    help="text (default), md (a pull-request comment) or json")
+    p.add_argument("--measure", choices=("time", "instructions"), default="time",
+                   help="compare the per-step times (default) or the instructions per step "
+                        "counted under Valgrind (run --measure instructions)")
 
 
 def export_args(p: Parser) -> None:
@@ -268,8 +285,10 @@ COMMANDS = (
             "significance test per case; --fail-above makes the exit status fail on a "
             "regression, for CI.",
             ("compare results/run-a.json results/run-b.json",
-             "compare base.json new.json --fail-above 10"),
-            compare_args, lambda a: commands.compare(a.a, a.b, a.fail_above, a.format)),
+             "compare base.json new.json --fail-above 10",
+             "compare base.json new.json --measure instructions"),
+            compare_args, lambda a: commands.compare(a.a, a.b, a.fail_above, a.format,
+                                                     a.measure)),
     Command("export", "convert results files to pytest-benchmark JSON or CSV",
             "Convert results files (folders are searched for *.json) into pytest-benchmark's "
             "JSON, one benchmark per ok case with per-step times, so that `pytest-benchmark "

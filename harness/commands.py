@@ -255,10 +255,11 @@ def report(paths: list[str], out: str | None, force: bool, readme: str | None = 
     return 0
 
 
-def compare(a: str, b: str, fail_above: float | None, fmt: str = "text") -> int:
+def compare(a: str, b: str, fail_above: float | None, fmt: str = "text",
+            measure: str = "time") -> int:
     from harness import compare as comparing
 
-    return comparing.main(a, b, fail_above, fmt)
+    return comparing.main(a, b, fail_above, fmt, measure)
 
 
 def export(paths: list[str], fmt: str, out: str, force: bool) -> int:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from harness import schema
+from harness.instructions import CaseCounted, CountConfig
 from harness.results import CallFloor, Case, Peak, ProblemRecord
 from harness.timing import TimingConfig
 
@@ -58,6 +59,7 @@ class Job:
     cases: list[JobCase]
     peaks: list[PeakJob] = field(default_factory=list)
     floors: bool = False  # measure the framework's call floors (its first worker only)
+    count: CountConfig | None = None  # count instructions, not time (a process under Valgrind)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class CaseStarted:
 
 KINDS = {"framework": FrameworkReady, "framework-failed": FrameworkFailed, "peak": Peak,
          "floor": CallFloor,
-         "case-started": CaseStarted, "case": Case}
+         "case-started": CaseStarted, "case": Case, "case-counted": CaseCounted}
 NAMES = {cls: name for name, cls in KINDS.items()}
 
 

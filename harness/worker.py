@@ -244,11 +244,26 @@ def main() -> int:
         if registry.get_framework(job.framework).arrays:
             warm_up(module, {c.device for c in job.cases})
     compiled_before: set = set()
+    counter = counter_for(job)
     for job_case in job.cases:
         messages.send(channel, messages.CaseStarted(
             case_id(job_case.device, job_case.variant, job_case.problem, job_case.workers)))
-        messages.send(channel, run_case(job_case, job.timing, compiled_before))
+        if counter is not None:  # a counting job (harness.instructions), under Valgrind
+            from harness.instructions import count_case
+
+            messages.send(channel, count_case(job_case, job.count, counter))
+        else:
+            messages.send(channel, run_case(job_case, job.timing, compiled_before))
     return 0
+
+
+def counter_for(job: messages.Job):
+    """Callgrind's counter for a counting job (its cases count instructions), else None."""
+    if job.count is None:
+        return None
+    from harness.callgrind import Counter
+
+    return Counter()
 
 
 if __name__ == "__main__":
