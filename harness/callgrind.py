@@ -24,8 +24,9 @@ results/NOTES-instructions.md):
   code written at run time outside mapped files, which is where XLA, numba and Inductor's
   JITs put it; ``SMC_CHECK`` names it explicitly.
 - Address-space randomisation off (``setarch -R``, where the kernel allows it: a container's
-  seccomp profile may not) and ``PYTHONHASHSEED`` fixed: with both, identical processes
-  count identical instructions; with ASLR on, one NumPy process in four counted 0.01% less.
+  seccomp profile may not), ``PYTHONHASHSEED`` fixed and one malloc arena (``PINNED``): with
+  them, identical processes count within a few hundredths of a percent of each other; with
+  ASLR on, one NumPy process in four counted 0.01% less.
 
 The client requests live in ``callgrind.c``, built by gcc on first use into the user's cache
 (``library``); outside Valgrind they do nothing. ``unavailable()`` says, in one line with
@@ -51,8 +52,15 @@ SOURCE = Path(__file__).with_name("callgrind.c")
 HEADER = "valgrind/callgrind.h"
 OUT_ENV = "BACKPROP_BENCH_CALLGRIND_OUT"  # the dump file's base name, for the Counter
 LIBRARY_ENV = "BACKPROP_BENCH_CALLGRIND_LIB"  # the built helper, so a worker needs no gcc
+# Set in a counting process: a framework that would hand its work to a thread of its own may
+# read it and run inline (jax_backprop turns JAX's asynchronous CPU dispatch off)
+COUNTING = "BACKPROP_BENCH_COUNTING"
 SMC_CHECK = "all-non-file"
 HASH_SEED = "0"  # PYTHONHASHSEED of a counting process: dict probes the same in every run
+# A counting process's pinned environment: string hashes, and one malloc arena (with one
+# arena per thread, XLA's threads free into each other's arenas and a block of jax's 1-1-1
+# step moved by 0.3-1.2% between blocks; with one, by 0.035%)
+PINNED = {"PYTHONHASHSEED": HASH_SEED, "MALLOC_ARENA_MAX": "1"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 OPTIONS = ("--tool=callgrind", "--instr-atstart=no", "--dump-instr=no", "--dump-line=no",
            f"--smc-check={SMC_CHECK}", "--quiet")
@@ -168,8 +176,9 @@ def no_aslr() -> tuple[str, ...]:
 def options(smc_check: str = SMC_CHECK) -> list[str]:
     """What a counting process runs under, as recorded with its counts."""
     aslr = ["setarch -R"] if no_aslr() else ["aslr on"]
-    return aslr + [o if not o.startswith("--smc-check=") else f"--smc-check={smc_check}"
-                   for o in OPTIONS]
+    pinned = [f"{k}={v}" for k, v in PINNED.items()]
+    return pinned + aslr + [o if not o.startswith("--smc-check=") else
+                            f"--smc-check={smc_check}" for o in OPTIONS]
 
 
 def command(argv: list[str], out_dir: Path, smc_check: str = SMC_CHECK) -> list[str]:
@@ -177,7 +186,7 @@ def command(argv: list[str], out_dir: Path, smc_check: str = SMC_CHECK) -> list[
     exe = valgrind()
     if exe is None:
         raise CallgrindError(f"valgrind is not installed: {INSTALL}")
-    valgrind_options = options(smc_check)[1:]
+    valgrind_options = [o for o in options(smc_check) if o.startswith("--")]
     return [*no_aslr(), exe, *valgrind_options, f"--callgrind-out-file={out_file(out_dir)}",
             *argv]
 
@@ -188,8 +197,8 @@ def out_file(out_dir: Path) -> Path:
 
 def environment(out_dir: Path) -> dict[str, str]:
     """What a counting process needs in its environment (added to its parent's)."""
-    return {OUT_ENV: str(out_file(out_dir)), LIBRARY_ENV: str(library()),
-            "PYTHONHASHSEED": HASH_SEED}
+    return {OUT_ENV: str(out_file(out_dir)), LIBRARY_ENV: str(library()), COUNTING: "1",
+            **PINNED}
 
 
 def summary_of(path: Path) -> int:

@@ -211,7 +211,7 @@ def main(path_a: str, path_b: str, fail_above: float | None, fmt: str = "text",
     return show(fmt, {"json": lambda: render_json(comparison, name_a, name_b, bad),
                       "md": lambda: render_md(comparison, name_a, name_b, bad or []),
                       "text": lambda: render(comparison, name_a, name_b)},
-                bad, f"slower by more than {fail_above:g}%, or no longer ok in B")
+                bad, f"slower by more than {fail_above or 0:g}%, or no longer ok in B")
 
 
 def show(fmt: str, renderings: dict, bad: list[str] | None, why: str) -> int:

@@ -44,7 +44,7 @@ class CountConfig:
     ``timeout_s`` per case (a longer one is unavailable for counting)."""
 
     target: float = 2e7
-    blocks: int = 5
+    blocks: int = 9
     warmup_blocks: int = 1
     timeout_s: float = CASE_TIMEOUT_S
 
@@ -62,7 +62,8 @@ class Instructions:
     ``samples`` are the counted instructions of each block of ``block_steps`` steps, from
     every counting process; ``processes`` each process's per-step count; ``empty_block`` the
     counter's own instructions per block (subtracted); ``wall_s`` the seconds each process
-    spent on the case under Valgrind.
+    spent on the case under Valgrind; ``settings`` the framework's own in the counting
+    process (its threads, JAX's inline dispatch).
     """
 
     per_step: float | None = None
@@ -75,7 +76,7 @@ class Instructions:
     valgrind: str | None = None
     threads: int = THREADS
     options: list[str] = field(default_factory=list)
-    hash_seed: str | None = callgrind.HASH_SEED
+    settings: dict | None = None  # the framework's settings in the counting process
     error: str | None = None
 
     @property
@@ -171,6 +172,9 @@ def count_case(job_case, cfg: CountConfig, counter: callgrind.Counter) -> CaseCo
     problem = job_case.problem.problem()
     cid = case_id(job_case.device, variant.name, job_case.problem, variant.workers)
     try:
+        if variant.distributed:
+            raise Unavailable("its steps run in worker processes of their own, which the "
+                              "counter does not follow")
         trainer = variant.make(problem, job_case.device)
         counted = count_trainer(trainer, cfg, counter, job_case.block_steps)
         passed, reason, _ = worker.verify(problem, variant, trainer, counted.block_steps,

@@ -225,6 +225,8 @@ class Round:
     state: dict | None = None  # the machine when that case started
     floored: bool = False  # its call floors asked for already
     count: CountConfig | None = None  # a counting round: its workers run under Valgrind
+    framework_error: str | None = None  # why the framework did not start under Valgrind
+    framework_settings: dict | None = None  # its settings in the counting worker
 
     def run_cases(self, pending: list, peaks: list) -> list:
         """One worker for the pending cases; returns those it did not finish."""
@@ -311,6 +313,8 @@ class Round:
                 self.count is None:
             self.run.frameworks[message.name] = FrameworkRecord(message.settings,
                                                                 message.pinning)
+        elif isinstance(message, messages.FrameworkReady) and self.count is not None:
+            self.framework_settings = {**message.settings, "pinning": message.pinning}
         elif isinstance(message, messages.FrameworkFailed) and self.count is not None:
             self.framework_error = f"under valgrind: {message.error}"
         elif isinstance(message, messages.FrameworkFailed) and self.round_ == 0:
@@ -333,6 +337,7 @@ class Round:
     def counted(self, cid: str, counted: Instructions) -> None:
         """Add a process's count to its case (pooled with earlier rounds'), and save."""
         case = next(c for c in self.run.cases if c.id == cid)
+        counted.settings = counted.settings or self.framework_settings
         if case.instructions is None:
             case.instructions = counted
         else:

@@ -81,6 +81,7 @@ def file_id(path: Path) -> tuple[int, int, int] | None:
 def run(networks: plans.Networks, t: Timed) -> int:
     from harness import counts, runner, summary
 
+    count = count_config(t)  # a run that cannot count is refused before anything runs
     problems = plans.timing_problems(networks)
     require_device(t.device)
     variants, explicit = plans.variants(t.variants, t.frameworks, plans.run_variants())
@@ -89,7 +90,7 @@ def run(networks: plans.Networks, t: Timed) -> int:
                        [] if t.no_peak else plans.default_peaks(problems), explicit,
                        processes=t.processes, case_timeout_s=t.timeout,
                        skip={} if networks.widths or explicit else plans.default_skip(problems),
-                       count=count_config(t))
+                       count=count)
     plan.cases()  # an explicit variant that can run nothing fails here, before any output
     path = claim("run", t)
     print(f"{PROG} run: writing {path}", flush=True)
