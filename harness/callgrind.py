@@ -24,9 +24,10 @@ results/NOTES-instructions.md):
   code written at run time outside mapped files, which is where XLA, numba and Inductor's
   JITs put it; ``SMC_CHECK`` names it explicitly.
 - Address-space randomisation off (``setarch -R``, where the kernel allows it: a container's
-  seccomp profile may not), ``PYTHONHASHSEED`` fixed and one malloc arena (``PINNED``): with
-  them, identical processes count within a few hundredths of a percent of each other; with
-  ASLR on, one NumPy process in four counted 0.01% less.
+  seccomp profile may not), ``PYTHONHASHSEED`` fixed, one malloc arena (``PINNED``) and, for
+  the runner's workers, an environment of fixed content (``fixed_environment``): with them,
+  identical processes count within a few hundredths of a percent of each other; with ASLR
+  on, one NumPy process in four counted 0.01% less.
 
 The client requests live in ``callgrind.c``, built by gcc on first use into the user's cache
 (``library``); outside Valgrind they do nothing. ``unavailable()`` says, in one line with
@@ -56,6 +57,10 @@ LIBRARY_ENV = "BACKPROP_BENCH_CALLGRIND_LIB"  # the built helper, so a worker ne
 # read it and run inline (jax_backprop turns JAX's asynchronous CPU dispatch off)
 COUNTING = "BACKPROP_BENCH_COUNTING"
 SMC_CHECK = "all-non-file"
+KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH",
+        "PYTHONPATH", "PYTHONUNBUFFERED", "XDG_CACHE_HOME")  # what a counting worker keeps
+PID_VARIABLES = ("BACKPROP_BENCH_PARENT_PID",)
+PID_WIDTH = 10
 HASH_SEED = "0"  # PYTHONHASHSEED of a counting process: dict probes the same in every run
 # A counting process's pinned environment: string hashes, and one malloc arena (with one
 # arena per thread, XLA's threads free into each other's arenas and a block of jax's 1-1-1
@@ -199,6 +204,24 @@ def environment(out_dir: Path) -> dict[str, str]:
     """What a counting process needs in its environment (added to its parent's)."""
     return {OUT_ENV: str(out_file(out_dir)), LIBRARY_ENV: str(library()), COUNTING: "1",
             **PINNED}
+
+
+def fixed_environment(env: dict[str, str], out_dir: Path) -> dict[str, str]:
+    """A counting worker's whole environment, from the one it would have had (``env``): only
+    what it needs (``KEPT``, the harness's own ``BACKPROP_BENCH_*`` with process ids padded
+    to one width, the variables that change results), and ``environment(out_dir)``.
+
+    Valgrind copies the environment onto the client's stack, so its size moves every address
+    on the stack: with ASLR off, a 14-character longer environment moved NumPy's 1-1-1 count
+    by 0.015%, and a run's own (a shell's, a CI job's, the runner's pid) differs each time.
+    """
+    from harness.environment import result_variables
+
+    kept = {k: v for k, v in env.items() if k in KEPT or k.startswith("BACKPROP_BENCH_")}
+    for key in PID_VARIABLES:
+        if kept.get(key, "").isdigit():
+            kept[key] = kept[key].zfill(PID_WIDTH)
+    return {**kept, **result_variables(env), **environment(out_dir)}
 
 
 def summary_of(path: Path) -> int:

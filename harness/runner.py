@@ -253,7 +253,7 @@ class Round:
         with tempfile.TemporaryDirectory(prefix="bb-callgrind-") as out:
             argv = callgrind.command(WORKER, Path(out))
             return run_worker(job, on_message, self.timeout, argv,
-                              callgrind.environment(Path(out)))
+                              lambda env: callgrind.fixed_environment(env, Path(out)))
 
     def timed_out(self) -> str:
         if self.count is None:
@@ -376,11 +376,11 @@ WORKER = [sys.executable, "-m", "harness.worker"]
 
 
 def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], float],
-               argv: list[str] = WORKER, env: dict | None = None
+               argv: list[str] = WORKER, env: Callable[[dict], dict] | None = None
                ) -> tuple[int | None, str, bool]:
-    """Run one worker (``argv``, with ``env`` added to its environment) until it exits or a
-    read times out (then its process group is killed); returns (exit status, last line of
-    its log, timed out)."""
+    """Run one worker (``argv``, its environment made by ``env`` from the usual one) until it
+    exits or a read times out (then its process group is killed); returns (exit status, last
+    line of its log, timed out)."""
     read_end, write_end = os.pipe()
     # the log is unlinked at once; the lifeline kills what the worker leaves behind
     with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
@@ -388,7 +388,7 @@ def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], fl
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=log, stderr=log,
                 pass_fds=(write_end, life.fd),
-                env={**worker_env(write_end), **life.env(), **(env or {})},
+                env=(env or dict)({**worker_env(write_end), **life.env()}),
                 start_new_session=True)
         finally:
             os.close(write_end)
