@@ -62,9 +62,9 @@ KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRA
 PID_VARIABLES = ("BACKPROP_BENCH_PARENT_PID",)
 PID_WIDTH = 10
 HASH_SEED = "0"  # PYTHONHASHSEED of a counting process: dict probes the same in every run
-# A counting process's pinned environment: string hashes, and one malloc arena (with one
-# arena per thread, XLA's threads free into each other's arenas and a block of jax's 1-1-1
-# step moved by 0.3-1.2% between blocks; with one, by 0.035%)
+# A counting process's pinned environment: string hashes, and one malloc arena (with glibc's
+# arena per thread, a block of jax's 1-1-1 step moved by 0.3-1.2% from one block to the
+# next, in malloc_consolidate and _int_free; with one arena, by 0.035%)
 PINNED = {"PYTHONHASHSEED": HASH_SEED, "MALLOC_ARENA_MAX": "1"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 OPTIONS = ("--tool=callgrind", "--instr-atstart=no", "--dump-instr=no", "--dump-line=no",
@@ -222,6 +222,19 @@ def fixed_environment(env: dict[str, str], out_dir: Path) -> dict[str, str]:
         if kept.get(key, "").isdigit():
             kept[key] = kept[key].zfill(PID_WIDTH)
     return {**kept, **result_variables(env), **environment(out_dir)}
+
+
+def why_it_died(lines: list[str]) -> str | None:
+    """Valgrind's own account of a client it stopped (``==PID== Process terminating ...``
+    and the line after it), from a worker's log; None when there is none."""
+    said = [line.split("==", 2)[-1].strip() for line in lines if line.startswith("==")]
+    for i, line in enumerate(said):
+        if line.startswith("Process terminating"):
+            detail = said[i + 1] if i + 1 < len(said) and said[i + 1] else ""
+            if detail.startswith("Illegal opcode"):
+                detail += " (an instruction Valgrind does not emulate: code built for AVX-512?)"
+            return f"valgrind: {line}" + (f": {detail}" if detail else "")
+    return None
 
 
 def summary_of(path: Path) -> int:

@@ -432,6 +432,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def last_line(log) -> str:
+    """The last line of a worker's log, or Valgrind's account of why it stopped one."""
     log.seek(0)
     lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+    return callgrind.why_it_died(lines) or (lines[-1].strip() if lines else "")

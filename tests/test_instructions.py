@@ -295,6 +295,18 @@ def test_a_counting_worker_gets_a_fixed_environment(monkeypatch, tmp_path):
     assert env[callgrind.OUT_ENV] == str(tmp_path.resolve() / "callgrind.out")
 
 
+def test_valgrind_says_why_it_stopped_a_worker():
+    log = ["W1202 _package.py:1059] Device information mismatch for AOTI_CPU_ISA",
+           "==23139== ", "==23139== Process terminating with default action of signal 4 "
+           "(SIGILL)", "==23139==  Illegal opcode at address 0x2723C8EB",
+           "==23139==    at 0x2723C8EB: ???", "==23139==    by 0xDE0C7BA: pybind11_meta_call"]
+    why = callgrind.why_it_died(log)
+    assert why.startswith("valgrind: Process terminating with default action of signal 4 "
+                          "(SIGILL): Illegal opcode at address 0x2723C8EB")
+    assert "AVX-512" in why
+    assert callgrind.why_it_died(["Traceback (most recent call last):", "boom"]) is None
+
+
 def test_a_dump_without_a_summary_is_an_error(tmp_path):
     dump = tmp_path / "callgrind.out.1"
     dump.write_text("# callgrind format\nversion: 1\nevents: Ir\nsummary: 4242\n\nfl=x\n")
