@@ -16,6 +16,9 @@ Each case is timed, then verified, and only a verified case keeps status "ok":
    trajectory from where it stood: the timed code path, in its final state, computes the
    right update;
 3. a fresh Trainer runs N steps from the shared starting point against the reference.
+
+A counting job (``Job.count``: the worker runs under Valgrind, started by the runner's
+counting rounds) counts each case's instructions per step instead (``harness.instructions``).
 """
 
 from __future__ import annotations

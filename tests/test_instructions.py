@@ -6,7 +6,7 @@ tests marked by ``needs_valgrind``, skipped cleanly where it cannot count): the 
 plain Python loop, and the proof: a planted op of ~2.4% more instructions on the worked
 example is flagged by compare on counts, two counts of the same code agree to 0.1%, and a
 default-mode timing pair cannot tell the two apart. Those run NumPy's 1-1-1 step with
-``--count-target 2e6`` (blocks of 32-64 steps) and take about 40 s together on 2 cores.
+``--count-target 2e6`` (blocks of 32-64 steps) and take about 25 s together on 2 cores.
 """
 
 from __future__ import annotations
