@@ -34,7 +34,9 @@ from harness.commands.options import (
     positive,
     timed_of,
 )
+from harness.measure.instructions import CountConfig
 from harness.record import compare, export
+from harness.record.counts import FAIL_ABOVE_PCT as COUNT_FAIL_ABOVE_PCT
 from harness.report import DEFAULT_DIR, DEFAULT_OUT
 from implementations import registry
 from implementations.problem import (
@@ -46,6 +48,7 @@ from implementations.problem import (
 )
 
 PROG = commands.PROG
+COUNT_TARGET = CountConfig().target
 
 
 class Parser(argparse.ArgumentParser):
@@ -112,6 +115,14 @@ def run_args(p: Parser) -> None:
                  "to float32 and batch 64")
     add_selection(p, "every variant that can run each network on the device")
     add_timed(p, "run", 0.25, 1)
+    p.add_argument("--measure", choices=("time", "instructions"), default="time",
+                   help="time (default), or instructions: also count each case's "
+                        "instructions per SGD step under Valgrind (Callgrind, one thread), "
+                        "after the times, in one process per framework and round")
+    p.add_argument("--count-target", type=positive(float), default=COUNT_TARGET,
+                   metavar="N", help="with --measure instructions: instructions that one "
+                   f"counted block of K steps reaches at least (default {COUNT_TARGET:g}; "
+                   "fewer is faster)")
 
 
 def sweep_args(p: Parser) -> None:
@@ -208,9 +219,15 @@ def compare_args(p: Parser) -> None:
     p.add_argument("--fail-above", type=percent, metavar="PCT",
                    help="exit 1 if any case is significantly slower in B by more than PCT%% "
                         "(by the ratio alone with fewer than 2 samples), or was ok in A and "
-                        "is failed, unavailable or missing in B")
+                        "is failed, unavailable or missing in B; with --measure instructions: "
+                        "if any case counts more instructions per step by more than PCT%% "
+                        f"(default {COUNT_FAIL_ABOVE_PCT:g}%%), or was counted in A and is "
+                        "not in B")
     p.add_argument("--format", choices=compare.FORMATS, default="text",
                    help="text (default), md (a pull-request comment) or json")
+    p.add_argument("--measure", choices=("time", "instructions"), default="time",
+                   help="compare the per-step times (default) or the instructions per step "
+                        "counted under Valgrind (run --measure instructions)")
 
 
 def export_args(p: Parser) -> None:
@@ -269,7 +286,8 @@ COMMANDS = (
             "with every variant, and 16-16-16 and 256-256-256 tanh float32 batch 64 without "
             "the variants declared for the worked example only; --widths, --variants or "
             "--framework run exactly what they name.",
-            ("run", "run --widths 1,1,1 512,512,512 --variants numpy,torch,jax,jax-scan"),
+            ("run", "run --widths 1,1,1 512,512,512 --variants numpy,torch,jax,jax-scan",
+             "run --measure instructions --widths 1,1,1 --variants numpy,torch,jax,jax-scan"),
             run_args, lambda a: timed.run(networks_of(a), timed_of(a))),
     Command("sweep", "time a grid of [d]*(depth+1) networks for the scaling story; write one "
             "JSON file of results",
@@ -300,8 +318,10 @@ COMMANDS = (
             "significance test per case; --fail-above makes the exit status fail on a "
             "regression, for CI.",
             ("compare results/run-a.json results/run-b.json",
-             "compare base.json new.json --fail-above 10"),
-            compare_args, lambda a: commands.compare(a.a, a.b, a.fail_above, a.format)),
+             "compare base.json new.json --fail-above 10",
+             "compare base.json new.json --measure instructions"),
+            compare_args, lambda a: commands.compare(a.a, a.b, a.fail_above, a.format,
+                                                     a.measure)),
     Command("export", "convert results files to pytest-benchmark JSON or CSV",
             "Convert results files (folders are searched for *.json) into pytest-benchmark's "
             "JSON, one benchmark per ok case with per-step times, so that `pytest-benchmark "

@@ -221,7 +221,7 @@ def test_a_run_that_claims_an_out_in_use_is_refused(tmp_path):
     try:
         wait_for(tmp_path / "marker")  # the first run is in its second case, stuck
         for force, refusal in (([], f"{out} already exists"), (["--force"], f"{out} is being "
-                                f"written by another run (pid {first.pid})")):
+                                f"written by another run (pid {first.pid}, lock ")):
             second = bench(env, "run", "--widths", "1,1,1", "--variants", "numpy", *FAST,
                            *force, "--out", str(out))
             assert second.returncode == 2

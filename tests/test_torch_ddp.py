@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -153,12 +154,24 @@ def test_two_torchrun_nodes_on_localhost_train_together(marked, tmp_path):
     nodes = [subprocess.Popen([a.format(int(i == 0)) for a in cmd], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True) for i in range(2)]
+    logs = [""] * len(nodes)
+
+    def read(i: int) -> None:  # both nodes at once, so that either one's log is there on a hang
+        logs[i] = nodes[i].communicate()[0]
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(nodes))]
     try:
-        logs = [n.communicate(timeout=120)[0] for n in nodes]
+        for r in readers:
+            r.start()
+        deadline = time.monotonic() + 150
+        for r in readers:
+            r.join(max(0.0, deadline - time.monotonic()))
     finally:  # a hung rendezvous must not outlive the test
         for n in nodes:
             if n.poll() is None:
                 os.killpg(n.pid, 9)
+        for r in readers:
+            r.join(10)
     assert [n.returncode for n in nodes] == [0, 0], logs
     summary = json.loads(out.read_text())
     assert summary["world"] == 2 and summary["rank_spread"] == 0.0

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.commands.base import PROG, note, require_device  # noqa: F401 (the CLI)
+from harness.record import compare as comparing
+from harness.record import counts
 from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError
@@ -27,9 +29,12 @@ def report(paths: list[str], out: str | None, force: bool, readme: str | None = 
     return 0
 
 
-def compare(a: str, b: str, fail_above: float | None, fmt: str = "text") -> int:
-    from harness.record import compare as comparing
-
+def compare(a: str, b: str, fail_above: float | None, fmt: str = "text",
+            measure: str = "time") -> int:
+    """`compare`: the per-step times, or (``measure`` "instructions") the counts."""
+    if measure == "instructions":
+        run_a, run_b, name_a, name_b = comparing.read_pair(a, b)
+        return counts.print_comparison(run_a, run_b, (a, b, name_a, name_b), fail_above, fmt)
     return comparing.main(a, b, fail_above, fmt)
 
 

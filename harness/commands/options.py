@@ -134,4 +134,6 @@ def timed_of(a) -> timed.Timed:
     if a.out is not None and not a.out.strip():
         raise UsageError("--out is empty: give a file path")
     return timed.Timed(a.device, a.variants, a.framework, a.threads, a.time_per_case,
-                          a.processes, a.no_peak, a.out, a.force, a.timeout, a.results_dir)
+                          a.processes, a.no_peak, a.out, a.force, a.timeout, a.results_dir,
+                          getattr(a, "measure", "time") == "instructions",
+                          getattr(a, "count_target", None))

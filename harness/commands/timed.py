@@ -33,6 +33,8 @@ class Timed:
     force: bool
     timeout: float | None
     results_dir: str
+    count: bool = False  # also count instructions per step under Valgrind (run --measure)
+    count_target: float | None = None  # instructions per counted block (None: the default)
 
     def thread_count(self) -> int:
         usable = default_threads()
@@ -51,14 +53,14 @@ def claim(command: str, t: Timed) -> Path:
                                Path(t.results_dir))
 
 
-def execute(plan, path: Path, on_case) -> object | None:
+def execute(plan, path: Path, on_case, on_count=None) -> object | None:
     """Run the plan into ``path``; the run, or None after Ctrl-C or SIGTERM (said on stderr)."""
     from harness.procs import runner
     from harness.record import store
 
     before = file_id(path)  # with --force, the old file is there until the first write
     try:
-        return runner.execute(plan, path, on_case)
+        return runner.execute(plan, path, on_case, on_count=on_count)
     except KeyboardInterrupt:
         where = (f"the finished cases are saved in {path}" if file_id(path) not in (None, before)
                  else "nothing was saved")
@@ -79,8 +81,9 @@ def file_id(path: Path) -> tuple[int, int, int] | None:
 
 def run(networks: plans.Networks, t: Timed) -> int:
     from harness.procs import runner
-    from harness.record import summary
+    from harness.record import counts, summary
 
+    count = count_config(t)  # a run that cannot count is refused before anything runs
     problems = plans.timing_problems(networks)
     require_device(t.device)
     variants, explicit = plans.variants(t.variants, t.frameworks, plans.run_variants())
@@ -88,15 +91,19 @@ def run(networks: plans.Networks, t: Timed) -> int:
     plan = runner.Plan("run", t.device, problems, variants, t.thread_count(), timing,
                        [] if t.no_peak else plans.default_peaks(problems), explicit,
                        processes=t.processes, case_timeout_s=t.timeout,
-                       skip={} if networks.widths or explicit else plans.default_skip(problems))
+                       skip={} if networks.widths or explicit else plans.default_skip(problems),
+                       count=count)
     plan.cases()  # an explicit variant that can run nothing fails here, before any output
     path = claim("run", t)
     print(f"{PROG} run: writing {path}", flush=True)
-    result = execute(plan, path, lambda c, d, n: print(summary.case_line(c, d, n), flush=True))
+    result = execute(plan, path, lambda c, d, n: print(summary.case_line(c, d, n), flush=True),
+                     lambda c, d, n: print(counts.case_line(c, d, n), flush=True))
     if result is None:
         return 130
     print()
     print(summary.run_table(result))
+    if plan.count is not None:
+        print(f"\n{counts.caption(result)}\n{counts.table(result)}")
     ladder = summary.ladder_table(result)
     if ladder:
         print(f"\nThe abstraction ladder (what each layer costs over the one it is built on):"
@@ -108,6 +115,24 @@ def run(networks: plans.Networks, t: Timed) -> int:
         print(f"note: skipped, {text}")
     print(f"\nresults: {path}")
     return exit_status(result.cases, explicit)
+
+
+def count_config(t: Timed):
+    """How to count instructions (``run --measure instructions``), or None; BenchError (one
+    line, with how to install it) where Valgrind cannot count."""
+    if not t.count:
+        return None
+    from harness.measure import callgrind
+    from harness.measure.instructions import CountConfig
+
+    if t.device != "cpu":
+        raise BenchError("--measure instructions counts on the CPU only (Valgrind cannot run "
+                         "GPU code)")
+    reason = callgrind.unavailable()
+    if reason:
+        raise BenchError(reason)
+    callgrind.library()  # built here, once, rather than in each worker
+    return CountConfig(target=t.count_target) if t.count_target else CountConfig()
 
 
 def exit_status(cases: list[Case], asked: bool) -> int:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from harness.measure.instructions import CountConfig, Instructions
 from harness.measure.timing import TimingConfig
 from harness.record import schema
 from harness.record.results import CallFloor, Case, Peak, ProblemRecord
@@ -58,6 +59,7 @@ class Job:
     cases: list[JobCase]
     peaks: list[PeakJob] = field(default_factory=list)
     floors: bool = False  # measure the framework's call floors (its first worker only)
+    count: CountConfig | None = None  # count instructions, not time (a process under Valgrind)
 
 
 @dataclass
@@ -84,9 +86,17 @@ class CaseStarted:
     id: str
 
 
+@dataclass
+class CaseCounted:
+    """The worker's answer for one case of a counting job: its id and its count."""
+
+    id: str
+    instructions: Instructions
+
+
 KINDS = {"framework": FrameworkReady, "framework-failed": FrameworkFailed, "peak": Peak,
          "floor": CallFloor,
-         "case-started": CaseStarted, "case": Case}
+         "case-started": CaseStarted, "case": Case, "case-counted": CaseCounted}
 NAMES = {cls: name for name, cls in KINDS.items()}
 
 

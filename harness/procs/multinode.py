@@ -176,4 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The rank's work is done and --out is closed. Interpreter shutdown (the threads of gloo and
+    # of an imported JAX) can hang on a loaded host, and a rank that never exits holds every
+    # torchrun agent in its exit barrier for 300 s: end the process now.
+    os._exit(code)

@@ -6,7 +6,10 @@ GPU memory never interfere. Every finished case is written to the results file a
 case. A case that runs past its timeout has its worker's whole process group killed, is
 recorded as failed ("timed out after N s"), and a fresh worker goes on with the cases after
 it. Workers run in sessions of their own (a Ctrl-C reaches only the runner, which kills them)
-and die with the runner even when it is killed outright.
+and die with the runner even when it is killed outright. With ``Plan.count``, counting rounds
+follow the timed ones: the same worker under Valgrind (``harness.measure.callgrind``) adds each ok
+case's instructions per step to it (``harness.measure.instructions``); a case that cannot be counted
+keeps its times and says why.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.measure import environment, machine_state
+from harness.measure import callgrind, environment, machine_state
 from harness.measure.climit import measure_c_limit
+from harness.measure.instructions import STARTUP_S as COUNT_STARTUP_S
+from harness.measure.instructions import THREADS, CountConfig, Instructions
 from harness.measure.timing import TimingConfig, engine_overhead
 from harness.procs import lifeline, messages
+from harness.procs.messages import CaseCounted
 from harness.record import schema, store
 from harness.record.results import (
     CallFloor,
@@ -72,6 +78,7 @@ class Plan:
     skip: dict[int, tuple[str, ...]] = field(default_factory=dict)  # problem index -> variants
     case_timeout_s: float | None = None
     include: Callable[[Problem, Variant], bool] | None = None  # None: every pair (see scale)
+    count: CountConfig | None = None  # also count instructions per step under Valgrind
 
     def cases(self) -> list[tuple[Problem, Variant, str]]:
         """(problem, variant, device) triples that can run; the rest become ``self.notes``
@@ -111,7 +118,7 @@ class Plan:
             timing=self.timing, processes=self.processes, peaks=list(self.peaks),
             extra_cases=[{"problem": schema.to_dict(ProblemRecord.of(p)), "variant": v.name}
                          for p, v in self.extra_cases],
-            python=sys.executable, grid=self.grid)
+            python=sys.executable, grid=self.grid, count=self.count)
 
 
 def new_run(plan: Plan) -> Run:
@@ -127,7 +134,8 @@ def new_run(plan: Plan) -> Run:
 
 
 def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
-            say: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> Run:
+            say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+            on_count: Callable[[Case, int, int], None] | None = None) -> Run:
     """Run the plan, writing the results file after every case; returns the run.
 
     With ``plan.processes`` > 1 (``--rounds``) every framework's worker runs that many times,
@@ -135,7 +143,9 @@ def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
     them alike; the later rounds reuse the first round's K and their samples are pooled into
     the same case, so that its IQR also holds the noise between processes. Before timing, the
     machine is looked at for 0.5 s: a busy neighbour or CPU steal is said in one line (``say``)
-    and recorded; every case records the machine's state while it ran.
+    and recorded; every case records the machine's state while it ran. With ``plan.count``,
+    the rounds that count the cases that timed ok follow, each counted case told to
+    ``on_count``.
     """
     cases = plan.cases()
     if not cases:
@@ -146,16 +156,18 @@ def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
     store.write(run, path)
     progress = {"done": 0, "total": len(cases) * plan.processes}
 
-    def report(case: Case) -> None:
+    def report(case: Case, tell: Callable[[Case, int, int], None] = on_case) -> None:
         progress["done"] += 1
-        on_case(case, progress["done"], progress["total"])
+        tell(case, progress["done"], progress["total"])
 
     try:
-        for round_ in range(plan.processes):
-            for framework in rotated(list(registry.FRAMEWORKS), round_):
-                mine = [c for c in cases if c[1].framework == framework]
-                if mine:
-                    Round(plan, run, path, framework, round_, report).execute(mine)
+        rounds(plan, run, path, cases, report)
+        if plan.count is not None:
+            ok = {c.id for c in run.ok_cases()}
+            countable = [c for c in cases if triple_id(c) in ok]
+            progress["total"] += len(countable) * plan.processes
+            rounds(plan, run, path, countable, lambda case: report(case, on_count or on_case),
+                   plan.count)
     except KeyboardInterrupt:
         run.interrupted = True
         raise
@@ -166,6 +178,22 @@ def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
                                  during=machine_state.assess(start, end))
         store.write(run, path)
     return run
+
+
+def rounds(plan: Plan, run: Run, path: Path, cases: list, report: Callable[[Case], None],
+           count: CountConfig | None = None) -> None:
+    """``plan.processes`` rounds of one worker per framework, the frameworks in a rotated
+    order each round; counting workers (under Valgrind) with ``count``."""
+    for round_ in range(plan.processes):
+        for framework in rotated(list(registry.FRAMEWORKS), round_):
+            mine = [c for c in cases if c[1].framework == framework]
+            if mine:
+                Round(plan, run, path, framework, round_, report, count=count).execute(mine)
+
+
+def triple_id(triple) -> str:
+    p, v, d = triple
+    return case_id(d, v.name, ProblemRecord.of(p), v.workers)
 
 
 def rotated(items: list, k: int) -> list:
@@ -199,19 +227,20 @@ class Round:
     current: str | None = None  # the id of the case the worker is on
     state: dict | None = None  # the machine when that case started
     floored: bool = False  # its call floors asked for already
+    count: CountConfig | None = None  # a counting round: its workers run under Valgrind
+    framework_error: str | None = None  # why the framework did not start under Valgrind
+    framework_settings: dict | None = None  # its settings in the counting worker
 
     def run_cases(self, pending: list, peaks: list) -> list:
         """One worker for the pending cases; returns those it did not finish."""
         job = self.job(pending, peaks)
-        ids = [case_id(d, v.name, ProblemRecord.of(p), v.workers) for p, v, d in pending]
+        ids = [triple_id(c) for c in pending]
         got: set[str] = set()
         self.current = None  # a fresh worker: its start-up has STARTUP_S, not a case's timeout
-        status, last, timed_out = run_worker(job, lambda m: self.receive(m, got),
-                                             self.timeout)
+        status, last, timed_out = self.start_worker(job, lambda m: self.receive(m, got))
         left = [c for c, i in zip(pending, ids) if i not in got]
         if timed_out and left:
-            self.lose(left[0], f"timed out after {self.plan.timeout_s():g} s "
-                               f"(the worker was killed; --timeout sets the limit)")
+            self.lose(left[0], self.timed_out())
             return left[1:]
         if self.current is not None and left:  # it died in that case: the rest go on
             self.lose(left[0], lost_reason(status, last))
@@ -220,19 +249,39 @@ class Round:
             self.lose((p, v, d), lost_reason(status, last))
         return []
 
+    def start_worker(self, job: messages.Job, on_message: Callable
+                     ) -> tuple[int | None, str, bool]:
+        if self.count is None:
+            return run_worker(job, on_message, self.timeout)
+        with tempfile.TemporaryDirectory(prefix="bb-callgrind-") as out:
+            argv = callgrind.command(WORKER, Path(out))
+            return run_worker(job, on_message, self.timeout, argv,
+                              lambda env: callgrind.fixed_environment(env, Path(out)))
+
+    def timed_out(self) -> str:
+        if self.count is None:
+            return (f"timed out after {self.plan.timeout_s():g} s (the worker was killed; "
+                    f"--timeout sets the limit)")
+        return f"took longer than {self.count.timeout_s:g} s under valgrind (the worker was killed)"
+
     def execute(self, mine: list) -> None:
         pending, peaks = list(mine), self.peaks(mine)
         while pending:
             pending, peaks = self.run_cases(pending, peaks), []
 
     def timeout(self) -> float:
+        if self.count is not None:
+            return COUNT_STARTUP_S if self.current is None else self.count.timeout_s
         return STARTUP_S if self.current is None else self.plan.timeout_s()
 
     def job(self, pending: list, peaks: list) -> messages.Job:
         by_id = {c.id: c for c in self.run.cases}
-        cases = [messages.JobCase(ProblemRecord.of(p), v.name, d, fixed_k(
-            by_id.get(case_id(d, v.name, ProblemRecord.of(p), v.workers))), v.workers)
-            for p, v, d in pending]
+        k = fixed_k if self.count is None else counted_k
+        cases = [messages.JobCase(ProblemRecord.of(p), v.name, d, k(
+            by_id.get(triple_id((p, v, d)))), v.workers) for p, v, d in pending]
+        if self.count is not None:
+            return messages.Job(self.framework, self.plan.device, THREADS, self.plan.timing,
+                                cases, count=self.count)
         floors, self.floored = self.round_ == 0 and not self.floored, True
         return messages.Job(self.framework, self.plan.device, self.plan.threads,
                             self.plan.timing, cases, peaks, floors)
@@ -242,7 +291,7 @@ class Round:
         asked for, on every device its cases use (a CPU reference in a GPU run gets its CPU
         peak), at the framework's own size."""
         fw = registry.get_framework(self.framework)
-        if self.round_ or not fw.arrays:
+        if self.round_ or not fw.arrays or self.count is not None:
             return []
         devices = dict.fromkeys(d for _, _, d in mine)
         return [messages.PeakJob(d, t, fw.peak_n.get(d, 2048)) for d in devices
@@ -259,9 +308,18 @@ class Round:
             message.state = machine_state.assess(self.state or end, end)
             self.on_case(self.run.add(message))
             store.write(self.run, self.path)
-        elif isinstance(message, messages.FrameworkReady) and self.round_ == 0:
+        elif isinstance(message, CaseCounted):
+            got.add(message.id)
+            self.current = None
+            self.counted(message.id, message.instructions)
+        elif isinstance(message, messages.FrameworkReady) and self.round_ == 0 and \
+                self.count is None:
             self.run.frameworks[message.name] = FrameworkRecord(message.settings,
                                                                 message.pinning)
+        elif isinstance(message, messages.FrameworkReady) and self.count is not None:
+            self.framework_settings = {**message.settings, "pinning": message.pinning}
+        elif isinstance(message, messages.FrameworkFailed) and self.count is not None:
+            self.framework_error = f"under valgrind: {message.error}"
         elif isinstance(message, messages.FrameworkFailed) and self.round_ == 0:
             self.run.frameworks[message.name] = FrameworkRecord(error=message.error)
         elif isinstance(message, Peak):
@@ -270,16 +328,36 @@ class Round:
             self.run.ceilings.call_floors.append(message)
 
     def lose(self, triple, reason: str) -> None:
+        if self.count is not None:  # the case keeps its times; it could not be counted
+            self.counted(triple_id(triple), Instructions.failed(self.framework_error or reason))
+            return
         p, v, d = triple
         case = Case.new(p, v, d)
         case.fail("failed", reason)
         self.on_case(self.run.add(case))
         store.write(self.run, self.path)
 
+    def counted(self, cid: str, counted: Instructions) -> None:
+        """Add a process's count to its case (pooled with earlier rounds'), and save."""
+        case = next(c for c in self.run.cases if c.id == cid)
+        counted.settings = counted.settings or self.framework_settings
+        if case.instructions is None:
+            case.instructions = counted
+        else:
+            case.instructions.pool(counted)
+        self.on_case(case)
+        store.write(self.run, self.path)
+
 
 def fixed_k(case: Case | None) -> int | None:
     """The K an earlier process used for this case, so that samples can be pooled."""
     return case.timing.block_steps if case and case.ok else None
+
+
+def counted_k(case: Case | None) -> int | None:
+    """The K an earlier counting process used for this case (its counts are pooled)."""
+    counted = case.instructions if case else None
+    return counted.block_steps if counted and counted.ok else None
 
 
 def lost_reason(status: int | None, last: str) -> str:
@@ -297,18 +375,24 @@ def worker_env(channel_fd: int) -> dict:
     return env
 
 
-def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], float]
+WORKER = [sys.executable, "-m", "harness.procs.worker"]
+
+
+def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], float],
+               argv: list[str] = WORKER, env: Callable[[dict], dict] | None = None
                ) -> tuple[int | None, str, bool]:
-    """Run one worker until it exits or a read times out (then its process group is
-    killed); returns (exit status, last line of its log, timed out)."""
+    """Run one worker (``argv``, its environment made by ``env`` from the usual one) until it
+    exits or a read times out (then its process group is killed); returns (exit status, last
+    line of its log, timed out)."""
     read_end, write_end = os.pipe()
     # the log is unlinked at once; the lifeline kills what the worker leaves behind
     with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.procs.worker"], stdin=subprocess.PIPE, stdout=log,
-                stderr=log, pass_fds=(write_end, life.fd),
-                env={**worker_env(write_end), **life.env()}, start_new_session=True)
+                argv, stdin=subprocess.PIPE, stdout=log, stderr=log,
+                pass_fds=(write_end, life.fd),
+                env=(env or dict)({**worker_env(write_end), **life.env()}),
+                start_new_session=True)
         finally:
             os.close(write_end)
         reader, timed_out, done = messages.Reader(read_end), False, False
@@ -351,6 +435,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def last_line(log) -> str:
+    """The last line of a worker's log, or Valgrind's account of why it stopped one."""
     log.seek(0)
     lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+    return callgrind.why_it_died(lines) or (lines[-1].strip() if lines else "")

@@ -16,6 +16,10 @@ Each case is timed, then verified, and only a verified case keeps status "ok":
    trajectory from where it stood: the timed code path, in its final state, computes the
    right update;
 3. a fresh Trainer runs N steps from the shared starting point against the reference.
+
+A counting job (``Job.count``: the worker runs under Valgrind, started by the runner's
+counting rounds) counts each case's instructions per step instead
+(``harness.measure.instructions``).
 """
 
 from __future__ import annotations
@@ -25,13 +29,24 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 
+import numpy as np
+
+from harness.measure import check, memory
+from harness.measure.callgrind import Counter
 from harness.measure.check.report import crash_reason
-from harness.procs import lifeline, messages
+from harness.measure.environment import pin_threads
+from harness.measure.instructions import CountConfig, Instructions, count_trainer
+from harness.measure.peak import measure_peak
+from harness.measure.timing import Probe, time_trainer
+from harness.procs import distcheck, lifeline, messages
 from harness.record import schema
-from harness.record.results import CallFloor, Case, Timing, case_id
+from harness.record.results import CallFloor, Case, PerStep, Timing, case_id
+from implementations import registry
 from implementations.contract import Unavailable
+from implementations.problem import flatten, map_params
 
 REFERENCE_BUDGET_S = 0.15
 MAX_VERIFY_STEPS = 1000  # float32 drifts from the float64 reference over very long runs
@@ -60,12 +75,6 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     ``fresh=False`` skips checks 0 and 3 (a later process of a pooled case: the first process
     already made them, from the same start).
     """
-    import numpy as np
-
-    from harness.measure import check
-    from implementations import registry
-    from implementations.problem import flatten, map_params
-
     report = check.Report()
     if fresh and variant.role == "reference":  # everyone's reference trajectory: check it
         modules = {variant.framework: registry.import_module(variant.framework)}
@@ -80,8 +89,6 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     label = getattr(variant, "label", variant.name)
     check.compare_to_reference(problem, f"{label} (timed)", trainer.params(), start, v, report)
     if getattr(variant, "distributed", False):  # every worker must hold the same parameters
-        from harness.procs import distcheck
-
         distcheck.check_ranks(problem, f"{label} (timed)", trainer, report)
     if fresh:
         n = reference_steps(problem, FRESH_STEPS, 1)
@@ -97,9 +104,6 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
     ``compiled_before`` holds the compiling variants this process has already run: the first
     of them pays the process's one-time compiler start-up, and says so (first_in_process).
     """
-    from harness.measure.timing import Probe, time_trainer
-    from implementations import registry
-
     variant = registry.get(job_case.variant).at(job_case.workers)
     problem = job_case.problem.problem()
     case = Case.new(problem, variant, job_case.device)
@@ -134,6 +138,30 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
     return case
 
 
+def count_case(job_case, cfg: CountConfig, counter) -> messages.CaseCounted:
+    """Count and verify one (problem, variant) pair in a counting worker; never raises."""
+    start = time.monotonic()
+    variant = registry.get(job_case.variant).at(job_case.workers)
+    problem = job_case.problem.problem()
+    cid = case_id(job_case.device, variant.name, job_case.problem, variant.workers)
+    try:
+        if variant.distributed:
+            raise Unavailable("its steps run in worker processes of their own, which the "
+                              "counter does not follow")
+        trainer = variant.make(problem, job_case.device)
+        counted = count_trainer(trainer, cfg, counter, job_case.block_steps)
+        passed, reason, _ = verify(problem, variant, trainer, counted.block_steps,
+                                          job_case.device, fresh=False)
+        if not passed:
+            counted = Instructions.failed(f"under valgrind: {reason}")
+    except Unavailable as exc:
+        counted = Instructions.failed(f"unavailable under valgrind: {exc}")
+    except Exception as exc:  # a variant that crashes under Valgrind is a finding, not the end
+        counted = Instructions.failed(f"under valgrind: {crash_reason(exc)}")
+    counted.wall_s = [time.monotonic() - start]
+    return messages.CaseCounted(cid, counted)
+
+
 class Phase:
     """One part of a step (forward, gradient or update) as the timing engine's unit."""
 
@@ -143,12 +171,7 @@ class Phase:
 
 def time_phases(phases: dict, cfg) -> dict:
     """Each part of the step timed by the same engine, with a shorter budget: PerStep each."""
-    from dataclasses import replace as with_
-
-    from harness.measure.timing import time_trainer
-    from harness.record.results import PerStep
-
-    short = with_(cfg, target_block_s=min(cfg.target_block_s, 0.01),
+    short = replace(cfg, target_block_s=min(cfg.target_block_s, 0.01),
                   budget_s=min(cfg.budget_s, 0.05), min_blocks=5, warmup_blocks=1,
                   block_steps=None)
     return {name: PerStep.of(time_trainer(Phase(fn), short).stats)
@@ -157,16 +180,11 @@ def time_phases(phases: dict, cfg) -> dict:
 
 def memory_probe(variant, device: str):
     """The memory accounting of a case: its device's allocator, or resident memory."""
-    from harness.measure import memory
-    from implementations import registry
-
     return memory.StepMemory(memory.meter_for(registry.import_module(variant.framework),
                                               device))
 
 
 def minimum(problem) -> dict:
-    from harness.measure import memory
-
     s = problem.spec
     return memory.minimum_breakdown(s.widths, s.bias, problem.batch, s.dtype)
 
@@ -174,8 +192,6 @@ def minimum(problem) -> dict:
 def warm_up(module, devices) -> None:
     """One tiny product per device before the first case, so that starting the backend (CUDA
     context, XLA client, thread pools) is not billed to whichever case happens to be first."""
-    import numpy as np
-
     for device in devices:
         try:
             a = module.to_framework(np.ones((2, 2), dtype=np.float32), device)
@@ -197,8 +213,6 @@ def die_with_parent() -> None:
 
 def start_framework(job: messages.Job, channel):
     """Import and set up the framework; its module, or None after a FrameworkFailed."""
-    from implementations import registry
-
     try:
         module = registry.import_module(job.framework)
         settings = module.settings(job.threads)
@@ -220,12 +234,7 @@ def main() -> int:
     lifeline.guard()
     job = schema.from_dict(messages.Job, json.loads(sys.stdin.read()), "job")
 
-    from harness.measure.environment import pin_threads
-
     pinning = pin_threads(job.threads)
-    from harness.measure.peak import measure_peak
-    from implementations import registry
-
     started = start_framework(job, channel)
     if started is not None:
         module, settings = started
@@ -239,11 +248,23 @@ def main() -> int:
         if registry.get_framework(job.framework).arrays:
             warm_up(module, {c.device for c in job.cases})
     compiled_before: set = set()
+    counter = counter_for(job)
     for job_case in job.cases:
         messages.send(channel, messages.CaseStarted(
             case_id(job_case.device, job_case.variant, job_case.problem, job_case.workers)))
-        messages.send(channel, run_case(job_case, job.timing, compiled_before))
+        if counter is not None:  # a counting job (harness.instructions), under Valgrind
+
+            messages.send(channel, count_case(job_case, job.count, counter))
+        else:
+            messages.send(channel, run_case(job_case, job.timing, compiled_before))
     return 0
+
+
+def counter_for(job: messages.Job):
+    """Callgrind's counter for a counting job (its cases count instructions), else None."""
+    if job.count is None:
+        return None
+    return Counter()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ the ratio is at least ``MIN_EFFECT`` away from 1; otherwise "same". Below ``MIN_
 processes on a side no test can reach ``ALPHA``, and the verdict is "n/a": run with
 ``--rounds 5`` (or more) for verdicts.
 
+``--measure instructions`` compares the cases' instruction counts instead
+(``harness.record.counts``, with a default ``--fail-above`` of its own).
+
 ``--fail-above PCT`` exits 1 if any case regressed: significantly slower by more than PCT%;
 "n/a" with a ratio above 1 + PCT/100 (too few processes for a test, so the ratio alone
 decides); or ok in A but failed, unavailable or missing in B. An unreadable file, or no case
@@ -166,6 +169,12 @@ def render_md(comparison: Comparison, name_a: str, name_b: str, bad: list[str]) 
     listed = ([f"- only in A: {md_code(k)}" for k in comparison.only_in_a]
               + [f"- only in B: {md_code(k)}" for k in comparison.only_in_b]
               + [f"- {md_code(n)}" for n in comparison.notes])
+    return md_document(parts, listed, bad)
+
+
+def md_document(parts: list[str], listed: list[str], bad: list[str]) -> str:
+    """A Markdown comparison: its parts, then the list of cases and notes, then the cases
+    that regressed (the time's and the counts' alike)."""
     if listed:
         parts.append("\n".join(listed))
     if bad:
@@ -187,20 +196,29 @@ def describe(path: Path, run: Run) -> str:
             f"commit {str(run.commit.id or '?')[:10]}{dirty}, {run.created})")
 
 
-def main(path_a: str, path_b: str, fail_above: float | None, fmt: str = "text") -> int:
-    """Print the comparison; 1 if ``fail_above`` (percent) is exceeded, else 0."""
+def read_pair(path_a: str, path_b: str) -> tuple[Run, Run, str, str]:
+    """The two runs and how the comparison names them."""
     a, b = store.read_run(Path(path_a)), store.read_run(Path(path_b))
+    return a, b, describe(Path(path_a), a), describe(Path(path_b), b)
+
+
+def main(path_a: str, path_b: str, fail_above: float | None, fmt: str = "text") -> int:
+    """Print the comparison of times; 1 if ``fail_above`` (percent) is exceeded, else 0
+    (``harness.record.counts`` compares instruction counts)."""
+    a, b, name_a, name_b = read_pair(path_a, path_b)
     comparison = compare_runs(a, b, str(path_a), str(path_b))
-    name_a, name_b = describe(Path(path_a), a), describe(Path(path_b), b)
     bad = None if fail_above is None else regressions(comparison, fail_above)
-    if fmt == "json":
-        print(render_json(comparison, name_a, name_b, bad))
-    elif fmt == "md":
-        print(render_md(comparison, name_a, name_b, bad or []))
-    else:
-        print(render(comparison, name_a, name_b))
-        if bad:
-            print(f"\nFAIL: {len(bad)} case(s) regressed (slower by more than "
-                  f"{fail_above:g}%, or no longer ok in B):")
-            print("\n".join(f"  {line}" for line in bad))
+    return show(fmt, {"json": lambda: render_json(comparison, name_a, name_b, bad),
+                      "md": lambda: render_md(comparison, name_a, name_b, bad or []),
+                      "text": lambda: render(comparison, name_a, name_b)},
+                bad, f"slower by more than {fail_above or 0:g}%, or no longer ok in B")
+
+
+def show(fmt: str, renderings: dict, bad: list[str] | None, why: str) -> int:
+    """Print the comparison in ``fmt`` (``renderings``: format -> its text), and in text the
+    cases that regressed, ``why`` they count; 1 if any did, else 0."""
+    print(renderings[fmt]())
+    if fmt == "text" and bad:
+        print(f"\nFAIL: {len(bad)} case(s) regressed ({why}):")
+        print("\n".join(f"  {line}" for line in bad))
     return 1 if bad else 0

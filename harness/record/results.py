@@ -3,12 +3,14 @@
 A results file holds one ``Run``: where it ran (``Machine``, software versions, ``Commit``),
 what was asked (``Config``), the frameworks' settings, the machine's ``Ceilings`` and one
 ``Case`` per (device, variant, problem), each with its ``Timing`` (raw samples and
-``PerStep`` statistics) and its check. ``Run.from_dict`` validates a whole file once
-(``harness.record.schema``), so that every reader after it may trust every field; ``to_dict`` is the
-inverse. ``harness.record.store`` reads and writes the files.
+``PerStep`` statistics), its check and, when counted, its ``Instructions`` per step
+(``harness.measure.instructions``). ``Run.from_dict`` validates a whole file once
+(``harness.record.schema``), so that every reader after it may trust every field;
+``to_dict`` is the inverse. ``harness.record.store`` reads and writes the files.
 
-Schema versions: 2 is written. Version 1 files (the same fields, fewer optional ones) still
-load; any other version is refused with one line.
+Schema versions: 3 is written (2 and a case's optional ``instructions``). Version 1 and 2
+files (the same fields, fewer optional ones) still load; any other version is refused with
+one line.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from harness.measure.ceilings import AllreduceCurve, CallFloor, Ceilings, Peak  # noqa: F401 (the model)
+from harness.measure.instructions import CountConfig, Instructions
 from harness.measure.timing import Measurement, Stats, TimingConfig
 from harness.record import schema
 from implementations.problem import BenchError, NetworkSpec, Problem, make_problem
 
 SCHEMA = "backprop-bench/results"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 STATUSES = ("ok", "failed", "unavailable")
 
 
@@ -183,6 +186,7 @@ class Case:
     phases: dict[str, PerStep] = field(default_factory=dict)  # forward, gradient, update
     workers: int = 1  # data-parallel workers (a distributed variant), each batch/workers rows
     distributed: dict | None = None  # its Trainer's ``distributed``: backend, cores, ...
+    instructions: Instructions | None = None  # counted under Valgrind (run --measure)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -314,6 +318,7 @@ class Config:
     extra_cases: list[dict] = field(default_factory=list)
     python: str | None = None
     grid: dict | None = None
+    count: CountConfig | None = None  # how instructions were counted (run --measure)
 
 
 @dataclass
@@ -352,7 +357,7 @@ class Run:
         except schema.SchemaError as exc:
             where = str(exc).removeprefix("run.").removeprefix("run: ")
             raise ResultsError(f"{name}: {where}") from None
-        run.schema_version = SCHEMA_VERSION  # version 1 has the same fields, and fewer
+        run.schema_version = SCHEMA_VERSION  # versions 1 and 2 have the same fields, and fewer
         return run
 
     def to_dict(self) -> dict:

@@ -3,13 +3,15 @@
 Every row has the same keys (``COLUMNS``), whatever the case's status; a figure the case does
 not have (the time of a failed case, the memory of a later process) is None. Times are
 seconds per SGD step; ``x_limit``, ``x_reference`` and ``compile_s`` are the derived columns
-of ``harness.record.summary`` (``compile_s`` only for variants that compile: those with a registered
-baseline). Values are str, int, float, bool or None, so that a row is JSON-able as it is.
+of ``harness.record.summary`` (``compile_s`` only for variants that compile: those with a
+registered baseline); the ``instructions_*`` columns are a counted case's instructions per
+step (``harness.record.counts``). Values are str, int, float, bool or None, so that a row is
+JSON-able as it is.
 """
 
 from __future__ import annotations
 
-from harness.record import summary
+from harness.record import counts, summary
 from harness.record.results import Case, Run
 
 COLUMNS = (
@@ -21,7 +23,7 @@ COLUMNS = (
     "blocks", "block_steps", "first_call_s", "compile_s", "pays_off",
     "flops_per_step", "gflops", "n_weights", "x_limit", "x_reference",
     "warm_call_added_bytes", "first_call_added_bytes", "minimum_bytes", "growth_bytes",
-    "leaks", "memory_source",
+    "leaks", "memory_source", *counts.COLUMNS,
 )
 MEMORY_FIELDS = ("warm_call_added_bytes", "first_call_added_bytes", "minimum_bytes",
                  "growth_bytes", "leaks")
@@ -42,7 +44,7 @@ def case_record(run: Run, row: summary.Row, file: str | None = None) -> dict:
               "flops_per_step": c.flops_per_step,
               "gflops": c.flops_per_step / c.median / 1e9 if c.ok else None,
               "n_weights": c.n_weights, "x_limit": row.x_limit, "x_reference": row.x_reference,
-              **memory_columns(c)}
+              **memory_columns(c), **counts.columns(c)}
     return {k: record.get(k) for k in COLUMNS}
 
 

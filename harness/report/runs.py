@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness.record import summary
+from harness.record import counts, summary
 from harness.record.results import Case
 from harness.report import plots, state
 from harness.report.fits import model_table
@@ -25,7 +25,8 @@ def section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
     for device in run.devices():
         mine = [r for r in rows if r.case.device == device]
         parts += [f"### {device_label(run, device)}", summary_table(mine),
-                  problem_list(r.case for r in mine), state.memory_table(run, device)]
+                  problem_list(r.case for r in mine), state.memory_table(run, device),
+                  counts_table(run, device)]
     if run.notes:
         parts.append("Skipped: " + md_escape("; ".join(run.notes)) + ".")
     parts.append(model_table(source))
@@ -39,6 +40,12 @@ def summary_table(rows: list[summary.Row]) -> str:
     table = [[cells[i] for i in keep] for cells in (summary.row_cells(r, True) for r in rows)]
     return markdown_table([headers[i] for i in keep], table,
                           "".join(summary.ALIGN[i] for i in keep))
+
+
+def counts_table(run, device: str) -> str:
+    """The instructions per step of the cases counted under Valgrind (run --measure)."""
+    table = counts.table(run, markdown=True, device=device)
+    return f"{md_escape(counts.caption(run))}\n\n{table}" if table else ""
 
 
 def problem_list(cases: Iterable[Case]) -> str:

@@ -18,6 +18,12 @@ compiling variant needs them). ``--benchmark-disable-gc`` and ``--benchmark-cpro
 usual; ``--benchmark-precision`` and ``--benchmark-calibration-precision`` do not apply (K is
 the engine's, the rounds fixed up front).
 
+Counting instead of timing: under ``python -m harness.measure.callgrind -- python -m pytest
+tests/bench --benchmark-only --benchmark-timer harness.measure.callgrind.counter``, each test
+counts rounds of ``run(K)`` in instructions with the counter of ``backprop-bench run
+--measure instructions`` (one thread, K from the counter, the warm-up uninstrumented), so
+that the stored figures are instructions per SGD step and ``--benchmark-compare-fail=median:1%`` gates on them.
+
 Every timed Trainer is verified against the float64 reference afterwards, as in
 ``backprop-bench run``; unlike the CLI, all frameworks share this one process. Under
 ``--benchmark-disable`` each test runs ``run(block)`` once and verifies the Trainer: a smoke
@@ -79,8 +85,34 @@ def rounds_of(config: pytest.Config, block_s: float) -> tuple[int, int]:
     return rounds, min(rounds, warmup) if config.getoption("benchmark_warmup") else 0
 
 
+def counted(benchmark, trainer) -> int:
+    """Count rounds of run(K) in instructions (``harness.measure.instructions``): the warm-up runs
+    uninstrumented, K comes from the counter, and every stored figure is instructions per
+    SGD step (the counter's own few thousand per round included); returns K."""
+    from harness.measure import callgrind, instructions
+
+    cfg = instructions.CountConfig()
+    try:
+        k = instructions.prepare_count(trainer, cfg, callgrind.counter)
+        CLOCK.count(callgrind.counter, k)
+        benchmark.extra_info.update(block_steps=k, unit="instructions per SGD step",
+                                    counter=f"{callgrind.TOOL} {callgrind.version()}, 1 thread",
+                                    options=" ".join(callgrind.options()))
+        benchmark.pedantic(trainer.run, args=(k,), rounds=cfg.blocks,
+                           warmup_rounds=cfg.warmup_blocks, iterations=1)
+    finally:
+        callgrind.counter.stop()
+    return k
+
+
 def timed(benchmark, trainer, config: pytest.Config) -> int:
-    """Time rounds of run(K), K from the engine; returns K."""
+    """Time rounds of run(K), K from the engine; returns K. With pytest-benchmark's timer
+    ``harness.measure.callgrind.counter`` (under ``python -m harness.measure.callgrind``),
+    count them."""
+    from harness.measure import callgrind
+
+    if load_timer(config.getoption("benchmark_timer")).target is callgrind.counter:
+        return counted(benchmark, trainer)
     min_time = float(config.getoption("benchmark_min_time"))
     cfg = TimingConfig(target_block_s=max(MIN_BLOCK_S, min_time), warmup_blocks=2)
     first, first_steps, k, history = prepare(trainer, cfg)
