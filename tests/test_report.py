@@ -18,7 +18,7 @@ from harness import cli, report
 from harness.measure import environment
 from harness.record import store, summary
 from harness.record.results import ResultsError
-from harness.report import ceilings, code, fits, gpu_cpu, provenance, sources
+from harness.report import ceilings, code, fits, glance, gpu_cpu, provenance, sources
 from implementations import registry
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -282,7 +282,7 @@ def test_out_folder_on_the_command_line_is_one_line_exit_2(tmp_path, capsys):
 
 def test_text_from_a_results_file_cannot_break_a_table_or_inject_html(tmp_path):
     run = h.run_file()
-    run.machine.hostname = "evil|host<script>"
+    run.machine = dataclasses.replace(run.machine, hostname="evil|host<script>")
     run.cases[-2].reason = "bad | reason <b>x</b>"
     store.write(run, tmp_path / "run.json")
     text = report.build_report([tmp_path], tmp_path / "R.md").read_text()
@@ -622,3 +622,36 @@ def test_a_folder_of_many_files_draws_the_newest_and_says_what_it_left_out(tmp_p
     assert drawn == {f"run-{i:02d}" for i in range(8, n)}  # the newest
     assert f"report: {n} results file(s), plots for {reporting.MAX_PLOTTED}" in (
         capsys.readouterr().err)
+
+
+PAYLOAD = "x`<img src=x onerror=alert(1)>|$\\undefinedmacro$"
+
+
+def test_every_stored_string_is_escaped_in_the_report_the_readme_and_the_plots(tmp_path):
+    """A hostile string in every free-text field a results file has: the variant, kind and
+    framework of a case, its reason, the host, a package name and version, a note, an
+    environment variable. No raw HTML and no extra table cell reach REPORT.md or the README's
+    table, and the plots (matplotlib mathtext reads "$...$") are drawn without error."""
+    run = h.run_file()
+    for case in run.cases:
+        if case.variant == "torch":
+            case.variant = "torch" + PAYLOAD
+            case.kind, case.framework = "kind" + PAYLOAD, "fw" + PAYLOAD
+    run.cases[-1].reason = "reason" + PAYLOAD
+    run.machine = dataclasses.replace(run.machine, hostname="host" + PAYLOAD,
+                                      cpu="cpu" + PAYLOAD)  # a copy: run_file shares one
+    run.software = {**run.software, "pkg" + PAYLOAD: "1.0" + PAYLOAD}
+    run.notes = [*run.notes, "note" + PAYLOAD]
+    run.environment = {"variables": {"OMP" + PAYLOAD: "1" + PAYLOAD}}
+    store.write(run, tmp_path / "run.json")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{glance.START}\n{glance.END}\n")
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "R.md"),
+                     "--readme", str(readme)]) == 0
+    for text in ((tmp_path / "R.md").read_text(), readme.read_text()):
+        outside_code = re.sub(r"`[^`\n]*`", "", text)  # a code span shows HTML as text
+        assert "<img" not in outside_code and PAYLOAD not in text
+        for table in re.findall(r"(?:^\|.*\n)+", text, re.M):  # every row as wide as its header
+            widths = {len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}
+            assert len(widths) == 1, table
+    assert list((tmp_path / "plots").glob("*.png"))

@@ -187,7 +187,8 @@ def render_json(comparison: Comparison, name_a: str, name_b: str, bad: list[str]
     return json.dumps({"a": name_a, "b": name_b, "test": TEST_NAME,
                        "rows": [asdict(r) for r in comparison.rows],
                        "only_in_a": comparison.only_in_a, "only_in_b": comparison.only_in_b,
-                       "notes": comparison.notes, "regressions": bad}, indent=1)
+                       "notes": comparison.notes, "regressions": bad},
+                      indent=1, allow_nan=False)
 
 
 def describe(path: Path, run: Run) -> str:

@@ -56,7 +56,7 @@ ALIGN = "lllrrrrrrl"
 
 def cells(case: Case, markdown: bool = False) -> list[str]:
     i = case.instructions
-    name = f"`{case.label}`" if markdown else case.label
+    name = md_code(case.label) if markdown else case.label
     head = [case.problem.label(), name, case.device]
     if not i.ok:
         reason = md_escape(i.error) if markdown else i.error
@@ -239,7 +239,7 @@ def render_json(comparison: Comparison, name_a: str, name_b: str, bad: list[str]
                        "threshold_pct": comparison.threshold_pct,
                        "rows": [asdict(r) for r in comparison.rows],
                        "lost": [list(x) for x in comparison.lost], "notes": comparison.notes,
-                       "regressions": bad}, indent=1)
+                       "regressions": bad}, indent=1, allow_nan=False)
 
 
 def print_comparison(a: Run, b: Run, names: tuple[str, str, str, str],

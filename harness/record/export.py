@@ -115,13 +115,25 @@ def to_pytest_benchmark(loaded: list[tuple[Path, Run]]) -> tuple[dict, int]:
 
 # ---- CSV --------------------------------------------------------------------------------------
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(value):
+    """A text cell a spreadsheet would read as a formula (``=HYPERLINK(...)``, ``+1``, ``@x``)
+    is quoted with a leading apostrophe, so that it is shown, never run; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(loaded: list[tuple[Path, Run]]) -> str:
     """One row per case of every file, ``records.COLUMNS`` as the header."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=records.COLUMNS, lineterminator="\n")
     writer.writeheader()
     for path, run in loaded:
-        writer.writerows(records.run_records(run, str(path)))
+        writer.writerows({k: cell(v) for k, v in r.items()}
+                         for r in records.run_records(run, str(path)))
     return out.getvalue()
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from harness.measure.ceilings import AllreduceCurve, CallFloor, Ceilings, Peak  # noqa: F401 (the model)
 from harness.measure.instructions import CountConfig, Instructions
 from harness.measure.timing import Measurement, Stats, TimingConfig
-from harness.record import schema
+from harness.record import schema, shapes
 from implementations.problem import BenchError, NetworkSpec, Problem, make_problem
 
 SCHEMA = "backprop-bench/results"
@@ -91,6 +91,17 @@ class ProblemRecord:
         return self.widths == (1, 1, 1)
 
 
+SHORTEST_S = 1e-12  # a picosecond: no positive time a results file holds is shorter
+LONGEST_S = 1e7  # 115 days: nor longer (so that every ratio of two times is finite)
+
+
+def seconds(value: float, name: str) -> None:
+    """ValueError unless ``value`` is a time a machine could have measured: 0, or from a
+    picosecond to LONGEST_S (a negative time or 1e-320 s is a corrupt file: 1/1e-320 is inf)."""
+    if value < 0 or 0 < value < SHORTEST_S or value > LONGEST_S:
+        raise ValueError(f"{name} {value!r} s is not a measured time")
+
+
 def case_id(device: str, variant: str, problem: ProblemRecord, workers: int = 1) -> str:
     """A stable key for a case: device, variant, network, batch, and "/xN" on N > 1 workers."""
     many = f"/x{workers}" if workers > 1 else ""
@@ -110,6 +121,12 @@ class PerStep:
     blocks: int
     noisy: bool
     discarded: bool = False  # the case failed its check after timing: not a result
+
+    def __post_init__(self) -> None:
+        for name in ("median_s", "q1_s", "q3_s", "iqr_s", "min_s", "mean_s"):
+            seconds(getattr(self, name), name)
+        if self.blocks < 0:
+            raise ValueError(f"blocks {self.blocks} is negative")
 
     @classmethod
     def of(cls, stats: Stats) -> PerStep:
@@ -131,6 +148,16 @@ class Timing:
     calibration: list[tuple[int, float]] = field(default_factory=list)
     total_steps: int = 0
     first_calls: int = 1
+
+    def __post_init__(self) -> None:
+        if self.block_steps < 1 or self.first_call_steps < 0 or self.total_steps < 0:
+            raise ValueError(f"block_steps {self.block_steps}, first_call_steps "
+                             f"{self.first_call_steps} and total_steps {self.total_steps}: a "
+                             f"block has at least one step, and no count is negative")
+        for name in ("first_call_s", "compile_s"):
+            seconds(getattr(self, name), name)
+        for i, s in enumerate(self.samples_s):
+            seconds(s, f"samples_s[{i}]")
 
     @classmethod
     def of(cls, m: Measurement, first_calls: int = 1) -> Timing:
@@ -161,6 +188,11 @@ class ProcessRecord:
     median_s: float | None = None
     iqr_s: float | None = None
     blocks: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("first_call_s", "compile_s", "median_s", "iqr_s"):
+            if getattr(self, name) is not None:
+                seconds(getattr(self, name), name)
 
 
 @dataclass
@@ -193,6 +225,8 @@ class Case:
             raise ValueError(f"unknown status {self.status!r}")
         if self.status == "ok" and not (self.timing and self.timing.per_step.median_s > 0):
             raise ValueError(f"{self.id} is ok but has no positive per-step median")
+        if self.status == "ok" and not self.timing.samples_s:
+            raise ValueError(f"{self.id} is ok but has no timed samples")
 
     @classmethod
     def new(cls, problem: Problem, variant, device: str) -> Case:
@@ -354,6 +388,7 @@ class Run:
                                f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
             run = schema.from_dict(cls, data, "run")
+            shapes.validate(run)
         except schema.SchemaError as exc:
             where = str(exc).removeprefix("run.").removeprefix("run: ")
             raise ResultsError(f"{name}: {where}") from None

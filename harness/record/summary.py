@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from harness.measure.timing import steps_to_pay_off
 from harness.record.results import Case, Run
-from harness.tables import fmt_ratio, fmt_time, text_table
+from harness.tables import fmt_ratio, fmt_time, md_code, md_escape, text_table
 from implementations import registry
 
 
@@ -117,7 +117,8 @@ def row_cells(r: Row, markdown: bool = False) -> list[str]:
     c = r.case
     status = c.status if markdown and not c.ok else status_text(c)
     t = c.timing if c.ok else None
-    return [r.network, f"`{c.label}`" if markdown else c.label, c.kind, c.device,
+    return [r.network, md_code(c.label) if markdown else c.label,
+            md_escape(c.kind) if markdown else c.kind, c.device,
             fmt_time(c.median), fmt_pct(c.iqr_pct), fmt_pct(c.round_spread_pct),
             fmt_time(t and t.per_step.min_s), fmt_ratio(r.x_limit), fmt_ratio(r.x_reference),
             fmt_time(t and t.first_call_s), fmt_time(r.compile), r.pays_off or "—", status]
@@ -236,7 +237,7 @@ LADDER_HEADERS = ["rung", "built on", "per step", "adds", "× the rung below"]
 
 def ladder_cells(r: Rung, markdown: bool = False) -> list[str]:
     name = ("  " * r.depth + r.case.variant) if not markdown else \
-        ("&nbsp;" * 4 * r.depth + f"`{r.case.variant}`")
+        ("&nbsp;" * 4 * r.depth + md_code(r.case.variant))
     below = registry.VARIANTS[r.case.variant].below if r.case.variant in registry.VARIANTS \
         else None
     adds = "—" if r.adds is None else ("+" if r.adds >= 0 else "−") + fmt_time(abs(r.adds))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.record.results import Case, Run
 from harness.report.sources import Source, device_label, fmt_gflops, machine_label
-from harness.tables import fmt_time, markdown_table, md_escape
+from harness.tables import fmt_time, markdown_table, md_code, md_escape
 from implementations import registry
 
 
@@ -39,11 +39,11 @@ def limit_lines(run: Run) -> str:
     lines = []
     case = limit_case(run)
     if case:
-        lines.append(f"- the `{case.variant}` loop ({case.problem.label()}): "
+        lines.append(f"- the {md_code(case.variant)} loop ({case.problem.label()}): "
                      f"**{1e9 * case.median:.3g} ns/step**")
     gpu = {v.name for v in registry.with_role("gpu-limit")}
     for c in (c for c in run.ok_cases() if c.variant in gpu):
-        lines.append(f"- the `{c.variant}` kernel on {c.device} ({c.problem.label()}): "
+        lines.append(f"- the {md_code(c.variant)} kernel on {c.device} ({c.problem.label()}): "
                      f"**{1e9 * c.median:.3g} ns/step**, one launch per block of "
                      f"{c.timing.block_steps:,} steps")
     c_limit = run.ceilings.c_limit_s

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.measure import environment
-from harness.tables import markdown_table
+from harness.tables import markdown_table, md_code
 from implementations import registry
 
 FUNCTIONS = ("forward", "grads", "sgd_step", "StepLoop.__call__", "Trainer.run")
@@ -93,7 +93,7 @@ def functional(commit: str | None, origin: str) -> str:
 
 
 def counts(code: dict[str, dict[str, str]], names: Sequence[str]) -> str:
-    rows = [[f"`{fn}`", *(code_lines(code[fw][fn]) if fn in code[fw] else "—" for fw in code)]
+    rows = [[md_code(fn), *(code_lines(code[fw][fn]) if fn in code[fw] else "—" for fw in code)]
             for fn in names]
     return markdown_table(["function", *code], rows, "l" + "r" * len(code))
 
@@ -134,7 +134,7 @@ def costs(sources: list, frameworks: list[str]) -> str:
             if (c.variant in tier and c.device == "cpu" and c.problem.is_worked_example
                     and c.variant not in found):
                 found[c.variant] = c.median
-    return ", ".join(f"`{v}` {fmt_time(t)}" for v, t in found.items()) or "—"
+    return ", ".join(f"{md_code(v)} {fmt_time(t)}" for v, t in found.items()) or "—"
 
 
 def code_commit(sources: list) -> tuple[str | None, str]:
@@ -144,12 +144,12 @@ def code_commit(sources: list) -> tuple[str | None, str]:
     for s in sorted(sources, key=lambda s: s.run.created, reverse=True):
         c = s.run.commit
         if c.id and c.dirty is False and environment.git_out("cat-file", "-t", c.id) == "commit":
-            return c.id, (f"at commit `{c.id[:10]}`, the commit the newest results "
+            return c.id, (f"at commit {md_code(c.id[:10])}, the commit the newest results "
                           f"({s.file}) were measured at: the code that ran")
     text = "".join(p.read_text(encoding="utf-8") for p in files().values())
     digest = hashlib.sha256(text.encode())
     return None, (f"as they are in the checkout that built the report (content "
-                  f"`{digest.hexdigest()[:10]}`): no results file names a commit this "
+                  f"{md_code(digest.hexdigest()[:10])}): no results file names a commit this "
                   f"checkout has, so this may differ from the code that ran")
 
 
@@ -168,5 +168,5 @@ def side_by_side(function: str, sources: dict[str, dict[str, str]]) -> str:
     cells = "</td><td>".join(
         f"\n\n```python\n{src[function]}\n```\n\n" if function in src else "\n\n(not defined)\n\n"
         for src in sources.values())
-    return (f"### `{function}`\n\n<table>\n<tr>{head}</tr>\n<tr valign=\"top\"><td>{cells}"
+    return (f"### {md_code(function)}\n\n<table>\n<tr>{head}</tr>\n<tr valign=\"top\"><td>{cells}"
             f"</td></tr>\n</table>")

@@ -7,7 +7,7 @@ import html
 from harness.record import summary
 from harness.record.results import Case, Run
 from harness.report.sources import Source, device_label, settings
-from harness.tables import fmt_time, markdown_table
+from harness.tables import fmt_time, markdown_table, md_code
 
 INTRO = ("## Compile cost\n\nFirst call: the first `run(block)` of a fresh Trainer "
          "(tracing, compiling, capturing). Compile: the first call beyond what its steps "
@@ -43,8 +43,8 @@ def rows_of(source: Source) -> list[list]:
         c = r.case
         base = summary.baseline_of(c.variant)
         if c.ok and base:
-            rows.append([source.file, device_label(run, c.device), r.network, f"`{c.variant}`",
-                         f"`{base}`", fmt_time(c.timing.first_call_s), fmt_time(r.compile),
+            rows.append([source.file, device_label(run, c.device), r.network, md_code(c.variant),
+                         md_code(base), fmt_time(c.timing.first_call_s), fmt_time(r.compile),
                          cache_state(run, c), yes_no(c.first_in_process), r.pays_off or "—"])
     return rows
 

@@ -11,7 +11,7 @@ from harness.report.sources import (
     fmt_pct,
     variant_rank,
 )
-from harness.tables import fmt_time, markdown_table
+from harness.tables import fmt_time, markdown_table, md_code
 
 POOR_FIT_NOTE = (f"A fit whose rms relative residual is above {model.POOR_FIT:.0%} is marked "
                  f"*poor fit*: a line in FLOPs does not describe its points, so what is read off "
@@ -24,7 +24,7 @@ def model_table(source: Source) -> str:
                   key=lambda f: (f.device != "cpu", variant_rank(f.variant)))
     if not fits:
         return ""
-    rows = [[f"`{f.variant}`", device_label(source.run, f.device), f.group.label(),
+    rows = [[md_code(f.variant), device_label(source.run, f.device), f.group.label(),
              points_text(f), fmt_time(f.overhead_s), fmt_gflops(f.throughput_flops / 1e9),
              fmt_measured_width(f.crossover_d, *f.d_range), fit_quality(f)] for f in fits]
     left_out = ("The d = 1 network is left out of every fit that has at least "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.analysis import cost as model
 from harness.report.fits import POOR_FIT_NOTE
 from harness.report.sources import Source, device_label, fmt_measured_width, fmt_width
-from harness.tables import markdown_table
+from harness.tables import markdown_table, md_code
 from implementations import registry
 
 INTRO = ("## Where a GPU starts beating a CPU\n\nFrom the fitted cost models: the smallest "
@@ -28,7 +28,7 @@ def section(sources: list[Source]) -> str:
         label = pair_label(pair.cpu_file, pair.gpu_file, pair.cpu[0], pair.gpu[0])
         for variant, framework, cpu, gpu in model.comparisons(pair.cpu, pair.gpu,
                                                               registry.framework_of):
-            name = f"`{variant}`" if variant else group_name(framework, cpu, gpu)
+            name = md_code(variant) if variant else group_name(framework, cpu, gpu)
             row = cells(model.verdict(cpu, gpu), label, pair.shape.label())
             if tuple(row) in rows:  # the same comparison under another name: one row
                 rows[tuple(row)][0] += f", {name}"
@@ -59,14 +59,14 @@ def group_name(framework: str | None, cpu: list[model.Fit], gpu: list[model.Fit]
 
     def side(fits: list[model.Fit], where: str) -> str:
         if len(fits) == 1:
-            return f"`{fits[0].variant}` ({where})"
+            return f"{md_code(fits[0].variant)} ({where})"
         return f"best {framework} {where}" if framework else f"best {where}"
 
     return f"{side(gpu, 'GPU')} vs {side(cpu, 'CPU')}"
 
 
 def fit_name(fit: model.Fit, where: str) -> str:
-    return f"`{fit.variant}` ({where}{', poor fit' if fit.poor else ''})"
+    return f"{md_code(fit.variant)} ({where}{', poor fit' if fit.poor else ''})"
 
 
 def cells(v: model.Verdict, pair: str, networks: str) -> list[str]:

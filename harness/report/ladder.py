@@ -15,7 +15,7 @@ from harness.record import summary
 from harness.record.results import Case, Run
 from harness.report import plots
 from harness.report.sources import Source, image, machine_label, origin
-from harness.tables import fmt_ratio, fmt_time, markdown_table
+from harness.tables import fmt_ratio, fmt_time, markdown_table, md_code
 
 LADDER_INTRO = ("Each rung is a variant built on the one below it (the registry's `below`): "
                 "raw tensor operations, autograd, the optimizer, the module system, "
@@ -86,7 +86,7 @@ def phases_section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
         png = plot_dir / f"{source.name}-phases.png"
         plots.phases(machine_label(source.run, md=False), found, png)
         parts.append(image(png, out_dir, "the parts of one step"))
-    table = [[c.problem.label(), f"`{c.variant}`", c.device, fmt_time(s["step"]),
+    table = [[c.problem.label(), md_code(c.variant), c.device, fmt_time(s["step"]),
               fmt_time(s["forward"]), fmt_time(s["backward"]), fmt_time(s["update"]),
               verdict(s)] for c, s in found]
     parts.append(markdown_table(["network", "variant", "device", "whole step", "forward",

@@ -47,8 +47,12 @@ def is_ours(path: Path) -> bool:
 
 
 def new_figure(width: float, height: float):
+    import matplotlib
     from matplotlib.figure import Figure
 
+    # every label is plain text: a "$...$" in a stored name is shown, never read as mathtext
+    # (where an unknown macro is an error)
+    matplotlib.rcParams["text.parse_math"] = False
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 

@@ -43,7 +43,7 @@ def files_table(sources: list[Source]) -> str:
         counts = {st: sum(c.status == st for c in run.cases) for st in STATUSES}
         rows.append([s.file, md_escape(run.command) + state_text(run),
                      "; ".join(device_label(run, d) for d in run.devices()),
-                     md_escape(run.created), f"`{md_escape(str(commit.id or '?')[:10])}`{dirty}",
+                     md_escape(run.created), f"{md_code(str(commit.id or '?')[:10])}{dirty}",
                      " / ".join(str(counts[st]) for st in STATUSES)])
     return markdown_table(["file", "command", "devices", "created", "commit",
                            "ok / failed / unavailable"], rows, "lllllr")
@@ -75,7 +75,7 @@ def packages(sources: list[Source]) -> list[str]:
 def software_table(sources: list[Source]) -> str:
     keys = packages(sources)
     rows = [[s.file, *(md_escape(s.run.software.get(k) or "—") for k in keys)] for s in sources]
-    return markdown_table(["file", *keys], rows, "l" * (len(keys) + 1))
+    return markdown_table(["file", *map(md_escape, keys)], rows, "l" * (len(keys) + 1))
 
 
 def environment_section(sources: list[Source]) -> str:

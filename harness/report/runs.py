@@ -10,7 +10,7 @@ from harness.record.results import Case
 from harness.report import plots, state
 from harness.report.fits import model_table
 from harness.report.sources import Source, device_label, image, machine_label, origin
-from harness.tables import markdown_table, md_escape
+from harness.tables import markdown_table, md_code, md_escape
 
 
 def section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
@@ -49,7 +49,7 @@ def counts_table(run, device: str) -> str:
 
 
 def problem_list(cases: Iterable[Case]) -> str:
-    return "\n".join(f"- `{c.label}` on {c.problem.label()}: **{c.status}**: "
+    return "\n".join(f"- {md_code(c.label)} on {c.problem.label()}: **{c.status}**: "
                      f"{md_escape(c.reason or 'no reason recorded')}" for c in cases if not c.ok)
 
 

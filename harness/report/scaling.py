@@ -19,7 +19,7 @@ from harness.record.results import Run
 from harness.report import plots
 from harness.report.runs import problem_list
 from harness.report.sources import Source, device_label, image, machine_label
-from harness.tables import fmt_ratio, fmt_time, markdown_table, md_escape
+from harness.tables import fmt_ratio, fmt_time, markdown_table, md_code, md_escape
 from implementations import registry
 
 INTRO = ("How to read it: strong scaling keeps the global batch (each of N workers takes B/N "
@@ -63,7 +63,7 @@ def pct(x: float | None) -> str:
 
 def cells(p: scale_model.Point) -> list[str]:
     c = p.case
-    return [c.problem.network(), f"`{p.variant}`", p.workers, p.worker_batch,
+    return [c.problem.network(), md_code(p.variant), p.workers, p.worker_batch,
             fmt_time(p.measured_s), fmt_ratio(p.ratio("speedup")), pct(p.ratio("efficiency")),
             fmt_time(p.predicted_s), fmt_ratio(p.ratio("speedup", True)),
             pct(p.ratio("efficiency", True)), fmt_time(p.compute.median if p.compute else None),
@@ -139,11 +139,11 @@ def on_paper(run: Run, sources: list[Source]) -> str:
             continue
         used[found] = next(s for f, s in fits if f is found)
         rows += paper_rows(case, v.name, found, grid)
-    notes = [f"- no GPU cost model of `{m}` among the files of this report (a `sweep "
+    notes = [f"- no GPU cost model of {md_code(m)} among the files of this report (a `sweep "
              f"--device cuda` of it gives one)" for m in sorted(missing)]
     if not rows:
         return "\n".join(["### On paper: predicted, not measured", *notes]) if notes else ""
-    origin = "; ".join(dict.fromkeys(f"`{f.variant}` {f.group.label()} from {s.file}"
+    origin = "; ".join(dict.fromkeys(f"{md_code(f.variant)} {f.group.label()} from {s.file}"
                                      for f, s in used.items()))
     cited = "\n".join(dict.fromkeys(f"- {md_escape(name)}: <{url}>" for ic in ON_PAPER
                                     for name, url in ic.sources))
@@ -172,7 +172,7 @@ def paper_rows(case, variant: str, fit: model.Fit, grid: dict) -> list[list]:
                                      (ic.bus_GBps[0], ic.latency_us[1]))]
             base = scale_model.fitted_compute(fit, case.problem, grid["batch"])
             eff = [scale_model.efficiency(mode, ic.workers, base, step) for _, _, step in cases]
-            out.append([case.problem.network(), f"`{variant}`", md_escape(ic.name), ic.workers,
+            out.append([case.problem.network(), md_code(variant), md_escape(ic.name), ic.workers,
                         mode, fmt_time(cases[0][0]),
                         span(fmt_time(cases[0][1]), fmt_time(cases[1][1])),
                         span(fmt_time(cases[0][2]), fmt_time(cases[1][2])),

@@ -60,7 +60,7 @@ def origin(source: Source) -> str:
     """'From `f.json`, measured at commit `abc` on 2026-11-29T...': which results a section
     is drawn from."""
     c = source.run.commit
-    commit = f"commit `{md_escape(c.id[:10])}`" if c.id else "an unknown commit"
+    commit = f"commit {md_code(c.id[:10])}" if c.id else "an unknown commit"
     dirty = " (with uncommitted changes)" if c.dirty else ""
     return f"From {source.file}, measured at {commit}{dirty} on {md_escape(source.run.created)}."
 

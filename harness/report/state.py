@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.record import summary
 from harness.record.results import Run
 from harness.report.sources import Source
-from harness.tables import markdown_table, md_escape
+from harness.tables import markdown_table, md_code, md_escape
 
 STATE_INTRO = ("Before timing, each run watches the machine for half a second, and it records "
                "the machine's state around every case: CPU steal and iowait (their share of all "
@@ -77,6 +77,6 @@ def memory_table(run: Run, device: str) -> str:
             if r.case.device == device and (cells := summary.memory_cells(r.case))]
     if not rows:
         return ""
-    rows = [[row[0], f"`{row[1]}`", *row[3:]] for row in rows]
+    rows = [[row[0], md_code(row[1]), *row[3:]] for row in rows]
     headers = [h for h in summary.MEMORY_HEADERS if h != "device"]
     return "Memory per step:\n\n" + markdown_table(headers, rows, "llrrrrrl")

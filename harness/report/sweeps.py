@@ -20,7 +20,7 @@ from harness.report.sources import (
     origin,
     variant_order,
 )
-from harness.tables import fmt_time, markdown_table
+from harness.tables import fmt_time, markdown_table, md_code
 
 ByVariant = dict[str, dict[int, Case]]
 
@@ -74,7 +74,7 @@ def time_table(by_variant: ByVariant) -> str:
         cells = [by_variant[v].get(d) for v in names]
         rows.append([d, *(cell_status(c) or fmt_time(c.median) for c in cells)])
     return ("Time per step (median):\n\n"
-            + markdown_table(["d", *(f"`{v}`" for v in names)], rows, "r" * (len(names) + 1)))
+            + markdown_table(["d", *(md_code(v) for v in names)], rows, "r" * (len(names) + 1)))
 
 
 def gflops_cell(run: Run, case: Case | None, machine: float | None) -> str:
@@ -98,7 +98,7 @@ def gflops_table(run: Run, shape: model.GroupKey, by_variant: ByVariant) -> str:
                  else "no matmul peak was measured for this device and dtype")
     return (f"Achieved GFLOP/s (% of the same framework's matmul peak / % of the machine peak; "
             f"{peak_text}):\n\n"
-            + markdown_table(["d", *(f"`{v}`" for v in names)], rows, "r" * (len(names) + 1)))
+            + markdown_table(["d", *(md_code(v) for v in names)], rows, "r" * (len(names) + 1)))
 
 
 def sweep_plots(source: Source, out_dir: Path, plot_dir: Path) -> list[str]:
