@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import os
 import signal
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from harness import __version__
 from harness.commands import basic as commands
 from harness.commands import check, demo, timed
-from harness.commands.base import check_environment
+from harness.commands.base import EXIT_OUTPUT_CLOSED, OutputClosed, check_environment
 from harness.commands.options import (
     LR_HELP,
     UsageError,
@@ -34,6 +35,7 @@ from harness.commands.options import (
     positive,
     timed_of,
 )
+from harness.measure.check import deadline
 from harness.measure.instructions import CountConfig
 from harness.record import compare, export
 from harness.record.counts import FAIL_ABOVE_PCT as COUNT_FAIL_ABOVE_PCT
@@ -73,6 +75,22 @@ def demo_args(p: Parser) -> None:
                    "Trainers replay it too (default: every variant of the frameworks shown)")
     p.add_argument("--epochs", type=int, default=100, help="SGD steps (default: 100)")
     p.add_argument("--lr", default=str(DEFAULT_LR), help=f"learning rate (default: {DEFAULT_LR})")
+    add_check_timeout(p)
+
+
+def add_check_timeout(p: Parser) -> None:
+    p.add_argument("--timeout", type=positive(float), metavar="SECONDS",
+                   help="per piece of work (one variant's gradients or trajectory on one "
+                        "network): one that takes longer fails with that cause and the rest "
+                        "go on; one that cannot be interrupted (a hang in C) ends the command "
+                        f"{deadline.GRACE_S:g} s later, exit {deadline.EXIT_HUNG} (default: "
+                        f"{deadline.DEFAULT_S:g} s)")
+
+
+def timed_check(a: argparse.Namespace, call: Callable[[], int]) -> int:
+    """``call()`` with check's --timeout in force (here and in the processes it starts)."""
+    deadline.set_seconds(a.timeout)
+    return call()
 
 
 def check_args(p: Parser) -> None:
@@ -107,6 +125,7 @@ def check_args(p: Parser) -> None:
                         "batch 8·N; use N >= 2: at N = 1 a missing all-reduce cannot show)")
     p.add_argument("--oversubscribe", action="store_true",
                    help="let more workers than cores share them (marked in the results)")
+    add_check_timeout(p)
 
 
 def run_args(p: Parser) -> None:
@@ -263,7 +282,8 @@ COMMANDS = (
             "the same training by every variant's own Trainer (nn.Module, Flax, Keras, "
             "compiled, fused), with the gradients it computes its own way.",
             ("demo", "demo --framework numpy,jax --epochs 20 --lr 0.05"), demo_args,
-            lambda a: demo.command(a.framework, a.epochs, validate_lr(a.lr), a.variants)),
+            lambda a: timed_check(a, lambda: demo.command(a.framework, a.epochs,
+                                                          validate_lr(a.lr), a.variants))),
     Command("check", "verify gradients against finite differences, the closed form, each other "
             "and a training trajectory; exit 1 on any disagreement",
             "Check each framework's loss and gradients, and each variant's own, against "
@@ -276,10 +296,9 @@ COMMANDS = (
             ("check", "check --widths 4,16,16,4 --activation tanh --bias --batch 5 --dtype "
              "float32,float64", "check --impl examples/learner_backprop.py",
              "check --example examples/mazur-2015.toml", "check --all"),
-            check_args, lambda a: check.command(networks_of(a), a.framework, a.variants,
-                                                 a.steps, a.device, a.workers,
-                                                 a.oversubscribe, a.include_all, a.impl,
-                                                 a.example, a.threads)),
+            check_args, lambda a: timed_check(a, lambda: check.command(
+                networks_of(a), a.framework, a.variants, a.steps, a.device, a.workers,
+                a.oversubscribe, a.include_all, a.impl, a.example, a.threads))),
     Command("run", "time the SGD update loop of every variant, check it, and write one JSON "
             "file of results",
             "Time and check every variant. The default is the worked example (1-1-1, float64) "
@@ -403,6 +422,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except (OutputClosed, BrokenPipeError) as exc:
+        return output_closed(getattr(exc, "where", ""))
+
+
+def output_closed(where: str) -> int:
+    """Our stdout was closed by its reader (``| head``): one line on stderr, no traceback,
+    and nothing more written to the pipe (not even at exit, when Python flushes stdout)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    said = f": {where}" if where else ""
+    print(f"{PROG}: error: stdout was closed before the output was written{said}",
+          file=sys.stderr)
+    return EXIT_OUTPUT_CLOSED
 
 
 if __name__ == "__main__":

@@ -48,15 +48,26 @@ VARIANTS = (
 )
 
 ALLOWED = sorted(os.sched_getaffinity(0))  # this process's cores when it imported the module
+PER_CORE_OVERSUBSCRIBED = 8  # host devices per core when workers may share cores
+
+
+def host_devices_wanted() -> int:
+    """One host device per usable core; with BACKPROP_BENCH_OVERSUBSCRIBE=1 (--oversubscribe),
+    PER_CORE_OVERSUBSCRIBED per core, so that more workers than cores can share them."""
+    try:
+        shared = launch.oversubscribe_allowed()
+    except Exception:  # a bad setting is the CLI's one-line error, not this import's
+        shared = False
+    return len(ALLOWED) * (PER_CORE_OVERSUBSCRIBED if shared else 1)
 
 
 def ask_for_host_devices() -> None:
-    """One host device per usable core, unless XLA_FLAGS already says how many, or JAX has
+    """host_devices_wanted() host devices, unless XLA_FLAGS already says how many, or JAX has
     started (then its devices stay as they are, and a case needing more is unavailable)."""
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return
     try:
-        jax.config.update("jax_num_cpu_devices", len(ALLOWED))
+        jax.config.update("jax_num_cpu_devices", host_devices_wanted())
     except RuntimeError:
         pass
 
@@ -77,10 +88,17 @@ def devices_for(device: str, workers: int) -> list:
     jb.check_device(device)
     found = jax.devices({"cpu": "cpu", "cuda": "gpu"}[device])
     if len(found) < workers:
-        fresh = (" (host devices are fixed when JAX starts: run it in a fresh process, where "
-                 "importing this module asks for one per core)" if device == "cpu" else "")
+        why = ""
+        if device == "cpu":
+            why = (f" (one host device per usable core, {PER_CORE_OVERSUBSCRIBED} per core with "
+                   f"--oversubscribe; the count is fixed when JAX starts)")
+            if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+                why = " (XLA_FLAGS sets xla_force_host_platform_device_count)"
+            elif len(found) != host_devices_wanted():
+                why = (f" (JAX had started before this module asked for "
+                       f"{host_devices_wanted()}: the count is fixed when JAX starts)")
         raise Unavailable(f"jax-sharded: {workers} workers need {workers} {device} devices, "
-                          f"this process has {len(found)}{fresh}")
+                          f"this process has {len(found)}{why}")
     return found[:workers]
 
 
@@ -144,7 +162,8 @@ class Trainer:
         self.block, self.first_calls = 1, 1
         self.distributed = {"workers": workers, "backend": backend_of(device),
                             "cores": [[c] for c in self.cores] if cores else None,
-                            "oversubscribed": oversubscribed, "host_devices": len(ALLOWED)}
+                            "oversubscribed": oversubscribed,
+                            "host_devices": len(jax.devices("cpu"))}
 
     def pin(self) -> None:
         """Keep every thread of this process on this case's cores (a no-op once there)."""

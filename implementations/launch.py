@@ -98,12 +98,14 @@ def pin_threads_to(cores: list[int]) -> None:
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this process when the thread that started it ends."""
+    """Ask Linux to SIGKILL this process when the thread that started it ends; ``parent_pid``
+    (0: not known) is the parent that should be there, so that one that died before the
+    request took effect is seen."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        return  # not Linux: the parent's own clean-up is all there is
+    if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 
 

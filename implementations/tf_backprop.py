@@ -289,7 +289,10 @@ def call_floors(calls: int = 500) -> dict[str, tuple[float, int]]:
                      ("tf.function of x + 0, one call", tf.function(lambda t: t + 0.0)),
                      ("tf.function(jit_compile) of x + 0, one call",
                       tf.function(lambda t: t + 0.0, jit_compile=True))):
-        fn(x)  # trace, compile, warm up
+        try:
+            fn(x)  # trace, compile, warm up
+        except Exception:  # a compiler that cannot build here: this floor is left out
+            continue
         samples = []
         for _ in range(7):
             t0 = time.perf_counter()

@@ -416,7 +416,10 @@ def call_floors(calls: int = 2000) -> dict[str, tuple[float, int]]:
     floors = {}
     for name, fn in (("torch.compile of x + 0, one call", empty),
                      ("eager x + 1, one op", lambda t: t + 1)):
-        fn(x)  # compile, warm up
+        try:
+            fn(x)  # compile, warm up
+        except Exception:  # a compiler that cannot build here: this floor is left out
+            continue
         samples = []
         for _ in range(7):
             t0 = time.perf_counter()

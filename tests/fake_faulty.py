@@ -10,6 +10,8 @@ imported once per worker process:
 ``FAULTY_MARKER=PATH``
     each faulty Trainer writes its pid (and a leaked child's pid) to PATH once it is stuck,
     so that a test knows when the fault is in progress;
+``FAULTY_FLOORS=raise|exit``
+    ``call_floors`` raises (a compiler that fails) or ends the process (one that crashes);
 ``FAULTY_IMPORT_DELAY=SECONDS``
     once PATH exists, sleep that long at import: the fresh worker that goes on after a
     fault starts slowly (like one that imports torch, or opens a CUDA context).
@@ -39,6 +41,10 @@ VARIANTS = (
             trainer="Leak"),
     Variant("faulty-spawn", "idiomatic", "starts a child process that outlives it, then "
             "trains like faulty-ok", trainer="Spawn"),
+    Variant("faulty-spin", "idiomatic", "its run() blocks in C (locks a mutex it holds) and "
+            "never returns to Python", trainer="Spin"),
+    Variant("faulty-session", "idiomatic", "starts a child process in a session of its own "
+            "(out of the worker's group), then trains like faulty-ok", trainer="Session"),
     Variant("faulty-fork", "idiomatic", "forks a child that outlives it holding every file "
             "it had open, then trains like faulty-ok", trainer="Fork"),
 )
@@ -60,6 +66,16 @@ def settings(threads: int) -> dict:
     return {"threads": 1}
 
 
+def call_floors() -> dict[str, tuple[float, int]]:
+    """A floor that costs nothing to measure, or the fault FAULTY_FLOORS asks for."""
+    fault = os.environ.get("FAULTY_FLOORS")
+    if fault == "raise":
+        raise RuntimeError("BackendCompilerFailed: the floor's compiler broke")
+    if fault == "exit":
+        os._exit(3)
+    return {"faulty no-op": (1e-7, 10)}
+
+
 def mark(*pids: int) -> None:
     """Tell the test (through FAULTY_MARKER) that the fault is in progress."""
     path = os.environ.get("FAULTY_MARKER")
@@ -69,11 +85,12 @@ def mark(*pids: int) -> None:
         os.replace(path + ".tmp", path)
 
 
-def leak() -> int:
-    """A child process that sleeps for an hour, in the worker's process group."""
+def leak(session: bool = False) -> int:
+    """A child process that sleeps for an hour, in the worker's process group (or, with
+    ``session``, in a session and group of its own)."""
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL).pid
+                            stderr=subprocess.DEVNULL, start_new_session=session).pid
 
 
 class Good(numpy_backprop.Trainer):
@@ -85,6 +102,17 @@ class Hang(Good):
         mark(os.getpid())
         while True:
             time.sleep(3600)
+
+
+class Spin(Good):
+    def run(self, steps: int) -> None:
+        import ctypes
+
+        mark(os.getpid())
+        libc = ctypes.CDLL(None)
+        mutex = ctypes.create_string_buffer(64)  # zeros: PTHREAD_MUTEX_INITIALIZER on Linux
+        libc.pthread_mutex_lock(mutex)
+        libc.pthread_mutex_lock(mutex)  # a default mutex locked twice: blocks, deaf to signals
 
 
 class Die(Good):
@@ -105,6 +133,14 @@ class Spawn(Good):
         if not getattr(Spawn, "child", None):
             Spawn.child = leak()
             mark(os.getpid(), Spawn.child)
+
+
+class Session(Good):
+    def __init__(self, problem: Problem, device: str = "cpu"):
+        super().__init__(problem, device)
+        if not getattr(Session, "child", None):
+            Session.child = leak(session=True)
+            mark(os.getpid(), Session.child)
 
 
 class Fork(Good):

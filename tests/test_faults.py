@@ -60,11 +60,45 @@ Item -> test (here, unless another module is named):
     test_runner.py::test_ctrl_c_leaves_a_valid_file_with_every_finished_case;
     what a worker starts, even one holding its channel open:
     test_a_process_a_worker_starts_dies_with_it
+
+The second hardening round (its items by number):
+ 1. a README cut on a full disk: test_a_readme_that_cannot_be_written_stays_whole_and_is_named
+ 2. a closed stdout: test_a_closed_stdout_marks_the_run_interrupted_with_its_finished_cases,
+    test_a_closed_pipe_after_a_reading_command_is_one_line (export, csv, compare, list, report)
+ 3. a plugin that exits at import:
+    test_a_plugin_that_ends_its_process_at_import_is_unavailable_not_a_silent_pass
+ 4. children answering on stdout: test_what_a_sitecustomize_prints_is_never_taken_for_an_answer
+ 5. check timeouts: test_a_hanging_variant_fails_its_check_with_the_cause_and_the_rest_go_on,
+    test_a_hang_in_c_ends_check_in_one_line_within_the_grace,
+    test_a_timeout_in_an_isolated_check_is_a_failure_of_its_case
+ 6, 7. bad plugin files, literal-only declarations:
+    test_a_bad_framework_file_is_one_line_and_the_others_still_work
+ 8. a failing call floor: test_a_failing_call_floor_costs_only_the_floor
+ 9. a corrupt torch-loop package: test_torch_loop_package.py
+10. wrong types in free-form fields, 11. inconsistent values:
+    test_a_wrong_or_inconsistent_value_is_refused_on_load_and_left_out,
+    test_compare_json_is_json_even_for_extreme_ratios
+12. Markdown, HTML and mathtext: test_report.py::
+    test_every_stored_string_is_escaped_in_the_report_the_readme_and_the_plots
+13. a full disk: test_a_full_disk_in_run_is_one_line_keeps_the_finished_cases_and_no_lock,
+    test_a_full_disk_in_export_is_one_line_and_no_lock
+14. locales: test_a_plain_locale_gets_plain_output_not_a_traceback
+15. workers' memory: test_oversubscribed_workers_are_bounded_by_memory
+16. a process in a session of its own: test_a_process_a_worker_starts_dies_with_it
+    [faulty-session]
+17. BACKPROP_BENCH_* settings: test_a_bad_setting_is_a_one_line_error_exit_2
+18. SIGKILL of check: test_sigkill_of_check_leaves_no_isolated_process
+19. Python API arguments: test_api.py
+20. a large folder: test_report.py (the plots capped, the progress line)
+21. a reused pid's lock: test_store.py; CSV formulas:
+    test_csv_export_quotes_what_a_spreadsheet_would_read_as_a_formula; jax-sharded and
+    --oversubscribe: test_jax_sharded.py::test_oversubscribe_gives_more_host_devices_than_cores
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -629,8 +663,9 @@ def test_sigkill_of_the_runner_leaves_no_process_and_no_log(tmp_path):
     assert "(incomplete: killed, or still running)" in text
 
 
-@pytest.mark.parametrize("variant", ["faulty-spawn", "faulty-fork"])
+@pytest.mark.parametrize("variant", ["faulty-spawn", "faulty-fork", "faulty-session"])
 def test_a_process_a_worker_starts_dies_with_it(tmp_path, variant):
+    # faulty-session's child left the worker's process group: the lifeline's token finds it
     # faulty-fork's child holds the worker's channel open: the run used to wait for the
     # start-up timeout (120 s) after its last case
     env, out = environ(tmp_path), tmp_path / "r.json"
@@ -771,3 +806,309 @@ def test_a_plugin_that_ends_its_process_at_import_is_unavailable_not_a_silent_pa
         assert re.search(r"^quitter\s.*unavailable", listed.stdout, re.M), listed.stdout
     demo = cli_run("demo", "--framework", "quitter")
     assert demo.returncode != 0 and "quitter" in demo.stderr
+
+
+# ---- free-form fields and inconsistent values are refused on load ------------------------------
+
+def planted(path: tuple, value) -> dict:
+    """h.run_file() as JSON, with ``value`` planted at ``path`` (keys and list indices)."""
+    data = h.run_file().to_dict()
+    data["environment"] = {"variables": {"OMP_NUM_THREADS": "1"}, "packages": {"numpy": "2"}}
+    data["machine_state"] = {"before": {"loadavg": {"load1": 0.1}}, "warnings_before": []}
+    data["cases"][0]["memory"] = {"source": "rss", "first_call_added_bytes": 10}
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return data
+
+
+PLANTED = {  # name: (where, value, a fragment of the one line that refuses the file)
+    "variables": (("environment", "variables"), 5, "environment.variables"),
+    "before": (("machine_state", "before"), 5, "machine_state.before"),
+    "memory": (("cases", 0, "memory", "first_call_added_bytes"), [1],
+               "cases[0].memory.first_call_added_bytes"),
+    "state": (("cases", 0, "state"), {"reasons": "busy"}, "cases[0].state.reasons"),
+    "block-steps-0": (("cases", 0, "timing", "block_steps"), 0, "block_steps 0"),
+    "no-samples": (("cases", 1, "timing", "samples_s"), [], "has no timed samples"),
+    "denormal": (("cases", 1, "timing", "per_step", "median_s"), 1e-320, "median_s 1e-320"),
+    "negative": (("cases", 1, "timing", "per_step", "median_s"), -1.0, "median_s -1.0"),
+    "process": (("cases", 1, "processes"), [{"status": "ok", "median_s": -2.0}],
+                "median_s -2.0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_a_wrong_or_inconsistent_value_is_refused_on_load_and_left_out(tmp_path, capsys, name):
+    where, value, fragment = PLANTED[name]
+    folder = tmp_path / "results"
+    folder.mkdir()
+    store.write(h.run_file(), folder / "good.json")
+    bad = folder / "bad.json"
+    bad.write_text(json.dumps(planted(where, value)))
+    assert cli.main(["report", str(folder), "--out", str(tmp_path / "R.md")]) == 0
+    one_line(capsys.readouterr().err, "bad.json", fragment, "left out")
+    assert "## Run:" in (tmp_path / "R.md").read_text()
+    for argv in (["export", str(bad), "--format", "csv"],
+                 ["compare", str(folder / "good.json"), str(bad), "--format", "json"]):
+        assert cli.main(argv) == 2, argv
+        one_line(capsys.readouterr().err, "bad.json", fragment)
+
+
+def test_the_same_fields_well_formed_still_load(tmp_path):
+    path = tmp_path / "fine.json"
+    path.write_text(json.dumps(planted(("cases", 0, "memory", "leaks"), False)))
+    run = store.read_run(path)
+    assert run.environment["variables"] == {"OMP_NUM_THREADS": "1"}
+    assert run.cases[0].memory["first_call_added_bytes"] == 10
+
+
+def test_compare_json_is_json_even_for_extreme_ratios(tmp_path, capsys):
+    slow, fast = h.run_file(), h.run_file()
+    for case in slow.cases:
+        if case.ok:
+            h.set_median(case, 1e6)
+    for case in fast.cases:
+        if case.ok:
+            h.set_median(case, 1e-11)
+    store.write(slow, tmp_path / "a.json")
+    store.write(fast, tmp_path / "b.json")
+    cli.main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--format", "json"])
+    text = capsys.readouterr().out
+    assert "Infinity" not in text and "NaN" not in text
+    json.loads(text)
+
+
+# ---- CSV cells a spreadsheet would run ---------------------------------------------------------
+
+def test_csv_export_quotes_what_a_spreadsheet_would_read_as_a_formula(tmp_path, capsys):
+    run = h.run_file()
+    run.cases[-1].reason = '=HYPERLINK("http://x","click")'
+    run.machine = dataclasses.replace(run.machine, hostname="@SUM(A1)")  # not the shared one
+    store.write(run, tmp_path / "r.json")
+    assert cli.main(["export", str(tmp_path / "r.json"), "--format", "csv"]) == 0
+    rows = list(__import__("csv").DictReader(capsys.readouterr().out.splitlines()))
+    reasons = [r["reason"] for r in rows if r["reason"]]
+    assert "'=HYPERLINK(\"http://x\",\"click\")" in reasons
+    assert not any(v.startswith(("=", "+", "@")) for r in rows for v in r.values() if v)
+    assert any(r["median_s"] and float(r["median_s"]) > 0 for r in rows)  # numbers stay numbers
+
+
+# ---- --oversubscribe still has a memory bound --------------------------------------------------
+
+def test_oversubscribed_workers_are_bounded_by_memory(monkeypatch, capsys):
+    from harness.commands import plans
+
+    monkeypatch.setattr(plans.environment, "meminfo", lambda field: 4 * GIB)
+    assert cli.main(["check", "--workers", "1000", "--oversubscribe", "--variants",
+                     "torch-ddp"]) == 2
+    one_line(capsys.readouterr().err, "1000 workers need about", "per worker process",
+             "4 GiB available")
+    assert cli.main(["scale", "--workers", "1,64", "--oversubscribe", "--sizes", "4",
+                     "--variants", "torch-ddp", "--out", "/nonexistent/x.json"]) == 2
+    one_line(capsys.readouterr().err, "64 workers need about")
+
+
+# ---- a closed stdout ---------------------------------------------------------------------------
+
+def test_a_closed_stdout_marks_the_run_interrupted_with_its_finished_cases(tmp_path):
+    """`run ... | { read l; }`: the reader goes after one line. The file keeps the cases that
+    finished and says interrupted; one line on stderr, no traceback, exit 141 (SIGPIPE)."""
+    env, out = environ(tmp_path), tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--widths", "1,1,1",
+                             "4,4", "8,8", "16,16", "--variants", "numpy", *FAST, "--out",
+                             str(out)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    error_line(err, "stdout was closed", f"saved in {out}", "marked interrupted")
+    run = store.read_run(out)
+    assert run.interrupted and not run.complete and len(run.cases) < 4
+    assert all(c.ok for c in run.cases)
+
+
+@pytest.mark.parametrize("argv", [["export", "{results}"], ["export", "{results}", "--format",
+                                                               "csv"],
+                                  ["compare", "{results}/a.json", "{results}/b.json"],
+                                  ["list"], ["report", "{results}", "--out", "{tmp}/R.md"]])
+def test_a_closed_pipe_after_a_reading_command_is_one_line(tmp_path, argv):
+    results = tmp_path / "results"
+    results.mkdir()
+    store.write(h.run_file(), results / "a.json")
+    store.write(h.run_file(1), results / "b.json")
+    argv = [a.format(results=results, tmp=tmp_path) for a in argv]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *argv], env=environ(tmp_path),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # `| true`: closed before anything is read
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    lines = err.strip().splitlines()  # a note on what export leaves out may come first
+    assert "Traceback" not in err and "stdout was closed" in lines[-1], err
+    assert [line for line in lines if "error" in line] == lines[-1:]
+
+
+# ---- a full disk -------------------------------------------------------------------------------
+
+def fill_disk_after(monkeypatch, target: Path, writes: int) -> None:
+    """Every write of ``target`` after the first ``writes`` fails as on a full disk."""
+    import errno
+
+    real, done = store.os.replace, []
+
+    def replace(src, dst):
+        if str(dst) == str(target):
+            if len(done) >= writes:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            done.append(dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", replace)
+
+
+def test_a_full_disk_in_run_is_one_line_keeps_the_finished_cases_and_no_lock(
+        tmp_path, monkeypatch, capsys):
+    out = tmp_path / "r.json"
+    fill_disk_after(monkeypatch, out, 3)  # the start, then two cases
+    code = cli.main(["run", "--widths", "1,1,1", "2,2", "4,4", "8,8", "--variants", "numpy",
+                     *FAST, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    error_line(err, f"cannot write {out}: No space left on device", "cases finished before")
+    assert "Traceback" not in err and "During handling" not in err
+    run = store.read_run(out)  # whole: the last write that succeeded
+    assert len(run.cases) == 2 and all(c.ok for c in run.cases)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no lock, no .tmp
+
+
+def test_a_full_disk_in_export_is_one_line_and_no_lock(tmp_path, monkeypatch, capsys):
+    store.write(h.run_file(), tmp_path / "r.json")
+    out = tmp_path / "e.json"
+    fill_disk_after(monkeypatch, out, 0)
+    assert cli.main(["export", str(tmp_path / "r.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"cannot write {out}: No space left on device" in err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# ---- a call floor that fails costs only the floor ---------------------------------------------
+
+@pytest.mark.parametrize("fault", ["", "raise", "exit"])
+def test_a_failing_call_floor_costs_only_the_floor(tmp_path, fault):
+    env, out = environ(tmp_path, FAULTY_FLOORS=fault), tmp_path / "r.json"
+    done = bench(env, "run", "--widths", "1,1,1", "2,2", "--variants", "faulty-ok", *FAST,
+                 "--out", str(out), timeout=120)
+    assert done.returncode == 0, done.stderr
+    run = store.read_run(out)
+    assert [c.status for c in run.cases] == ["ok", "ok"]
+    floors = [f.name for f in run.ceilings.call_floors if f.framework == "faulty"]
+    assert floors == ([] if fault else ["faulty no-op"])
+
+
+# ---- check --timeout ---------------------------------------------------------------------------
+
+def test_a_hanging_variant_fails_its_check_with_the_cause_and_the_rest_go_on(tmp_path):
+    env = environ(tmp_path)
+    done = bench(env, "check", "--framework", "faulty", "--variants", "faulty-hang,faulty-ok",
+                 "--widths", "2,2", "--dtype", "float64", "--steps", "3", "--timeout", "3",
+                 timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert re.search(r"faulty-hang.*timed out: did not finish within 3 s", done.stdout), \
+        done.stdout
+    assert not re.search(r"faulty-ok.*FAIL", done.stdout)  # it ran after, and passed
+
+
+def test_a_hang_in_c_ends_check_in_one_line_within_the_grace(tmp_path):
+    from harness.measure.check import deadline
+
+    env = environ(tmp_path)
+    t0 = time.monotonic()
+    done = bench(env, "check", "--framework", "faulty", "--variants", "faulty-spin",
+                 "--widths", "2,2", "--dtype", "float64", "--steps", "3", "--timeout", "2",
+                 timeout=120)
+    assert done.returncode == deadline.EXIT_HUNG, done.stdout + done.stderr
+    error_line(done.stderr.replace("checking", "warning: checking"), "faulty-spin on 2-2",
+               "could not be interrupted", "the check stopped")
+    assert time.monotonic() - t0 < 2 + deadline.GRACE_S + 30
+    assert not gone(env["FAULTS_TOKEN"])
+
+
+def test_a_timeout_in_an_isolated_check_is_a_failure_of_its_case(tmp_path, monkeypatch):
+    """A case of an isolated framework's process that runs past --timeout: the parent kills
+    that process (the whole group) and the variant fails with the cause."""
+    from harness.measure.check import deadline
+    from harness.procs import child
+
+    monkeypatch.setenv(deadline.ENV, "1")
+    code = ("import time, sys\n"
+            "from harness.procs import child\n"
+            "def answer(job, stream):\n"
+            "    child.case_started(stream, 'slow-one on 2-2')\n"
+            "    time.sleep(3600)\n"
+            "sys.exit(child.serve(answer))\n")
+    mod = tmp_path / "slowchild.py"
+    mod.write_text(code)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ROOT}")
+    t0 = time.monotonic()
+    got = child.ask("slowchild", {}, 60, 1.0)
+    assert "slow-one on 2-2 did not finish within 1 s" in got["error"]
+    assert time.monotonic() - t0 < 30
+
+
+# ---- one private channel: nothing a child prints is an answer --------------------------------
+
+SITECUSTOMIZE = """
+import atexit, json, sys
+print(json.dumps({"report": {"passed": True, "rows": [], "notes": []}, "gradients": {}}))
+print('{"type": "answer", "body": {"rows": [], "notes": []}}')
+atexit.register(lambda: print('{"type": "answer", "body": {"forged": true}}'))
+"""
+
+
+def test_what_a_sitecustomize_prints_is_never_taken_for_an_answer(tmp_path):
+    """Stray output at start and at exit, shaped like both the old stdout answer and a
+    channel message, in every process: check --workers and an isolated check still answer
+    on their channel only, and a failing check still fails."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = environ(tmp_path, PYTHONPATH=f"{site}{os.pathsep}{ROOT}")
+    workers = bench(env, "check", "--workers", "2", "--variants", "torch-ddp", "--widths",
+                    "2,3,2", "--steps", "3", timeout=300)
+    assert workers.returncode == 0 and "PASSED" in workers.stdout, workers.stderr
+    assert "Traceback" not in workers.stderr and "JSONDecodeError" not in workers.stderr
+    bugs = environ(tmp_path, PYTHONPATH=f"{site}{os.pathsep}{ROOT}",
+                   BACKPROP_BENCH_FRAMEWORKS=str(ROOT / "tests" / "fake_buggy_tf.py"))
+    if importlib.util.find_spec("tensorflow") is not None:
+        buggy = bench(bugs, "check", "--framework", "buggy-tf", "--widths", "2,3,2",
+                      "--steps", "3", "--dtype", "float64", timeout=300)
+        assert buggy.returncode == 1 and "FAIL" in buggy.stdout, buggy.stdout + buggy.stderr
+
+
+def test_sigkill_of_check_leaves_no_isolated_process(tmp_path):
+    """kill -9 of `check` while its isolated (TensorFlow) process works: that process dies
+    with it (it dies with its parent), and so does everything it started."""
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("needs TensorFlow: the isolated frameworks are TF and Keras")
+    env = environ(tmp_path)
+    proc = start(env, "check", "--framework", "tf", "--variants", "tf", "--steps", "3000000",
+                 "--widths", "2,2", "--dtype", "float64", "--timeout", "300")
+    try:
+        deadline_s = time.monotonic() + 120
+        while time.monotonic() < deadline_s:  # until the isolated process is there
+            if any("harness.procs.isolated" in Path(f"/proc/{p}/cmdline").read_text(
+                    errors="replace").replace("\0", " ") for p in processes_of(
+                    env["FAULTS_TOKEN"]) if Path(f"/proc/{p}/cmdline").exists()):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the isolated process never started")
+        time.sleep(2)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not gone(env["FAULTS_TOKEN"], seconds=15)

@@ -255,8 +255,8 @@ def test_the_counts_table_says_why_a_case_was_not_counted():
 
 
 def test_a_distributed_variant_is_unavailable_for_counting_with_the_reason():
-    from harness.procs.worker import count_case
     from harness.procs.messages import JobCase
+    from harness.procs.worker import count_case
 
     job_case = JobCase(h.problem((4, 16, 16, 4), batch=8), "torch-ddp", "cpu", None, 2)
     got = count_case(job_case, CountConfig(), callgrind.Counter())

@@ -77,6 +77,29 @@ def test_a_process_that_started_jax_with_one_device_refuses_two():
     assert "2 workers need 2 cpu devices, this process has 1" in proc.stdout, proc.stderr
 
 
+def test_oversubscribe_gives_more_host_devices_than_cores():
+    """--oversubscribe (BACKPROP_BENCH_OVERSUBSCRIBE=1) before JAX starts: more workers than
+    cores run, sharing them, and say so; without it the refusal names the flag."""
+    cores = len(os.sched_getaffinity(0))
+    code = ("import json\n"
+            "from implementations import registry\n"
+            "from implementations.contract import Unavailable\n"
+            "from implementations.problem import NetworkSpec, make_problem\n"
+            f"p = make_problem(NetworkSpec((2, 2), 'tanh'), {2 * (cores + 1)})\n"
+            "try:\n"
+            f"    t = registry.get('jax-sharded').at({cores + 1}).make(p)\n"
+            "    print(json.dumps(t.distributed))\n"
+            "except Unavailable as exc:\n"
+            "    print(exc)\n")
+    shared = run_python(code, {"XLA_FLAGS": "", "BACKPROP_BENCH_OVERSUBSCRIBE": "1"})
+    info = json.loads(shared.stdout.strip().splitlines()[-1])
+    assert info["oversubscribed"] and info["host_devices"] >= cores + 1, shared.stdout
+    refused = run_python(code, {"XLA_FLAGS": "", "BACKPROP_BENCH_OVERSUBSCRIBE": "0"})
+    assert f"{cores + 1} workers need {cores + 1} cpu devices, this process has {cores} (one " \
+        "host device per usable core, 8 per core with --oversubscribe" in refused.stdout, \
+        refused.stdout + refused.stderr
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ import pytest
 from harness import cli
 from harness.commands import basic as commands
 from harness.measure.timing import TimingConfig
-from harness.procs import messages, runner, worker
+from harness.procs import child, messages, runner, worker
 from harness.record import store
 from harness.record.results import Case, ProblemRecord
 from implementations import registry
@@ -197,7 +197,7 @@ def test_a_gpu_plan_keeps_cpu_references():
 
 
 def test_worker_env_points_at_this_checkout():
-    env = runner.worker_env(7)
+    env = child.environment(7)
     assert env[messages.CHANNEL_FD] == "7"
     assert os.path.isdir(os.path.join(env["PYTHONPATH"].split(os.pathsep)[0], "harness"))
 

@@ -12,6 +12,16 @@ from implementations.contract import Unavailable
 from implementations.problem import BenchError
 
 PROG = "backprop-bench"
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a process killed by it
+
+
+class OutputClosed(Exception):
+    """Our stdout was closed (``| head``) while a command wrote to it; ``where`` says what
+    was kept ("the finished cases are saved in r.json, marked interrupted")."""
+
+    def __init__(self, where: str = ""):
+        super().__init__(where)
+        self.where = where
 
 
 def note(text: str) -> None:

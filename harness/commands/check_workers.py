@@ -75,6 +75,7 @@ def command(networks: plans.Networks, frameworks: tuple[str, ...] | None,
     if workers < 1:
         raise BenchError(f"--workers {workers} must be 1 or more")
     problems = problems_for(networks, workers)
+    plans.check_workers_memory(workers, [(p.spec, p.batch) for p in problems])
     variants = variants_for(names, frameworks)
     report = check_all(problems, variants, workers, steps, device)
     if not report.rows:

@@ -106,6 +106,9 @@ def make_plan(o: Options, t, threads: int):
     shapes = sorted({(d, b) for d, b, _ in points})
     problems = [plans.problem((d,) * 3, o.activation, "linear", False, o.dtype, b, o.lr,
                               o.seed) for d, b in shapes]
+    for n in sorted({n for _, _, n in points}):  # the networks each worker count runs
+        plans.check_workers_memory(n, [(p.spec, p.batch) for p in problems
+                                       if (p.spec.widths[0], p.batch, n) in points])
     chosen = variants_of(t.variants, t.frameworks)
     at = [v.at(n) for v in chosen for n in sorted({n for _, _, n in points})]
     plan = runner.Plan("scale", t.device, problems, at, threads,
@@ -143,7 +146,7 @@ def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
 def command(o: Options, t) -> int:
     """`backprop-bench scale`: plan, time, check, then the all-reduce; 1 if a case failed."""
     from harness.commands import timed
-    from harness.commands.base import PROG, require_device
+    from harness.commands.base import PROG, OutputClosed, require_device
     from harness.procs import runner
     from harness.record import store, summary
 
@@ -164,6 +167,9 @@ def command(o: Options, t) -> int:
         print(f"{PROG}: interrupted: the finished cases are saved in {path}",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise OutputClosed(f"the finished cases are saved in {path}, marked interrupted") \
+            from None
     finally:
         store.release(path)
     print("\n" + tables(result))

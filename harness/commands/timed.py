@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.commands import plans
-from harness.commands.base import PROG, require_device
+from harness.commands.base import PROG, OutputClosed, require_device
 from harness.measure.environment import default_threads
 from harness.measure.timing import TimingConfig
 from harness.record.results import Case
@@ -59,13 +59,18 @@ def execute(plan, path: Path, on_case, on_count=None) -> object | None:
     from harness.record import store
 
     before = file_id(path)  # with --force, the old file is there until the first write
+
+    def kept() -> str:
+        return (f"the finished cases are saved in {path}" if file_id(path) not in (None, before)
+                else "nothing was saved")
+
     try:
         return runner.execute(plan, path, on_case, on_count=on_count)
     except KeyboardInterrupt:
-        where = (f"the finished cases are saved in {path}" if file_id(path) not in (None, before)
-                 else "nothing was saved")
-        print(f"{PROG}: interrupted: {where}", file=sys.stderr)
+        print(f"{PROG}: interrupted: {kept()}", file=sys.stderr)
         return None
+    except BrokenPipeError:
+        raise OutputClosed(f"{kept()}, marked interrupted") from None
     finally:
         store.release(path)
 

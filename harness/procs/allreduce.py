@@ -35,7 +35,7 @@ def measure(framework: str, workers: int, sizes: list[int], device: str, threads
     """The curve, or a curve that says why there is none (``error``)."""
     job = {"framework": framework, "workers": workers, "sizes": sizes, "device": device,
            "threads": threads, "budget_s": budget_s}
-    got = child.run("harness.procs.allreduce", job, timeout_s)
+    got = child.ask("harness.procs.allreduce", job, timeout_s)
     if "error" in got:
         return AllreduceCurve(framework, "?", device, workers, error=got["error"])
     return AllreduceCurve(framework, got["backend"], device, workers, got["bytes"],

@@ -1,12 +1,22 @@
-"""One JSON job in a fresh Python process: for work that needs a process of its own.
+"""The one way the harness runs work in a child process.
 
-A JAX process fixes its number of host devices when JAX starts, and a data-parallel
-Trainer's ranks are best forked from a process that has computed nothing yet, so
-``check --workers`` and ``scale``'s all-reduce timing run their framework code through
-here: ``run(module, job, timeout_s)`` starts ``python -m module`` in a session of its own,
-writes ``job`` as JSON to its stdin and reads a JSON object from the last line of its
-stdout; on a crash or a timeout (then the whole session is killed) it returns
-``{"error": reason}``. The child calls ``serve(fn)``, which dies with its parent.
+The parent starts ``python -m MODULE`` (behind an optional prefix of the command, Valgrind's),
+writes the job as JSON to its stdin, and reads its answers as typed messages
+(``harness.procs.messages``) on a pipe of its own. So:
+
+* **answers on a channel of their own**: the child's stdout and stderr go to a log that is
+  unlinked at once, so nothing a framework or a ``sitecustomize`` prints can be taken for an
+  answer; the log's last line says why a child died;
+* **it dies with its parent** (``PR_SET_PDEATHSIG``, through the pid the parent gives it): a
+  SIGKILL of the command leaves no child running;
+* **it is killed with its whole process group**: it runs in a session of its own, killed at
+  once on a timeout or an interrupt; and the lifeline (``harness.procs.lifeline``) kills
+  whatever it started once the parent is done with it, however the parent ends.
+
+``run`` drives one child through its messages (the runner's workers); ``ask`` is the short
+form for a child that gives one ``Answer`` (the isolated frameworks of ``check`` and ``demo``,
+``check --workers``, the all-reduce timing). The child's side is ``serve`` (one answer) or
+``channel`` (a stream of messages, the worker's).
 """
 
 from __future__ import annotations
@@ -16,48 +26,159 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
-from harness.procs import messages
+from harness.measure import callgrind
+from harness.procs import lifeline, messages
+from harness.record import schema
+from implementations.launch import die_with_parent
+
+ROOT = str(Path(__file__).resolve().parents[2])
+STOP_S = 30  # a child that has closed its channel gets this long to exit, then is killed
 
 
-def run(module: str, job: dict, timeout_s: float) -> dict:
-    """``python -m module`` on ``job``; its answer, or {"error": reason}."""
-    from harness.procs.runner import worker_env
+def environment(channel_fd: int) -> dict:
+    """The child's environment: this checkout first on its path, its channel, our pid."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONUNBUFFERED"] = "1"
+    env[messages.CHANNEL_FD] = str(channel_fd)
+    env[messages.PARENT_PID] = str(os.getpid())
+    return env
 
-    env = worker_env(-1)
-    del env[messages.CHANNEL_FD]  # no message channel: the answer is the last stdout line
-    proc = subprocess.Popen([sys.executable, "-m", module], env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(json.dumps(job), timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        kill(proc)
+
+def command(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def run(argv: list[str], job, on_message: Callable, timeout: Callable[[], float],
+        env: Callable[[dict], dict] | None = None) -> tuple[int | None, str, bool]:
+    """Run one child (``argv``, its environment made by ``env`` from ``environment``) until
+    it closes its channel or a read times out (then its process group is killed), passing
+    each message to ``on_message``; (exit status, last line of its log, timed out)."""
+    read_end, write_end = os.pipe()
+    with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=log,
+                                    pass_fds=(write_end, life.fd),
+                                    env=(env or dict)({**environment(write_end), **life.env()}),
+                                    start_new_session=True)
+        finally:
+            os.close(write_end)
+        reader, timed_out, done = messages.Reader(read_end), False, False
+        try:
+            try:
+                body = schema.to_dict(job) if not isinstance(job, dict) else job
+                proc.stdin.write(json.dumps(body, allow_nan=True).encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # a child gone before its job: judged by its exit
+            # on_message's own errors (our stdout closed: BrokenPipeError) end the child
+            while (message := reader.next(timeout(), lambda: proc.poll() is None)) is not None:
+                on_message(message)
+            done = True
+        except messages.Timeout:
+            timed_out = True
+        except schema.SchemaError:
+            done = True  # a garbled message: the child is judged by its exit
+        finally:  # interrupted (Ctrl-C, SIGTERM) or timed out: the child is killed at once
+            os.close(read_end)
+            status = stop(proc, force=not done)
+        return status, last_line(log), timed_out
+
+
+def ask(module: str, job: dict, timeout_s: float, case_timeout_s: float | None = None) -> dict:
+    """``python -m module`` on ``job``: its one Answer's body, or {"error": reason} when it
+    crashed, timed out (then it was killed) or answered nothing. ``timeout_s`` bounds the
+    wait for each message; a child that sends CaseStarted gets ``case_timeout_s`` for that
+    case from then on."""
+    answers: list[dict] = []
+    started: list[str] = []
+
+    def take(message) -> None:
+        if isinstance(message, messages.Answer):
+            answers.append(message.body)
+        elif isinstance(message, messages.CaseStarted):
+            started.append(message.id)
+
+    def timeout() -> float:
+        return case_timeout_s if started and case_timeout_s else timeout_s
+
+    status, last, timed_out = run(command(module), job, take, timeout)
+    if timed_out and started and case_timeout_s:
+        return {"error": f"{started[-1]} did not finish within {case_timeout_s:g} s "
+                         f"(--timeout): its process was killed"}
+    if timed_out:
         return {"error": f"timed out after {timeout_s:g} s (the process was killed)"}
-    except BaseException:
-        kill(proc)
-        raise
-    lines = out.strip().splitlines()
-    if proc.returncode or not lines:
-        last = (err.strip().splitlines() or ["(nothing on stderr)"])[-1]
-        return {"error": f"exited with status {proc.returncode}: {last}"[:500]}
-    return json.loads(lines[-1])
+    if answers and status == 0:
+        return answers[-1]
+    said = f": {last}" if last else " (it wrote nothing to its log)"
+    return {"error": f"its process exited with status {status} before it answered{said}"[:500]}
 
 
-def kill(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, force: bool) -> int | None:
+    """Wait for a child that has closed its channel, or kill its whole process group (at
+    once if ``force``, or when it does not exit); its exit status."""
+    try:
+        if not force:
+            return proc.wait(timeout=STOP_S)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.returncode is None:
+            kill_group(proc)
+    return proc.returncode
+
+
+def kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.communicate()
+    proc.wait()
+
+
+def last_line(log) -> str:
+    """The last line of a child's log, or Valgrind's account of why it stopped one."""
+    log.seek(0)
+    lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    return callgrind.why_it_died(lines) or (lines[-1].strip() if lines else "")
+
+
+# ---- the child's side ---------------------------------------------------------------------------
+
+def channel():
+    """In a child: die with the parent, start the lifeline's guard, and return the channel's
+    writer (None when this process was not started by ``run``)."""
+    stream = messages.writer()
+    if stream is not None:
+        die_with_parent(int(os.environ.get(messages.PARENT_PID, "0") or 0))
+        lifeline.guard()
+    return stream
 
 
 def serve(fn: Callable[[dict], dict]) -> int:
-    """The child's side: die with the parent, answer ``fn(job)`` on one stdout line."""
-    from harness.procs.worker import die_with_parent
-
-    die_with_parent()
-    answer = fn(json.loads(sys.stdin.read()))
-    sys.stdout.write(json.dumps(answer) + "\n")
+    """A child's main: answer ``fn(job)`` once on the channel (exit 2 outside ``run``)."""
+    stream = channel()
+    if stream is None:
+        print(f"{sys.argv[0]}: started by the harness only", file=sys.stderr)
+        return 2
+    job = json.loads(sys.stdin.read())
+    answer = fn(job) if not takes_channel(fn) else fn(job, stream)
+    messages.send(stream, messages.Answer(answer))
     return 0
+
+
+def takes_channel(fn: Callable) -> bool:
+    """Whether ``fn`` takes the channel as its second argument (to say CaseStarted)."""
+    import inspect
+
+    return len(inspect.signature(fn).parameters) >= 2
+
+
+def case_started(stream, case: str) -> None:
+    """In a child: the case it begins now (the parent's per-case timeout starts)."""
+    if stream is not None:
+        messages.send(stream, messages.CaseStarted(case))

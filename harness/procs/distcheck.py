@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from harness.measure import check
+from harness.measure.check import deadline
 from harness.procs import child
 from harness.record import schema
 from harness.record.results import ProblemRecord
@@ -85,7 +86,8 @@ def check_job(job: dict) -> dict:
         for record in job["problems"]:
             problem = schema.from_dict(ProblemRecord, record, "problem").problem()
             try:
-                check_variant(problem, variant, job["steps"], job["device"], report)
+                with deadline.limit(f"{variant.label} on {check.label(problem)}"):
+                    check_variant(problem, variant, job["steps"], job["device"], report)
             except Unavailable as exc:
                 report.notes.append(f"{variant.label}: {exc}; skipped")
             except Exception as exc:  # a worker that crashed or timed out: a failed check
@@ -105,7 +107,7 @@ def check_all(problems: list[Problem], variants: list, workers: int, steps: int,
         print(f"checking {labels}: gradient, {steps} steps, workers agree", file=sys.stderr)
         job = {"variants": [v.name for v in mine], "workers": workers, "device": device,
                "steps": steps, "problems": records}
-        got = child.run("harness.procs.distcheck", job, TIMEOUT_BASE_S
+        got = child.ask("harness.procs.distcheck", job, TIMEOUT_BASE_S
                         + TIMEOUT_PER_PROBLEM_S * len(problems) * len(mine))
         if "error" in got:
             report.rows += [failed_row(p, v.at(workers).label, got["error"])

@@ -1,12 +1,13 @@
 """In-process work for a framework that needs a process of its own: ``python -m
-harness.isolated``.
+harness.procs.isolated``.
 
 Some frameworks set process-wide state when imported (Keras picks its backend once per
 process; a sharded JAX needs its host devices forced before jax is imported), so ``check``
 and ``demo`` cannot import them beside the others. For those (``Framework.isolated``), the
-parent runs this module in a fresh interpreter with one request on stdin and reads one JSON
-answer from stdout, after a marker line so that anything a framework prints cannot be taken
-for it:
+parent runs this module in a fresh interpreter through ``harness.procs.child``: one request
+on stdin, one answer on a channel of its own (nothing a framework or a ``sitecustomize``
+prints can be taken for it); it dies with its parent, and it is killed with its process group
+when a case runs past ``check --timeout`` (it says each case it begins):
 
 * ``{"do": "check", "problems": [...], "variants": [...], "steps": N, "device": ...,
   "threads": T}``: ``{"report": ..., "gradients": {problem: {variant: [E, grads]}},
@@ -25,62 +26,39 @@ of one framework.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from pathlib import Path
 
+from harness.measure.check import deadline
+from harness.procs import child
 from harness.record import schema
 from harness.record.results import ProblemRecord
 from implementations.contract import Unavailable
 from implementations.problem import BenchError, Problem, flatten
 
-MARKER = "--- backprop-bench isolated answer ---"
-TIMEOUT_S = 600
+START_S = 600  # to import the framework (TensorFlow, Keras) and answer, or begin a case
 
 
 class Child:
-    """One request running in a fresh interpreter; ``answer()`` waits for it."""
+    """One request running in a fresh interpreter through ``child.ask`` (in a thread, so that
+    the checks made here run beside it); ``answer()`` waits for it."""
 
     def __init__(self, request: dict):
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
         self.names = ", ".join(request["variants"])
-        self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.procs.isolated"],
-                                     stdin=subprocess.PIPE, stdout=self.out, stderr=self.err,
-                                     env=env)
-        self.proc.stdin.write(json.dumps(request).encode())
-        self.proc.stdin.close()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="isolated")
+        self.future = self.pool.submit(child.ask, "harness.procs.isolated", request, START_S,
+                                       deadline.seconds() + deadline.GRACE_S + 30)
 
     def answer(self) -> dict:
-        """Its answer, or BenchError (it is killed if it runs past TIMEOUT_S)."""
+        """Its answer, or BenchError saying why there is none (crashed, timed out)."""
         try:
-            self.proc.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise BenchError(f"{self.names}: no answer within {TIMEOUT_S} s") from None
+            got = self.future.result()
         finally:
-            if self.proc.returncode is None:
-                self.proc.kill()
-                self.proc.wait()
-        out, err = (read_all(f) for f in (self.out, self.err))
-        if MARKER not in out:
-            last = (err.strip().splitlines() or ["it wrote nothing"])[-1]
-            raise BenchError(f"{self.names}: its process failed ({last[:200]})")
-        return json.loads(out.split(MARKER, 1)[1])
-
-
-def read_all(f) -> str:
-    f.seek(0)
-    text = f.read().decode(errors="replace")
-    f.close()
-    return text
+            self.pool.shutdown(wait=False)
+        if "error" in got:
+            raise BenchError(f"{self.names}: {got['error']}")
+        return got
 
 
 def ask(request: dict) -> dict:
@@ -152,9 +130,9 @@ def finish_check(children: list[Child], report) -> dict[str, dict]:
     from harness.measure.check.report import Report
 
     gradients: dict[str, dict] = {}
-    for child in children:
+    for one in children:
         try:
-            answer = child.answer()
+            answer = one.answer()
         except BenchError as exc:
             report.notes.append(f"{exc}; skipped")
             continue
@@ -166,8 +144,9 @@ def finish_check(children: list[Child], report) -> dict[str, dict]:
     return gradients
 
 
-def check_here(request: dict) -> dict:
-    """The child's side of ``check``: every problem for each variant of its frameworks."""
+def check_here(request: dict, stream=None) -> dict:
+    """The child's side of ``check``: every problem for each variant of its frameworks (each
+    one a case the parent times from its CaseStarted)."""
     from harness.measure.check import judge
     from harness.measure.check.judge import attempt
     from harness.measure.check.report import Report, label
@@ -194,6 +173,7 @@ def check_here(request: dict) -> dict:
             if reason:
                 report.notes.append(f"trajectory: {reason}; skipped")
                 continue
+            child.case_started(stream, f"{v.name} on {where}")
             trainer = None
             if hasattr(getattr(modules[v.framework], v.trainer), "grads"):
                 trainer = attempt(problem, v.name, report, partial(v.make, problem, device))
@@ -240,16 +220,12 @@ def serve(request: dict, name: str) -> dict:
         return {"unavailable": str(exc)}
 
 
-def main() -> int:
-    request = json.loads(sys.stdin.read())
+def answer(request: dict, stream) -> dict:
+    """The child's answer to one request (``child.serve`` sends it on the channel)."""
     if request["do"] == "check":
-        answer = check_here(request)
-    else:
-        answer = {name: serve(request, name) for name in request["variants"]}
-    print(MARKER)
-    print(json.dumps(answer))
-    return 0
+        return check_here(request, stream)
+    return {name: serve(request, name) for name in request["variants"]}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(child.serve(answer))

@@ -94,9 +94,17 @@ class CaseCounted:
     instructions: Instructions
 
 
-KINDS = {"framework": FrameworkReady, "framework-failed": FrameworkFailed, "peak": Peak,
-         "floor": CallFloor,
-         "case-started": CaseStarted, "case": Case, "case-counted": CaseCounted}
+@dataclass
+class Answer:
+    """A child's one answer (``child.ask``): a JSON object, infinities allowed (a failed
+    check row's error)."""
+
+    body: dict
+
+
+KINDS = {"answer": Answer, "framework": FrameworkReady, "framework-failed": FrameworkFailed,
+         "peak": Peak, "floor": CallFloor, "case-started": CaseStarted, "case": Case,
+         "case-counted": CaseCounted}
 NAMES = {cls: name for name, cls in KINDS.items()}
 
 
@@ -106,7 +114,7 @@ class ProtocolError(schema.SchemaError):
 
 def encode(message) -> str:
     return json.dumps({"type": NAMES[type(message)], "body": schema.to_dict(message)},
-                      allow_nan=False) + "\n"
+                      allow_nan=isinstance(message, Answer)) + "\n"
 
 
 def decode(line: str):

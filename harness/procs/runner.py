@@ -14,10 +14,6 @@ keeps its times and says why.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,7 +25,7 @@ from harness.measure.climit import measure_c_limit
 from harness.measure.instructions import STARTUP_S as COUNT_STARTUP_S
 from harness.measure.instructions import THREADS, CountConfig, Instructions
 from harness.measure.timing import TimingConfig, engine_overhead
-from harness.procs import lifeline, messages
+from harness.procs import child, messages
 from harness.procs.messages import CaseCounted
 from harness.record import schema, store
 from harness.record.results import (
@@ -160,6 +156,7 @@ def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
         progress["done"] += 1
         tell(case, progress["done"], progress["total"])
 
+    unwritable = False
     try:
         rounds(plan, run, path, cases, report)
         if plan.count is not None:
@@ -168,15 +165,20 @@ def execute(plan: Plan, path: Path, on_case: Callable[[Case, int, int], None],
             progress["total"] += len(countable) * plan.processes
             rounds(plan, run, path, countable, lambda case: report(case, on_count or on_case),
                    plan.count)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM, or our stdout closed
         run.interrupted = True
         raise
+    except store.WriteError as exc:  # a full disk: the file holds the last write, whole
+        unwritable = True
+        raise store.WriteError(f"{exc}; it holds the cases finished before, and the run "
+                               f"stopped") from None
     finally:
         run.finished = now()
         end = machine_state.snapshot(sample_s=0.2, static=False)
         run.machine_state.update(after=machine_state.compact(end),
                                  during=machine_state.assess(start, end))
-        store.write(run, path)
+        if not unwritable:
+            store.write(run, path)
     return run
 
 
@@ -365,77 +367,13 @@ def lost_reason(status: int | None, last: str) -> str:
     return f"worker process exited with status {status} before this case finished{said}"[:500]
 
 
-def worker_env(channel_fd: int) -> dict:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["PYTHONUNBUFFERED"] = "1"
-    env[messages.CHANNEL_FD] = str(channel_fd)
-    env[messages.PARENT_PID] = str(os.getpid())
-    return env
-
-
-WORKER = [sys.executable, "-m", "harness.procs.worker"]
+WORKER = child.command("harness.procs.worker")
 
 
 def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], float],
                argv: list[str] = WORKER, env: Callable[[dict], dict] | None = None
                ) -> tuple[int | None, str, bool]:
-    """Run one worker (``argv``, its environment made by ``env`` from the usual one) until it
-    exits or a read times out (then its process group is killed); returns (exit status, last
-    line of its log, timed out)."""
-    read_end, write_end = os.pipe()
-    # the log is unlinked at once; the lifeline kills what the worker leaves behind
-    with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=log, stderr=log,
-                pass_fds=(write_end, life.fd),
-                env=(env or dict)({**worker_env(write_end), **life.env()}),
-                start_new_session=True)
-        finally:
-            os.close(write_end)
-        reader, timed_out, done = messages.Reader(read_end), False, False
-        try:
-            proc.stdin.write(json.dumps(schema.to_dict(job)).encode())
-            proc.stdin.close()
-            while (message := reader.next(timeout(), lambda: proc.poll() is None)) is not None:
-                on_message(message)
-            done = True
-        except messages.Timeout:
-            timed_out = True
-        except (schema.SchemaError, BrokenPipeError):
-            done = True  # a garbled message or a worker gone before its job: judged by its exit
-        finally:  # interrupted (Ctrl-C, SIGTERM) or timed out: the worker is killed at once
-            os.close(read_end)
-            status = stop(proc, force=not done)
-        return status, last_line(log), timed_out
-
-
-def stop(proc: subprocess.Popen, force: bool) -> int | None:
-    """Wait for a worker that has closed its channel, or kill its whole process group (at
-    once if ``force``, or when it does not exit); its exit status."""
-    try:
-        if not force:
-            return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        if proc.returncode is None:
-            kill_group(proc)
-    return proc.returncode
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def last_line(log) -> str:
-    """The last line of a worker's log, or Valgrind's account of why it stopped one."""
-    log.seek(0)
-    lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    return callgrind.why_it_died(lines) or (lines[-1].strip() if lines else "")
+    """Run one worker (``argv``: the worker, or the worker under Valgrind) through the one
+    child mechanism (``harness.procs.child.run``); (exit status, last line of its log, timed
+    out)."""
+    return child.run(argv, job, on_message, timeout, env)

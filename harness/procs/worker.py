@@ -24,10 +24,7 @@ counting rounds) counts each case's instructions per step instead
 
 from __future__ import annotations
 
-import ctypes
 import json
-import os
-import signal
 import sys
 import time
 from dataclasses import replace
@@ -41,7 +38,7 @@ from harness.measure.environment import pin_threads
 from harness.measure.instructions import CountConfig, Instructions, count_trainer
 from harness.measure.peak import measure_peak
 from harness.measure.timing import Probe, time_trainer
-from harness.procs import distcheck, lifeline, messages
+from harness.procs import child, distcheck, messages
 from harness.record import schema
 from harness.record.results import CallFloor, Case, PerStep, Timing, case_id
 from implementations import registry
@@ -51,7 +48,6 @@ from implementations.problem import flatten, map_params
 REFERENCE_BUDGET_S = 0.15
 MAX_VERIFY_STEPS = 1000  # float32 drifts from the float64 reference over very long runs
 FRESH_STEPS = 100
-PR_SET_PDEATHSIG = 1
 
 
 def reference_steps(problem, budget_steps: int, block: int) -> int:
@@ -200,17 +196,6 @@ def warm_up(module, devices) -> None:
             pass
 
 
-def die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies (SIGKILL of the runner included)."""
-    parent = int(os.environ.get(messages.PARENT_PID, "0") or 0)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return  # not Linux: the runner's own clean-up is all there is
-    if parent and os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def start_framework(job: messages.Job, channel):
     """Import and set up the framework; its module, or None after a FrameworkFailed."""
     try:
@@ -226,12 +211,10 @@ def start_framework(job: messages.Job, channel):
 
 
 def main() -> int:
-    channel = messages.writer()
+    channel = child.channel()  # dies with the runner; the lifeline guards what it starts
     if channel is None:
         print("harness.procs.worker: started by harness.runner only", file=sys.stderr)
         return 2
-    die_with_parent()
-    lifeline.guard()
     job = schema.from_dict(messages.Job, json.loads(sys.stdin.read()), "job")
 
     pinning = pin_threads(job.threads)
@@ -242,9 +225,6 @@ def main() -> int:
         for peak in job.peaks:
             messages.send(channel, measure_peak(job.framework, module, peak.device, peak.dtype,
                                                 peak.n))
-        if job.floors and hasattr(module, "call_floors"):
-            for name, (per_call, calls) in module.call_floors().items():
-                messages.send(channel, CallFloor(job.framework, name, per_call, calls))
         if registry.get_framework(job.framework).arrays:
             warm_up(module, {c.device for c in job.cases})
     compiled_before: set = set()
@@ -257,7 +237,24 @@ def main() -> int:
             messages.send(channel, count_case(job_case, job.count, counter))
         else:
             messages.send(channel, run_case(job_case, job.timing, compiled_before))
+    if started is not None and job.floors:
+        send_call_floors(job.framework, started[0], channel)
     return 0
+
+
+def send_call_floors(framework: str, module, channel) -> None:
+    """The framework's call floors, measured after its cases: a compiler that fails (or
+    crashes) here costs only the floor, and each case has shown its own cause."""
+    if not hasattr(module, "call_floors"):
+        return
+    try:
+        floors = module.call_floors()
+    except Exception as exc:
+        print(f"harness.procs.worker: the call floors of {framework} are left out: "
+              f"{crash_reason(exc)}", file=sys.stderr)
+        return
+    for name, (per_call, calls) in floors.items():
+        messages.send(channel, CallFloor(framework, name, per_call, calls))
 
 
 def counter_for(job: messages.Job):

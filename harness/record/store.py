@@ -168,10 +168,18 @@ def write(run: Run, path: Path) -> None:
     write_text(json.dumps(run.to_dict(), indent=1, allow_nan=False), path)
 
 
+class WriteError(ResultsError):
+    """A file that could not be written (a full disk, no permission); the old one is whole."""
+
+
 def write_text(text: str, path: Path) -> None:
-    """Write any text atomically, as ``write`` writes a results file (``export`` uses it)."""
+    """Write any text atomically, as ``write`` writes a results file (``export`` uses it);
+    WriteError (one line, naming the file) where it cannot, with the old file left whole."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -181,8 +189,10 @@ def write_text(text: str, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 

@@ -67,12 +67,17 @@ def build_report(paths: Sequence[str | Path], out: str | Path, force: bool = Fal
         store.write_text(text, out)  # atomically: a full disk leaves the old report whole
     except OSError as exc:
         raise ResultsError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    except store.WriteError as exc:
+        raise ResultsError(f"{exc}: the report is not written") from None
     if readme is not None:
         try:
             glance.update_readme(Path(readme), sources)
         except OSError as exc:
             raise ResultsError(f"cannot write {readme} (the report {out} is written): "
                                f"{exc.strerror or exc}") from None
+        except store.WriteError as exc:
+            raise ResultsError(f"{exc} (the report {out} is written; the README is whole)") \
+                from None
     return out
 
 

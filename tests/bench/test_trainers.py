@@ -22,7 +22,8 @@ Counting instead of timing: under ``python -m harness.measure.callgrind -- pytho
 tests/bench --benchmark-only --benchmark-timer harness.measure.callgrind.counter``, each test
 counts rounds of ``run(K)`` in instructions with the counter of ``backprop-bench run
 --measure instructions`` (one thread, K from the counter, the warm-up uninstrumented), so
-that the stored figures are instructions per SGD step and ``--benchmark-compare-fail=median:1%`` gates on them.
+that the stored figures are instructions per SGD step and
+``--benchmark-compare-fail=median:1%`` gates on them.
 
 Every timed Trainer is verified against the float64 reference afterwards, as in
 ``backprop-bench run``; unlike the CLI, all frameworks share this one process. Under

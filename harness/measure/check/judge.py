@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness.measure.check import diagnose
+from harness.measure.check import deadline, diagnose
 from harness.measure.check.reference import (
     FD_MAX_ENTRIES,
     backward,
@@ -302,10 +302,11 @@ def crashed(problem: Problem, subject: str, exc: BaseException, report: Report) 
 
 
 def attempt(problem: Problem, subject: str, report: Report, fn: Callable):
-    """fn(), or None: a subject that cannot run is a note, one that crashes (or exits) a
-    failing row with its cause."""
+    """fn(), or None: a subject that cannot run is a note, one that crashes (or exits, or
+    runs past ``check --timeout``: ``deadline``) a failing row with its cause."""
     try:
-        return fn()
+        with deadline.limit(f"{subject} on {label(problem)}"):
+            return fn()
     except Unavailable as exc:
         report.notes.append(f"{subject}: {exc}; skipped")
     except (Exception, SystemExit) as exc:  # a crashing subject is a result, not the end

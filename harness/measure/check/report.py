@@ -14,6 +14,7 @@ import os
 import traceback
 from dataclasses import asdict, dataclass, field
 
+from harness.measure.check import deadline
 from implementations.problem import Problem
 
 LOSS = "reference loss"
@@ -152,4 +153,6 @@ def crash_reason(exc: BaseException) -> str:
     raised (the innermost frame, which in a learner's file is the line to look at)."""
     last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     where = f" ({os.path.basename(last.filename)}:{last.lineno})" if last else ""
+    if isinstance(exc, deadline.CaseTimeout):
+        return f"timed out: {exc}{where}".replace("\n", " ")[:500]
     return f"crashed: {type(exc).__name__}: {exc}{where}".replace("\n", " ")[:500]
