@@ -225,7 +225,7 @@ def records(runs: Run | Iterable[Run]) -> list[dict]:
 def dataframe(runs: Run | Iterable[Run]):
     """``records(runs)`` as a pandas DataFrame, one row per case; needs pandas installed."""
     try:
-        import pandas
+        import pandas  # optional: only to_pandas needs pandas
     except ImportError:
         raise BenchError("dataframe() needs pandas, which is not installed: pip install "
                          "pandas") from None

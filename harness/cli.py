@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from harness import __version__
 from harness.commands import basic as commands
-from harness.commands import check, demo, timed
+from harness.commands import check, demo, scale, timed
 from harness.commands.base import EXIT_OUTPUT_CLOSED, OutputClosed, check_environment
 from harness.commands.options import (
     LR_HELP,
@@ -35,6 +35,7 @@ from harness.commands.options import (
     positive,
     timed_of,
 )
+from harness.commands.sweep import SWEEP_SIZES, Grid
 from harness.measure.check import deadline
 from harness.measure.instructions import CountConfig
 from harness.record import compare, export
@@ -145,7 +146,6 @@ def run_args(p: Parser) -> None:
 
 
 def sweep_args(p: Parser) -> None:
-    from harness.commands.sweep import SWEEP_SIZES
 
     p.add_argument("--sizes", type=ints, help="comma list of d (default: "
                    f"{','.join(map(str, SWEEP_SIZES))})")
@@ -166,7 +166,6 @@ def sweep_args(p: Parser) -> None:
 
 
 def sweep_call(a) -> int:
-    from harness.commands.sweep import SWEEP_SIZES, Grid
 
     sizes = a.sizes
     if a.widths is not None:
@@ -182,7 +181,6 @@ def sweep_call(a) -> int:
 
 
 def scale_args(p: Parser) -> None:
-    from harness.commands import scale
 
     p.add_argument("--workers", type=ints, default=scale.DEFAULT_WORKERS, metavar="N,N",
                    help="comma list of worker counts, one core (CPU) or one GPU each "
@@ -209,7 +207,6 @@ def scale_args(p: Parser) -> None:
 
 
 def scale_call(a) -> int:
-    from harness.commands import scale
 
     if a.activation not in ACTIVATIONS:
         raise BenchError(f"unknown activation {a.activation!r}: choose from "

@@ -63,7 +63,7 @@ def sync(params: Params) -> None:
 
 def settings(threads: int) -> dict:
     """Record the BLAS thread pools under autograd's NumPy (the harness pins them)."""
-    import autograd
+    import autograd  # a framework, heavy: imported where it is used
 
     return {**numpy_backprop.settings(threads), "autograd": getattr(autograd, "__version__", None)}
 

@@ -52,7 +52,7 @@ def check_device(device: str) -> None:
 
 
 def settings(threads: int) -> dict:
-    import flax
+    import flax  # a framework, heavy: imported where it is used
 
     return {"backend": jax.default_backend(), "flax": flax.__version__,
             "matmul_precision": str(jax_backprop.config_flag("jax_default_matmul_precision"))}

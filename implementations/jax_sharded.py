@@ -148,7 +148,11 @@ class Trainer:
         self.pin()
         if problem.spec.dtype == "float64":
             jax.config.update("jax_enable_x64", True)
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+        from jax.sharding import (  # a framework, heavy: imported where it is used
+            Mesh,
+            NamedSharding,
+            PartitionSpec,
+        )
 
         x, y, params = cast_problem(problem)
         self.mesh = Mesh(np.array(self.devices), ("data",))
@@ -200,7 +204,7 @@ def backend_of(device: str) -> str:
 
 def psum_loop(mesh, workers: int):
     """A jitted call that runs ``calls`` psums in a row over the mesh, on device data."""
-    from jax.sharding import PartitionSpec as P
+    from jax.sharding import PartitionSpec as P  # a framework, heavy: imported where it is used
 
     def body(v, calls):
         one = lambda _, u: jax.lax.psum(u, "data") * (1.0 / workers)  # noqa: E731
@@ -223,7 +227,11 @@ def time_allreduce(workers: int, sizes: list[int], device: str = "cpu",
     device, float32): the fields of ``harness.measure.ceilings.AllreduceCurve``. Each block is one
     call of K psums in a row (K grown until a block takes its share of ``budget_s``), so the
     dispatch is paid once per K; 5 blocks per size."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from jax.sharding import (  # a framework, heavy: imported where it is used
+        Mesh,
+        NamedSharding,
+        PartitionSpec,
+    )
 
     devices = devices_for(device, workers)
     if device == "cpu":

@@ -55,7 +55,7 @@ def settings(threads: int) -> dict:
 
 def allow_float64() -> None:
     """Let float64 results stay float64 (Keras 3.15 maps them to float32: keras#23704)."""
-    from keras.src.backend.common import dtypes
+    from keras.src.backend.common import dtypes  # a framework, heavy: imported where it is used
 
     dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
 
@@ -64,7 +64,7 @@ def use_dtype(dtype: str) -> None:
     """Make ``dtype`` Keras's floatx before a model, loss and optimizer are made."""
     if dtype == "float64":
         if BACKEND == "jax":
-            import jax
+            import jax  # a framework, heavy: imported where it is used
 
             jax.config.update("jax_enable_x64", True)
         allow_float64()

@@ -113,7 +113,9 @@ def resolve(module: str, name: str):
     """``module.name`` in a rank: the module is already loaded after fork; after spawn it is
     imported (an extra framework file through the registry, which knows its path)."""
     if module not in sys.modules:
-        from implementations import registry
+        from implementations import (
+            registry,  # the registry reads every framework file: only a spawned rank needs it
+        )
 
         by_module = {registry.module_name(f): f for f in registry.FRAMEWORKS}
         if module in by_module:
@@ -155,7 +157,9 @@ class Outcome:
 
 def launch_in_thread(config, entry, args: tuple, outcome: Outcome) -> None:
     """The launcher thread's body (a function, so that the thread holds no group)."""
-    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.launcher.api import (
+        elastic_launch,  # a framework, heavy: imported where it is used
+    )
 
     try:
         outcome.result = elastic_launch(config, entry)(*args)
@@ -201,8 +205,12 @@ class RankGroup:
     """
 
     def __init__(self, workers: int, entry: Callable, job, device: str):
-        from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
-        from torch.distributed.launcher.api import LaunchConfig
+        from torch.distributed.elastic.multiprocessing import (
+            DefaultLogsSpecs,  # a framework, heavy: imported where it is used
+        )
+        from torch.distributed.launcher.api import (
+            LaunchConfig,  # a framework, heavy: imported where it is used
+        )
 
         # its warning that, from a thread, it cannot catch signals to stop its ranks: they
         # die with that thread (die_with_parent) and with close()

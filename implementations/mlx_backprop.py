@@ -195,7 +195,7 @@ def repeat(k: int, part) -> None:
 
 def bundled_blas() -> list[str]:
     """The BLAS and LAPACK libraries the wheel ships beside MLX (reference netlib on Linux)."""
-    import mlx
+    import mlx  # a framework, heavy: imported where it is used
 
     folder = os.path.join(os.path.dirname(next(iter(mlx.__path__))), "mlx_cpu.libs")
     return sorted(n for n in os.listdir(folder) if "blas" in n or "lapack" in n) \

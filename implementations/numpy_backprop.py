@@ -58,7 +58,9 @@ def sync(params: Params) -> None:
 
 def settings(threads: int) -> dict:
     """Record the BLAS thread pools (the harness pins them with threadpoolctl)."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import (
+        threadpool_info,  # optional: it reports the BLAS threads where it is installed
+    )
 
     keys = ("internal_api", "version", "num_threads", "architecture")
     return {"blas": [{k: i.get(k) for k in keys} for i in threadpool_info()]}

@@ -273,7 +273,9 @@ def thread_pools(threads: int) -> dict:
 def onednn_enabled() -> bool | None:
     """Whether TF's oneDNN ops are on (TF_ENABLE_ONEDNN_OPTS, default on for x86 builds)."""
     try:
-        from tensorflow.python.util import _pywrap_util_port
+        from tensorflow.python.util import (
+            _pywrap_util_port,  # a framework, heavy: imported where it is used
+        )
 
         return bool(_pywrap_util_port.IsMklEnabled())
     except (ImportError, AttributeError):

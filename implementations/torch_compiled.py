@@ -28,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import getpass
 import hashlib
+import inspect
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -273,7 +275,7 @@ def subgraph_buffer_fix():
     misses the subgraph's own: every intermediate a fused kernel keeps in registers still gets
     an ``aoti_torch_empty_strided`` per iteration, about 1 µs a step whatever the unroll.
     """
-    from torch._inductor.graph import GraphLowering
+    from torch._inductor.graph import GraphLowering  # a framework, heavy: imported where it is used
 
     original = GraphLowering.codegen_subgraph
 
@@ -329,7 +331,6 @@ def package_path(key: tuple) -> Path:
     """Where the compiled package for this key is kept: in the Inductor cache folder, named
     by the torch version, the key, FUSE and the source of everything the package is built
     from (so that a change to any of it builds a new one)."""
-    import inspect
 
     root = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
         tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}")
@@ -409,7 +410,6 @@ class FusedLoop:
 def call_floors(calls: int = 2000) -> dict[str, tuple[float, int]]:
     """{name: (seconds per call, calls)}: an empty torch.compile graph (x + 0, fullgraph) and
     one eager op, the overhead floor under every compiled call and every eager step."""
-    import time
 
     x = torch.zeros(())
     empty = torch.compile(lambda t: t + 0, fullgraph=True, dynamic=False)

@@ -114,7 +114,9 @@ def build_model(net: NetworkSpec, params: Params, device) -> torch.nn.Sequential
 
 def build_replica(problem: Problem, rank: int, world: int, device) -> Replica:
     """The rank's DDP model on rows [rank·B/N, (rank+1)·B/N) of the global batch."""
-    from torch.nn.parallel import DistributedDataParallel
+    from torch.nn.parallel import (
+        DistributedDataParallel,  # a framework, heavy: imported where it is used
+    )
 
     x, y, params = cast_problem(problem)
     rows = slice(rank * problem.batch // world, (rank + 1) * problem.batch // world)
@@ -198,7 +200,7 @@ def init_rank(job) -> tuple[int, int, str]:
 
 def rank_main(job: RankJob, commands, answers) -> None:
     """A rank: build the replica and its loop, then serve the Trainer's commands."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # a framework, heavy: imported where it is used
 
     rank, world, device = init_rank(job)
     try:
@@ -216,7 +218,7 @@ def rank_main(job: RankJob, commands, answers) -> None:
 
 def handle(r: Replica, loop, name: str, arg):
     """One command; the reply (None: no answer from this rank)."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # a framework, heavy: imported where it is used
 
     if name == "run":
         loop(arg)
@@ -308,7 +310,7 @@ def allreduce_main(job: AllreduceJob, commands, answers) -> None:
 def time_sizes(sizes: list[int], block_s: float, device: str, rank: int) -> list | None:
     """Per size: back-to-back all_reduce calls of a float32 tensor, K calls per block (K
     chosen on rank 0 and broadcast, so that every rank makes the same calls), 5 blocks."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # a framework, heavy: imported where it is used
 
     rows = []
     for size in sizes:

@@ -212,7 +212,7 @@ def best_gpu_beats_best_cpu(cpu_fits: Sequence[Fit], gpu_fits: Sequence[Fit],
     refined with brentq. None when the GPU is never faster below ``max_flops``, or is faster
     from the start (no overhead to pay back); ``always_faster`` tells the two apart.
     """
-    from scipy.optimize import brentq
+    from scipy.optimize import brentq  # scipy takes about a second to import
 
     if not cpu_fits or not gpu_fits or always_faster(gpu_fits, cpu_fits):
         return None

@@ -11,8 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.commands.base import PROG, note, require_device  # noqa: F401 (the CLI)
+from harness.measure.environment import gpu_info
+from harness.procs import isolated
 from harness.record import compare as comparing
 from harness.record import counts
+from harness.record import export as exporting
+from harness.report import DEFAULT_DIR, DEFAULT_OUT, build_report
+from harness.tables import text_table
 from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError
@@ -20,7 +25,6 @@ from implementations.problem import BenchError
 # ---- report, compare, export, list ------------------------------------------------------------
 
 def report(paths: list[str], out: str | None, force: bool, readme: str | None = None) -> int:
-    from harness.report import DEFAULT_DIR, DEFAULT_OUT, build_report
 
     target = Path(out) if out is not None else Path(DEFAULT_DIR) / DEFAULT_OUT
     if out is not None and not out.strip():
@@ -39,7 +43,6 @@ def compare(a: str, b: str, fail_above: float | None, fmt: str = "text",
 
 
 def export(paths: list[str], fmt: str, out: str, force: bool) -> int:
-    from harness.record import export as exporting
 
     return exporting.main(paths, fmt, out, force)
 
@@ -48,8 +51,6 @@ def list_variants(check_imports: bool) -> int:
     """The variants and whether each can run here: from the packages and devices present,
     without importing any framework, unless ``check_imports`` asks for the import itself
     (a framework that needs a process of its own is imported in one)."""
-    from harness.measure.environment import gpu_info
-    from harness.tables import text_table
 
     gpu = gpu_info()
     imported = isolated_imports() if check_imports else {}
@@ -67,7 +68,6 @@ def list_variants(check_imports: bool) -> int:
 def isolated_imports() -> dict[str, str]:
     """{variant: status} of the frameworks that need a process of their own, one process
     each, for those whose packages are installed."""
-    from harness.procs import isolated
 
     out = {}
     for name, fw in registry.FRAMEWORKS.items():

@@ -272,7 +272,6 @@ def learner_gradients(learner: Learner, problem: Problem) -> tuple[float, list]:
 
 
 def own(problem: Problem, E: float, g) -> tuple[float, list]:
-    import numpy as np
 
     return E, [None if t is None else np.asarray(t, dtype=np.float64)
                for t in judge.flat_gradients(problem, g)]

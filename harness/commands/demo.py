@@ -119,7 +119,6 @@ def replay_variants(variants: list, problem: Problem, epochs: list[int]) -> dict
     """{variant: ([[epoch, E, params], ...] of its own Trainer at the given epochs, its own
     (dE/dw_ih, dE/dw_ho) at the start or None) or the reason it could not run}, for the
     variants of one framework: in a process of their own where the framework needs one."""
-    from implementations import registry
 
     names = [v.name for v in variants]
     request = {"do": "replay", "variants": names, "epochs": epochs,

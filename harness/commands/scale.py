@@ -22,6 +22,14 @@ import os
 import sys
 from dataclasses import dataclass
 
+from harness.analysis import scaling as scale_model
+from harness.analysis.scaling import MODES, fit_allreduce, global_batch, gradient_bytes
+from harness.commands import check_workers, plans, timed
+from harness.commands.base import PROG, OutputClosed, require_device
+from harness.measure.timing import TimingConfig
+from harness.procs import allreduce, runner
+from harness.record import store, summary
+from harness.tables import fmt_ratio, fmt_time, text_table
 from implementations.launch import OVERSUBSCRIBE
 from implementations.problem import BenchError
 
@@ -59,7 +67,6 @@ def allow_oversubscribe(on: bool) -> None:
 
 def wanted(o: Options) -> tuple[set[tuple[int, int, int]], list[str]]:
     """The (d, global batch, workers) points to time, and notes on what was left out."""
-    from harness.analysis.scaling import global_batch
 
     points, notes = set(), []
     for n in o.workers:
@@ -75,7 +82,6 @@ def wanted(o: Options) -> tuple[set[tuple[int, int, int]], list[str]]:
 
 
 def validate(o: Options) -> None:
-    from harness.analysis.scaling import MODES
 
     if not o.sizes or not o.workers or not o.modes:
         raise BenchError("scale needs at least one size, one worker count and one mode")
@@ -88,16 +94,12 @@ def validate(o: Options) -> None:
 
 def variants_of(names, frameworks) -> list:
     """The distributed variants asked for, or all of them."""
-    from harness.commands import check_workers
 
     return check_workers.variants_for(names, frameworks)
 
 
 def make_plan(o: Options, t, threads: int):
     """The runner's plan: problems × (variants at each N), filtered to ``wanted``."""
-    from harness.commands import plans
-    from harness.measure.timing import TimingConfig
-    from harness.procs import runner
 
     validate(o)
     points, notes = wanted(o)
@@ -122,9 +124,6 @@ def make_plan(o: Options, t, threads: int):
 def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
     """Per framework and N > 1: the all-reduce alone, into ``run.ceilings.allreduce``;
     its timed blocks take ALLREDUCE_BUDGET × the time per case, all sizes together."""
-    from harness.analysis.scaling import fit_allreduce, gradient_bytes
-    from harness.procs import allreduce
-    from harness.tables import fmt_time
 
     grads = [gradient_bytes(c.problem) for c in run.cases]
     if not grads:
@@ -145,10 +144,6 @@ def measure_allreduce(run, plan, o: Options, threads: int, say) -> None:
 
 def command(o: Options, t) -> int:
     """`backprop-bench scale`: plan, time, check, then the all-reduce; 1 if a case failed."""
-    from harness.commands import timed
-    from harness.commands.base import PROG, OutputClosed, require_device
-    from harness.procs import runner
-    from harness.record import store, summary
 
     allow_oversubscribe(o.oversubscribe)
     require_device(t.device)
@@ -181,8 +176,6 @@ def command(o: Options, t) -> int:
 
 def tables(run) -> str:
     """Per mode: time per step, speed-up and efficiency, measured and predicted."""
-    from harness.analysis import scaling as scale_model
-    from harness.tables import fmt_ratio, fmt_time, text_table
 
     out = []
     for mode in scale_model.MODES:

@@ -9,10 +9,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.commands import plans
+from harness.commands import plans, progress
+from harness.commands import sweep as sweeps
 from harness.commands.base import PROG, OutputClosed, require_device
-from harness.measure.environment import default_threads
+from harness.measure import callgrind
+from harness.measure.environment import default_threads, machine_info
+from harness.measure.instructions import CountConfig
 from harness.measure.timing import TimingConfig
+from harness.procs import runner
+from harness.record import counts, store, summary
 from harness.record.results import Case
 from implementations.problem import BenchError
 
@@ -44,8 +49,6 @@ class Timed:
 
 
 def claim(command: str, t: Timed) -> Path:
-    from harness.measure.environment import machine_info
-    from harness.record import store
 
     if t.out is not None:
         return store.claim(Path(t.out), t.force)
@@ -55,8 +58,6 @@ def claim(command: str, t: Timed) -> Path:
 
 def execute(plan, path: Path, on_case, on_count=None) -> object | None:
     """Run the plan into ``path``; the run, or None after Ctrl-C or SIGTERM (said on stderr)."""
-    from harness.procs import runner
-    from harness.record import store
 
     before = file_id(path)  # with --force, the old file is there until the first write
 
@@ -85,8 +86,6 @@ def file_id(path: Path) -> tuple[int, int, int] | None:
 
 
 def run(networks: plans.Networks, t: Timed) -> int:
-    from harness.procs import runner
-    from harness.record import counts, summary
 
     count = count_config(t)  # a run that cannot count is refused before anything runs
     problems = plans.timing_problems(networks)
@@ -127,8 +126,6 @@ def count_config(t: Timed):
     line, with how to install it) where Valgrind cannot count."""
     if not t.count:
         return None
-    from harness.measure import callgrind
-    from harness.measure.instructions import CountConfig
 
     if t.device != "cpu":
         raise BenchError("--measure instructions counts on the CPU only (Valgrind cannot run "
@@ -156,9 +153,6 @@ def exit_status(cases: list[Case], asked: bool) -> int:
 
 
 def sweep(grid, lr: float | None, seed: int, budget: float | None, t: Timed) -> int:
-    from harness.commands import progress
-    from harness.commands import sweep as sweeps
-    from harness.procs import runner
 
     require_device(t.device)
     variants, explicit = plans.variants(t.variants, t.frameworks, plans.sweep_variants(t.device))

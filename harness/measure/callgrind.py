@@ -47,6 +47,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.measure.environment import result_variables  # it reads the registry
+
 TOOL = "callgrind"
 INSTALL = "apt-get install valgrind"
 SOURCE = Path(__file__).with_name("callgrind.c")
@@ -215,7 +217,6 @@ def fixed_environment(env: dict[str, str], out_dir: Path) -> dict[str, str]:
     on the stack: with ASLR off, a 14-character longer environment moved NumPy's 1-1-1 count
     by 0.015%, and a run's own (a shell's, a CI job's, the runner's pid) differs each time.
     """
-    from harness.measure.environment import result_variables  # it reads the registry
 
     kept = {k: v for k, v in env.items() if k in KEPT or k.startswith("BACKPROP_BENCH_")}
     for key in PID_VARIABLES:

@@ -176,7 +176,9 @@ def pin_threads(threads: int) -> dict:
         os.sched_setaffinity(0, cores)
         affinity = cores
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU politely
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import (
+        threadpool_limits,  # optional: it reports the BLAS threads where it is installed
+    )
 
     threadpool_limits(threads)
     return {"threads": threads, "affinity": affinity}

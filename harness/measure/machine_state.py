@@ -256,7 +256,7 @@ def cpu_identity() -> dict:
     and the flags are None.
     """
     try:
-        import cpuinfo
+        import cpuinfo  # optional (py-cpuinfo), and slow: only where /proc says too little
 
         info = cpuinfo.get_cpu_info()
         return {"cpu_model": info.get("brand_raw") or None,

@@ -13,8 +13,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
+from harness.measure.environment import pin_threads
 from harness.procs import child
 from harness.record.results import AllreduceCurve
+from implementations import registry
+from implementations.contract import Unavailable
 
 BUDGET_S = 3.0  # timed blocks per curve, all sizes together (scale passes its own)
 TIMEOUT_S = 180.0
@@ -44,11 +47,8 @@ def measure(framework: str, workers: int, sizes: list[int], device: str, threads
 
 def time_job(job: dict) -> dict:
     """The child's side: the module's own ``time_allreduce``, or {"error": reason}."""
-    from harness.measure.environment import pin_threads
 
     pin_threads(job["threads"])
-    from implementations import registry
-    from implementations.contract import Unavailable
 
     try:
         module = registry.import_module(job["framework"])

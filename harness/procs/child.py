@@ -21,6 +21,7 @@ form for a child that gives one ``Answer`` (the isolated frameworks of ``check``
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -173,7 +174,6 @@ def serve(fn: Callable[[dict], dict]) -> int:
 
 def takes_channel(fn: Callable) -> bool:
     """Whether ``fn`` takes the channel as its second argument (to say CaseStarted)."""
-    import inspect
 
     return len(inspect.signature(fn).parameters) >= 2
 

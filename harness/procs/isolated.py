@@ -30,10 +30,16 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from harness.measure.check import deadline
+import numpy as np
+
+from harness.measure.check import deadline, judge
+from harness.measure.check.judge import attempt
+from harness.measure.check.report import Report, label
+from harness.measure.environment import apply_settings
 from harness.procs import child
 from harness.record import schema
 from harness.record.results import ProblemRecord
+from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError, Problem, flatten
 
@@ -76,7 +82,6 @@ def problem_json(problem: Problem) -> dict:
 
 def problem_of(d: dict) -> Problem:
     """The inverse of problem_json."""
-    import numpy as np
 
     record = schema.from_dict(ProblemRecord, d["record"], "problem")
     params = [(np.array(W, dtype=np.float64), None if b is None else np.array(b, np.float64))
@@ -103,7 +108,6 @@ def process_groups(frameworks: list[str]) -> list[list[str]]:
     """The isolated frameworks, grouped into as few processes as their settings allow: two
     share one when they share a package and set no variable to different values (TensorFlow
     and Keras on TensorFlow, say, which saves a second import of TensorFlow)."""
-    from implementations import registry
 
     groups: list[list[str]] = []
     for name in frameworks:
@@ -125,9 +129,7 @@ def process_groups(frameworks: list[str]) -> list[list[str]]:
 def finish_check(children: list[Child], report) -> dict[str, dict]:
     """The children's trajectories into ``report``; their own gradients back, as
     {problem label: {variant: (E, flat gradients)}}."""
-    import numpy as np
 
-    from harness.measure.check.report import Report
 
     gradients: dict[str, dict] = {}
     for one in children:
@@ -147,11 +149,6 @@ def finish_check(children: list[Child], report) -> dict[str, dict]:
 def check_here(request: dict, stream=None) -> dict:
     """The child's side of ``check``: every problem for each variant of its frameworks (each
     one a case the parent times from its CaseStarted)."""
-    from harness.measure.check import judge
-    from harness.measure.check.judge import attempt
-    from harness.measure.check.report import Report, label
-    from harness.measure.environment import apply_settings
-    from implementations import registry
 
     report, gradients = Report(), {}
     variants = [registry.get(n) for n in request["variants"]]
@@ -208,7 +205,6 @@ def replay(problem, variant, epochs: list[int]) -> dict:
 
 
 def serve(request: dict, name: str) -> dict:
-    from implementations import registry
 
     variant = registry.get(name)
     try:

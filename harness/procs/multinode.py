@@ -20,6 +20,7 @@ The README ("Past one device") has the exact commands.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -27,13 +28,21 @@ import time
 
 import numpy as np
 
-from implementations.problem import NetworkSpec, Problem, flatten, make_problem, parse_widths
+from harness.measure import check
+from implementations import launch
+from implementations.problem import (
+    NetworkSpec,
+    Problem,
+    cast_problem,
+    flatten,
+    make_problem,
+    parse_widths,
+)
 
 
 def outcome(problem: Problem, rank_params: list, steps: int, elapsed_s: float,
             world: int, backend: str) -> dict:
     """The summary rank 0 writes: spread between ranks, trajectory error, time per step."""
-    from harness.measure import check
 
     report = check.compare_to_reference(problem, "rank 0", rank_params[0],
                                         check.rounded_start(problem), steps)
@@ -51,12 +60,11 @@ WARMUP = 3
 
 def run_torch(problem: Problem, steps: int, device: str, timeout_s: float) -> dict | None:
     """One torchrun rank: DDP steps, then rank 0's summary (None on the other ranks)."""
-    import datetime
 
-    import torch
-    import torch.distributed as dist
+    import torch  # a framework, heavy: imported where it is used
+    import torch.distributed as dist  # a framework, heavy: imported where it is used
 
-    from implementations import launch, torch_ddp
+    from implementations import torch_ddp  # a framework, heavy: imported where it is used
 
     launch.die_with_parent(os.getppid())  # a SIGKILLed torchrun must not leave ranks behind
     local, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
@@ -87,17 +95,19 @@ def run_torch(problem: Problem, steps: int, device: str, timeout_s: float) -> di
 def run_jax(problem: Problem, steps: int, coordinator: str, processes: int, process: int,
             timeout_s: float) -> dict | None:
     """One process of a JAX job across processes (machines); process 0's summary."""
-    import jax
-    from jax.experimental import multihost_utils
-    from jax.sharding import NamedSharding, PartitionSpec
+    import jax  # a framework, heavy: imported where it is used
+    from jax.experimental import multihost_utils  # a framework, heavy: imported where it is used
+    from jax.sharding import (  # a framework, heavy: imported where it is used
+        NamedSharding,
+        PartitionSpec,
+    )
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=processes,
                                process_id=process, initialization_timeout=int(timeout_s))
     if problem.spec.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    from implementations import jax_backprop as jb
-    from implementations.problem import cast_problem
+    from implementations import jax_backprop as jb  # a framework, heavy: where it is used
 
     x, y, params = cast_problem(problem)
     mesh = jax.make_mesh((jax.device_count(),), ("data",))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.measure import environment
-from harness.tables import markdown_table, md_code
+from harness.tables import fmt_time, markdown_table, md_code
 from implementations import registry
 
 FUNCTIONS = ("forward", "grads", "sgd_step", "StepLoop.__call__", "Trainer.run")
@@ -123,7 +123,6 @@ def idiomatic(sources: list, commit: str | None) -> str:
 def costs(sources: list, frameworks: list[str]) -> str:
     """'`torch-nn` 215 µs, ...': the idiomatic variants of these frameworks on the worked
     example, from the newest file that measured each."""
-    from harness.tables import fmt_time
 
     tier = {v.name for v in registry.VARIANTS.values() if v.framework in frameworks
             and v.kind == "idiomatic"  # the modules' tier, not the framework's functional core

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from harness.analysis import cost as model
 from harness.report.fits import POOR_FIT_NOTE
-from harness.report.sources import Source, device_label, fmt_measured_width, fmt_width
+from harness.report.sources import (
+    Source,
+    device_label,
+    fmt_measured_width,
+    fmt_width,
+    single_device,
+    variant_rank,
+)
 from harness.tables import markdown_table, md_code
 from implementations import registry
 
@@ -19,7 +26,6 @@ INTRO = ("## Where a GPU starts beating a CPU\n\nFrom the fitted cost models: th
 
 
 def section(sources: list[Source]) -> str:
-    from harness.report.sources import single_device, variant_rank
 
     per_file = [(s, sorted(model.fit_cases(s.run.cases), key=lambda f: variant_rank(f.variant)))
                 for s in single_device(sources)]

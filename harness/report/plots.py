@@ -14,6 +14,7 @@ import numpy as np
 
 from harness.analysis import cost as model
 from harness.record.results import Case
+from harness.record.summary import fmt_bytes
 from harness.tables import fmt_time
 from implementations import registry
 
@@ -38,7 +39,7 @@ def color_of(variant: str) -> str:
 def is_ours(path: Path) -> bool:
     """True if ``path`` is a PNG written by this report (its Software metadata says so)."""
     try:
-        from PIL import Image
+        from PIL import Image  # Pillow comes with matplotlib: only the report reads its PNGs
 
         with Image.open(path) as image:
             return image.info.get("Software") == SOFTWARE
@@ -47,8 +48,10 @@ def is_ours(path: Path) -> bool:
 
 
 def new_figure(width: float, height: float):
-    import matplotlib
-    from matplotlib.figure import Figure
+    import matplotlib  # matplotlib takes a second to import: only the report draws
+    from matplotlib.figure import (
+        Figure,  # matplotlib takes a second to import: only the report draws
+    )
 
     # every label is plain text: a "$...$" in a stored name is shown, never read as mathtext
     # (where an unknown macro is an error)
@@ -108,14 +111,19 @@ def draw_dots(ax, rows: list[tuple[str, Case]]) -> None:
 
 def time_axis(axis) -> None:
     """Ticks at powers of ten, labelled as the tables write times (5.7 ns, 3.15 µs, 25 ms)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.ticker import (  # matplotlib takes a second to import: only the report draws
+        FuncFormatter,
+        LogLocator,
+    )
 
     axis.set_major_locator(LogLocator(base=10))
     axis.set_major_formatter(FuncFormatter(lambda x, _: fmt_time(x)))
 
 
 def dot_legend(fig) -> None:
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import (
+        Line2D,  # matplotlib takes a second to import: only the report draws
+    )
 
     handles = [Line2D([], [], marker=m, ls="", color="grey", label=kind)
                for kind, m in KIND_MARKERS.items()]
@@ -143,7 +151,9 @@ def sweep_times(title: str, shape: model.GroupKey, by_device: dict, panel_titles
     """Log-log µs per step against FLOPs per step, measured (solid) and fitted (dashed, over
     the fitted points only); ``shape`` has no variant or device, ``fits`` are by group,
     ``by_device`` is {device: {variant: {d: case}}}."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import (
+        Line2D,  # matplotlib takes a second to import: only the report draws
+    )
 
     fig = new_figure(5.6 * len(by_device) + 1.6, 4.6)
     left_out = False
@@ -270,15 +280,18 @@ def sweep_memory(title: str, by_variant: dict[str, dict[int, Case]], order, path
 
 
 def _byte_locator():
-    from matplotlib.ticker import LogLocator
+    from matplotlib.ticker import (
+        LogLocator,  # matplotlib takes a second to import: only the report draws
+    )
 
     return LogLocator(base=4, numticks=12)
 
 
 def _bytes_formatter():
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import (
+        FuncFormatter,  # matplotlib takes a second to import: only the report draws
+    )
 
-    from harness.record.summary import fmt_bytes
 
     return FuncFormatter(lambda y, _: fmt_bytes(y))
 
@@ -313,7 +326,9 @@ def ladder(title: str, ladders: dict, path: Path) -> None:
         ax.set_title(f"{problem.label()} · {device}", fontsize=10, loc="left")
         ax.grid(True, axis="x", alpha=0.3)
     axes[-1].set_xlabel("time per SGD step")
-    from matplotlib.patches import Patch
+    from matplotlib.patches import (
+        Patch,  # matplotlib takes a second to import: only the report draws
+    )
 
     handles = [Patch(color=LADDER_COLORS[k], label=label) for k, label in (
         ("bottom", "a bottom rung"), ("below", "the rung below"), ("adds", "what this rung adds"))]
@@ -334,7 +349,9 @@ PART_COLORS = {"forward": "#4c72b0", "backward": "#dd8452", "update": "#55a868",
 def phases(title: str, found: list, path: Path) -> None:
     """A stacked bar per case, in % of its whole step: forward, backward, update and the rest
     of the step (hatched grey); parts that add up to more than the step run past 100%."""
-    from matplotlib.patches import Patch
+    from matplotlib.patches import (
+        Patch,  # matplotlib takes a second to import: only the report draws
+    )
 
     fig = new_figure(8.0, 1.4 + 0.32 * len(found))
     ax = fig.subplots()
@@ -362,7 +379,9 @@ def phases(title: str, found: list, path: Path) -> None:
 
 
 def _time_formatter():
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import (
+        FuncFormatter,  # matplotlib takes a second to import: only the report draws
+    )
 
     return FuncFormatter(lambda x, _: fmt_time(x) if x > 0 else "0")
 # ---- scale files: efficiency against workers ----------------------------------------------------
@@ -371,7 +390,9 @@ def scaling_efficiency(title: str, panels: dict[str, dict[str, tuple[list, list,
                        path: Path) -> None:
     """Efficiency against N, one panel per scaling mode: measured solid, predicted dashed,
     one colour per line ({panel: {label: (workers, measured, predicted)}}; None is a gap)."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import (
+        Line2D,  # matplotlib takes a second to import: only the report draws
+    )
 
     fig = new_figure(5.2 * len(panels) + 1.8, 4.2)
     labels = list(dict.fromkeys(label for lines in panels.values() for label in lines))

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -109,7 +109,7 @@ def read(path: str | Path) -> dict:
         except json.JSONDecodeError as exc:
             raise BenchError(f"{path.name}:{exc.lineno}: not JSON ({exc.msg})") from None
     try:
-        import tomllib
+        import tomllib  # the standard library from Python 3.11 (tomli before)
     except ImportError:  # Python 3.10
         raise BenchError(f"{path.name}: TOML needs Python 3.11 or later; write it as JSON"
                          ) from None
@@ -247,7 +247,6 @@ def value_of(item, k: int, problem: Problem, where: str) -> Published:
 
 def placed(p: Published, item: dict, problem: Problem, where: str) -> Published:
     """The value with its tensor, entry and input checked against the network."""
-    from dataclasses import replace
 
     spec = problem.spec
     if p.what == "loss":
