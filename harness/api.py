@@ -214,7 +214,7 @@ def remember(run: Run, path: Path) -> None:
 
 
 def records(runs: Run | Iterable[Run]) -> list[dict]:
-    """One flat dict per case of every run, with the columns of ``harness.records.COLUMNS``
+    """One flat dict per case of every run, with the columns of ``harness.record.rows.NAMES``
     (its file when it came from ``load``, machine, device, variant, framework, kind, network,
     widths, dtype, batch, status, median_s, iqr_s, min_s, first_call_s, compile_s,
     flops_per_step, gflops, memory figures, ...); times in seconds per step."""
@@ -229,4 +229,4 @@ def dataframe(runs: Run | Iterable[Run]):
     except ImportError:
         raise BenchError("dataframe() needs pandas, which is not installed: pip install "
                          "pandas") from None
-    return pandas.DataFrame(records(runs), columns=list(flat.COLUMNS))
+    return pandas.DataFrame(records(runs), columns=list(flat.NAMES))

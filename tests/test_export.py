@@ -55,7 +55,7 @@ def test_each_ok_case_is_a_benchmark_of_per_step_times_with_iterations_k(two_fil
     assert bench["stats"]["median"] == pytest.approx(case.median)
     assert bench["group"] == f"{case.problem.label()} on cpu" and bench["name"] == case.variant
     assert bench["extra_info"]["block_steps"] == t.block_steps
-    assert list(bench["extra_info"]) == list(records.COLUMNS)
+    assert list(bench["extra_info"]) == list(records.NAMES)
     assert doc["commit_info"]["id"] == run.commit.id
     assert doc["machine_info"]["node"] == run.machine.hostname
 
@@ -100,7 +100,7 @@ def test_csv_has_one_row_per_case_with_the_records_columns(two_files, tmp_path):
     with open(out) as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert tuple(reader.fieldnames) == records.COLUMNS
+    assert tuple(reader.fieldnames) == records.NAMES
     assert len(rows) == len(store.read_run(two_files[0]).cases)  # failed ones too
     failed = next(r for r in rows if r["status"] == "failed")
     assert failed["median_s"] == "" and failed["reason"]
@@ -110,7 +110,7 @@ def test_csv_has_one_row_per_case_with_the_records_columns(two_files, tmp_path):
 
 def test_the_default_out_is_standard_output(two_files, capsys):
     assert cli.main(["export", str(two_files[0]), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith(",".join(records.COLUMNS[:3]))
+    assert capsys.readouterr().out.startswith(",".join(records.NAMES[:3]))
 
 
 def test_an_existing_out_is_never_overwritten_without_force(two_files, tmp_path, capsys):

@@ -16,6 +16,7 @@ import pytest
 
 from harness import cli, report
 from harness.measure import environment
+from harness.record import rows as records
 from harness.record import store, summary
 from harness.record.results import ResultsError
 from harness.report import ceilings, code, fits, glance, gpu_cpu, provenance, sources
@@ -334,13 +335,13 @@ def test_a_killed_run_is_marked_incomplete(tmp_path):
 def test_compile_column_only_for_variants_with_a_baseline():
     rows = {(r.case.variant, r.network): r for r in summary.derive(h.run_file())}
     worked = h.WORKED.label()
-    col = summary.headers().index("compile")
-    first = summary.headers().index("first call")
+    col = records.headers().index("compile")
+    first = records.headers().index("first call")
     for variant in ("python", "numpy", "torch", "jax-eager"):
-        cells = summary.row_cells(rows[(variant, worked)])
+        cells = records.row_cells(rows[(variant, worked)])
         assert cells[col] == "—" and cells[first] != "—", variant
-    assert summary.row_cells(rows[("torch-compile", worked)])[col] == "2.4 s"
-    assert summary.row_cells(rows[("limit", worked)])[col] == "200 ms"
+    assert records.row_cells(rows[("torch-compile", worked)])[col] == "2.4 s"
+    assert records.row_cells(rows[("limit", worked)])[col] == "200 ms"
 
 
 def test_report_compile_table_lists_only_variants_with_a_baseline(built):

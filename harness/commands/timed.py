@@ -18,6 +18,7 @@ from harness.measure.instructions import CountConfig
 from harness.measure.timing import TimingConfig
 from harness.procs import runner
 from harness.record import counts, store, summary
+from harness.record import rows as records
 from harness.record.results import Case
 from implementations.problem import BenchError
 
@@ -105,7 +106,7 @@ def run(networks: plans.Networks, t: Timed) -> int:
     if result is None:
         return 130
     print()
-    print(summary.run_table(result))
+    print(records.run_table(result))
     if plan.count is not None:
         print(f"\n{counts.caption(result)}\n{counts.table(result)}")
     ladder = summary.ladder_table(result)

@@ -11,7 +11,7 @@ with the file name when several files are exported together), ``extra_info`` the
 record (``harness.record.rows``). Failed and unavailable cases are left out, and said so on
 stderr; ``machine_info`` and ``commit_info`` are the first file's.
 
-CSV holds one row per case of every file, with the columns of ``harness.records.COLUMNS``.
+CSV holds one row per case of every file, with the columns of ``harness.record.rows.NAMES``.
 """
 
 from __future__ import annotations
@@ -127,9 +127,9 @@ def cell(value):
 
 
 def to_csv(loaded: list[tuple[Path, Run]]) -> str:
-    """One row per case of every file, ``records.COLUMNS`` as the header."""
+    """One row per case of every file, ``records.NAMES`` as the header."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=records.COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=records.NAMES, lineterminator="\n")
     writer.writeheader()
     for path, run in loaded:
         writer.writerows({k: cell(v) for k, v in r.items()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from harness.measure.timing import steps_to_pay_off
 from harness.record.results import Case, Run
-from harness.tables import fmt_ratio, fmt_time, md_code, md_escape, text_table
+from harness.tables import fmt_ratio, fmt_time, md_code, text_table
 from implementations import registry
 
 
@@ -101,29 +101,6 @@ def in_order(run: Run, rows: list[Row]) -> list[Row]:
     return sorted(rows, key=key)
 
 
-def headers() -> list[str]:
-    return ["network", "variant", "kind", "device", "per step", "IQR", "between rounds", "min",
-            "× limit", f"× {reference_name()}", "first call", "compile", "pays off after",
-            "status"]
-
-
-ALIGN = "llllrrrrrrrrrl"
-
-
-def row_cells(r: Row, markdown: bool = False) -> list[str]:
-    """The cells of one derived row, in ``headers()`` order; Markdown quotes the variant and
-    keeps the status short (the reasons are listed under the table). "compile" is "—" for a
-    variant with no registered baseline (it does not compile; its first call is a cold call)."""
-    c = r.case
-    status = c.status if markdown and not c.ok else status_text(c)
-    t = c.timing if c.ok else None
-    return [r.network, md_code(c.label) if markdown else c.label,
-            md_escape(c.kind) if markdown else c.kind, c.device,
-            fmt_time(c.median), fmt_pct(c.iqr_pct), fmt_pct(c.round_spread_pct),
-            fmt_time(t and t.per_step.min_s), fmt_ratio(r.x_limit), fmt_ratio(r.x_reference),
-            fmt_time(t and t.first_call_s), fmt_time(r.compile), r.pays_off or "—", status]
-
-
 def fmt_pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.0f}%"
 
@@ -160,11 +137,6 @@ def memory_table(run: Run) -> str:
     """What each case's steps add to memory, against what the network needs at minimum."""
     rows = [cells for r in in_order(run, derive(run)) if (cells := memory_cells(r.case))]
     return text_table(MEMORY_HEADERS, rows, "lllrrrrrl") if rows else ""
-
-
-def run_table(run: Run) -> str:
-    """The table `backprop-bench run` prints at the end."""
-    return text_table(headers(), [row_cells(r) for r in in_order(run, derive(run))], ALIGN)
 
 
 def case_line(case: Case, done: int, total: int) -> str:

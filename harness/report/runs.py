@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.record import counts, summary
+from harness.record import rows as records
 from harness.record.results import Case
 from harness.report import plots, state
 from harness.report.fits import model_table
@@ -35,11 +36,11 @@ def section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
 
 def summary_table(rows: list[summary.Row]) -> str:
     """The `run` table of harness.summary, in Markdown (the device is in the heading above)."""
-    headers = summary.headers()
+    headers = records.headers()
     keep = [i for i, h in enumerate(headers) if h != "device"]
-    table = [[cells[i] for i in keep] for cells in (summary.row_cells(r, True) for r in rows)]
+    table = [[cells[i] for i in keep] for cells in (records.row_cells(r, True) for r in rows)]
     return markdown_table([headers[i] for i in keep], table,
-                          "".join(summary.ALIGN[i] for i in keep))
+                          "".join(records.align()[i] for i in keep))
 
 
 def counts_table(run, device: str) -> str:
