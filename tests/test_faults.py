@@ -114,8 +114,9 @@ import helpers_results as h
 import pytest
 
 from harness import cli
-from harness.commands import basic as commands
+from harness.commands import check as check_command
 from harness.commands import plans
+from harness.commands import run as run_command
 from harness.measure import environment
 from harness.measure.timing import TimingConfig
 from harness.procs import runner
@@ -574,7 +575,8 @@ def test_check_takes_gpu_as_run_does(monkeypatch, capsys):
     def no_gpu(device):
         raise BenchError(f"--device {device}: no framework here can use it")
 
-    monkeypatch.setattr(commands, "require_device", no_gpu)
+    monkeypatch.setattr(check_command, "require_device", no_gpu)
+    monkeypatch.setattr(run_command, "require_device", no_gpu)
     for argv in (["check", "--device", "gpu"], ["run", "--device", "gpu", *FAST]):
         assert cli.main(argv) == 2
         one_line(capsys.readouterr().err, "--device cuda: no framework here can use it")

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from harness import cli
-from harness.commands import basic as commands
+from harness.commands import run as run_command
 from harness.measure.timing import TimingConfig
 from harness.procs import child, messages, runner, worker
 from harness.record import store
@@ -82,7 +82,7 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, monkeypatch):
     def no_cuda(device):
         raise cli.BenchError(f"--device {device}: no framework here can use it")
 
-    monkeypatch.setattr(commands, "require_device", no_cuda)
+    monkeypatch.setattr(run_command, "require_device", no_cuda)
     assert cli.main(["run", "--device", "gpu", "--out", str(tmp_path / "r.json")]) == 2
     assert "--device cuda: no framework" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()

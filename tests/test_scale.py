@@ -12,7 +12,8 @@ import pytest
 
 from harness import cli
 from harness.analysis import scaling as scale_model
-from harness.commands import scale, timed
+from harness.commands import scale
+from harness.commands.options import Timed
 from harness.procs import allreduce
 from harness.record import store
 from harness.record.results import Run, case_id
@@ -30,11 +31,11 @@ def test_strong_weak_and_compute_points():
     assert weak == {(8, 64, 1), (8, 256, 4)}
 
 
-def options(**kw) -> timed.Timed:
+def options(**kw) -> Timed:
     base = dict(device="cpu", variants=None, frameworks=None, threads=None,
                 time_per_case=0.05, processes=1, no_peak=True, out=None, force=False,
                 timeout=None, results_dir="results")
-    return timed.Timed(**{**base, **kw})
+    return Timed(**{**base, **kw})
 
 
 def test_the_plan_runs_each_point_once_for_every_data_parallel_variant():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from harness.measure.environment import gpu_info
 from implementations import launch, registry
@@ -54,3 +57,15 @@ def check_environment() -> None:
     commit = os.environ.get("BACKPROP_BENCH_COMMIT", "")
     if commit and not re.fullmatch(r"[0-9a-fA-F]{7,64}", commit.strip()):
         raise BenchError(f"BACKPROP_BENCH_COMMIT={commit!r}: must be a commit id (hexadecimal)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its module defines COMMAND, and harness.cli lists it."""
+
+    name: str
+    help: str
+    description: str
+    examples: tuple[str, ...]
+    arguments: Callable[[argparse.ArgumentParser], None]
+    call: Callable[[argparse.Namespace], int]

@@ -21,25 +21,43 @@ with the same selection; ``check --workers`` checks the data-parallel variants
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
-from types import ModuleType
 
 import numpy as np
 
 from harness.commands import check_workers, plans, scale
-from harness.commands.base import require_device
+from harness.commands.base import Command, require_device
+from harness.commands.check_example import example_command, run_example  # noqa: F401 (the API)
+from harness.commands.check_select import (  # noqa: F401 (the API)
+    SLOW_BUILD_S,
+    Selection,
+    built,
+    duration,
+    gradient_modules,
+    select,
+    split_slow,
+    stderr,
+)
+from harness.commands.options import (
+    add_check_timeout,
+    add_networks,
+    add_selection,
+    device,
+    networks_of,
+    positive,
+    with_check_timeout,
+)
 from harness.measure import environment
 from harness.measure.check import diagnose, judge
-from harness.measure.check import example as examples
 from harness.measure.check import learner as learners
 from harness.measure.check.judge import attempt
 from harness.measure.check.learner import Learner
 from harness.measure.check.reference import rounded_start
 from harness.measure.check.render import render
-from harness.measure.check.report import Report, crash_reason, label
+from harness.measure.check.report import Report, label
 from harness.measure.environment import default_threads
 from harness.procs import isolated
 from implementations import registry
@@ -76,118 +94,6 @@ def command(networks: plans.Networks, frameworks: tuple[str, ...] | None,
     print(render(report, problems, steps))
     return 0 if report.passed else 1
 
-
-
-# ---- the selection, the settings and the run ---------------------------------------------
-
-SLOW_BUILD_S = 10.0  # a variant that compiles for longer on a cold cache is left out by default
-
-
-def stderr(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
-@dataclass
-class Selection:
-    """What a check runs: gradient modules here, variants (here or isolated), the learner."""
-
-    modules: dict[str, ModuleType] = field(default_factory=dict)
-    variants: list[Variant] = field(default_factory=list)
-    learner: Learner | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def local(self) -> list[Variant]:
-        return [v for v in self.variants if not registry.FRAMEWORKS[v.framework].isolated]
-
-    @property
-    def isolated(self) -> list[Variant]:
-        return [v for v in self.variants if registry.FRAMEWORKS[v.framework].isolated]
-
-
-def gradient_modules(frameworks: tuple[str, ...] | None, notes: list[str]) -> dict:
-    """The gradient modules of the frameworks asked for (all by default). Asked-for but
-    missing is an error; missing from the default set is a note."""
-    if frameworks == ():
-        raise BenchError("--framework is empty: name at least one framework")
-    names = frameworks or [n for n, f in registry.FRAMEWORKS.items() if f.gradients]
-    modules = {}
-    for name in names:
-        fw = registry.get_framework(name)
-        if not fw.gradients:
-            if frameworks and not registry.variants_of(name):
-                raise BenchError(f"{name} declares no variant to check")
-            continue
-        try:
-            modules[name] = registry.import_module(name)
-        except Unavailable as exc:
-            if frameworks:
-                raise
-            notes.append(str(exc))
-    return modules
-
-
-def select(frameworks: tuple[str, ...] | None, names: tuple[str, ...] | None,
-           problems: list[Problem], device: str, include_all: bool = False,
-           learner: Learner | None = None) -> Selection:
-    """The subjects of a check (step 1 of the module docstring)."""
-    sel = Selection(learner=learner)
-    sel.modules = gradient_modules(frameworks, sel.notes)
-    chosen = frameworks if frameworks else None
-    default = [v for v in registry.VARIANTS.values() if not v.distributed and (
-        v.framework in sel.modules or (chosen is None and not registry.FRAMEWORKS[
-            v.framework].gradients) or (chosen is not None and v.framework in chosen))]
-    variants, explicit = plans.variants(names, None, default)
-    sel.notes += [f"{v.name} is data-parallel: 'check --workers N' checks it; skipped"
-                  for v in variants if v.distributed]
-    variants = [v for v in variants if not v.distributed]
-    for v in variants if explicit else []:
-        reasons = [v.why_not(p, device) for p in problems]
-        if all(reasons):
-            raise BenchError(f"variant {v.name} cannot run any case asked for: {reasons[0]}")
-    if not (explicit or include_all):
-        variants, slow = split_slow(variants, problems, device)
-        if slow:
-            sel.notes.append(left_out_note(slow))
-    sel.variants = variants
-    if not (sel.modules or sel.variants or learner):
-        raise BenchError("no framework is available: " + "; ".join(sel.notes))
-    return sel
-
-
-def split_slow(variants: list[Variant], problems: list[Problem], device: str
-               ) -> tuple[list[Variant], list[Variant]]:
-    """(kept, left out): a slow-building variant is kept only if built for every problem."""
-    kept, slow = [], []
-    for v in variants:
-        if v.build_s < SLOW_BUILD_S or all(built(v, p, device) for p in problems
-                                           if not v.why_not(p, device)):
-            kept.append(v)
-        else:
-            slow.append(v)
-    return kept, slow
-
-
-def built(v: Variant, problem: Problem, device: str) -> bool:
-    """Whether the variant's module says its compiled code for this problem is cached."""
-    try:
-        module = registry.import_module(v.framework)
-    except Unavailable:
-        return True  # kept, to be reported unavailable with its reason
-    ask = getattr(module, "built", None)
-    return bool(ask and ask(v, problem, device))
-
-
-def left_out_note(slow: list[Variant]) -> str:
-    low, high = min(v.build_s for v in slow), max(v.build_s for v in slow)
-    span = duration(low) if low == high else f"{duration(low)} to {duration(high)}"
-    return (f"left out: {', '.join(v.name for v in slow)}: each compiles for about {span} "
-            f"here on a cold cache and is not built for these networks yet; 'check --all' "
-            f"includes them (or name them with --variants)")
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 # ---- settings ---------------------------------------------------------------------------------
@@ -312,88 +218,56 @@ def learner_trajectory(problem: Problem, learner: Learner, steps: int, report: R
     attempt(problem, learner.name, report, go)
 
 
-# ---- check --example ------------------------------------------------------------------------
+# ---- the subcommand -------------------------------------------------------------------------
 
-def run_example(example: examples.Example, selection: Selection, say) -> examples.Outcome:
-    """Every selected framework's functions and variant's Trainer on the example."""
-    outcome = examples.Outcome(example)
-    for name, module in selection.modules.items():
-        why = registry.main_variant(name).why_not(example.problem, "cpu")
-        if why:
-            outcome.notes.append(f"gradients: {why}; skipped")
-            continue
-        outcome_of(outcome, name, lambda m=module: examples.module_values(m, example))
-    for v in selection.local:
-        why = v.why_not(example.problem, "cpu")
-        if why:
-            outcome.notes.append(f"trajectory: {why}; skipped")
-            continue
-        outcome_of(outcome, v.name, lambda v=v: examples.trainer_values(v, example))
-    for framework in dict.fromkeys(v.framework for v in selection.isolated):
-        mine = [v for v in selection.isolated if v.framework == framework
-                and not v.why_not(example.problem, "cpu")]
-        for name, got in (isolated_values(mine, example, say) if mine else {}).items():
-            if isinstance(got, str):
-                outcome.notes.append(f"{name}: {got}; skipped")
-            else:
-                outcome.got[name] = got
-    return outcome
-
-
-def outcome_of(outcome: examples.Outcome, name: str, fn) -> None:
-    """fn()'s Values under name. A variant named as its framework (numpy, torch, jax) is one
-    subject with it: its Trainer gives the weights and losses, the functions the rest."""
-    try:
-        values = fn()
-        before = outcome.got.get(name)
-        if before is not None and not before.crashed:
-            before.loss.update(values.loss)
-            before.weights.update(values.weights)
-            values = before
-        outcome.got[name] = values
-    except Unavailable as exc:
-        outcome.notes.append(f"{name}: {exc}; skipped")
-    except Exception as exc:  # a crash is that subject's failure, said with its cause
-        outcome.notes.append(f"{name}: {crash_reason(exc)}")
-        outcome.got[name] = examples.Values(crashed=True)
+def check_args(p: argparse.ArgumentParser) -> None:
+    add_networks(p, "default: the worked example (1-1-1 linear, batch 1, float64) and 3-4-4-3 "
+                 "tanh with bias, batch 5, float64 and float32: together they catch the classic "
+                 "backprop bugs (a dropped 1/batch, a missing 1/2, W for W^T, a wrong "
+                 "derivative, ...); --activation, --bias/--no-bias and --batch change both; "
+                 "--widths networks take batch 5 (1-1-1: batch 1) unless --batch is given")
+    add_selection(p, "every variant of the frameworks checked, but those whose cold build "
+                  "takes minutes and is not cached yet (said in the output; --all includes "
+                  "them)")
+    p.add_argument("--all", dest="include_all", action="store_true",
+                   help="also the variants whose cold build takes minutes (torch-loop, the "
+                        "torch.compile blocks), building them where they are not cached")
+    p.add_argument("--impl", metavar="FILE.py",
+                   help="also check your own backward pass: a NumPy file defining grads(params, "
+                        "x, y) -> (E, grads) and optionally sgd_step(params, x, y, lr), "
+                        "ACTIVATION and BIAS (see examples/learner_backprop.py)")
+    p.add_argument("--example", metavar="FILE",
+                   help="check a published worked example instead (TOML or JSON: network, "
+                        "weights, data, and the values printed; see examples/): every "
+                        "framework must reproduce it to the printed digits")
+    p.add_argument("--steps", type=int, default=100, help="trajectory length (default: 100; a "
+                   "block variant runs its block at least twice, then a remainder)")
+    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda (also: gpu)")
+    p.add_argument("--threads", type=positive(int), help="threads for every framework, set as "
+                   "run sets them (default: all usable cores)")
+    p.add_argument("--workers", type=positive(int), metavar="N",
+                   help="check the data-parallel variants on N workers instead: the gradient "
+                        "each worker steps with against the full batch's, the trajectory, and "
+                        "every worker's parameters equal (default network 4,16,16,4 tanh, "
+                        "batch 8·N; use N >= 2: at N = 1 a missing all-reduce cannot show)")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="let more workers than cores share them (marked in the results)")
+    add_check_timeout(p)
 
 
-def isolated_values(variants: list, example: examples.Example, say) -> dict:
-    """The Trainers of a framework that needs a process of its own, through ``demo``'s
-    replay: {variant: Values or the reason it could not run}."""
-    afters = sorted({q.after for q in example.published} | {0})
-    names = [v.name for v in variants]
-    say(f"example: {', '.join(names)}, in a process of its own")
-    try:
-        answers = isolated.ask({"do": "replay", "variants": names, "epochs": afters,
-                                "problem": isolated.problem_json(example.problem)})
-    except BenchError as exc:
-        return dict.fromkeys(names, str(exc))
-    out = {}
-    spec = example.problem.spec
-    for name, answer in answers.items():
-        if "unavailable" in answer:
-            out[name] = answer["unavailable"]
-            continue
-        values = examples.Values()
-        if answer.get("grads") is not None:
-            values.grads = dict(zip(spec.param_names(), map(np.asarray, answer["grads"])))
-        for after, E, params in answer["snapshots"]:
-            values.loss[after] = float(E)
-            values.weights[after] = examples.named(spec, [(np.asarray(W), None if b is None else
-                                                  np.asarray(b)) for W, b in params])
-        out[name] = values
-    return out
-
-
-def example_command(path: str, frameworks, names, device: str, include_all: bool) -> int:
-    """`check --example FILE`: 0 if every value is reproduced by every subject."""
-    if device != "cpu":
-        raise BenchError("--example runs on the CPU only")
-    example = examples.read_example(path)
-    selection = select(frameworks, names, [example.problem], "cpu", include_all)
-    outcome = run_example(example, selection, stderr)
-    outcome.notes = selection.notes + outcome.notes
-    print(examples.render(outcome))
-    return 0 if outcome.passed else 1
-
+COMMAND = Command(
+    "check", "verify gradients against finite differences, the closed form, each other "
+    "and a training trajectory; exit 1 on any disagreement",
+    "Check each framework's loss and gradients, and each variant's own, against "
+    "float64 finite differences of an independent forward pass, an exact float64 "
+    "chain rule and the worked example's closed form (1-1-1), then train every "
+    "variant N steps against the float64 reference trajectory. Each is judged on its "
+    "own evidence (the median of the others is shown beside it); a failure is named "
+    "in one line when it fits a known bug class. --impl checks your own backward pass "
+    "the same way, --example a published worked example.",
+    ("check", "check --widths 4,16,16,4 --activation tanh --bias --batch 5 --dtype "
+     "float32,float64", "check --impl examples/learner_backprop.py",
+     "check --example examples/mazur-2015.toml", "check --all"),
+    check_args, lambda a: with_check_timeout(a, lambda: command(
+        networks_of(a), a.framework, a.variants, a.steps, a.device, a.workers,
+        a.oversubscribe, a.include_all, a.impl, a.example, a.threads)))

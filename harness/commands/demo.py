@@ -8,13 +8,15 @@ for 0.4 and -200 (it should have learned to invert its input).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from harness.commands import check, plans
-from harness.commands.base import PROG, note
+from harness.commands.base import PROG, Command, note
+from harness.commands.options import add_check_timeout, csv, with_check_timeout
 from harness.measure.check.render import settings_line
 from harness.measure.environment import apply_settings, default_threads
 from harness.procs import isolated
@@ -22,12 +24,14 @@ from harness.tables import text_table
 from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import (
+    DEFAULT_LR,
     BenchError,
     NetworkSpec,
     Problem,
     cast_problem,
     make_problem,
     map_params,
+    validate_lr,
 )
 
 PROBES = (0.4, -200.0)
@@ -228,3 +232,27 @@ def demo_trainers(problem, epochs: int, frameworks, variant_names,
             else:
                 out[name] = got
     return out
+
+
+# ---- the subcommand -------------------------------------------------------------------------
+
+def demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--framework", type=csv, metavar="F,F",
+                   help="comma list (default: every available one)")
+    p.add_argument("--variants", type=csv, metavar="V,V", help="comma list of variants whose "
+                   "Trainers replay it too (default: every variant of the frameworks shown)")
+    p.add_argument("--epochs", type=int, default=100, help="SGD steps (default: 100)")
+    p.add_argument("--lr", default=str(DEFAULT_LR), help=f"learning rate (default: {DEFAULT_LR})")
+    add_check_timeout(p)
+
+
+COMMAND = Command(
+    "demo", "replay the worked example in every framework, side by side",
+    "Train the 1-1-1 worked example (w_ih = 0.15, w_ho = 0.3, X = 1 -> Y = -1) with "
+    "each framework's own forward and sgd_step, and show the output, loss and weights "
+    "at chosen epochs, then what the trained network predicts for 0.4 and -200; then "
+    "the same training by every variant's own Trainer (nn.Module, Flax, Keras, "
+    "compiled, fused), with the gradients it computes its own way.",
+    ("demo", "demo --framework numpy,jax --epochs 20 --lr 0.05"), demo_args,
+    lambda a: with_check_timeout(a, lambda: command(a.framework, a.epochs,
+                                                  validate_lr(a.lr), a.variants)))

@@ -1,13 +1,16 @@
 """The command line's value types and shared option groups: each turns flags into typed
-values (``plans.Networks``, ``timed.Timed``) or fails with one line."""
+values (``plans.Networks``, ``Timed``) or fails with one line."""
 
 from __future__ import annotations
 
 import argparse
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from harness.commands import plans, timed
+from harness.commands import plans
+from harness.measure.check import deadline
+from harness.measure.environment import default_threads
 from implementations import registry
 from implementations.problem import ACTIVATIONS, DTYPES, BenchError, parse_widths, validate_lr
 
@@ -18,6 +21,31 @@ DEVICES = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda"}
 
 class UsageError(BenchError):
     """A bad command line."""
+
+
+@dataclass(frozen=True)
+class Timed:
+    """The options `run` and `sweep` share."""
+
+    device: str
+    variants: tuple[str, ...] | None
+    frameworks: tuple[str, ...] | None
+    threads: int | None
+    time_per_case: float
+    processes: int
+    no_peak: bool
+    out: str | None
+    force: bool
+    timeout: float | None
+    results_dir: str
+    count: bool = False  # also count instructions per step under Valgrind (run --measure)
+    count_target: float | None = None  # instructions per counted block (None: the default)
+
+    def thread_count(self) -> int:
+        usable = default_threads()
+        if self.threads is not None and self.threads > usable:
+            raise BenchError(f"--threads {self.threads}: only {usable} cores are usable here")
+        return self.threads or usable
 
 
 # ---- value types (argparse ``type=``: a bad value is one line) --------------------------------
@@ -130,10 +158,25 @@ def add_timed(p: argparse.ArgumentParser, command: str, per_case: float, process
     p.add_argument("--results-dir", default="results", help=argparse.SUPPRESS)
 
 
-def timed_of(a) -> timed.Timed:
+def timed_of(a) -> Timed:
     if a.out is not None and not a.out.strip():
         raise UsageError("--out is empty: give a file path")
-    return timed.Timed(a.device, a.variants, a.framework, a.threads, a.time_per_case,
+    return Timed(a.device, a.variants, a.framework, a.threads, a.time_per_case,
                           a.processes, a.no_peak, a.out, a.force, a.timeout, a.results_dir,
                           getattr(a, "measure", "time") == "instructions",
                           getattr(a, "count_target", None))
+
+
+def add_check_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=positive(float), metavar="SECONDS",
+                   help="per piece of work (one variant's gradients or trajectory on one "
+                        "network): one that takes longer fails with that cause and the rest "
+                        "go on; one that cannot be interrupted (a hang in C) ends the command "
+                        f"{deadline.GRACE_S:g} s later, exit {deadline.EXIT_HUNG} (default: "
+                        f"{deadline.DEFAULT_S:g} s)")
+
+
+def with_check_timeout(a: argparse.Namespace, call: Callable[[], int]) -> int:
+    """``call()`` with check's --timeout in force (here and in the processes it starts)."""
+    deadline.set_seconds(a.timeout)
+    return call()

@@ -18,20 +18,32 @@ The published figures the report uses to predict the step on hardware that is no
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from dataclasses import dataclass
 
 from harness.analysis import scaling as scale_model
 from harness.analysis.scaling import MODES, fit_allreduce, global_batch, gradient_bytes
-from harness.commands import check_workers, plans, timed
-from harness.commands.base import PROG, OutputClosed, require_device
+from harness.commands import check_workers, plans
+from harness.commands.base import PROG, Command, OutputClosed, require_device
+from harness.commands.options import (
+    LR_HELP,
+    add_selection,
+    add_timed,
+    csv,
+    ints,
+    lr_of,
+    positive,
+    timed_of,
+)
+from harness.commands.run import claim, exit_status
 from harness.measure.timing import TimingConfig
 from harness.procs import allreduce, runner
 from harness.record import store, summary
 from harness.tables import fmt_ratio, fmt_time, text_table
 from implementations.launch import OVERSUBSCRIBE
-from implementations.problem import BenchError
+from implementations.problem import ACTIVATIONS, DTYPES, BenchError
 
 DEFAULT_SIZES = (16, 256, 1024)
 DEFAULT_WORKERS = (1, 2)
@@ -150,7 +162,7 @@ def command(o: Options, t) -> int:
     threads = t.thread_count()
     plan = make_plan(o, t, threads)
     plan.cases()  # a variant that can run nothing fails here, before any output
-    path = timed.claim("scale", t)
+    path = claim("scale", t)
     print(f"{PROG} scale: writing {path}", flush=True)
     try:
         result = runner.execute(plan, path, lambda c, d, n: print(summary.case_line(c, d, n),
@@ -171,7 +183,7 @@ def command(o: Options, t) -> int:
     for text in result.notes:
         print(f"note: {text}")
     print(f"\nresults: {path}; the report shows the model: {PROG} report {path}")
-    return timed.exit_status(result.cases, True)
+    return exit_status(result.cases, True)
 
 
 def tables(run) -> str:
@@ -194,3 +206,56 @@ def tables(run) -> str:
 
 def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
+
+
+# ---- the subcommand -------------------------------------------------------------------------
+
+def scale_args(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument("--workers", type=ints, default=DEFAULT_WORKERS, metavar="N,N",
+                   help="comma list of worker counts, one core (CPU) or one GPU each "
+                        f"(default: {','.join(map(str, DEFAULT_WORKERS))})")
+    p.add_argument("--sizes", type=ints, default=DEFAULT_SIZES, metavar="D,D",
+                   help="comma list of d of the [d, d, d] networks (default: "
+                        f"{','.join(map(str, DEFAULT_SIZES))})")
+    p.add_argument("--batch", type=positive(int), default=DEFAULT_BATCH,
+                   help="the global batch of strong scaling, and each worker's batch of weak "
+                        f"scaling (default: {DEFAULT_BATCH})")
+    p.add_argument("--scaling", type=csv, default=("strong", "weak"), metavar="MODE,MODE",
+                   help="strong, weak or both (default: both)")
+    p.add_argument("--dtype", default="float32", help="(default: float32)")
+    p.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
+    p.add_argument("--lr", help=LR_HELP)
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="let more workers than cores share them (marked in the results)")
+    p.add_argument("--no-allreduce", action="store_true",
+                   help="skip timing the all-reduce alone (the model then has no "
+                        "prediction)")
+    add_selection(p, "every data-parallel variant")
+    add_timed(p, "scale", 0.25, 1)
+
+
+def scale_call(a) -> int:
+
+    if a.activation not in ACTIVATIONS:
+        raise BenchError(f"unknown activation {a.activation!r}: choose from "
+                         f"{', '.join(ACTIVATIONS)}")
+    if a.dtype not in DTYPES:
+        raise BenchError(f"unknown dtype {a.dtype!r}: choose from {', '.join(DTYPES)}")
+    options = Options(a.sizes, a.workers, a.batch, a.scaling, a.dtype, a.activation,
+                            lr_of(a.lr), a.seed, a.oversubscribe, not a.no_allreduce)
+    return command(options, timed_of(a))
+
+
+COMMAND = Command(
+    "scale", "time the data-parallel variants on N = 1, 2, ... workers (strong and "
+    "weak scaling), with the all-reduce alone and its model; write one JSON file",
+    "Time each data-parallel variant on [d, d, d] tanh float32 networks at each number "
+    "of workers: strong scaling (the global batch fixed), weak scaling (each worker's "
+    "batch fixed) and one worker on B/N rows (the model's compute term), checked as "
+    "in run; then the all-reduce alone from 4 bytes to the gradient's size, fitted as "
+    "alpha + bytes/beta, so that the report can set step(N) = compute(B/N) + "
+    "allreduce(gradient) beside the measurement.",
+    ("scale --workers 1,2", "scale --workers 1,2,4 --sizes 256,1024 --scaling strong "
+     "--variants torch-ddp"), scale_args, scale_call)

@@ -10,13 +10,29 @@ the worked example, so the run carries the machine's own ceilings with it.
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from dataclasses import dataclass, replace
 
-from harness.commands import plans
+from harness.commands import plans, progress
+from harness.commands.base import PROG, Command, require_device
+from harness.commands.options import (
+    LR_HELP,
+    Timed,
+    add_selection,
+    add_timed,
+    csv,
+    ints,
+    lr_of,
+    positive,
+    timed_of,
+)
+from harness.commands.run import claim, execute, exit_status
 from harness.measure.timing import TimingConfig
+from harness.procs import runner
 from implementations.contract import Variant
-from implementations.problem import MAX_DEPTH, BenchError, Problem
+from implementations.problem import ACTIVATIONS, MAX_DEPTH, BenchError, Problem
 
 SWEEP_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 TIME_PER_CASE_STEPS = (0.75, 0.5, 0.25)
@@ -117,3 +133,93 @@ def fit_budget(grid: Grid, timing: TimingConfig, budget_s: float | None, estimat
     done = "; ".join(cuts) if cuts else "nothing left to cut"
     return grid, timing, (f"budget {budget_s:g} s < estimated {before:.0f} s: {done} "
                           f"(now estimated {after:.0f} s, {verdict})")
+
+
+def sweep(grid, lr: float | None, seed: int, budget: float | None, t: Timed) -> int:
+
+    require_device(t.device)
+    variants, explicit = plans.variants(t.variants, t.frameworks, plans.sweep_variants(t.device))
+    threads = t.thread_count()
+
+    def make_plan(g, timing):
+        problems = g.problems(lr, seed)
+        return runner.Plan("sweep", t.device, problems, variants, threads, timing,
+                           [] if t.no_peak else plans.default_peaks(problems), False,
+                           grid=g.as_dict(), processes=t.processes, case_timeout_s=t.timeout,
+                           extra_cases=plans.ceiling_cases(lr))
+
+    def estimate(g, timing):
+        return estimate_s(make_plan(g, timing).cases(), timing, t.processes)
+
+    timing = TimingConfig(budget_s=t.time_per_case)
+    grid, timing, message = fit_budget(grid, timing, budget, estimate)
+    plan = make_plan(grid, timing)
+    cases = plan.cases()
+    runnable = {v.name for p, v, _ in cases if any(p is q for q in plan.problems)}
+    for v in variants if explicit else []:
+        if v.name not in runnable:
+            raise BenchError(f"variant {v.name} cannot run any point of this grid on "
+                             f"{t.device}")
+    path = claim("sweep", t)
+    print(f"{PROG} sweep: {len(cases)} cases, estimated "
+          f"{estimate_s(cases, timing, t.processes):.0f} s; writing {path}", flush=True)
+    if message:
+        print(message, flush=True)
+    bar = progress.Bar(len(cases))
+    result = execute(plan, path, bar.update)
+    bar.close()
+    if result is None:
+        return 130
+    failed = [c for c in result.cases if c.status == "failed"]
+    for c in failed:
+        print(f"FAILED {c.id}: {c.reason}")
+    print(f"results: {path}  ({len(result.cases) - len(failed)} ok or unavailable, "
+          f"{len(failed)} failed); make a report with: {PROG} report {path}")
+    return exit_status(result.cases, explicit)
+
+
+# ---- the subcommand -------------------------------------------------------------------------
+
+def sweep_args(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument("--sizes", type=ints, help="comma list of d (default: "
+                   f"{','.join(map(str, SWEEP_SIZES))})")
+    p.add_argument("--widths", type=ints, help=argparse.SUPPRESS)  # old name of --sizes
+    p.add_argument("--depths", type=ints, default=(2,), help="comma list of weight layers "
+                   "(default: 2, the [d, d, d] network)")
+    p.add_argument("--batches", type=ints, default=(64,), help="comma list (default: 64)")
+    p.add_argument("--dtype", type=csv, default=("float32",), help="comma list (default: "
+                   "float32)")
+    p.add_argument("--activation", default="tanh", help="hidden activation (default: tanh)")
+    p.add_argument("--lr", help=LR_HELP)
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--budget", type=positive(float), metavar="SECONDS", help="shrink the time "
+                   "per case, then the sizes, up front until the estimate fits, and say which")
+    add_selection(p, "the variants each framework declares for sweeps on the device; the "
+                  "limit loop on the worked example is always added as the serial ceiling")
+    add_timed(p, "sweep", 1.0, 1)
+
+
+def sweep_call(a) -> int:
+
+    sizes = a.sizes
+    if a.widths is not None:
+        print("note: sweep --widths is now --sizes (the widths d of [d, d, d]); --widths still "
+              "works", file=sys.stderr)
+        sizes = a.widths if sizes is None else sizes
+    if a.activation not in ACTIVATIONS:
+        raise BenchError(f"unknown activation {a.activation!r}: choose from "
+                         f"{', '.join(ACTIVATIONS)}")
+    grid = Grid(SWEEP_SIZES if sizes is None else sizes, a.depths, a.batches, a.dtype,
+                a.activation)
+    return sweep(grid, lr_of(a.lr), a.seed, a.budget, timed_of(a))
+
+
+COMMAND = Command(
+    "sweep", "time a grid of [d]*(depth+1) networks for the scaling story; write one "
+    "JSON file of results",
+    "Time a grid of square networks, sizes × depths × batches × dtypes, for the "
+    "chosen variants, with the matmul peaks and the serial limit measured in the same "
+    "run; --budget fits the plan to a number of seconds up front.",
+    ("sweep --budget 120", "sweep --sizes 16,256,1024 --variants numpy,jax --dtype "
+     "float32,float64"), sweep_args, sweep_call)

@@ -1,50 +1,16 @@
-"""What each subcommand does, from typed options: compose the harness modules and print.
-
-``harness.cli`` parses the command line into these functions' arguments; the policy (default
-networks, variants, peaks) is ``harness.commands.plans``. Each function returns the exit
-status: 0, or 1 when a check failed or a case failed; user errors raise ``BenchError`` (one
-line, exit 2).
-"""
+"""`backprop-bench list`: the variants, and whether each can run here."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
-from harness.commands.base import PROG, note, require_device  # noqa: F401 (the CLI)
+from harness.commands.base import Command
 from harness.measure.environment import gpu_info
 from harness.procs import isolated
-from harness.record import compare as comparing
-from harness.record import counts
-from harness.record import export as exporting
-from harness.report import DEFAULT_DIR, DEFAULT_OUT, build_report
 from harness.tables import text_table
 from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError
-
-# ---- report, compare, export, list ------------------------------------------------------------
-
-def report(paths: list[str], out: str | None, force: bool, readme: str | None = None) -> int:
-
-    target = Path(out) if out is not None else Path(DEFAULT_DIR) / DEFAULT_OUT
-    if out is not None and not out.strip():
-        raise BenchError("--out is empty: give a Markdown file path")
-    print(f"report: {build_report(paths, target, force, readme and Path(readme))}")
-    return 0
-
-
-def compare(a: str, b: str, fail_above: float | None, fmt: str = "text",
-            measure: str = "time") -> int:
-    """`compare`: the per-step times, or (``measure`` "instructions") the counts."""
-    if measure == "instructions":
-        run_a, run_b, name_a, name_b = comparing.read_pair(a, b)
-        return counts.print_comparison(run_a, run_b, (a, b, name_a, name_b), fail_above, fmt)
-    return comparing.main(a, b, fail_above, fmt)
-
-
-def export(paths: list[str], fmt: str, out: str, force: bool) -> int:
-
-    return exporting.main(paths, fmt, out, force)
 
 
 def list_variants(check_imports: bool) -> int:
@@ -102,3 +68,16 @@ def variant_status(v, has_gpu: bool, check_imports: bool) -> str:
     except Unavailable as exc:
         return f"unavailable: {exc}"
     return "available"
+
+
+def list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check", action="store_true", help="import every framework to say "
+                   "whether it really starts (slower)")
+
+
+COMMAND = Command(
+    "list", "list the variants and whether they can run here",
+    "List every registered variant with its framework, kind, devices and whether it "
+    "can run here, from the packages and devices present (no framework is imported "
+    "unless --check asks for it).", ("list", "list --check"), list_args,
+    lambda a: list_variants(a.check))

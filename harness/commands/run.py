@@ -1,19 +1,27 @@
-"""The commands that time: ``run`` and ``sweep`` (``scale`` is in ``harness.commands.scale``), from
-typed options. They claim the results file, run the plan through ``harness.procs.runner`` and print
-as cases finish; the exit status is 1 when a case failed or a variant asked for could not run.
+"""`backprop-bench run`, and what the commands that time share (``sweep`` and ``scale`` use it):
+they claim the results file, run the plan through ``harness.procs.runner`` and print as cases
+finish; the exit status is 1 when a case failed or a variant asked for could not run.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from harness.commands import plans, progress
-from harness.commands import sweep as sweeps
-from harness.commands.base import PROG, OutputClosed, require_device
+from harness.commands import plans
+from harness.commands.base import PROG, Command, OutputClosed, require_device
+from harness.commands.options import (
+    Timed,
+    add_networks,
+    add_selection,
+    add_timed,
+    networks_of,
+    positive,
+    timed_of,
+)
 from harness.measure import callgrind
-from harness.measure.environment import default_threads, machine_info
+from harness.measure.environment import machine_info
 from harness.measure.instructions import CountConfig
 from harness.measure.timing import TimingConfig
 from harness.procs import runner
@@ -22,31 +30,7 @@ from harness.record import rows as records
 from harness.record.results import Case
 from implementations.problem import BenchError
 
-# ---- run and sweep ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Timed:
-    """The options `run` and `sweep` share."""
-
-    device: str
-    variants: tuple[str, ...] | None
-    frameworks: tuple[str, ...] | None
-    threads: int | None
-    time_per_case: float
-    processes: int
-    no_peak: bool
-    out: str | None
-    force: bool
-    timeout: float | None
-    results_dir: str
-    count: bool = False  # also count instructions per step under Valgrind (run --measure)
-    count_target: float | None = None  # instructions per counted block (None: the default)
-
-    def thread_count(self) -> int:
-        usable = default_threads()
-        if self.threads is not None and self.threads > usable:
-            raise BenchError(f"--threads {self.threads}: only {usable} cores are usable here")
-        return self.threads or usable
+COUNT_TARGET = CountConfig().target
 
 
 def claim(command: str, t: Timed) -> Path:
@@ -153,44 +137,32 @@ def exit_status(cases: list[Case], asked: bool) -> int:
     return 1 if any(c.status == "failed" for c in cases) else 0
 
 
-def sweep(grid, lr: float | None, seed: int, budget: float | None, t: Timed) -> int:
+# ---- the subcommand -------------------------------------------------------------------------
 
-    require_device(t.device)
-    variants, explicit = plans.variants(t.variants, t.frameworks, plans.sweep_variants(t.device))
-    threads = t.thread_count()
+def run_args(p: argparse.ArgumentParser) -> None:
+    add_networks(p, "default: 1-1-1 linear float64 batch 1, and 16-16-16 and 256-256-256 tanh "
+                 "float32 batch 64; a 1-1-1 network defaults to float64 and batch 1, any other "
+                 "to float32 and batch 64")
+    add_selection(p, "every variant that can run each network on the device")
+    add_timed(p, "run", 0.25, 1)
+    p.add_argument("--measure", choices=("time", "instructions"), default="time",
+                   help="time (default), or instructions: also count each case's "
+                        "instructions per SGD step under Valgrind (Callgrind, one thread), "
+                        "after the times, in one process per framework and round")
+    p.add_argument("--count-target", type=positive(float), default=COUNT_TARGET,
+                   metavar="N", help="with --measure instructions: instructions that one "
+                   f"counted block of K steps reaches at least (default {COUNT_TARGET:g}; "
+                   "fewer is faster)")
 
-    def make_plan(g, timing):
-        problems = g.problems(lr, seed)
-        return runner.Plan("sweep", t.device, problems, variants, threads, timing,
-                           [] if t.no_peak else plans.default_peaks(problems), False,
-                           grid=g.as_dict(), processes=t.processes, case_timeout_s=t.timeout,
-                           extra_cases=plans.ceiling_cases(lr))
 
-    def estimate(g, timing):
-        return sweeps.estimate_s(make_plan(g, timing).cases(), timing, t.processes)
 
-    timing = TimingConfig(budget_s=t.time_per_case)
-    grid, timing, message = sweeps.fit_budget(grid, timing, budget, estimate)
-    plan = make_plan(grid, timing)
-    cases = plan.cases()
-    runnable = {v.name for p, v, _ in cases if any(p is q for q in plan.problems)}
-    for v in variants if explicit else []:
-        if v.name not in runnable:
-            raise BenchError(f"variant {v.name} cannot run any point of this grid on "
-                             f"{t.device}")
-    path = claim("sweep", t)
-    print(f"{PROG} sweep: {len(cases)} cases, estimated "
-          f"{sweeps.estimate_s(cases, timing, t.processes):.0f} s; writing {path}", flush=True)
-    if message:
-        print(message, flush=True)
-    bar = progress.Bar(len(cases))
-    result = execute(plan, path, bar.update)
-    bar.close()
-    if result is None:
-        return 130
-    failed = [c for c in result.cases if c.status == "failed"]
-    for c in failed:
-        print(f"FAILED {c.id}: {c.reason}")
-    print(f"results: {path}  ({len(result.cases) - len(failed)} ok or unavailable, "
-          f"{len(failed)} failed); make a report with: {PROG} report {path}")
-    return exit_status(result.cases, explicit)
+COMMAND = Command(
+    "run", "time the SGD update loop of every variant, check it, and write one JSON "
+    "file of results",
+    "Time and check every variant. The default is the worked example (1-1-1, float64) "
+    "with every variant, and 16-16-16 and 256-256-256 tanh float32 batch 64 without "
+    "the variants declared for the worked example only; --widths, --variants or "
+    "--framework run exactly what they name.",
+    ("run", "run --widths 1,1,1 512,512,512 --variants numpy,torch,jax,jax-scan",
+     "run --measure instructions --widths 1,1,1 --variants numpy,torch,jax,jax-scan"),
+    run_args, lambda a: run(networks_of(a), timed_of(a)))
