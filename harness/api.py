@@ -87,8 +87,8 @@ def device_of(device: str) -> str:
 def time(variant: str | Variant, problem: Problem, device: str = "cpu",
          seconds: float = 0.25) -> Case:
     """Time one variant on one problem and verify it, as one case of ``backprop-bench run``:
-    ``harness.timing.time_trainer`` (first call apart, K calibrated, ``seconds`` of timed
-    blocks), then ``harness.worker.verify`` against the float64 reference. Returns the
+    ``harness.measure.timing.time_trainer`` (first call apart, K calibrated, ``seconds`` of timed
+    blocks), then ``harness.procs.worker.verify`` against the float64 reference. Returns the
     ``Case``: ``status`` "ok", "failed" or "unavailable" (with ``reason``), ``median`` in
     seconds per step, ``timing``, ``check``, ``memory`` and the machine's ``state``.
 

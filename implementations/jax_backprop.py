@@ -5,9 +5,10 @@ so ``to_framework`` enables it (process-wide) as soon as a float64 array is aske
 arrays stay float32. Dispatch is asynchronous, on the CPU too, so ``sync`` blocks until the
 arrays are ready. Float32 matmuls on the GPU would use TF32 by default; importing this module
 pins the default matmul precision to "highest" for the whole process. In a process that
-counts instructions on one thread (``BACKPROP_BENCH_COUNTING=1``, ``harness.callgrind``), CPU
-computations run inline on the calling thread: handed to XLA's worker thread, the count of
-a 16-16-16 block moved by 1-2% with that thread's spin-waits.
+counts instructions on one thread (``BACKPROP_BENCH_COUNTING=1``,
+``harness.measure.callgrind``), CPU computations run inline on the calling thread: handed to
+XLA's worker thread, the count of a 16-16-16 block moved by 1-2% with that thread's
+spin-waits.
 
 The ``Trainer`` is advanced by a loop strategy: ``StepLoop`` (``jax.jit`` of one step driven
 from a Python loop, idiomatic), and after it ``EagerLoop`` (the same step without ``jit``: it

@@ -309,7 +309,8 @@ class Counter:
             path.unlink()
 
 
-# The process's counter, for pytest-benchmark: ``--benchmark-timer harness.callgrind.counter``
+# The process's counter, for pytest-benchmark:
+# ``--benchmark-timer harness.measure.callgrind.counter``
 # in a pytest run under ``python -m harness.measure.callgrind -- python -m pytest tests/bench ...``.
 counter = Counter()
 

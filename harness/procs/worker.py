@@ -213,7 +213,7 @@ def start_framework(job: messages.Job, channel):
 def main() -> int:
     channel = child.channel()  # dies with the runner; the lifeline guards what it starts
     if channel is None:
-        print("harness.procs.worker: started by harness.runner only", file=sys.stderr)
+        print("harness.procs.worker: started by harness.procs.runner only", file=sys.stderr)
         return 2
     job = schema.from_dict(messages.Job, json.loads(sys.stdin.read()), "job")
 
@@ -232,7 +232,7 @@ def main() -> int:
     for job_case in job.cases:
         messages.send(channel, messages.CaseStarted(
             case_id(job_case.device, job_case.variant, job_case.problem, job_case.workers)))
-        if counter is not None:  # a counting job (harness.instructions), under Valgrind
+        if counter is not None:  # a counting job (harness.measure.instructions), under Valgrind
 
             messages.send(channel, count_case(job_case, job.count, counter))
         else:

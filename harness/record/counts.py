@@ -98,7 +98,7 @@ def case_line(case: Case, done: int, total: int) -> str:
             f"{i.wall_s[-1]:.0f} s under valgrind)")
 
 
-# ---- flat rows (harness.records) --------------------------------------------------------------
+# ---- flat rows (harness.record.rows) -----------------------------------------------------
 
 COLUMNS = ("instructions_per_step", "instructions_spread_pct", "instructions_processes",
            "instructions_block_steps", "instructions_empty_block", "instructions_counter",

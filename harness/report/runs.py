@@ -35,7 +35,8 @@ def section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
 
 
 def summary_table(rows: list[summary.Row]) -> str:
-    """The `run` table of harness.summary, in Markdown (the device is in the heading above)."""
+    """The `run` table (harness.record.rows), in Markdown (the device is in the heading
+    above)."""
     headers = records.headers()
     keep = [i for i, h in enumerate(headers) if h != "device"]
     table = [[cells[i] for i in keep] for cells in (records.row_cells(r, True) for r in rows)]

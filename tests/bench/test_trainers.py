@@ -1,7 +1,7 @@
 """The same Trainers through pytest-benchmark: `make bench-pytest`.
 
 Each test makes one variant's Trainer for one network and device. The timing engine
-(``harness.timing.prepare``) times the first call apart and calibrates K so that one
+(``harness.measure.timing.prepare``) times the first call apart and calibrates K so that one
 ``trainer.run(K)`` takes at least 20 ms (or ``--benchmark-min-time``, if longer), then
 ``benchmark.pedantic`` times rounds of ``run(K)``, one device sync each, owned by the
 Trainer. The rounds are timed by ``PerStepClock``, pytest-benchmark's own timer
