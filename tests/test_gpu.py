@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.gpu,
 def test_worked_example_gradients_on_gpu(dtype):
     problem = make_problem(NetworkSpec(dtype=dtype))
     for name, module in FRAMEWORKS.items():
-        g = check.framework_gradients(module, problem, "cuda")
+        _, g = check.framework_loss_and_gradients(module, problem, "cuda")
         np.testing.assert_allclose([g[0].item(), g[1].item()], [0.3135, 0.15675],
                                    rtol=1e-6 if dtype == "float32" else 1e-12, err_msg=name)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.commands import check, plans
+from harness.commands import check_select, plans
 from harness.commands.base import PROG, Command, note
 from harness.commands.options import add_check_timeout, csv, with_check_timeout
 from harness.measure.check.render import settings_line
@@ -172,7 +172,7 @@ def command(frameworks: tuple[str, ...] | None, epochs: int, lr: float,
         raise BenchError(f"--epochs {epochs} must be 0 or more")
     problem = make_problem(lr=lr)
     notes: list[str] = []
-    modules = check.gradient_modules(frameworks, notes)
+    modules = check_select.gradient_modules(frameworks, notes)
     settings, failed = apply_settings(modules, default_threads())
     for text in notes + failed:
         note(text)
@@ -209,9 +209,9 @@ def demo_trainers(problem, epochs: int, frameworks, variant_names,
             raise BenchError(f"{v.name}: {v.why_not(problem, 'cpu')}")
     runnable = [v for v in variants if not v.why_not(problem, "cpu")]
     if not explicit:
-        runnable, slow = check.split_slow(runnable, [problem], "cpu")
+        runnable, slow = check_select.split_slow(runnable, [problem], "cpu")
         if slow:
-            note(check.left_out_note(slow).replace("'check --all' includes them (or name "
+            note(check_select.left_out_note(slow).replace("'check --all' includes them (or name "
                                                      "them with --variants)",
                                                      "name them with --variants"))
     out = {}
