@@ -394,7 +394,9 @@ def test_counts_flag_a_planted_op_that_a_timing_pair_cannot(tmp_path, capsys):
     assert one.ok and 90_000 < one.per_step < 110_000 and one.threads == 1
     assert cli.main(["compare", str(a), str(a2), "--measure", "instructions"]) == 0
     same = counts.compare_runs(store.read_run(a), store.read_run(a2)).rows[0]
-    assert same.ratio == pytest.approx(1.0, abs=0.001) and same.verdict == "same"
+    # 0.12% apart once on a fresh clone (the NOTES measured up to 0.5% between processes):
+    # far below the planted op's 1.5-4%, which is what this test is about
+    assert same.ratio == pytest.approx(1.0, abs=0.005) and same.verdict == "same"
     assert cli.main(["compare", str(a), str(b), "--measure", "instructions"]) == 1
     planted = counts.compare_runs(store.read_run(a), store.read_run(b)).rows[0]
     assert 1.015 < planted.ratio < 1.04 and planted.verdict == "more"
