@@ -21,11 +21,11 @@ per-op cost here is measured by ``call_floors`` and ``scripts/tf_overhead.py``
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
 
+from implementations import floors
 from implementations.contract import SMALL, Framework, Unavailable, Variant
 from implementations.problem import (
     NetworkSpec,
@@ -286,20 +286,7 @@ def call_floors(calls: int = 500) -> dict[str, tuple[float, int]]:
     """{name: (seconds per call, calls)}: one eager op, a trivial tf.function graph and the same
     compiled by XLA, all on a scalar: the overhead floor under every TF step."""
     x = tf.constant(0.0, dtype=tf.float64)
-    floors = {}
-    for name, fn in (("eager x + 1, one op", lambda t: t + 1.0),
-                     ("tf.function of x + 0, one call", tf.function(lambda t: t + 0.0)),
-                     ("tf.function(jit_compile) of x + 0, one call",
-                      tf.function(lambda t: t + 0.0, jit_compile=True))):
-        try:
-            fn(x)  # trace, compile, warm up
-        except Exception:  # a compiler that cannot build here: this floor is left out
-            continue
-        samples = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            samples.append((time.perf_counter() - t0) / calls)
-        floors[name] = (sorted(samples)[3], calls)
-    return floors
+    return floors.measure((("eager x + 1, one op", lambda t: t + 1.0),
+                           ("tf.function of x + 0, one call", tf.function(lambda t: t + 0.0)),
+                           ("tf.function(jit_compile) of x + 0, one call",
+                            tf.function(lambda t: t + 0.0, jit_compile=True))), x, calls)

@@ -32,13 +32,12 @@ import inspect
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from implementations import torch_backprop
+from implementations import floors, torch_backprop
 from implementations.contract import ALL_DEVICES, WORKED_EXAMPLE, Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, flatten, unflatten
 from implementations.torch_backprop import Trainer, check_device, loss
@@ -413,18 +412,5 @@ def call_floors(calls: int = 2000) -> dict[str, tuple[float, int]]:
 
     x = torch.zeros(())
     empty = torch.compile(lambda t: t + 0, fullgraph=True, dynamic=False)
-    floors = {}
-    for name, fn in (("torch.compile of x + 0, one call", empty),
-                     ("eager x + 1, one op", lambda t: t + 1)):
-        try:
-            fn(x)  # compile, warm up
-        except Exception:  # a compiler that cannot build here: this floor is left out
-            continue
-        samples = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            samples.append((time.perf_counter() - t0) / calls)
-        floors[name] = (sorted(samples)[3], calls)
-    return floors
+    return floors.measure((("torch.compile of x + 0, one call", empty),
+                           ("eager x + 1, one op", lambda t: t + 1)), x, calls)
