@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.measure.timing import Stats, TimingConfig
+from harness.measure.timing import Measurement, TimingConfig
 from harness.record.results import (
     Case,
     Ceilings,
@@ -17,10 +17,8 @@ from harness.record.results import (
     FrameworkRecord,
     Machine,
     Peak,
-    PerStep,
     ProblemRecord,
     Run,
-    Timing,
     case_id,
 )
 from implementations import registry
@@ -59,9 +57,16 @@ def samples(per_step_s: float, rng: np.random.Generator, blocks: int = 30,
     return list(per_step_s * block_steps * rng.lognormal(0.0, sigma, blocks))
 
 
-def timing(raw: list[float], block_steps: int, compile_s: float = 0.0) -> Timing:
-    stats = Stats(raw, block_steps)
-    return Timing(compile_s + stats.median, 1, compile_s, block_steps, raw, PerStep.of(stats))
+def timing(raw: list[float], block_steps: int, compile_s: float = 0.0) -> Measurement:
+    """A measurement of the raw block times ``raw`` whose first call costs ``compile_s`` more
+    than one step."""
+    median = float(np.median(raw)) / block_steps
+    return Measurement(compile_s + median, 1, block_steps, list(raw))
+
+
+def one_time(per_step_s: float) -> Measurement:
+    """A measurement of one block of one step: a process's median, say."""
+    return Measurement(0.0, 1, 1, [per_step_s])
 
 
 def ok_case(variant: str, device: str, prob: ProblemRecord, per_step_s: float,
@@ -175,6 +180,12 @@ def sweep_file(seed: int = 1, widths=SWEEP_WIDTHS, noise: float = 0.0) -> Run:
     return new_run("sweep", "cuda", GPU_MACHINE, cases, grid=grid)
 
 
+def scale_times(case: Case, factor: float) -> None:
+    """Multiply every block time of a case: its median, IQR and min scale with them."""
+    case.timing.samples_s = [s * factor for s in case.timing.samples_s]
+
+
 def set_median(case: Case, median: float) -> None:
-    """Force a case's per-step median (to plant a zero, negative or missing one in a file)."""
-    case.timing.per_step.median_s = median
+    """Force a case's per-step median by scaling its samples (0 or a negative one plants a
+    corrupt file: the samples are not checked until the file is read)."""
+    scale_times(case, median / case.timing.median)

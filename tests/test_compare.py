@@ -26,7 +26,7 @@ def run_with(scale: dict[str, float], seed: int, processes: int = 5, drift: floa
         t = 20e-6 * scale.get(v, 1.0)
         case = h.ok_case(v, "cpu", WIDE, t, rng, blocks=30, sigma=0.03)
         if processes > 1:
-            case.processes = [ProcessRecord("ok", median_s=t * rng.lognormal(0.0, drift))
+            case.processes = [ProcessRecord("ok", h.one_time(t * rng.lognormal(0.0, drift)))
                               for _ in range(processes)]
         cases.append(case)
     return h.new_run("run", "cpu", h.CPU_MACHINE, cases)
@@ -82,7 +82,7 @@ def test_significant_but_tiny_shift_is_the_same():
     b = copy.deepcopy(a)
     for c in b.cases:  # B: a clean 3% shift of A, significant but below the minimum effect
         for p in c.processes:
-            p.median_s *= 1.03
+            p.timing.samples_s = [s * 1.03 for s in p.timing.samples_s]
     rows = compare.compare_runs(a, b).rows
     assert all(r.p_value < compare.ALPHA and r.verdict == "same" for r in rows)
 

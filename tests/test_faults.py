@@ -833,10 +833,12 @@ PLANTED = {  # name: (where, value, a fragment of the one line that refuses the 
     "state": (("cases", 0, "state"), {"reasons": "busy"}, "cases[0].state.reasons"),
     "block-steps-0": (("cases", 0, "timing", "block_steps"), 0, "block_steps 0"),
     "no-samples": (("cases", 1, "timing", "samples_s"), [], "has no timed samples"),
-    "denormal": (("cases", 1, "timing", "per_step", "median_s"), 1e-320, "median_s 1e-320"),
-    "negative": (("cases", 1, "timing", "per_step", "median_s"), -1.0, "median_s -1.0"),
-    "process": (("cases", 1, "processes"), [{"status": "ok", "median_s": -2.0}],
-                "median_s -2.0"),
+    "denormal": (("cases", 1, "timing", "samples_s", 0), 1e-320, "samples_s[0] 1e-320"),
+    "negative": (("cases", 1, "timing", "samples_s", 0), -1.0, "samples_s[0] -1.0"),
+    "process": (("cases", 1, "processes"),
+                [{"status": "ok", "timing": {"first_call_s": -2.0, "first_call_steps": 1,
+                                             "block_steps": 1, "samples_s": [1e-3]}}],
+                "first_call_s -2.0"),
 }
 
 
@@ -869,7 +871,7 @@ def test_compare_json_is_json_even_for_extreme_ratios(tmp_path, capsys):
     slow, fast = h.run_file(), h.run_file()
     for case in slow.cases:
         if case.ok:
-            h.set_median(case, 1e6)
+            h.set_median(case, 1e4)
     for case in fast.cases:
         if case.ok:
             h.set_median(case, 1e-11)

@@ -204,11 +204,11 @@ def test_missing_fields_are_a_warning(tmp_path, capsys):
 def test_cases_lacking_fields_the_report_reads_are_a_warning(tmp_path, capsys):
     folder = write_results(tmp_path, sweep=False)
     bad = h.run_file().to_dict()
-    del bad["cases"][0]["timing"]["compile_s"]
+    del bad["cases"][0]["timing"]["first_call_s"]
     (folder / "nocompile.json").write_text(json.dumps(bad))
     out = report.build_report([folder], tmp_path / "REPORT.md")
     err = capsys.readouterr().err
-    assert "nocompile.json: cases[0].timing: missing field 'compile_s'; left out" in err
+    assert "nocompile.json: cases[0].timing: missing field 'first_call_s'; left out" in err
     assert out.read_text().count("## Run:") == 2
 
 
@@ -419,7 +419,7 @@ def test_model_table_marks_poor_fits_and_keeps_their_numbers():
     run = h.sweep_file()
     for c in run.cases:  # zigzag numpy's points by 2× around the line
         if c.variant == "numpy" and c.problem.widths[0] in (16, 256):
-            c.timing.per_step.median_s *= 2.0
+            h.scale_times(c, 2.0)
     table = fits.model_table(sources.Source(Path("s.json"), run, "s"))
     numpy_row = next(line for line in table.splitlines() if line.startswith("| `numpy`"))
     assert re.search(r"\| \d+% \(poor fit\) \|$", numpy_row)
@@ -519,7 +519,7 @@ def test_gpu_table_marks_poor_fits_and_extrapolated_crossovers():
     gpu = gpu_machine_file(25e-6)
     for c in gpu.cases:
         if c.variant == "jax-scan" and c.problem.widths[0] in (16, 256):
-            c.timing.per_step.median_s *= 2.0
+            h.scale_times(c, 2.0)
     narrow = gpu_machine_file(200e-6)  # torch crosses numpy near d = 80: above its widest point
     narrow.cases = [c for c in narrow.cases if c.problem.widths[0] <= 64]
     rows = gpu_rows([sources.Source(Path("zig.json"), gpu, "zig"),

@@ -6,6 +6,7 @@ import copy
 import json
 
 import helpers_results as h
+import numpy as np
 import pytest
 
 from harness.record import results
@@ -34,7 +35,8 @@ def test_a_run_round_trips_through_its_dict():
     (("cases", 0, "problem", "widths"), None, "cases[0].problem.widths: expected a list"),
     (("cases", 0, "problem", "widths"), [1, "x", 1], "cases[0].problem.widths[1]: expected an "
                                                     "integer"),
-    (("cases", 0, "timing", "per_step", "median_s"), "fast", "expected a finite number"),
+    (("cases", 0, "timing", "samples_s", 1), "fast", "cases[0].timing.samples_s[1]: expected a "
+                                                   "finite number, got 'fast'"),
     (("cases", 1, "status"), "great", "unknown status 'great'"),
     (("config", "threads"), True, "config.threads: expected an integer, got True"),
     (("cases",), {"a": 1}, "cases: expected a list"),
@@ -61,7 +63,7 @@ def test_a_missing_required_field_is_named():
 @pytest.mark.parametrize("median", [0.0, -1.0])
 def test_an_ok_case_needs_a_positive_median(median):
     data = as_dict()
-    data["cases"][0]["timing"]["per_step"]["median_s"] = median
+    data["cases"][0]["timing"]["samples_s"] = [median] * 5
     with pytest.raises(ResultsError, match="no positive per-step median|-1.0 s is not a "
                                            "measured time"):
         load(data)
@@ -70,7 +72,7 @@ def test_an_ok_case_needs_a_positive_median(median):
 def test_an_ok_case_without_timing_is_rejected():
     data = as_dict()
     data["cases"][0]["timing"] = None
-    with pytest.raises(ResultsError, match="no positive per-step median"):
+    with pytest.raises(ResultsError, match="is ok but has no timed samples"):
         load(data)
 
 
@@ -110,8 +112,10 @@ def test_pooling_adds_samples_and_recomputes_the_statistics():
     merged = copy.deepcopy(a)
     merged.pool(b)
     assert len(merged.timing.samples_s) == n + len(b.timing.samples_s)
-    assert merged.timing.per_step.blocks == len(merged.timing.samples_s)
-    assert [p.median_s for p in merged.processes] == [a.median, b.median]
+    assert merged.timing.blocks == len(merged.timing.samples_s)
+    assert merged.median == pytest.approx(np.median(merged.timing.per_step_s()))
+    assert [p.median for p in merged.processes] == [a.median, b.median]
+    assert len(a.timing.samples_s) == n  # pooling makes a new measurement: A's is unchanged
 
 
 def test_a_failure_in_a_later_process_fails_the_pooled_case():
@@ -119,7 +123,7 @@ def test_a_failure_in_a_later_process_fails_the_pooled_case():
     b.fail("failed", "wrong result: W1")
     a.pool(b)
     assert a.status == "failed" and a.reason == "process 2: wrong result: W1"
-    assert a.timing.per_step.discarded
+    assert a.timing is not None and a.median is None  # kept in the file, but no result
 
 
 def test_run_add_pools_a_case_with_the_same_id():

@@ -209,8 +209,8 @@ def test_samples_from_several_processes_are_pooled_into_one_case(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (case,) = store.read_run(out).cases
     assert len(case.processes) == 3
-    assert case.timing.per_step.blocks == sum(p.blocks for p in case.processes)
-    assert len(case.timing.samples_s) == case.timing.per_step.blocks
+    assert case.timing.blocks == sum(p.timing.blocks for p in case.processes)
+    assert case.timing.samples_s == [s for p in case.processes for s in p.timing.samples_s]
 
 
 def test_run_refuses_to_overwrite_a_results_file_without_force(tmp_path, capsys):

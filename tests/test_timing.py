@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 
 from harness.measure import timing
-from harness.measure.timing import Stats, TimingConfig, steps_to_pay_off, time_trainer
+from harness.measure.timing import Measurement, TimingConfig, steps_to_pay_off, time_trainer
 
 
 class FakeClock:
@@ -38,7 +39,7 @@ def test_first_call_is_measured_apart_from_the_steady_state():
     m = time_trainer(FakeTrainer(clock), TimingConfig(budget_s=0.1), clock)
     assert m.first_call_s == pytest.approx(0.5 + 1e-6)
     assert m.compile_s == pytest.approx(0.5, rel=1e-6)
-    assert m.stats.median == pytest.approx(1e-6)
+    assert m.median == pytest.approx(1e-6)
     assert max(m.samples_s) < 0.1  # the first call never lands among the samples
 
 
@@ -72,22 +73,42 @@ def test_samples_stop_at_max_blocks_and_respect_the_budget():
 
 
 def test_stats_are_per_step_and_flag_noise_over_ten_percent():
-    quiet = Stats([1.0, 1.01, 0.99, 1.0, 1.02], block_steps=100)
+    quiet = Measurement(0.0, 0, 100, [1.0, 1.01, 0.99, 1.0, 1.02])
     assert quiet.median == pytest.approx(0.01)
     assert quiet.min == pytest.approx(0.0099)
     assert not quiet.noisy
-    noisy = Stats([1.0, 1.5, 0.7, 1.3, 0.8], block_steps=100)
+    noisy = Measurement(0.0, 0, 100, [1.0, 1.5, 0.7, 1.3, 0.8])
     assert noisy.noisy
-    d = noisy.as_dict()
+    d = noisy.statistics()
     assert set(d) >= {"median_s", "q1_s", "q3_s", "iqr_s", "min_s", "blocks", "noisy"}
 
 
-def test_measurement_serialises_every_raw_sample():
+def test_a_measurement_holds_what_was_measured_and_derives_the_rest():
     clock = FakeClock()
     m = time_trainer(FakeTrainer(clock), TimingConfig(budget_s=0.05), clock)
-    d = m.as_dict()
-    assert d["samples_s"] == m.samples_s
-    assert d["per_step"]["median_s"] == pytest.approx(1e-6)
+    d = dataclasses.asdict(m)
+    assert d["samples_s"] == m.samples_s and d["first_calls"] == 1
+    assert not {"median_s", "per_step", "compile_s"} & set(d)  # derived, never stored
+    assert m.median == pytest.approx(1e-6) and m.compile_s == pytest.approx(0.5, rel=1e-3)
+
+
+def test_pooling_joins_the_samples_of_one_k_and_changes_neither_measurement():
+    a = Measurement(0.5, 1, 10, [1.0, 1.2], total_steps=30)
+    b = Measurement(0.7, 1, 10, [0.8], total_steps=20)
+    both = a.pool(b)
+    assert both.samples_s == [1.0, 1.2, 0.8] and both.total_steps == 50
+    assert both.first_call_s == 0.5 and both.median == pytest.approx(0.1)
+    assert a.samples_s == [1.0, 1.2] and b.samples_s == [0.8]
+    with pytest.raises(ValueError, match="pooling K 20 into K 10"):
+        a.pool(Measurement(0.5, 1, 20, [1.0]))
+
+
+@pytest.mark.parametrize("field, value", [("first_call_s", -1.0), ("block_steps", 0),
+                                          ("samples_s", [1e-320])])
+def test_a_time_no_clock_measures_is_refused(field, value):
+    kw = {"first_call_s": 0.1, "first_call_steps": 1, "block_steps": 10, "samples_s": [1.0]}
+    with pytest.raises(ValueError):
+        Measurement(**{**kw, field: value})
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ Trainer owns. The engine
    from several processes share one K), then runs ``warmup_blocks`` more blocks untimed;
 3. times blocks of K steps until it has ``min_blocks`` and ``budget_s`` has passed (or
    ``max_blocks``), keeping every block's raw time;
-4. reports the per-step median, IQR and min, and flags the measurement as noisy when
-   IQR / median exceeds ``NOISY_IQR``.
+4. returns one ``Measurement`` holding those raw times, from which the per-step median, IQR
+   and min are derived; it is noisy when IQR / median exceeds ``NOISY_IQR``.
 
 Two optional Trainer attributes shape this: ``block``, the number of steps it fuses (K is
 kept a multiple of it so that timing never measures a remainder path), and ``first_calls``,
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,53 +46,24 @@ class TimingConfig:
         return dict(self.__dict__)
 
 
-@dataclass
-class Stats:
-    """Per-step statistics of raw block times (seconds per block) divided by K."""
+SHORTEST_S = 1e-12  # a picosecond: no positive time a measurement holds is shorter
+LONGEST_S = 1e7  # 115 days: nor longer (so that every ratio of two times is finite)
 
-    samples_s: list[float]
-    block_steps: int
 
-    def _per_step(self) -> np.ndarray:
-        return np.asarray(self.samples_s, dtype=float) / self.block_steps
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self._per_step()))
-
-    @property
-    def q1(self) -> float:
-        return float(np.percentile(self._per_step(), 25))
-
-    @property
-    def q3(self) -> float:
-        return float(np.percentile(self._per_step(), 75))
-
-    @property
-    def iqr(self) -> float:
-        return self.q3 - self.q1
-
-    @property
-    def min(self) -> float:
-        return float(np.min(self._per_step()))
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self._per_step()))
-
-    @property
-    def noisy(self) -> bool:
-        return self.iqr > NOISY_IQR * self.median
-
-    def as_dict(self) -> dict:
-        return {"median_s": self.median, "q1_s": self.q1, "q3_s": self.q3, "iqr_s": self.iqr,
-                "min_s": self.min, "mean_s": self.mean, "blocks": len(self.samples_s),
-                "noisy": self.noisy}
+def seconds(value: float, name: str) -> None:
+    """ValueError unless ``value`` is a time a machine could have measured: 0, or from a
+    picosecond to LONGEST_S (a negative time or 1e-320 s is a corrupt file: 1/1e-320 is inf)."""
+    if value < 0 or 0 < value < SHORTEST_S or value > LONGEST_S:
+        raise ValueError(f"{name} {value!r} s is not a measured time")
 
 
 @dataclass
 class Measurement:
-    """Everything one timing produced: first call, calibration, raw samples, stats."""
+    """One timing as it was measured: the first call, K and the raw block times.
+
+    It is stored as it is (``harness.record.results``); every statistic is derived from the
+    samples (seconds per block of ``block_steps`` steps), and ``pool`` joins the samples of
+    several processes that timed the same K."""
 
     first_call_s: float
     first_call_steps: int
@@ -101,28 +72,71 @@ class Measurement:
     calibration: list[tuple[int, float]] = field(default_factory=list)
     warmup_blocks: int = 0
     total_steps: int = 0
+    first_calls: int = 1  # the run(block) calls timed as the first call (Trainer.first_calls)
+
+    def __post_init__(self) -> None:
+        if self.block_steps < 1 or self.first_call_steps < 0 or self.total_steps < 0:
+            raise ValueError(f"block_steps {self.block_steps}, first_call_steps "
+                             f"{self.first_call_steps} and total_steps {self.total_steps}: a "
+                             f"block has at least one step, and no count is negative")
+        seconds(self.first_call_s, "first_call_s")
+        for i, s in enumerate(self.samples_s):
+            seconds(s, f"samples_s[{i}]")
+
+    def per_step_s(self) -> np.ndarray:
+        """Each block's time divided by K: seconds per step, one value per block."""
+        return np.asarray(self.samples_s, dtype=float) / self.block_steps
 
     @property
-    def stats(self) -> Stats:
-        return Stats(self.samples_s, self.block_steps)
+    def blocks(self) -> int:
+        return len(self.samples_s)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.per_step_s()))
+
+    @property
+    def q1(self) -> float:
+        return float(np.percentile(self.per_step_s(), 25))
+
+    @property
+    def q3(self) -> float:
+        return float(np.percentile(self.per_step_s(), 75))
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @property
+    def min(self) -> float:
+        return float(np.min(self.per_step_s()))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_step_s()))
+
+    @property
+    def noisy(self) -> bool:
+        return self.iqr > NOISY_IQR * self.median
 
     @property
     def compile_s(self) -> float:
         """First-call time beyond what its steps cost in the steady state (never negative)."""
-        return max(0.0, self.first_call_s - self.first_call_steps * self.stats.median)
+        return max(0.0, self.first_call_s - self.first_call_steps * self.median)
 
-    def as_dict(self) -> dict:
-        return {
-            "first_call_s": self.first_call_s,
-            "first_call_steps": self.first_call_steps,
-            "compile_s": self.compile_s,
-            "block_steps": self.block_steps,
-            "warmup_blocks": self.warmup_blocks,
-            "calibration": [list(c) for c in self.calibration],
-            "total_steps": self.total_steps,
-            "samples_s": self.samples_s,
-            "per_step": self.stats.as_dict(),
-        }
+    def pool(self, other: Measurement) -> Measurement:
+        """This measurement with another process's samples of the same K added (a new one:
+        neither is changed); the first call stays this one's."""
+        if other.block_steps != self.block_steps:
+            raise ValueError(f"pooling K {other.block_steps} into K {self.block_steps}")
+        return replace(self, samples_s=self.samples_s + other.samples_s,
+                       total_steps=self.total_steps + other.total_steps)
+
+    def statistics(self) -> dict:
+        """The derived figures by name, in seconds per step (what a table or an export shows)."""
+        return {"median_s": self.median, "q1_s": self.q1, "q3_s": self.q3, "iqr_s": self.iqr,
+                "min_s": self.min, "mean_s": self.mean, "blocks": self.blocks,
+                "noisy": self.noisy, "compile_s": self.compile_s}
 
 
 def timed(trainer, steps: int, clock: Callable[[], float]) -> float:
@@ -192,7 +206,8 @@ def time_trainer(trainer, cfg: TimingConfig = TimingConfig(),
         samples.append(timed(trainer, k, clock))
     probe.done(len(samples) * k)
     total = first_steps + sum(s for s, _ in history) + (cfg.warmup_blocks + len(samples)) * k
-    return Measurement(first, first_steps, k, samples, history, cfg.warmup_blocks, total)
+    calls = max(1, int(getattr(trainer, "first_calls", 1)))
+    return Measurement(first, first_steps, k, samples, history, cfg.warmup_blocks, total, calls)
 
 
 def steps_to_pay_off(compiled_first_s: float, compiled_step_s: float, base_first_s: float,

@@ -40,7 +40,7 @@ from harness.measure.peak import measure_peak
 from harness.measure.timing import Probe, time_trainer
 from harness.procs import child, distcheck, messages
 from harness.record import schema
-from harness.record.results import CallFloor, Case, PerStep, Timing, case_id
+from harness.record.results import CallFloor, Case, case_id
 from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import flatten, map_params
@@ -114,7 +114,7 @@ def run_case(job_case: messages.JobCase, cfg, compiled_before: set) -> Case:
             compiled_before.add(variant.name)
         probe = memory_probe(variant, job_case.device) if measure else Probe()
         m = time_trainer(trainer, replace(cfg, block_steps=job_case.block_steps), probe=probe)
-        case.timing = Timing.of(m, int(getattr(trainer, "first_calls", 1)))
+        case.timing = m
         if measure:
             probe.warm_call(trainer)
             case.memory = probe.result(minimum(problem))
@@ -166,12 +166,11 @@ class Phase:
 
 
 def time_phases(phases: dict, cfg) -> dict:
-    """Each part of the step timed by the same engine, with a shorter budget: PerStep each."""
+    """Each part of the step timed by the same engine, with a shorter budget: a Measurement each."""
     short = replace(cfg, target_block_s=min(cfg.target_block_s, 0.01),
                   budget_s=min(cfg.budget_s, 0.05), min_blocks=5, warmup_blocks=1,
                   block_steps=None)
-    return {name: PerStep.of(time_trainer(Phase(fn), short).stats)
-            for name, fn in phases.items()}
+    return {name: time_trainer(Phase(fn), short) for name, fn in phases.items()}
 
 
 def memory_probe(variant, device: str):

@@ -69,7 +69,7 @@ class Comparison:
 
 def process_medians(case: Case) -> np.ndarray:
     """The independent samples of an ok case: one per-step median per worker process."""
-    medians = [p.median_s for p in case.processes if p.status == "ok" and p.median_s]
+    medians = [m for p in case.processes if (m := p.median)]
     return np.asarray(medians or [case.median], dtype=float)
 
 

@@ -84,7 +84,7 @@ def benchmark(path: Path, run: Run, case: Case, record: dict, several: bool) -> 
             "options": {"disable_gc": False, "timer": "perf_counter",
                         "min_rounds": timing.min_blocks, "max_time": timing.budget_s,
                         "min_time": timing.target_block_s, "warmup": timing.warmup_blocks > 0},
-            "stats": benchmark_stats(t.per_step_samples(), t.block_steps)}
+            "stats": benchmark_stats(list(t.per_step_s()), t.block_steps)}
 
 
 def machine_info(run: Run) -> dict:

@@ -2,15 +2,20 @@
 
 A results file holds one ``Run``: where it ran (``Machine``, software versions, ``Commit``),
 what was asked (``Config``), the frameworks' settings, the machine's ``Ceilings`` and one
-``Case`` per (device, variant, problem), each with its ``Timing`` (raw samples and
-``PerStep`` statistics), its check and, when counted, its ``Instructions`` per step
+``Case`` per (device, variant, problem), each with its ``timing.Measurement`` (the first call,
+K and the raw block times, from which every statistic is derived), its check and, when
+counted, its ``Instructions`` per step
 (``harness.measure.instructions``). ``Run.from_dict`` validates a whole file once
 (``harness.record.schema``), so that every reader after it may trust every field;
 ``to_dict`` is the inverse. ``harness.record.store`` reads and writes the files.
 
-Schema versions: 3 is written (2 and a case's optional ``instructions``). Version 1 and 2
-files (the same fields, fewer optional ones) still load; any other version is refused with
-one line.
+Schema versions: 4 is written: measurements stored as they were measured, the statistics
+derived (3 stored them beside the samples; 2 had no ``instructions``). Version 1 to 3 files
+still load, upgraded by ``harness.record.upgrade``; any other version is refused with one line.
+
+Still plain dicts, validated on load by ``harness.record.shapes`` rather than typed here: a
+case's ``check`` (``check.Report.as_dict``), ``state``, ``memory`` and ``distributed``, and
+the run's ``machine_state``; their writers own their shape.
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ from dataclasses import dataclass, field
 
 from harness.measure.ceilings import AllreduceCurve, CallFloor, Ceilings, Peak  # noqa: F401 (the model)
 from harness.measure.instructions import CountConfig, Instructions
-from harness.measure.timing import Measurement, Stats, TimingConfig
-from harness.record import schema, shapes
+from harness.measure.timing import Measurement, TimingConfig
+from harness.record import schema, shapes, upgrade
 from implementations.problem import BenchError, NetworkSpec, Problem, make_problem
 
 SCHEMA = "backprop-bench/results"
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = upgrade.VERSION
+READABLE_VERSIONS = (1, 2, 3, 4)
 STATUSES = ("ok", "failed", "unavailable")
 
 
@@ -91,17 +96,6 @@ class ProblemRecord:
         return self.widths == (1, 1, 1)
 
 
-SHORTEST_S = 1e-12  # a picosecond: no positive time a results file holds is shorter
-LONGEST_S = 1e7  # 115 days: nor longer (so that every ratio of two times is finite)
-
-
-def seconds(value: float, name: str) -> None:
-    """ValueError unless ``value`` is a time a machine could have measured: 0, or from a
-    picosecond to LONGEST_S (a negative time or 1e-320 s is a corrupt file: 1/1e-320 is inf)."""
-    if value < 0 or 0 < value < SHORTEST_S or value > LONGEST_S:
-        raise ValueError(f"{name} {value!r} s is not a measured time")
-
-
 def case_id(device: str, variant: str, problem: ProblemRecord, workers: int = 1) -> str:
     """A stable key for a case: device, variant, network, batch, and "/xN" on N > 1 workers."""
     many = f"/x{workers}" if workers > 1 else ""
@@ -109,90 +103,16 @@ def case_id(device: str, variant: str, problem: ProblemRecord, workers: int = 1)
 
 
 @dataclass
-class PerStep:
-    """Per-step statistics of a case's raw block times (``timing.Stats``)."""
-
-    median_s: float
-    q1_s: float
-    q3_s: float
-    iqr_s: float
-    min_s: float
-    mean_s: float
-    blocks: int
-    noisy: bool
-    discarded: bool = False  # the case failed its check after timing: not a result
-
-    def __post_init__(self) -> None:
-        for name in ("median_s", "q1_s", "q3_s", "iqr_s", "min_s", "mean_s"):
-            seconds(getattr(self, name), name)
-        if self.blocks < 0:
-            raise ValueError(f"blocks {self.blocks} is negative")
-
-    @classmethod
-    def of(cls, stats: Stats) -> PerStep:
-        return cls(stats.median, stats.q1, stats.q3, stats.iqr, stats.min, stats.mean,
-                   len(stats.samples_s), stats.noisy)
-
-
-@dataclass
-class Timing:
-    """What the timing engine measured for one case (``timing.Measurement``)."""
-
-    first_call_s: float
-    first_call_steps: int
-    compile_s: float
-    block_steps: int
-    samples_s: list[float]
-    per_step: PerStep
-    warmup_blocks: int = 0
-    calibration: list[tuple[int, float]] = field(default_factory=list)
-    total_steps: int = 0
-    first_calls: int = 1
-
-    def __post_init__(self) -> None:
-        if self.block_steps < 1 or self.first_call_steps < 0 or self.total_steps < 0:
-            raise ValueError(f"block_steps {self.block_steps}, first_call_steps "
-                             f"{self.first_call_steps} and total_steps {self.total_steps}: a "
-                             f"block has at least one step, and no count is negative")
-        for name in ("first_call_s", "compile_s"):
-            seconds(getattr(self, name), name)
-        for i, s in enumerate(self.samples_s):
-            seconds(s, f"samples_s[{i}]")
-
-    @classmethod
-    def of(cls, m: Measurement, first_calls: int = 1) -> Timing:
-        return cls(m.first_call_s, m.first_call_steps, m.compile_s, m.block_steps,
-                   list(m.samples_s), PerStep.of(m.stats), m.warmup_blocks,
-                   [tuple(c) for c in m.calibration], m.total_steps, first_calls)
-
-    def stats(self) -> Stats:
-        return Stats(self.samples_s, self.block_steps)
-
-    def pool(self, other: Timing) -> None:
-        """Add another process's samples of the same K; the statistics cover them all."""
-        self.samples_s = self.samples_s + other.samples_s
-        self.total_steps += other.total_steps
-        self.per_step = PerStep.of(self.stats())
-
-    def per_step_samples(self) -> list[float]:
-        return [s / self.block_steps for s in self.samples_s]
-
-
-@dataclass
 class ProcessRecord:
-    """What one worker process contributed to a case pooled over several."""
+    """What one worker process contributed to a case pooled over several: its status and its
+    own measurement (whose samples are also in the case's pooled one)."""
 
     status: str
-    first_call_s: float | None = None
-    compile_s: float | None = None
-    median_s: float | None = None
-    iqr_s: float | None = None
-    blocks: int | None = None
+    timing: Measurement | None = None
 
-    def __post_init__(self) -> None:
-        for name in ("first_call_s", "compile_s", "median_s", "iqr_s"):
-            if getattr(self, name) is not None:
-                seconds(getattr(self, name), name)
+    @property
+    def median(self) -> float | None:
+        return self.timing.median if self.status == "ok" and self.timing else None
 
 
 @dataclass
@@ -209,13 +129,13 @@ class Case:
     flops_per_step: int
     status: str = "failed"
     reason: str | None = None
-    timing: Timing | None = None
+    timing: Measurement | None = None  # kept when the case fails, but then not a result
     check: dict | None = None
     first_in_process: bool | None = None
     processes: list[ProcessRecord] = field(default_factory=list)
     state: dict | None = None  # the machine while it ran: machine_state.assess()
     memory: dict | None = None  # memory.StepMemory.result()
-    phases: dict[str, PerStep] = field(default_factory=dict)  # forward, gradient, update
+    phases: dict[str, Measurement] = field(default_factory=dict)  # forward, gradient, update
     workers: int = 1  # data-parallel workers (a distributed variant), each batch/workers rows
     distributed: dict | None = None  # its Trainer's ``distributed``: backend, cores, ...
     instructions: Instructions | None = None  # counted under Valgrind (run --measure)
@@ -223,10 +143,10 @@ class Case:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
-        if self.status == "ok" and not (self.timing and self.timing.per_step.median_s > 0):
-            raise ValueError(f"{self.id} is ok but has no positive per-step median")
-        if self.status == "ok" and not self.timing.samples_s:
+        if self.status == "ok" and not (self.timing and self.timing.samples_s):
             raise ValueError(f"{self.id} is ok but has no timed samples")
+        if self.status == "ok" and not self.timing.median > 0:
+            raise ValueError(f"{self.id} is ok but has no positive per-step median")
 
     @classmethod
     def new(cls, problem: Problem, variant, device: str) -> Case:
@@ -254,15 +174,24 @@ class Case:
     @property
     def median(self) -> float | None:
         """The per-step median of an ok case, else None: the one accessor for a case's time."""
-        return self.timing.per_step.median_s if self.ok else None
+        return self.timing.median if self.ok else None
+
+    @property
+    def compile_s(self) -> float | None:
+        """An ok case's first call beyond what its steps cost in its own process's steady
+        state: in a case pooled over several processes, the first process's."""
+        if not self.ok:
+            return None
+        first = self.processes[0].timing if self.processes else None
+        return (first or self.timing).compile_s
 
     @property
     def iqr_pct(self) -> float | None:
-        return 100 * self.timing.per_step.iqr_s / self.median if self.ok else None
+        return 100 * self.timing.iqr / self.median if self.ok else None
 
     @property
     def noisy(self) -> bool:
-        return bool(self.ok and self.timing.per_step.noisy)
+        return bool(self.ok and self.timing.noisy)
 
     @property
     def disturbed(self) -> bool:
@@ -277,28 +206,20 @@ class Case:
     @property
     def round_spread_pct(self) -> float | None:
         """(max - min) / median of the per-process medians, in %: the noise between rounds."""
-        medians = [p.median_s for p in self.processes if p.status == "ok" and p.median_s]
+        medians = [m for p in self.processes if (m := p.median)]
         if not self.ok or len(medians) < 2:
             return None
         return 100 * (max(medians) - min(medians)) / self.median
 
     def fail(self, status: str, reason: str) -> None:
-        """Mark the case failed or unavailable; a timing it has is kept but discarded."""
+        """Mark the case failed or unavailable; a timing it has is kept, but is no result."""
         self.status, self.reason = status, reason
-        if self.timing:
-            self.timing.per_step.discarded = True
-
-    def summary(self) -> ProcessRecord:
-        t = self.timing
-        return ProcessRecord(self.status, t and t.first_call_s, t and t.compile_s,
-                             t and t.per_step.median_s, t and t.per_step.iqr_s,
-                             t and t.per_step.blocks)
 
     def pool(self, other: Case) -> None:
         """Add the same case from another process: its samples, or its failure."""
         if not self.processes:
-            self.processes = [self.summary()]
-        self.processes.append(other.summary())
+            self.processes = [ProcessRecord(self.status, self.timing)]
+        self.processes.append(ProcessRecord(other.status, other.timing))
         if other.disturbed:  # disturbed in any process: disturbed, with every reason
             reasons = (self.state or {}).get("reasons", []) + other.state["reasons"]
             self.state = {**other.state, "reasons": list(dict.fromkeys(reasons))}
@@ -307,7 +228,7 @@ class Case:
         if not other.ok:
             self.fail(other.status, f"process {len(self.processes)}: {other.reason}")
             return
-        self.timing.pool(other.timing)
+        self.timing = self.timing.pool(other.timing)
 
 
 @dataclass
@@ -387,12 +308,12 @@ class Run:
                                f"backprop-bench reads versions "
                                f"{', '.join(map(str, READABLE_VERSIONS))}")
         try:
-            run = schema.from_dict(cls, data, "run")
+            run = schema.from_dict(cls, upgrade.to_current(data), "run")
             shapes.validate(run)
         except schema.SchemaError as exc:
             where = str(exc).removeprefix("run.").removeprefix("run: ")
             raise ResultsError(f"{name}: {where}") from None
-        run.schema_version = SCHEMA_VERSION  # versions 1 and 2 have the same fields, and fewer
+        run.schema_version = SCHEMA_VERSION  # upgraded: what it holds now is version 4
         return run
 
     def to_dict(self) -> dict:

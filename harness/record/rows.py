@@ -46,7 +46,8 @@ def timing(s: Source):
 
 
 def per_step(name: str) -> Callable[[Source], Any]:
-    return lambda s: getattr(timing(s).per_step, name) if timing(s) else None
+    """A statistic the case's ``Measurement`` derives (median, q1, ...), for an ok case."""
+    return lambda s: getattr(timing(s), name) if timing(s) else None
 
 
 def memory(name: str) -> Callable[[Source], Any]:
@@ -126,13 +127,13 @@ COLUMNS = (
     Column("reason", lambda s: s.case.reason),
     Column("noisy", lambda s: s.case.noisy),
     Column("disturbed", lambda s: s.case.disturbed),
-    Column("median_s", per_step("median_s"), "per step", "r", 4,
+    Column("median_s", per_step("median"), "per step", "r", 4,
            lambda row, md: fmt_time(row.case.median)),
-    Column("iqr_s", per_step("iqr_s")),
-    Column("q1_s", per_step("q1_s")),
-    Column("q3_s", per_step("q3_s")),
-    Column("min_s", per_step("min_s"), "min", "r", 7, plain(per_step("min_s"), fmt_time)),
-    Column("mean_s", per_step("mean_s")),
+    Column("iqr_s", per_step("iqr")),
+    Column("q1_s", per_step("q1")),
+    Column("q3_s", per_step("q3")),
+    Column("min_s", per_step("min"), "min", "r", 7, plain(per_step("min"), fmt_time)),
+    Column("mean_s", per_step("mean")),
     Column("iqr_pct", lambda s: s.case.iqr_pct if s.case.ok else None, "IQR", "r", 5,
            lambda row, md: fmt_pct(row.case.iqr_pct)),
     Column("round_spread_pct", lambda s: s.case.round_spread_pct if s.case.ok else None,

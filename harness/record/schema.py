@@ -6,7 +6,7 @@ against its type hint: nested dataclasses, ``list[...]``, ``tuple[X, ...]``, ``d
 ``list`` and ``Any`` are taken as they are. A field that is missing takes its default, or is
 an error if it has none; unknown keys are ignored, so that a newer file still loads. Any
 mismatch raises ``SchemaError`` with one line naming the path of the field, e.g.
-``cases[3].timing.per_step.median_s: expected a number, got 'x'``.
+``cases[3].timing.samples_s[2]: expected a finite number, got 'x'``.
 
 ``to_dict(obj)`` is the inverse (tuples become lists).
 """

@@ -57,7 +57,7 @@ def derive(run: Run) -> list[Row]:
         row = Row(c)
         if c.ok:
             base = baseline_of(c.variant)
-            row.compile = c.timing.compile_s if base else None
+            row.compile = c.compile_s if base else None
             for role, attr in (("limit", "x_limit"), ("reference", "x_reference")):
                 r = refs.get((c.problem, role))
                 if r is not None:
@@ -72,7 +72,7 @@ def pays_off(case: Case, base: Case | None) -> str | None:
     no baseline case."""
     if base is None:
         return None
-    n = steps_to_pay_off(case.timing.compile_s, case.median, base.timing.compile_s,
+    n = steps_to_pay_off(case.compile_s, case.median, base.compile_s,
                          base.median)
     return "never" if n is None else f"{n:,.0f} steps"
 
@@ -149,7 +149,7 @@ def case_line(case: Case, done: int, total: int) -> str:
     notes += [f"disturbed: {'; '.join(case.state['reasons'])}"] * case.disturbed
     notes += [f"leaks: {case.memory['leak_reason']}"] if case.leaks else []
     flags = f"  ({'; '.join(notes)})" if notes else ""
-    return (f"{head} {fmt_time(case.median):>10}/step  IQR {fmt_time(t.per_step.iqr_s)}"
+    return (f"{head} {fmt_time(case.median):>10}/step  IQR {fmt_time(t.iqr)}"
             f"  first call {fmt_time(t.first_call_s)}{flags}")
 
 

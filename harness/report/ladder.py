@@ -55,7 +55,7 @@ def split(case: Case) -> dict | None:
     ph = case.phases
     if not case.ok or not {"forward", "gradient", "update"} <= set(ph):
         return None
-    forward, gradient, update = (ph[k].median_s for k in ("forward", "gradient", "update"))
+    forward, gradient, update = (ph[k].median for k in ("forward", "gradient", "update"))
     parts = gradient + update
     return {"forward": forward, "backward": max(0.0, gradient - forward), "update": update,
             "parts": parts, "step": case.median, "rest": case.median - parts}

@@ -90,16 +90,16 @@ def draw_dots(ax, rows: list[tuple[str, Case]]) -> None:
     y = np.arange(len(rows))
     lows, highs = [], []
     for yi, (_, c) in zip(y, rows):
-        ps = c.timing.per_step
-        lo, hi = min(ps.q1_s, ps.median_s), max(ps.q3_s, ps.median_s)
+        t = c.timing
+        lo, hi = min(t.q1, t.median), max(t.q3, t.median)
         lows.append(lo)
         highs.append(hi)
         color = color_of(c.variant)
         hollow = c.noisy or c.disturbed
-        ax.errorbar(ps.median_s, yi, xerr=[[ps.median_s - lo], [hi - ps.median_s]],
+        ax.errorbar(t.median, yi, xerr=[[t.median - lo], [hi - t.median]],
                     fmt=KIND_MARKERS.get(c.kind, "o"), color=color, ms=6, capsize=3,
                     mfc="white" if hollow else color)
-        ax.text(hi * 1.25, yi, fmt_time(ps.median_s) + ("  noisy" if c.noisy else ""),
+        ax.text(hi * 1.25, yi, fmt_time(t.median) + ("  noisy" if c.noisy else ""),
                 va="center", fontsize=8)
     ax.set_yticks(y, [label for label, _ in rows], fontsize=9)
     ax.invert_yaxis()
