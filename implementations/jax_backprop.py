@@ -44,7 +44,7 @@ VARIANTS = (
             loop="EagerLoop", devices=ALL_DEVICES, default_run=WORKED_EXAMPLE),
     Variant("jax", "idiomatic", "jax.jit of one step, driven from a Python loop",
             devices=ALL_DEVICES, baseline="jax-eager", sweep_devices=ALL_DEVICES),
-    Variant("jax-scan", "optimised", "K steps fused in one jit (fori_loop over unrolled chunks)",
+    Variant("jax-fori", "optimised", "K steps fused in one jit (fori_loop over unrolled chunks)",
             loop="FusedLoop", devices=ALL_DEVICES, baseline="jax-eager",
             sweep_devices=ALL_DEVICES),
 )
@@ -278,7 +278,7 @@ class EagerLoop:
 
 
 class FusedLoop:
-    """jax-scan: any number of steps fused inside one jit call (``fused_steps``)."""
+    """jax-fori: any number of steps fused inside one jit call (``fused_steps``)."""
 
     autograd, block = True, 1
 

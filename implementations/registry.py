@@ -37,6 +37,10 @@ HERE = Path(__file__).resolve().parent
 ENV = "BACKPROP_BENCH_FRAMEWORKS"
 ALL_DEVICES = ("cpu", "cuda")
 
+# a variant's old name: (its name now, why it changed). The old name keeps working, with a note
+RENAMED = {"jax-scan": ("jax-fori", "it runs a lax.fori_loop, not a lax.scan")}
+_noted: set[str] = set()
+
 FRAMEWORKS: dict[str, Framework] = {}  # in Framework.order
 VARIANTS: dict[str, Variant] = {}  # frameworks in order, each module's variants in its order
 MODULE_PATHS: dict[str, Path] = {}  # framework name -> its source file
@@ -300,10 +304,23 @@ def load_module(framework: str) -> ModuleType:
     return module
 
 
+def current_name(name: str) -> str:
+    """A variant's name now: an old name (``RENAMED``) gives the new one, with a one-line note
+    on stderr the first time; any other name is returned as it is."""
+    if name not in RENAMED:
+        return name
+    new, why = RENAMED[name]
+    if name not in _noted:
+        _noted.add(name)
+        print(f"note: variant {name} is now called {new} ({why}); the old name still works",
+              file=sys.stderr)
+    return new
+
+
 def get(name: str) -> Variant:
-    """The variant called name, or a BenchError that lists the known ones."""
+    """The variant called name (or once called it), or a BenchError listing the known ones."""
     try:
-        return VARIANTS[name]
+        return VARIANTS[current_name(name)]
     except KeyError:
         raise BenchError(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}") from None
 

@@ -55,10 +55,10 @@ log "commit ${BACKPROP_BENCH_COMMIT:-unknown}; variants runnable here:" \
 # slow cold Triton compile cannot cost the other variants their results.
 step tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 step run-worked-example 40 $PY -m harness.cli run --device cuda --widths 1,1,1 \
-    --variants numpy,limit,torch,torch-cudagraph,jax-eager,jax,jax-scan \
+    --variants numpy,limit,torch,torch-cudagraph,jax-eager,jax,jax-fori \
     --time-per-case 0.5 --out "$OUT/run-cuda-worked-example.json"
 step run-wide 90 $PY -m harness.cli run --device cuda --widths 256,256,256 1024,1024,1024 \
-    4096,4096,4096 --activation tanh --variants numpy,torch,torch-cudagraph,jax,jax-scan \
+    4096,4096,4096 --activation tanh --variants numpy,torch,torch-cudagraph,jax,jax-fori \
     --time-per-case 0.5 --out "$OUT/run-cuda-wide.json"
 step run-compile 40 $PY -m harness.cli run --device cuda --widths 1,1,1 \
     --variants torch,torch-compile --time-per-case 0.5 --no-peak \
@@ -77,7 +77,7 @@ GRAPHS=$(available limit,limit-gpu,torch-cudagraph,torch-cudagraph-block,torch-b
 [ -n "$GRAPHS" ] && step run-graphs 50 $PY -m harness.cli run --device cuda --widths 1,1,1 \
     --variants "$GRAPHS" --time-per-case 0.3 --out "$OUT/run-cuda-graphs.json"
 step sweep 100 $PY -m harness.cli sweep --device cuda --sizes 1,16,256,1024,2048,4096 \
-    --variants numpy,torch,torch-cudagraph,jax,jax-scan --budget 85 \
+    --variants numpy,torch,torch-cudagraph,jax,jax-fori --budget 85 \
     --out "$OUT/sweep-cuda.json"
 # data parallel on one GPU: the check of NCCL's path, and scale's compute and all-reduce terms
 step check-ddp 50 $PY -m harness.cli check --device cuda --workers 1 --widths 16,16,16 \

@@ -1,4 +1,5 @@
-"""Why jax-scan stands at ~1.3x the limit on the worked example: the loop or the arithmetic?
+"""Why jax-fori (jax-scan when this was written) stands at ~1.3x the limit on the worked
+example: the loop or the arithmetic?
 
 Times, in one process, the numba `limit` loop and three fused JAX loops of the 1-1-1 SGD step
 (lax.scan, unroll=8, inputs as arguments, nothing folded):
@@ -70,7 +71,7 @@ def main() -> None:
     loop = kernel("linear", "linear", False)
     limit = median_ns(lambda n: loop(0.15, 0.0, 0.3, 0.0, 1.0, -1.0, 0.1, n))
     print(f"limit (numba): {limit:.2f} ns/step")
-    for name, fn in (("jax-scan, the suite's step on (1, 1) arrays", suite_loop()),
+    for name, fn in (("jax-fori, the suite's step on (1, 1) arrays", suite_loop()),
                      ("the hand-written step on 0-d scalars", scalar_loop(manual)),
                      ("jax.grad of the loss on 0-d scalars", scalar_loop(autodiff))):
         ns = median_ns(fn)

@@ -34,7 +34,7 @@ MODEL = {
     ("numpy", "cpu"): (19e-6, 120e9),
     ("torch", "cpu"): (220e-6, 130e9),
     ("jax", "cpu"): (15e-6, 110e9),
-    ("jax-scan", "cpu"): (0.4e-6, 120e9),
+    ("jax-fori", "cpu"): (0.4e-6, 120e9),
     ("torch", "cuda"): (60e-6, 20e12),
     ("torch-cudagraph", "cuda"): (8e-6, 25e12),
     ("jax", "cuda"): (25e-6, 22e12),
@@ -147,7 +147,7 @@ def run_file(seed: int = 0) -> Run:
              ok_case("jax", "cpu", WORKED, 5.7e-6, rng, compile_s=0.05),
              ok_case("numpy", "cpu", wide, 22e-6, rng),
              ok_case("torch", "cpu", wide, 225e-6, rng),
-             bad_case("jax-scan", "cpu", wide, "failed", "check failed: W1 error 3e-2"),
+             bad_case("jax-fori", "cpu", wide, "failed", "check failed: W1 error 3e-2"),
              bad_case("torch-block", "cpu", wide, "unavailable", "torch: Inductor missing")]
     return new_run("run", "cpu", CPU_MACHINE, cases)
 

@@ -169,7 +169,7 @@ def test_the_readme_example_runs(monkeypatch, capsys):
     exec(compile(readme_example(), "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "gradients right: True" in out and re.search(r"^ok [\d.]+ µs per step", out, re.M)
-    assert "jax-scan" in out and "median_s" in out
+    assert "jax-fori" in out and "median_s" in out
 
 
 @pytest.mark.parametrize("call, kind, fragment", [

@@ -12,7 +12,9 @@ import pytest
 from conftest import available_modules
 
 from harness import cli
+from harness.commands import plans
 from implementations import registry
+from implementations.problem import BenchError
 
 ERROR_PREFIX = "backprop-bench: error:"
 # compiling torch variants cost seconds each; isolated frameworks a process each
@@ -153,7 +155,7 @@ def test_a_missing_framework_outside_the_asked_set_is_only_a_note(without_jax, c
 def test_list_marks_the_variants_of_a_missing_framework_unavailable(without_jax, capsys):
     code, out, _ = run_cli(["list"], capsys)
     assert code == 0
-    for name in ("jax", "jax-eager", "jax-scan"):
+    for name in ("jax", "jax-eager", "jax-fori"):
         line = next(line for line in out.splitlines() if line.split()[0] == name)
         assert "unavailable: jax: jax is not installed" in line
 
@@ -282,3 +284,16 @@ def test_demo_on_a_cold_compile_cache_leaves_the_slow_builds_out_and_says_so(tmp
     assert "Traceback" not in done.stderr
     assert "left out: torch-nn-compile" in done.stderr, done.stderr
     assert "torch-nn" in done.stdout
+
+
+def test_an_old_variant_name_still_works_with_one_note(capsys, monkeypatch):
+    monkeypatch.setattr(registry, "_noted", set())
+    chosen, explicit = plans.variants(("jax-scan", "jax-fori", "jax-scan"), None, [])
+    assert [v.name for v in chosen] == ["jax-fori"] and explicit
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "variant jax-scan is now called jax-fori" in err
+    assert "old name still works" in err
+    with pytest.raises(BenchError, match="unknown variant 'jax-scam'"):
+        registry.get("jax-scam")
+    assert cli.main(["list"]) == 0
+    assert "(jax-scan is now called jax-fori" in capsys.readouterr().out

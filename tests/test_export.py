@@ -62,7 +62,7 @@ def test_each_ok_case_is_a_benchmark_of_per_step_times_with_iterations_k(two_fil
 
 def test_failed_and_unavailable_cases_are_left_out_and_said(two_files, capsys):
     doc = exported(two_files[0])
-    assert not any("jax-scan" in b["fullname"] or "torch-block" in b["fullname"]
+    assert not any("jax-fori" in b["fullname"] or "torch-block" in b["fullname"]
                    for b in doc["benchmarks"])
     assert "2 failed or unavailable case(s) left out" in capsys.readouterr().err
 

@@ -43,7 +43,7 @@ def test_wide_network_gradients_agree_on_gpu(dtype):
     assert report.passed, report.failures()
 
 
-@pytest.mark.parametrize("variant", ["torch", "torch-cudagraph", "jax", "jax-scan"])
+@pytest.mark.parametrize("variant", ["torch", "torch-cudagraph", "jax", "jax-fori"])
 def test_gpu_trainers_follow_the_reference_trajectory(variant):
     v = registry.get(variant)
     if v.framework not in FRAMEWORKS:

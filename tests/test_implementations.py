@@ -173,7 +173,7 @@ def test_compiled_torch_trainer_reproduces_the_worked_example_in_float64(variant
 
 def test_every_cpu_variant_is_tested_on_the_worked_example():
     assert set(FAST_VARIANTS) | set(COMPILED) | set(ISOLATED) == set(CPU_VARIANTS)
-    assert {"python", "numpy", "limit", "torch", "jax", "jax-eager", "jax-scan"} <= set(
+    assert {"python", "numpy", "limit", "torch", "jax", "jax-eager", "jax-fori"} <= set(
         FAST_VARIANTS)
 
 

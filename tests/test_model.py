@@ -173,13 +173,13 @@ def test_removed_helpers_are_gone():
 # ---- d = 1 left out, poor fits, measured range ----------------------------------------------
 
 def sweep_with_scalar_d1(widths) -> list:
-    """jax-scan cases on the cost line, except d = 1, which runs 50× faster (a scalar program)."""
+    """jax-fori cases on the cost line, except d = 1, which runs 50× faster (a scalar program)."""
     rng = np.random.default_rng(0)
     cases = []
     for d in widths:
         prob = h.problem((d, d, d))
         t = 20e-6 + h.flops(prob) / 100e9
-        cases.append(h.ok_case("jax-scan", "cpu", prob, t / 50 if d == 1 else t, rng, sigma=0.0))
+        cases.append(h.ok_case("jax-fori", "cpu", prob, t / 50 if d == 1 else t, rng, sigma=0.0))
     return cases
 
 

@@ -39,7 +39,7 @@ def test_an_ok_row_has_the_per_step_figures_and_its_throughput(run):
 
 
 def test_a_failed_case_has_its_reason_and_no_time(run):
-    row = by_variant(records.run_records(run), "jax-scan", "16-16-16")
+    row = by_variant(records.run_records(run), "jax-fori", "16-16-16")
     assert row["status"] == "failed" and "W1 error" in row["reason"]
     assert row["median_s"] is None and row["gflops"] is None and row["first_call_s"] is None
 

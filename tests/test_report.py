@@ -129,7 +129,7 @@ def test_run_section_has_the_summary_table_per_device_and_the_failures(built):
 def test_sweep_section_has_width_by_variant_tables_and_the_model(built):
     _, text = built
     sweep = section(text, "Sweep")
-    assert "| d | `numpy` | `torch` | `jax` | `jax-scan` |" in sweep
+    assert "| d | `numpy` | `torch` | `jax` | `jax-fori` |" in sweep
     assert "| d | `torch` | `torch-cudagraph` | `jax` |" in sweep
     assert "% of the same framework's matmul peak / % of the machine peak" in sweep
     assert "best matmul across frameworks on this device and dtype: 245 GFLOP/s (torch)" in sweep
@@ -407,11 +407,11 @@ def test_model_table_marks_left_out_d1_extrapolated_widths(built):
     # torch on cuda: 60 µs * 20 TFLOP/s -> d = 1250, above the widest measured network (1024)
     torch = rows[("| `torch`", "cuda · NVIDIA H200")]
     assert "| 1,250 (extrapolated; measured up to 1024) |" in torch
-    # jax-scan on cpu: 0.4 µs * 120 GFLOP/s -> d = 8, below the narrowest fitted one (16; d = 1
+    # jax-fori on cpu: 0.4 µs * 120 GFLOP/s -> d = 8, below the narrowest fitted one (16; d = 1
     # is left out)
-    jax_scan = rows[("| `jax-scan`", "cpu · AMD EPYC 9654 ×16")]
-    assert "| 4 (d = 1 left out) |" in jax_scan
-    assert "| 8 (extrapolated; fitted from 16) |" in jax_scan
+    jax_fori = rows[("| `jax-fori`", "cpu · AMD EPYC 9654 ×16")]
+    assert "| 4 (d = 1 left out) |" in jax_fori
+    assert "| 8 (extrapolated; fitted from 16) |" in jax_fori
     assert "poor fit" not in section(sweep, "Sweep").split("| variant |")[1].split("\n\n")[0]
 
 
@@ -436,11 +436,11 @@ def test_model_table_without_d1_does_not_mention_it():
 
 # ---- where a GPU starts beating a CPU: by file, never merged across files ------------------------
 
-def gpu_machine_file(jax_scan_overhead: float):
-    """A GPU-machine sweep: numpy on the CPU, torch and jax-scan on the GPU."""
+def gpu_machine_file(jax_fori_overhead: float):
+    """A GPU-machine sweep: numpy on the CPU, torch and jax-fori on the GPU."""
     rng = np.random.default_rng(3)
     laws = {("numpy", "cpu"): (19e-6, 120e9), ("torch", "cuda"): (60e-6, 20e12),
-            ("jax-scan", "cuda"): (jax_scan_overhead, 22e12)}
+            ("jax-fori", "cuda"): (jax_fori_overhead, 22e12)}
     cases = [h.ok_case(v, dev, h.problem((d, d, d)),
                        o + h.flops(h.problem((d, d, d))) / t, rng, sigma=0.0)
              for (v, dev), (o, t) in laws.items() for d in h.SWEEP_WIDTHS]
@@ -491,7 +491,7 @@ def test_a_gpu_machine_file_names_numpy_as_its_cpu_side(by_file):
     own = [r for r in by_file if r[2].count("`") == 2]
     for r in own:
         assert r[0] == "best GPU vs `numpy` (CPU)" and "best of all" not in r[0]
-        assert r[1] == "`jax-scan` (GPU) vs `numpy` (CPU)"
+        assert r[1] == "`jax-fori` (GPU) vs `numpy` (CPU)"
         assert ": cpu · AMD EPYC 9654 ×16 → cuda · NVIDIA H200" in r[2]
 
 
@@ -506,9 +506,9 @@ def test_files_pair_across_only_when_one_cannot_pair_alone(by_file):
 
 def test_best_rows_name_the_fastest_variants_at_the_crossover(by_file):
     best = next(r for r in by_file if r[0].endswith("best of all") and "`gpu-a.json`" in r[2])
-    # the CPU-only file's jax-scan (0.4 µs) is fastest on the CPU at the crossover
-    assert best[1] == "`jax-scan` (GPU) vs `jax-scan` (CPU)"
-    d = crossover_d(h.MODEL[("jax-scan", "cpu")], (25e-6, 22e12))
+    # the CPU-only file's jax-fori (0.4 µs) is fastest on the CPU at the crossover
+    assert best[1] == "`jax-fori` (GPU) vs `jax-fori` (CPU)"
+    d = crossover_d(h.MODEL[("jax-fori", "cpu")], (25e-6, 22e12))
     assert best[4].startswith(f"{d:,.0f}")
     torch = next(r for r in by_file if r[0] == "`torch`" and "`gpu-b.json`" in r[2])
     assert torch[1] == "`torch` (GPU) vs `torch` (CPU) at d = 16"  # GPU faster at every size
@@ -518,14 +518,14 @@ def test_best_rows_name_the_fastest_variants_at_the_crossover(by_file):
 def test_gpu_table_marks_poor_fits_and_extrapolated_crossovers():
     gpu = gpu_machine_file(25e-6)
     for c in gpu.cases:
-        if c.variant == "jax-scan" and c.problem.widths[0] in (16, 256):
+        if c.variant == "jax-fori" and c.problem.widths[0] in (16, 256):
             h.scale_times(c, 2.0)
     narrow = gpu_machine_file(200e-6)  # torch crosses numpy near d = 80: above its widest point
     narrow.cases = [c for c in narrow.cases if c.problem.widths[0] <= 64]
     rows = gpu_rows([sources.Source(Path("zig.json"), gpu, "zig"),
                      sources.Source(Path("narrow.json"), narrow, "narrow")])
     zig = next(r for r in rows if "`zig.json`" in r[2])
-    assert zig[1] == "`jax-scan` (GPU, poor fit) vs `numpy` (CPU)"
+    assert zig[1] == "`jax-fori` (GPU, poor fit) vs `numpy` (CPU)"
     far = next(r for r in rows if "`narrow.json`" in r[2])
     d = crossover_d((19e-6, 120e9), (60e-6, 20e12))
     assert far[1] == "`torch` (GPU) vs `numpy` (CPU)"

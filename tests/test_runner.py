@@ -185,7 +185,7 @@ def test_rounds_rotate_the_frameworks_and_show_the_spread_between_them():
 def test_run_uses_every_variant_that_fits_by_default():
     plan = runner.Plan("run", "cpu", [make_problem()], list(registry.VARIANTS.values()), 1)
     names = {v.name for _, v, _ in plan.cases()}
-    assert {"python", "numpy", "limit", "torch", "jax", "jax-scan"} <= names
+    assert {"python", "numpy", "limit", "torch", "jax", "jax-fori"} <= names
     assert "torch-cudagraph" not in names
 
 

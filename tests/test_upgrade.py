@@ -94,3 +94,13 @@ def test_a_corrupt_old_file_is_refused_with_one_line(where, value, fragment):
     with pytest.raises(ResultsError) as err:
         Run.from_dict(data, "old.json")
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_renamed_variant_takes_its_name_now_in_an_old_file():
+    data = raw(POOLED)
+    assert "jax-scan" in data["config"]["variants"]
+    run = Run.from_dict(data, POOLED.name)
+    assert "jax-scan" not in run.config.variants and "jax-fori" in run.config.variants
+    fori = [c for c in run.cases if c.variant == "jax-fori"]
+    assert fori and all("/jax-fori/" in c.id for c in fori)
+    assert not any("jax-scan" in c.id or c.variant == "jax-scan" for c in run.cases)

@@ -28,6 +28,8 @@ def list_variants(check_imports: bool) -> int:
                      "llllll"))
     if not check_imports:
         print("\n(packages found, not imported; `list --check` imports each framework)")
+    for old, (new, why) in registry.RENAMED.items():
+        print(f"({old} is now called {new}: {why}; the old name still works)")
     return 0
 
 

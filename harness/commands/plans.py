@@ -242,7 +242,8 @@ def variants(names: tuple[str, ...] | None, frameworks: tuple[str, ...] | None,
     if names is not None:
         if not names:
             raise BenchError(f"--variants is empty: choose from {', '.join(registry.VARIANTS)}")
-        return [registry.get(n) for n in dict.fromkeys(names)], True
+        chosen = [registry.get(n) for n in names]
+        return list({v.name: v for v in chosen}.values()), True
     if frameworks is not None:
         if not frameworks:
             raise BenchError("--framework is empty: name at least one framework")

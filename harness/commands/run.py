@@ -163,6 +163,6 @@ COMMAND = Command(
     "with every variant, and 16-16-16 and 256-256-256 tanh float32 batch 64 without "
     "the variants declared for the worked example only; --widths, --variants or "
     "--framework run exactly what they name.",
-    ("run", "run --widths 1,1,1 512,512,512 --variants numpy,torch,jax,jax-scan",
-     "run --measure instructions --widths 1,1,1 --variants numpy,torch,jax,jax-scan"),
+    ("run", "run --widths 1,1,1 512,512,512 --variants numpy,torch,jax,jax-fori",
+     "run --measure instructions --widths 1,1,1 --variants numpy,torch,jax,jax-fori"),
     run_args, lambda a: run(networks_of(a), timed_of(a)))

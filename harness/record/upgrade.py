@@ -10,7 +10,10 @@ statistics beside the samples. Upgrading them:
   pooled samples are its blocks in process order, so its own samples are that slice again;
   where the blocks do not add up, the process keeps its status and no measurement;
 * a ``phases`` entry kept only its statistics, not its samples: it becomes one block of one
-  step at its median (the only figure the report reads), with no first call.
+  step at its median (the only figure the report reads), with no first call;
+* a variant renamed since (``registry.RENAMED``: ``jax-scan`` is ``jax-fori``) takes its name
+  now, in its cases, their ids and the run's list of variants, so that an old file and a new
+  one compare case by case.
 
 Nothing here validates: ``harness.record.schema`` checks the upgraded dict as it checks a new
 one, so a corrupt old file is refused with the same one line.
@@ -19,6 +22,8 @@ one, so a corrupt old file is refused with the same one line.
 from __future__ import annotations
 
 import copy
+
+from implementations.registry import RENAMED
 
 VERSION = 4
 
@@ -31,10 +36,22 @@ def to_current(data: dict) -> dict:
     for case in data.get("cases") if isinstance(data.get("cases"), list) else []:
         if isinstance(case, dict):
             upgrade_case(case)
+    config = data.get("config")
+    if isinstance(config, dict) and isinstance(config.get("variants"), list):
+        config["variants"] = [new_name(v) for v in config["variants"]]
     return data
 
 
+def new_name(variant):
+    return RENAMED[variant][0] if isinstance(variant, str) and variant in RENAMED else variant
+
+
 def upgrade_case(case: dict) -> None:
+    old, new = case.get("variant"), new_name(case.get("variant"))
+    if old != new:
+        case["variant"] = new
+        if isinstance(case.get("id"), str):
+            case["id"] = case["id"].replace(f"/{old}/", f"/{new}/", 1)
     timing = case.get("timing")
     if isinstance(case.get("processes"), list):
         case["processes"] = split_processes(case["processes"], timing)
