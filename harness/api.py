@@ -24,7 +24,7 @@ from harness.commands import check as session
 from harness.commands import plans
 from harness.measure import check as checks
 from harness.measure import machine_state
-from harness.measure.check import example as examples
+from harness.measure.check import example_file
 from harness.measure.check import learner as learners
 from harness.measure.environment import default_threads
 from harness.measure.timing import TimingConfig
@@ -151,7 +151,7 @@ def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = No
     ``harness.measure.check.example``). Returns its ``Outcome``: ``passed``,
     ``results(value)``, ``failed()``, ``unreproduced()``;
     ``harness.measure.check.example.render(outcome)`` prints it."""
-    example = examples.read_example(path)
+    example = example_file.read_example(path)
     names = names_of(frameworks)
     selection = session.select(names, None, [example.problem], "cpu", include_all)
     outcome = session.run_example(example, selection, lambda text: None)

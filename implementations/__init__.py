@@ -20,6 +20,11 @@ a ``LoopModule``) cover the 1-1-1 network with batch 1 only.
 Every Trainer starts from ``problem.cast_problem(problem)``: the same float64 seeded numbers,
 rounded once to the problem's dtype.
 
+Three modules are helpers, not frameworks: ``floors`` (the call floor of a compiled call,
+measured one way for every framework that has one), ``inductor_cache`` (torch.compile's disk
+cache and the markers of what was built in it, for ``torch`` and ``torch-compiled``) and
+``launch`` (the data-parallel variants' worker processes).
+
 Adding a framework
 ------------------
 Write one file, ``implementations/<name>.py`` (or any path listed in the environment variable

@@ -16,12 +16,6 @@ compile the functional step are in ``torch_compiled``, a framework of their own 
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
@@ -33,6 +27,12 @@ from implementations.contract import (
     Framework,
     Unavailable,
     Variant,
+)
+from implementations.inductor_cache import (  # noqa: F401 (built: the contract)
+    built,
+    built_marker,
+    inductor_cache_state,
+    mark_built,
 )
 from implementations.problem import (
     NetworkSpec,
@@ -233,44 +233,6 @@ def reset_device_memory_peak(device: str) -> bool:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     return True
-
-
-def inductor_dir() -> Path:
-    """Where torch.compile keeps its disk cache."""
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), f"torchinductor_{getpass.getuser()}"))
-
-
-def inductor_cache_state() -> dict:
-    """Where torch.compile keeps its disk cache, and whether it already held compiled graphs."""
-    graphs = inductor_dir() / "fxgraph"
-    return {"dir": str(inductor_dir()),
-            "warm_at_start": graphs.is_dir() and any(os.scandir(graphs))}
-
-
-def built_marker(loop: str, net: NetworkSpec, batch: int, device: str) -> Path:
-    """A file in the Inductor cache that says a loop compiled this network there before (so
-    that clearing the cache clears it too): what ``built`` reads."""
-    key = repr((torch.__version__, loop, net.as_dict(), batch, device))
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return inductor_dir() / "backprop-bench-built" / f"{loop}-{digest}"
-
-
-def mark_built(marker: Path | None) -> None:
-    """Leave the marker once the first compiled call has succeeded (never fails the call)."""
-    if marker is None:
-        return
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    except OSError:
-        pass
-
-
-def built(variant, problem: Problem, device: str) -> bool:
-    """Whether a compiling variant's code for this problem is in the Inductor cache."""
-    return variant.loop is not None and built_marker(
-        variant.loop, problem.spec, problem.batch, device).exists()
 
 
 class ManualLoop:

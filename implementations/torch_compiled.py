@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from implementations import floors, torch_backprop
+from implementations import floors, inductor_cache, torch_backprop
 from implementations.contract import ALL_DEVICES, WORKED_EXAMPLE, Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, flatten, unflatten
 from implementations.torch_backprop import Trainer, check_device, loss
@@ -88,17 +88,17 @@ def built(variant, problem, device: str) -> bool:
     package, or the marker a torch.compile loop leaves in the Inductor cache."""
     if variant.loop == "FusedLoop":
         return package_path(loop_key(problem.spec, problem.batch)).exists()
-    return torch_backprop.built(variant, problem, device)
+    return inductor_cache.built(variant, problem, device)
 
 
 def marker_of(loop, trainer: Trainer) -> Path:
-    return torch_backprop.built_marker(type(loop).__name__, trainer.net, trainer.x.shape[0],
+    return inductor_cache.built_marker(type(loop).__name__, trainer.net, trainer.x.shape[0],
                                        trainer.device)
 
 
 def mark_built(marker: Path | None) -> None:
     """Leave the marker after the first compiled call (returns None: nothing left to mark)."""
-    torch_backprop.mark_built(marker)
+    inductor_cache.mark_built(marker)
 
 
 def functional_step(net: NetworkSpec, leaves: list, x, y, lr) -> list:

@@ -11,7 +11,7 @@ import pytest
 
 import backprop_bench as bb
 from harness import cli
-from harness.measure.check import example as examples
+from harness.measure.check import example_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER = ROOT / "examples" / "learner_backprop.py"
@@ -187,7 +187,7 @@ def test_an_example_may_be_json_with_any_data(tmp_path, capsys):
 
 
 def test_printed_digits_set_the_tolerance():
-    assert examples.digits("0.3135", "f", "v") == pytest.approx(5e-5)
-    assert examples.digits("3.4e-15", "f", "v") == pytest.approx(5e-17)
-    assert examples.digits("199.99998", "f", "v") == pytest.approx(5e-6)
-    assert examples.digits("200", "f", "v") == pytest.approx(0.5)
+    assert example_file.digits("0.3135", "f", "v") == pytest.approx(5e-5)
+    assert example_file.digits("3.4e-15", "f", "v") == pytest.approx(5e-17)
+    assert example_file.digits("199.99998", "f", "v") == pytest.approx(5e-6)
+    assert example_file.digits("200", "f", "v") == pytest.approx(0.5)

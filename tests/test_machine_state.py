@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.measure import machine_state as ms
+from harness.measure import procfs
 
 LINUX = Path("/proc/self/stat").exists()
 
@@ -43,36 +44,36 @@ def state(**fields) -> dict:
 
 
 def test_parse_loadavg():
-    assert ms.parse_loadavg("3.10 0.31 0.14 4/101 4049\n") == {
+    assert procfs.parse_loadavg("3.10 0.31 0.14 4/101 4049\n") == {
         "load1": 3.1, "load5": 0.31, "load15": 0.14, "running": 4, "tasks": 101}
-    assert ms.parse_loadavg("") is None
-    assert ms.parse_loadavg("garbage here") is None
+    assert procfs.parse_loadavg("") is None
+    assert procfs.parse_loadavg("garbage here") is None
 
 
 def test_parse_cpu_times_and_steal_share():
-    before, after = ms.parse_cpu_times(STAT_BEFORE), ms.parse_cpu_times(STAT_AFTER)
+    before, after = procfs.parse_cpu_times(STAT_BEFORE), procfs.parse_cpu_times(STAT_AFTER)
     assert before["steal"] == 400 and before["idle"] == 8000
     assert ms.cpu_shares(before, after) == {"steal_pct": 25.0, "iowait_pct": 10.0}
 
 
 def test_cpu_shares_degrade():
-    old_kernel = ms.parse_cpu_times("cpu  10 0 5 80 1 0 0\n")  # no steal column
-    newer = ms.parse_cpu_times("cpu  20 0 10 160 2 0 0\n")
+    old_kernel = procfs.parse_cpu_times("cpu  10 0 5 80 1 0 0\n")  # no steal column
+    newer = procfs.parse_cpu_times("cpu  20 0 10 160 2 0 0\n")
     assert "steal" not in old_kernel
     # 1 jiffy of iowait in 10 + 5 + 80 + 1
     assert ms.cpu_shares(old_kernel, newer) == {"steal_pct": None, "iowait_pct": 1.04}
     assert ms.cpu_shares(None, newer) == {"steal_pct": None, "iowait_pct": None}
     assert ms.cpu_shares(newer, newer) == {"steal_pct": None, "iowait_pct": None}
-    assert ms.parse_cpu_times("intr 1 2\n") is None
-    assert ms.parse_cpu_times("cpu  1 x 2\n") is None
+    assert procfs.parse_cpu_times("intr 1 2\n") is None
+    assert procfs.parse_cpu_times("cpu  1 x 2\n") is None
 
 
 def test_parse_pid_stat_with_odd_name():
-    stat = ms.parse_pid_stat(pid_stat(1234, "my (odd) proc", 250, 50, 9999, ppid=77))
+    stat = procfs.parse_pid_stat(pid_stat(1234, "my (odd) proc", 250, 50, 9999, ppid=77))
     assert stat == {"pid": 1234, "name": "my (odd) proc", "state": "S", "ppid": 77,
                     "ticks": 300, "start": 9999}
-    assert ms.parse_pid_stat("1234 (truncated") is None
-    assert ms.parse_pid_stat("") is None
+    assert procfs.parse_pid_stat("1234 (truncated") is None
+    assert procfs.parse_pid_stat("") is None
 
 
 def test_cpu_percent_known_answers():
@@ -81,19 +82,19 @@ def test_cpu_percent_known_answers():
     after = {1: {"name": "a", "ticks": 150, "start": 5},  # 50 ticks in 0.5 s: a whole core
              2: {"name": "b", "ticks": 20, "start": 7},  # pid reused: all 20 ticks count
              3: {"name": "c", "ticks": 5, "start": 8}}  # new: all 5 ticks count
-    rows = ms.cpu_percent(before, after, 0.5, 100)
+    rows = procfs.cpu_percent(before, after, 0.5, 100)
     assert rows == [{"pid": 1, "name": "a", "cpu_pct": 100.0},
                     {"pid": 2, "name": "b", "cpu_pct": 40.0},
                     {"pid": 3, "name": "c", "cpu_pct": 10.0}]
-    assert ms.cpu_percent(before, after, 0.0, 100) == []
+    assert procfs.cpu_percent(before, after, 0.0, 100) == []
 
 
 def test_family_is_parent_chain_and_descendants():
     procs = {1: {"ppid": 0}, 10: {"ppid": 1}, 20: {"ppid": 10}, 30: {"ppid": 20},
              31: {"ppid": 30}, 40: {"ppid": 1}, 21: {"ppid": 10}}
-    assert ms.family(procs, 20) == {1, 10, 20, 30, 31}
-    assert ms.family(procs, 20, children=False) == {1, 10, 20}
-    assert ms.family({}, 5) == {5}
+    assert procfs.family(procs, 20) == {1, 10, 20, 30, 31}
+    assert procfs.family(procs, 20, children=False) == {1, 10, 20}
+    assert procfs.family({}, 5) == {5}
 
 
 # --- warnings ----------------------------------------------------------------------------
@@ -117,9 +118,9 @@ def ticks(**procs) -> dict:
 
 
 def test_assess_steal_and_busy_process_over_the_interval():
-    before = state(monotonic=10.0, cpu_times=ms.parse_cpu_times(STAT_BEFORE),
+    before = state(monotonic=10.0, cpu_times=procfs.parse_cpu_times(STAT_BEFORE),
                    process_ticks=ticks(python=(1234, 100), idle=(5, 7)))
-    after = state(monotonic=12.0, cpu_times=ms.parse_cpu_times(STAT_AFTER),
+    after = state(monotonic=12.0, cpu_times=procfs.parse_cpu_times(STAT_AFTER),
                   process_ticks=ticks(python=(1234, 296), idle=(5, 8)), loadavg={"load1": 1.0})
     result = ms.assess(before, after)
     assert result["disturbed"] is True
@@ -133,7 +134,7 @@ def test_assess_steal_and_busy_process_over_the_interval():
 
 
 def test_assess_quiet_interval():
-    times = ms.parse_cpu_times(STAT_BEFORE)
+    times = procfs.parse_cpu_times(STAT_BEFORE)
     quiet = dict(times, user=times["user"] + 1000, idle=times["idle"] + 1000,
                  steal=times["steal"] + 10)  # 10 of 2010: 0.5%
     before = state(monotonic=0.0, cpu_times=times, process_ticks=ticks(a=(9, 0)))
@@ -144,7 +145,7 @@ def test_assess_quiet_interval():
 
 
 def test_steal_threshold():
-    times = ms.parse_cpu_times(STAT_BEFORE)
+    times = procfs.parse_cpu_times(STAT_BEFORE)
 
     def steal(jiffies: int) -> list[str]:
         later = dict(times, idle=times["idle"] + 1000 - jiffies, steal=times["steal"] + jiffies)
@@ -222,19 +223,19 @@ def test_frequency_state_and_topology(tmp_path):
             "powersave\n" if cpu else "performance\n")
     (tmp_path / "intel_pstate").mkdir()
     (tmp_path / "intel_pstate" / "no_turbo").write_text("1\n")
-    assert ms.frequency_state(tmp_path) == {"governors": ["performance", "powersave"],
+    assert procfs.frequency_state(tmp_path) == {"governors": ["performance", "powersave"],
                                             "no_turbo": 1, "boost": None}
-    assert ms.physical_cores(tmp_path) == 2
+    assert procfs.physical_cores(tmp_path) == 2
 
 
 def test_cpu_identity_falls_back_without_py_cpuinfo(monkeypatch):
-    ms.cpu_identity.cache_clear()
+    procfs.cpu_identity.cache_clear()
     monkeypatch.setitem(sys.modules, "cpuinfo", None)  # import cpuinfo raises ImportError
     try:
-        ident = ms.cpu_identity()
+        ident = procfs.cpu_identity()
         assert ident["source"] == "platform" and ident["flags"] is None
     finally:
-        ms.cpu_identity.cache_clear()
+        procfs.cpu_identity.cache_clear()
 
 
 def test_compact_drops_process_ticks():

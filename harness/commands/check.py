@@ -51,7 +51,7 @@ from harness.commands.options import (
     with_check_timeout,
 )
 from harness.measure import environment
-from harness.measure.check import diagnose, judge
+from harness.measure.check import diagnose_trajectory, judge
 from harness.measure.check import learner as learners
 from harness.measure.check.judge import attempt
 from harness.measure.check.learner import Learner
@@ -212,7 +212,7 @@ def learner_trajectory(problem: Problem, learner: Learner, steps: int, report: R
         judge.compare_to_reference(problem, learner.name, params, start, steps, report)
         if learner.name in report.failed(where):
             later.append(lambda: (learner.name, where) in report.diagnoses or report.diagnose(
-                learner.name, where, diagnose.trajectory(
+                learner.name, where, diagnose_trajectory.trajectory(
                     problem, start, steps, params, (3, learner.trajectory(problem, 3)))))
 
     attempt(problem, learner.name, report, go)

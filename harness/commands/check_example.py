@@ -7,6 +7,7 @@ import numpy as np
 
 from harness.commands.check_select import Selection, select, stderr
 from harness.measure.check import example as examples
+from harness.measure.check import example_file
 from harness.measure.check.report import crash_reason
 from harness.procs import isolated
 from implementations import registry
@@ -14,7 +15,7 @@ from implementations.contract import Unavailable
 from implementations.problem import BenchError
 
 
-def run_example(example: examples.Example, selection: Selection, say) -> examples.Outcome:
+def run_example(example: example_file.Example, selection: Selection, say) -> examples.Outcome:
     """Every selected framework's functions and variant's Trainer on the example."""
     outcome = examples.Outcome(example)
     for name, module in selection.modules.items():
@@ -58,7 +59,7 @@ def outcome_of(outcome: examples.Outcome, name: str, fn) -> None:
         outcome.got[name] = examples.Values(crashed=True)
 
 
-def isolated_values(variants: list, example: examples.Example, say) -> dict:
+def isolated_values(variants: list, example: example_file.Example, say) -> dict:
     """The Trainers of a framework that needs a process of its own, through ``demo``'s
     replay: {variant: Values or the reason it could not run}."""
     afters = sorted({q.after for q in example.published} | {0})
@@ -90,7 +91,7 @@ def example_command(path: str, frameworks, names, device: str, include_all: bool
     """`check --example FILE`: 0 if every value is reproduced by every subject."""
     if device != "cpu":
         raise BenchError("--example runs on the CPU only")
-    example = examples.read_example(path)
+    example = example_file.read_example(path)
     selection = select(frameworks, names, [example.problem], "cpu", include_all)
     outcome = run_example(example, selection, stderr)
     outcome.notes = selection.notes + outcome.notes

@@ -9,7 +9,8 @@ the others still make the report.
 One module per section: ``provenance`` (files, machines, software, settings), ``ceilings``,
 ``runs`` (one per `run` file), ``sweeps`` (one per `sweep` file), ``fits`` (the cost model),
 ``gpu_cpu`` (where a GPU starts beating a CPU), ``compile`` and ``code`` (the step functions
-side by side); ``plots`` draws every figure; ``sources`` names machines and devices.
+side by side); ``plots`` and ``plots_ladder`` draw every figure; ``sources`` names machines
+and devices.
 
 The report never overwrites a file it did not write (the Markdown starts with ``MARKER``,
 each PNG carries it in its metadata) unless asked to with ``force``.

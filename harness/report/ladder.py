@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.record import summary
 from harness.record.results import Case, Run
-from harness.report import plots
+from harness.report import plots_ladder
 from harness.report.sources import Source, image, machine_label, origin
 from harness.tables import fmt_ratio, fmt_time, markdown_table, md_code
 
@@ -40,7 +40,7 @@ def ladder_section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
              origin(source), LADDER_INTRO]
     if plot_dir is not None:
         png = plot_dir / f"{source.name}-ladder.png"
-        plots.ladder(machine_label(source.run, md=False), ladders, png)
+        plots_ladder.ladder(machine_label(source.run, md=False), ladders, png)
         parts.append(image(png, out_dir, "the abstraction ladder"))
     for (problem, device), rungs in ladders.items():
         parts += [f"### {problem.label()} · {device}",
@@ -84,7 +84,7 @@ def phases_section(source: Source, out_dir: Path, plot_dir: Path | None) -> str:
              f"{machine_label(source.run)}", origin(source), PHASES_INTRO]
     if plot_dir is not None:
         png = plot_dir / f"{source.name}-phases.png"
-        plots.phases(machine_label(source.run, md=False), found, png)
+        plots_ladder.phases(machine_label(source.run, md=False), found, png)
         parts.append(image(png, out_dir, "the parts of one step"))
     table = [[c.problem.label(), md_code(c.variant), c.device, fmt_time(s["step"]),
               fmt_time(s["forward"]), fmt_time(s["backward"]), fmt_time(s["update"]),

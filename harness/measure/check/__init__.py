@@ -13,13 +13,14 @@ rounded to the dtype under test:
 * **the others**: the median of the other subjects that passed, shown beside but deciding
   nothing: a subject fails on its own evidence only (``judge``).
 
-A failing subject is diagnosed in one line when it fits a known bug class (``diagnose``).
-``render`` prints a check, ``learner`` loads a learner's file and ``example`` reads a
-published worked example and says what each subject makes of it. ``harness.commands.check``
-runs a whole check, for the CLI and the Python API.
+A failing subject is diagnosed in one line when it fits a known bug class (``diagnose``, and
+``diagnose_trajectory`` for a wrong trajectory). ``render`` prints a check, ``learner`` loads
+a learner's file, ``example_file`` reads a published worked example and ``example`` says what
+each subject makes of it. ``harness.commands.check`` runs a whole check, for the CLI and the
+Python API.
 
-The modules import, in order: ``report`` and ``reference``; ``diagnose``; ``judge``;
-``learner``, ``render``; ``example``.
+The modules import, in order: ``report`` and ``reference``; ``diagnose``;
+``diagnose_trajectory``; ``judge``; ``learner``, ``render``; ``example_file``; ``example``.
 """
 
 from harness.measure.check.judge import (

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness.measure.check import deadline, diagnose
+from harness.measure.check import deadline, diagnose, diagnose_trajectory
 from harness.measure.check.reference import (
     FD_MAX_ENTRIES,
     backward,
@@ -257,7 +257,7 @@ def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
             fresh = variant.make(problem, device)
             k = probe_steps(fresh)
             fresh.run(k)
-            report.diagnose(subject, label(problem), diagnose.trajectory(
+            report.diagnose(subject, label(problem), diagnose_trajectory.trajectory(
                 problem, start, n, params, (k, fresh.params())))
 
         later.append(diagnosis) if later is not None else diagnosis()
