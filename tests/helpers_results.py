@@ -64,6 +64,11 @@ def timing(raw: list[float], block_steps: int, compile_s: float = 0.0) -> Measur
     return Measurement(compile_s + median, 1, block_steps, list(raw))
 
 
+def peak(framework: str, device: str, n: int, gflops: float) -> Peak:
+    """A float32 matmul peak of ``gflops``: one n×n matmul timed at 2 n³ / gflops."""
+    return Peak(framework, device, "float32", n, [2.0 * n**3 / (gflops * 1e9)])
+
+
 def one_time(per_step_s: float) -> Measurement:
     """A measurement of one block of one step: a process's median, say."""
     return Measurement(0.0, 1, 1, [per_step_s])
@@ -121,12 +126,10 @@ def frameworks(device: str) -> dict[str, FrameworkRecord]:
 
 
 def ceilings(device: str) -> Ceilings:
-    peaks = [Peak("numpy", "cpu", "float32", 2048, 198.5, 0.0865, [0.0865]),
-             Peak("torch", "cpu", "float32", 2048, 245.3, 0.07, [0.07]),
+    peaks = [peak("numpy", "cpu", 2048, 198.5), peak("torch", "cpu", 2048, 245.3),
              Peak("python", "cpu", "float32", 2048, error="AttributeError: no sync")]
     if device == "cuda":
-        peaks += [Peak("torch", "cuda", "float32", 8192, 51000.0, 0.0216, [0.0216]),
-                  Peak("jax", "cuda", "float32", 8192, 48000.0, 0.0229, [0.0229])]
+        peaks += [peak("torch", "cuda", 8192, 51000.0), peak("jax", "cuda", 8192, 48000.0)]
     return Ceilings(peaks, {"per_block_s": 8.5e-8, "fraction_of_block": 4.25e-6},
                     {"ns_per_step": 5.7})
 

@@ -104,3 +104,15 @@ def test_a_renamed_variant_takes_its_name_now_in_an_old_file():
     fori = [c for c in run.cases if c.variant == "jax-fori"]
     assert fori and all("/jax-fori/" in c.id for c in fori)
     assert not any("jax-scan" in c.id or c.variant == "jax-scan" for c in run.cases)
+
+
+def test_a_matmul_peak_is_stored_as_its_samples_and_derives_what_old_files_stored(tmp_path):
+    data = raw(POOLED)
+    run = Run.from_dict(data, POOLED.name)
+    stored = data["ceilings"]["matmul_peak"]
+    assert stored and [p.gflops for p in run.ceilings.matmul_peak] == [p.get("gflops")
+                                                                       for p in stored]
+    assert [p.median_s for p in run.ceilings.matmul_peak] == [p.get("median_s") for p in stored]
+    store.write(run, tmp_path / "again.json")
+    peaks = json.loads((tmp_path / "again.json").read_text())["ceilings"]["matmul_peak"]
+    assert all("gflops" not in p and "median_s" not in p and "samples_s" in p for p in peaks)

@@ -6,19 +6,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class Peak:
-    """A measured matmul ceiling (or why it could not be measured)."""
+    """A measured matmul ceiling: the seconds of each n×n matmul, stored as measured, from
+    which its median and GFLOP/s are derived (or why it could not be measured)."""
 
     framework: str
     device: str
     dtype: str
     n: int
-    gflops: float | None = None
-    median_s: float | None = None
     samples_s: list[float] = field(default_factory=list)
     error: str | None = None
+
+    @property
+    def median_s(self) -> float | None:
+        return float(np.median(self.samples_s)) if self.samples_s else None
+
+    @property
+    def gflops(self) -> float | None:
+        """2 n³ floating-point operations over the median matmul, in GFLOP/s."""
+        median = self.median_s
+        return 2.0 * self.n**3 / median / 1e9 if median else None
 
 
 @dataclass

@@ -36,5 +36,4 @@ def measure_peak(framework: str, module, device: str, dtype: str, n: int,
             samples.append(time.perf_counter() - t0)
     except Exception as exc:  # a ceiling we cannot measure is reported, not fatal
         return Peak(framework, device, dtype, n, error=f"{type(exc).__name__}: {exc}"[:300])
-    median = float(np.median(samples))
-    return Peak(framework, device, dtype, n, 2.0 * n**3 / median / 1e9, median, samples)
+    return Peak(framework, device, dtype, n, samples)

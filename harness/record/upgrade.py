@@ -5,7 +5,8 @@ K and the raw block times) and derives every statistic on load. Versions 1 to 3 
 statistics beside the samples. Upgrading them:
 
 * a case's ``timing`` is unchanged: its ``per_step`` and ``compile_s`` were derived from the
-  samples it holds, and are derived again (keys a version does not know are ignored);
+  samples it holds, and are derived again (keys a version does not know are ignored); so are
+  a matmul peak's ``median_s`` and ``gflops``;
 * each of a pooled case's ``processes`` kept its median, IQR and number of blocks, and the
   pooled samples are its blocks in process order, so its own samples are that slice again;
   where the blocks do not add up, the process keeps its status and no measurement;
