@@ -104,6 +104,9 @@ def test_a_renamed_variant_takes_its_name_now_in_an_old_file():
     fori = [c for c in run.cases if c.variant == "jax-fori"]
     assert fori and all("/jax-fori/" in c.id for c in fori)
     assert not any("jax-scan" in c.id or c.variant == "jax-scan" for c in run.cases)
+    data["config"]["extra_cases"] = [{"problem": {}, "variant": "jax-scan"}, {"variant": "limit"}]
+    extra = Run.from_dict(data, POOLED.name).config.extra_cases
+    assert [e["variant"] for e in extra] == ["jax-fori", "limit"]
 
 
 def test_a_matmul_peak_is_stored_as_its_samples_and_derives_what_old_files_stored(tmp_path):

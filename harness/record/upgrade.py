@@ -13,8 +13,8 @@ statistics beside the samples. Upgrading them:
 * a ``phases`` entry kept only its statistics, not its samples: it becomes one block of one
   step at its median (the only figure the report reads), with no first call;
 * a variant renamed since (``registry.RENAMED``: ``jax-scan`` is ``jax-fori``) takes its name
-  now, in its cases, their ids and the run's list of variants, so that an old file and a new
-  one compare case by case.
+  now, in its cases, their ids and the run's lists of variants and extra cases, so that an
+  old file and a new one compare case by case.
 
 Nothing here validates: ``harness.record.schema`` checks the upgraded dict as it checks a new
 one, so a corrupt old file is refused with the same one line.
@@ -38,8 +38,13 @@ def to_current(data: dict) -> dict:
         if isinstance(case, dict):
             upgrade_case(case)
     config = data.get("config")
-    if isinstance(config, dict) and isinstance(config.get("variants"), list):
+    config = config if isinstance(config, dict) else {}
+    if isinstance(config.get("variants"), list):
         config["variants"] = [new_name(v) for v in config["variants"]]
+    if isinstance(config.get("extra_cases"), list):
+        for extra in config["extra_cases"]:
+            if isinstance(extra, dict) and "variant" in extra:
+                extra["variant"] = new_name(extra["variant"])
     return data
 
 
