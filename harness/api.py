@@ -90,7 +90,9 @@ def time(variant: str | Variant, problem: Problem, device: str = "cpu",
     ``harness.measure.timing.time_trainer`` (first call apart, K calibrated, ``seconds`` of timed
     blocks), then ``harness.procs.worker.verify`` against the float64 reference. Returns the
     ``Case``: ``status`` "ok", "failed" or "unavailable" (with ``reason``), ``median`` in
-    seconds per step, ``timing``, ``check``, ``memory`` and the machine's ``state``.
+    seconds per step, ``timing`` (the ``Measurement``: the raw block times, from which
+    ``timing.iqr``, ``timing.min`` and the rest are derived), ``check``, ``memory`` and the
+    machine's ``state``.
 
     It runs in this process, after whatever this process did before, with its thread pools
     as they are, and the problem is rebuilt from its record (network, batch, lr, seed) as the
