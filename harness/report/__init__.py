@@ -120,13 +120,18 @@ def title(sources: list[Source]) -> str:
 
 MAX_PLOTTED = 12  # results files drawn, the newest first: a folder of 1000 needs no 3000 PNGs
 
+# the sections of one results file, by the command that wrote it, in the report's order
+PER_FILE = (("run", runs.section), ("run", ladder.ladder_section),
+            ("run", ladder.phases_section), ("sweep", sweeps.section))
+PLOTTED = tuple(dict.fromkeys(command for command, _ in PER_FILE))  # the files with plots
+
 
 def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: Path,
            say=lambda text: None) -> str:
     """The whole Markdown text: the summary, the contents, the results, then where they come
     from. The plots of each file are drawn for the MAX_PLOTTED newest run and sweep files;
     the others have their tables only, and the report says so."""
-    drawn = {id(s) for s in sorted((s for s in sources if s.command in ("run", "sweep")),
+    drawn = {id(s) for s in sorted((s for s in sources if s.command in PLOTTED),
                                    key=lambda s: s.run.created, reverse=True)[:MAX_PLOTTED]}
 
     def where(s: Source) -> Path | None:
@@ -134,11 +139,9 @@ def render(sources: list[Source], problems: list[str], out_dir: Path, plot_dir: 
 
     if len(sources) > MAX_PLOTTED:  # a long report says what it is doing
         say(f"report: {len(sources)} results file(s), plots for {len(drawn)}")
-    body = [runs.section(s, out_dir, where(s)) for s in sources if s.command == "run"]
-    body += [ladder.ladder_section(s, out_dir, where(s)) for s in sources if s.command == "run"]
-    body += [ladder.phases_section(s, out_dir, where(s)) for s in sources if s.command == "run"]
-    body += [sweeps.section(s, out_dir, where(s)) for s in sources if s.command == "sweep"]
-    undrawn = sum(s.command in ("run", "sweep") for s in sources) - len(drawn)
+    body = [section(s, out_dir, where(s)) for command, section in PER_FILE
+            for s in sources if s.command == command]
+    undrawn = sum(s.command in PLOTTED for s in sources) - len(drawn)
     if undrawn > 0:
         body.append(f"## Plots left out\n\nThe plots of the {MAX_PLOTTED} newest run and sweep "
                     f"files are drawn; the {undrawn} older ones have their tables only (build "
