@@ -83,7 +83,8 @@ def phases(title: str, found: list, path: Path) -> None:
     ax.axvline(100, color="k", lw=1)
     ax.set_yticks(y, [f"{c.variant} · {c.problem.label()}" for c, _ in found], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(150, max(100 * s["parts"] / s["step"] for _, s in found) + 40))
+    longest = max(max(100.0, 100 * s["parts"] / s["step"]) for _, s in found)
+    ax.set_xlim(0, max(150, 1.3 * longest + 10))  # room for the "… a step" label past a bar
     ax.set_xlabel("% of the whole step (the line at 100%)", fontsize=9)
     handles = [Patch(color=c, label=p) for p, c in PART_COLORS.items() if p != "rest"]
     handles.append(Patch(facecolor=PART_COLORS["rest"], hatch="//", label="in no part"))
