@@ -132,12 +132,6 @@ class Measurement:
         return replace(self, samples_s=self.samples_s + other.samples_s,
                        total_steps=self.total_steps + other.total_steps)
 
-    def statistics(self) -> dict:
-        """The derived figures by name, in seconds per step (what a table or an export shows)."""
-        return {"median_s": self.median, "q1_s": self.q1, "q3_s": self.q3, "iqr_s": self.iqr,
-                "min_s": self.min, "mean_s": self.mean, "blocks": self.blocks,
-                "noisy": self.noisy, "compile_s": self.compile_s}
-
 
 def timed(trainer, steps: int, clock: Callable[[], float]) -> float:
     t0 = clock()
