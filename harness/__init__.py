@@ -2,8 +2,10 @@
 
 Its packages, each importing only the ones listed above it (and ``implementations``):
 
-* ``measure``: the timing engine and its measurement, the check, memory, the machine's state
-  and environment, the ceilings: what is measured, and how;
+* ``measure``: the timing engine and its measurement, memory, the machine's state and
+  environment, the ceilings: what is measured, and how;
+* ``check``: are the gradients right? The check's one home: the references, the judge, the
+  diagnosis, the learner's and the published example's readers, and the check itself;
 * ``record``: the typed results and their schema, the results files, the derived columns and
   flat rows, ``compare`` and ``export``;
 * ``procs``: work in child processes: the runner and its workers, their protocol, the

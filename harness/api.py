@@ -20,12 +20,12 @@ import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from harness import check as checks
+from harness.check import example_file
+from harness.check import learner as learners
 from harness.commands import check as session
 from harness.commands import plans
-from harness.measure import check as checks
 from harness.measure import machine_state
-from harness.measure.check import example_file
-from harness.measure.check import learner as learners
 from harness.measure.environment import default_threads
 from harness.measure.timing import TimingConfig
 from harness.procs import messages, worker
@@ -126,9 +126,9 @@ def check(problem: Problem, frameworks: Sequence[str] | None = None, device: str
     defaults to every installed one (the others become notes); variants whose cold build
     takes minutes are left out unless cached or ``include_all``. Each framework's settings
     (``threads``, default all usable cores) are applied as ``run`` applies them, in this
-    process, and recorded in ``report.settings``. Returns the ``harness.measure.check.Report``:
+    process, and recorded in ``report.settings``. Returns the ``harness.check.Report``:
     ``passed``, ``rows``, ``notes``, ``failed()``, ``failures()``, ``diagnoses``;
-    ``harness.measure.check.render(report, [problem])`` prints it as the CLI does."""
+    ``harness.check.render(report, [problem])`` prints it as the CLI does."""
     return check_problems([problem], frameworks, device, steps, include_all, threads)
 
 
@@ -136,7 +136,7 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
                frameworks: Sequence[str] | None = None, steps: int = 100,
                threads: int | None = None) -> checks.Report:
     """Check a learner's own backward pass in a NumPy file (``grads(params, x, y)`` and
-    optionally ``sgd_step``; see ``harness.measure.check.learner``) like a framework, on
+    optionally ``sgd_step``; see ``harness.check.learner``) like a framework, on
     ``problems`` (default: the default networks of ``check``, with the file's ACTIVATION and
     BIAS), beside the frameworks (default: every installed one; ``[]``: none). Its subject in
     the report is the file's name."""
@@ -150,9 +150,9 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
 def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = None,
                   include_all: bool = False):
     """Reproduce a published worked example from a TOML or JSON file in every framework (see
-    ``harness.measure.check.example``). Returns its ``Outcome``: ``passed``,
+    ``harness.check.example``). Returns its ``Outcome``: ``passed``,
     ``results(value)``, ``failed()``, ``unreproduced()``;
-    ``harness.measure.check.example.render(outcome)`` prints it."""
+    ``harness.check.example.render(outcome)`` prints it."""
     example = example_file.read_example(path)
     names = names_of(frameworks)
     selection = session.select(names, None, [example.problem], "cpu", include_all)

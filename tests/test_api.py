@@ -10,8 +10,7 @@ import helpers_results as h
 import pytest
 
 import backprop_bench as bb
-from harness import api
-from harness.measure import check
+from harness import api, check
 from harness.record import store
 from harness.record.results import Case, ResultsError
 from implementations import registry

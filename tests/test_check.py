@@ -1,4 +1,4 @@
-"""harness.measure.check: the checker must catch a wrong backward pass, and its references
+"""harness.check: the checker must catch a wrong backward pass, and its references
 must be right."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness import cli
-from harness.measure import check
+from harness import check, cli
 from implementations import numpy_backprop, registry
 from implementations.problem import NetworkSpec, flatten, make_problem, map_params
 
@@ -376,7 +375,7 @@ def test_check_gradients_notes_when_finite_differences_are_sampled():
 
 
 def test_a_trainer_that_moves_too_little_fails_on_a_wide_float32_network():
-    from harness.measure.check import (
+    from harness.check import (
         TOLERANCES,
         reference_trajectory,
         rounded_start,
@@ -398,7 +397,7 @@ def test_a_trainer_that_moves_too_little_fails_on_a_wide_float32_network():
 def test_the_loss_is_checked_against_the_reference_forward_pass():
     import types
 
-    from harness.measure.check import check_gradients
+    from harness.check import check_gradients
     from implementations import numpy_backprop
     from implementations.problem import NetworkSpec, make_problem
 
@@ -464,7 +463,7 @@ def zero_b1(net, params, x, y):
 
 def wrong_input(net, params, x, y):
     """W3's gradient from h1 (the input of layer 2) instead of h2: same shape on 3-4-4-3."""
-    from harness.measure.check.reference import backward
+    from harness.check.reference import backward
 
     trace = backward(net, flatten(params), x, y)
     E, g = manual_grads(net, params, x, y)

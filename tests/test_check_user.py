@@ -1,4 +1,4 @@
-"""harness.measure.check.learner and .example: a learner's own backward pass, and published worked
+"""harness.check.learner and .example: a learner's own backward pass, and published worked
 examples, checked like any framework (``check --impl``, ``check --example``, the API)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 import backprop_bench as bb
 from harness import cli
-from harness.measure.check import example_file
+from harness.check import example_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER = ROOT / "examples" / "learner_backprop.py"

@@ -1025,7 +1025,7 @@ def test_a_hanging_variant_fails_its_check_with_the_cause_and_the_rest_go_on(tmp
 
 
 def test_a_hang_in_c_ends_check_in_one_line_within_the_grace(tmp_path):
-    from harness.measure.check import deadline
+    from harness.check import deadline
 
     env = environ(tmp_path)
     t0 = time.monotonic()
@@ -1042,7 +1042,7 @@ def test_a_hang_in_c_ends_check_in_one_line_within_the_grace(tmp_path):
 def test_a_timeout_in_an_isolated_check_is_a_failure_of_its_case(tmp_path, monkeypatch):
     """A case of an isolated framework's process that runs past --timeout: the parent kills
     that process (the whole group) and the variant fails with the cause."""
-    from harness.measure.check import deadline
+    from harness.check import deadline
     from harness.procs import child
 
     monkeypatch.setenv(deadline.ENV, "1")

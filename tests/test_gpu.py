@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.measure import check
+from harness import check
 from implementations import registry
 from implementations.problem import NetworkSpec, make_problem
 

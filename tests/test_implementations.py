@@ -11,7 +11,7 @@ from conftest import CONTRACT_FRAMEWORKS, available_modules, import_or_skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.measure.check import check_gradients, check_trajectory
+from harness.check import check_gradients, check_trajectory
 from implementations import registry
 from implementations.problem import (
     ACTIVATIONS,

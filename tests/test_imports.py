@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("harness", "implementations", "backprop_bench")
 # harness's layers, lowest first (harness/__init__.py says the same in words)
-LAYERS = ("harness.tables", "harness.measure", "harness.record", "harness.procs",
+LAYERS = ("harness.tables", "harness.measure", "harness.check", "harness.record", "harness.procs",
           "harness.analysis", "harness.report", "harness.commands", "harness.cli",
           "harness.api", "backprop_bench")
 
@@ -154,7 +154,7 @@ def test_an_import_inside_a_function_is_a_heavy_or_optional_package_with_its_rea
     assert wrong == []
 
 
-@pytest.mark.parametrize("package", ["measure", "record", "procs", "analysis", "report",
+@pytest.mark.parametrize("package", ["measure", "check", "record", "procs", "analysis", "report",
                                      "commands"])
 def test_each_package_says_what_it_holds_and_what_it_may_import(package):
     doc = ast.get_docstring(ast.parse((ROOT / "harness" / package / "__init__.py").read_text()))

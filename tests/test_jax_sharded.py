@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import json, numpy as np
-from harness.measure import check
+from harness import check
 from implementations import numpy_backprop, registry
 from implementations.problem import NetworkSpec, flatten, make_problem
 out = {}

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
-from harness.measure import check
+from harness import check, cli
 from implementations import registry, torch_compiled
 from implementations.problem import NetworkSpec, make_problem
 

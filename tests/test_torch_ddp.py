@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.measure import check
+from harness import check
 from harness.measure.timing import TimingConfig
 from harness.procs import messages, worker
 from harness.record.results import ProblemRecord

@@ -14,7 +14,7 @@ as the command line and ``backprop_bench.check`` run it.
    then every gradient at the start, judged together (each is also compared with the
    others), then the diagnoses of the trajectories that failed.
 
-``check --example`` reproduces a published worked example (``harness.measure.check.example``)
+``check --example`` reproduces a published worked example (``harness.check.example``)
 with the same selection; ``check --workers`` checks the data-parallel variants
 (``harness.procs.distcheck``).
 """
@@ -28,6 +28,13 @@ from functools import partial
 
 import numpy as np
 
+from harness.check import diagnose_trajectory, judge
+from harness.check import learner as learners
+from harness.check.judge import attempt
+from harness.check.learner import Learner
+from harness.check.reference import rounded_start
+from harness.check.render import render
+from harness.check.report import Report, label
 from harness.commands import check_workers, plans, scale
 from harness.commands.base import Command, require_device
 from harness.commands.check_example import example_command, run_example  # noqa: F401 (the API)
@@ -51,13 +58,6 @@ from harness.commands.options import (
     with_check_timeout,
 )
 from harness.measure import environment
-from harness.measure.check import diagnose_trajectory, judge
-from harness.measure.check import learner as learners
-from harness.measure.check.judge import attempt
-from harness.measure.check.learner import Learner
-from harness.measure.check.reference import rounded_start
-from harness.measure.check.render import render
-from harness.measure.check.report import Report, label
 from harness.measure.environment import default_threads
 from harness.procs import isolated
 from implementations import registry

@@ -1,14 +1,14 @@
 """`check --example FILE`: a published worked example reproduced by every selected framework
-and variant (``harness.measure.check.example`` reads, runs and renders it)."""
+and variant (``harness.check.example`` reads, runs and renders it)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from harness.check import example as examples
+from harness.check import example_file
+from harness.check.report import crash_reason
 from harness.commands.check_select import Selection, select, stderr
-from harness.measure.check import example as examples
-from harness.measure.check import example_file
-from harness.measure.check.report import crash_reason
 from harness.procs import isolated
 from implementations import registry
 from implementations.contract import Unavailable

@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from harness.check.learner import Learner
 from harness.commands import plans
-from harness.measure.check.learner import Learner
 from implementations import registry
 from implementations.contract import Unavailable, Variant
 from implementations.problem import BenchError, Problem

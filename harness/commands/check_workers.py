@@ -3,8 +3,8 @@ process (``harness.procs.distcheck``), and the table it prints."""
 
 from __future__ import annotations
 
+from harness import check
 from harness.commands import plans
-from harness.measure import check
 from harness.procs.distcheck import GRADIENT, RANKS, WORKERS_NETWORK, check_all
 from harness.tables import text_table
 from implementations import registry

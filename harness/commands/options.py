@@ -8,8 +8,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness.check import deadline
 from harness.commands import plans
-from harness.measure.check import deadline
 from harness.measure.environment import default_threads
 from implementations import registry
 from implementations.problem import ACTIVATIONS, DTYPES, BenchError, parse_widths, validate_lr

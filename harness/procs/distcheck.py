@@ -3,7 +3,7 @@
 For each distributed variant and network, from the shared starting point:
 
 * **gradient**: the gradient every worker steps with (its shard's, after the all-reduce)
-  against the exact float64 gradient of the *full* batch (``harness.measure.check``), within the
+  against the exact float64 gradient of the *full* batch (``harness.check``), within the
   tolerance between frameworks (float64: rounding; float32: the existing float32 tolerance);
 * **trajectory**: worker 0's parameters after N steps against the float64 reference
   trajectory, as for every variant;
@@ -22,8 +22,8 @@ import sys
 
 import numpy as np
 
-from harness.measure import check
-from harness.measure.check import deadline
+from harness import check
+from harness.check import deadline
 from harness.procs import child
 from harness.record import schema
 from harness.record.results import ProblemRecord

@@ -32,9 +32,9 @@ from functools import partial
 
 import numpy as np
 
-from harness.measure.check import deadline, judge
-from harness.measure.check.judge import attempt
-from harness.measure.check.report import Report, label
+from harness.check import deadline, judge
+from harness.check.judge import attempt
+from harness.check.report import Report, label
 from harness.measure.environment import apply_settings
 from harness.procs import child
 from harness.record import schema

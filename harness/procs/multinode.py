@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from harness.measure import check
+from harness import check
 from implementations import launch
 from implementations.problem import (
     NetworkSpec,

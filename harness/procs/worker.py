@@ -9,7 +9,7 @@ Each case is timed, then verified, and only a verified case keeps status "ok":
 
 0. for the reference variant (NumPy, the "× reference" column), its loss and gradients are
    checked against the independent forward pass, the finite differences and the exact
-   float64 chain rule of ``harness.measure.check`` (which every trajectory below is compared with);
+   float64 chain rule of ``harness.check`` (which every trajectory below is compared with);
 1. the timed Trainer's parameters must be finite (else: diverged);
 2. it runs V more steps (V = K, capped at ``MAX_VERIFY_STEPS`` and so that the float64
    reference costs at most ``REFERENCE_BUDGET_S``), compared with the float64 reference
@@ -31,9 +31,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from harness.measure import check, memory
+from harness import check
+from harness.check.report import crash_reason
+from harness.measure import memory
 from harness.measure.callgrind import Counter
-from harness.measure.check.report import crash_reason
 from harness.measure.environment import pin_threads
 from harness.measure.instructions import CountConfig, Instructions, count_trainer
 from harness.measure.peak import measure_peak

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.measure.check.report import TOLERANCES
+from harness.check.report import TOLERANCES
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, flatten, map_params
 
 FD_MAX_ENTRIES = 48  # finite differences on at most this many seeded entries per tensor

@@ -14,7 +14,7 @@ import os
 import traceback
 from dataclasses import asdict, dataclass, field
 
-from harness.measure.check import deadline
+from harness.check import deadline
 from implementations.problem import Problem
 
 LOSS = "reference loss"

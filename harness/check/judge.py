@@ -10,7 +10,7 @@ starting point is not counted as an error.
 A subject fails on its own rows only: the finite differences, the exact gradient, the closed
 form, the reference trajectory, or a crash. Each subject is also compared with the median of
 the others that passed their own rows; that comparison names the odd one out but fails no
-one. A failing subject gets a diagnosis (``harness.measure.check.diagnose``).
+one. A failing subject gets a diagnosis (``harness.check.diagnose``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness.measure.check import deadline, diagnose, diagnose_trajectory
-from harness.measure.check.reference import (
+from harness.check import deadline, diagnose, diagnose_trajectory
+from harness.check.reference import (
     FD_MAX_ENTRIES,
     backward,
     closed_form,
@@ -32,7 +32,7 @@ from harness.measure.check.reference import (
     rounded_start,
     trajectory_errors,
 )
-from harness.measure.check.report import (
+from harness.check.report import (
     CLOSED,
     EXACT,
     FD,

@@ -14,7 +14,7 @@ first class that fits is said with its evidence:
   activations or dE/da of the wrong layer;
 * **an activation derivative** that is wrong in no known way: the output layer is right and
   the hidden ones are off by a ratio that varies with the pre-activation;
-* for trajectories (``harness.measure.check.diagnose_trajectory``).
+* for trajectories (``harness.check.diagnose_trajectory``).
 
 Where none fits, it says so; the caller prints the per-tensor errors.
 """
@@ -26,13 +26,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.measure.check.reference import (
+from harness.check.reference import (
     Trace,
     backward,
     dphi,
     normalised_errors,
 )
-from harness.measure.check.report import TOLERANCES
+from harness.check.report import TOLERANCES
 from implementations.problem import Problem
 
 FIT = {"float64": 1e-6, "float32": 1e-2}  # how close a candidate must come to count as fitting

@@ -1,5 +1,8 @@
 """Are the gradients right? Every subject against independent references, each on its own.
 
+Imports ``harness.measure`` and ``harness.tables``, and ``implementations``: the layer above
+``measure``, below ``record``.
+
 A *subject* is a framework's gradient functions, a variant's Trainer, or a learner's file
 (``check --impl``). References, all float64 and computed from the problem's parameters as
 rounded to the dtype under test:
@@ -23,7 +26,7 @@ The modules import, in order: ``report`` and ``reference``; ``diagnose``;
 ``diagnose_trajectory``; ``judge``; ``learner``, ``render``; ``example_file``; ``example``.
 """
 
-from harness.measure.check.judge import (
+from harness.check.judge import (
     check_gradients,
     check_trajectory,
     compare_to_reference,
@@ -33,7 +36,7 @@ from harness.measure.check.judge import (
     trajectory_errors,
     trajectory_tolerances,
 )
-from harness.measure.check.reference import (
+from harness.check.reference import (
     FD_MAX_ENTRIES,
     closed_form,
     exact_gradient,
@@ -43,8 +46,8 @@ from harness.measure.check.reference import (
     reference_trajectory,
     rounded_start,
 )
-from harness.measure.check.render import render
-from harness.measure.check.report import TOLERANCES, Report, Row, Tolerances, crash_reason, label
+from harness.check.render import render
+from harness.check.report import TOLERANCES, Report, Row, Tolerances, crash_reason, label
 
 __all__ = [
     "FD_MAX_ENTRIES", "TOLERANCES", "Report", "Row", "Tolerances", "check_gradients",

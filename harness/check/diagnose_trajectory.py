@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.measure.check.diagnose import factors
-from harness.measure.check.reference import Variation, reference_trajectory, trajectory_errors
-from harness.measure.check.report import TOLERANCES
+from harness.check.diagnose import factors
+from harness.check.reference import Variation, reference_trajectory, trajectory_errors
+from harness.check.report import TOLERANCES
 from implementations.problem import Params, Problem, flatten
 
 

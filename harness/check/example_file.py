@@ -1,5 +1,5 @@
 """A published worked example's file, read and checked: its network, start, data and the
-values the publication printed (``check --example FILE``; ``harness.measure.check.example``
+values the publication printed (``check --example FILE``; ``harness.check.example``
 reproduces them).
 
 The file (TOML or JSON) holds the network, its starting weights, the data, the learning rate,

@@ -1,6 +1,6 @@
 """A published worked example reproduced by every framework (``check --example FILE``).
 
-``harness.measure.check.example_file`` reads the file: the network, its starting weights, the
+``harness.check.example_file`` reads the file: the network, its starting weights, the
 data, the learning rate and the values the publication printed, each with its digits. Every
 framework's own functions (forward, loss, grads, sgd_step), and every variant's Trainer for
 what it can show (its weights and loss after N steps, its own gradients), must reproduce
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.measure.check import diagnose
-from harness.measure.check.example_file import Example, Published
-from harness.measure.check.render import notes
+from harness.check import diagnose
+from harness.check.example_file import Example, Published
+from harness.check.render import notes
 from harness.tables import text_table
 from implementations.problem import NetworkSpec, cast_problem, flatten, map_params
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from harness.measure.check.report import (
+from harness.check.report import (
     CLOSED,
     EXACT,
     FD,
