@@ -21,14 +21,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from harness import check as checks
-from harness.check import example_file
+from harness.check import example_file, session
 from harness.check import learner as learners
-from harness.commands import check as session
+from harness.commands import check_example as check_example_command
 from harness.commands import plans
 from harness.measure import machine_state
 from harness.measure.environment import default_threads
 from harness.measure.timing import TimingConfig
-from harness.procs import messages, worker
+from harness.procs import isolated, messages, worker
 from harness.record import rows as flat
 from harness.record import store
 from harness.record.results import Case, ProblemRecord, ResultsError, Run
@@ -140,7 +140,7 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
     ``problems`` (default: the default networks of ``check``, with the file's ACTIVATION and
     BIAS), beside the frameworks (default: every installed one; ``[]``: none). Its subject in
     the report is the file's name."""
-    learner = learners.read_learner(path)
+    learner = learners.read_learner(path)  # its declarations only: it runs in a child
     if problems is None:
         networks = plans.Networks(output_activation=learner.output_activation)
         problems = plans.check_problems(networks, learner.activation, learner.bias)
@@ -156,7 +156,7 @@ def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = No
     example = example_file.read_example(path)
     names = names_of(frameworks)
     selection = session.select(names, None, [example.problem], "cpu", include_all)
-    outcome = session.run_example(example, selection, lambda text: None)
+    outcome = check_example_command.run_example(example, selection, lambda text: None)
     outcome.notes = selection.notes + outcome.notes
     return outcome
 
@@ -184,8 +184,8 @@ def check_problems(problems: list[Problem], frameworks, device: str, steps: int,
     selection = session.select(names or None, None, problems, device, include_all, learner)
     if names == ():
         selection.modules, selection.variants = {}, []
-    return session.run(problems, selection, steps, device, threads or default_threads(),
-                       say=lambda text: None)
+    return session.check(problems, selection, steps, device, threads or default_threads(),
+                         say=lambda text: None, elsewhere=isolated.elsewhere)
 
 
 def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Run]:

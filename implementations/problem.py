@@ -168,6 +168,11 @@ class Problem:
     lr: float = DEFAULT_LR
     seed: int = DEFAULT_SEED
 
+    def __post_init__(self) -> None:
+        for a in (self.x, self.y, *flatten(self.params0)):
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False  # the shared start: every subject gets a copy
+
     @property
     def batch(self) -> int:
         return self.x.shape[0]
@@ -256,12 +261,14 @@ def unflatten(spec: NetworkSpec, tensors: Sequence) -> Params:
 
 
 def cast_problem(problem: Problem) -> tuple[np.ndarray, np.ndarray, Params]:
-    """x, y and params0 rounded to the problem's dtype (still NumPy): what every framework gets."""
+    """x, y and params0 rounded to the problem's dtype (still NumPy): what every framework
+    gets. Each call returns new arrays, so that no subject can write into another's inputs
+    or into the problem (whose own arrays are read-only)."""
     dt = np.dtype(problem.spec.dtype)
     return (
         problem.x.astype(dt),
         problem.y.astype(dt),
-        map_params(lambda a: np.asarray(a, dtype=dt), problem.params0),
+        map_params(lambda a: np.array(a, dtype=dt), problem.params0),  # copies, always
     )
 
 

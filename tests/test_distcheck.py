@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli
+from harness.check import workers
 from harness.commands import check_workers, plans
-from harness.procs import distcheck
 from implementations import launch, registry
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +75,7 @@ def test_default_networks_scale_the_batch_with_the_workers():
     problems = check_workers.problems_for(plans.Networks(), 4)
     assert {p.batch for p in problems} == {32}
     assert {p.spec.dtype for p in problems} == {"float64", "float32"}
-    assert problems[0].spec.widths == distcheck.WORKERS_NETWORK
+    assert problems[0].spec.widths == workers.WORKERS_NETWORK
     assert check_workers.problems_for(plans.Networks(batch=6), 3)[0].batch == 6
 
 

@@ -17,13 +17,15 @@ rounded to the dtype under test:
   nothing: a subject fails on its own evidence only (``judge``).
 
 A failing subject is diagnosed in one line when it fits a known bug class (``diagnose``, and
-``diagnose_trajectory`` for a wrong trajectory). ``render`` prints a check, ``learner`` loads
-a learner's file, ``example_file`` reads a published worked example and ``example`` says what
-each subject makes of it. ``harness.commands.check`` runs a whole check, for the CLI and the
-Python API.
+``diagnose_trajectory`` for a wrong trajectory).
 
-The modules import, in order: ``report`` and ``reference``; ``diagnose``;
-``diagnose_trajectory``; ``judge``; ``learner``, ``render``; ``example_file``; ``example``.
+The modules, each importing only those before it: ``deadline``; ``report`` (rows, the
+verdict's data, crash lines); ``evidence`` (what a subject computed, before any judging, and
+its JSON between processes); ``reference``; ``diagnose``; ``diagnose_trajectory``; ``judge``
+(the one error policy, and evidence into rows); ``workers`` (the rules of ``check
+--workers``); ``learner`` (a learner's file: its declarations read here, its code run in a
+process of its own); ``session`` (a whole check: select, settle, collect, judge); ``render``;
+``example_file`` and ``example`` (a published worked example).
 """
 
 from harness.check.judge import (
@@ -31,6 +33,7 @@ from harness.check.judge import (
     check_trajectory,
     compare_to_reference,
     framework_loss_and_gradients,
+    judge_evidence,
     judge_gradients,
     steps_for,
     trajectory_errors,
@@ -52,7 +55,8 @@ from harness.check.report import TOLERANCES, Report, Row, Tolerances, crash_reas
 __all__ = [
     "FD_MAX_ENTRIES", "TOLERANCES", "Report", "Row", "Tolerances", "check_gradients",
     "check_trajectory", "closed_form", "compare_to_reference", "crash_reason", "exact_gradient",
-    "finite_differences", "framework_loss_and_gradients", "judge_gradients", "label",
+    "finite_differences", "framework_loss_and_gradients", "judge_evidence", "judge_gradients",
+    "label",
     "normalised_errors", "reference_loss", "reference_trajectory", "render", "rounded_start",
     "steps_for", "trajectory_errors", "trajectory_tolerances",
 ]

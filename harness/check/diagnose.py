@@ -125,7 +125,7 @@ def factor_line(tensors: list[str], c: float, problem: Problem, every: bool) -> 
 # ---- the gradient at the start ---------------------------------------------------------------
 
 def gradient(problem: Problem, start: list[np.ndarray], trace: Trace, loss: float,
-             got: list) -> list[str]:
+             got: list, terms: str = "", intermediates: list[dict] | None = None) -> list[str]:
     """The diagnosis of a subject's (E, flat gradients) at the start; [] if nothing fits."""
     names, want, dtype = problem.spec.param_names(), trace.grads, problem.spec.dtype
     shapes = shape_lines(names, got, want)

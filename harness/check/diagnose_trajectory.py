@@ -17,7 +17,7 @@ from implementations.problem import Params, Problem, flatten
 
 
 def trajectory(problem: Problem, start: Params, steps: int, params: Params,
-               probe: tuple[int, Params] | None = None) -> list[str]:
+               probe: tuple[int, Params] | None = None, terms: str = "") -> list[str]:
     """The diagnosis of a wrong trajectory: ``params`` after ``steps`` steps from ``start``.
     ``probe``, if given, is (k, a fresh Trainer's parameters after k steps): a short run, on
     which a variation is told apart before a long run's rounding has grown chaotic."""

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
 from harness.check import deadline, diagnose, diagnose_trajectory
+from harness.check.evidence import Evidence
 from harness.check.reference import (
     FD_MAX_ENTRIES,
     backward,
@@ -109,15 +111,80 @@ def check_gradients(problem: Problem, modules: dict, device: str = "cpu",
                     report: Report | None = None, max_entries: int = FD_MAX_ENTRIES,
                     trainers: dict | None = None) -> Report:
     """Each framework module's loss and gradients, and each Trainer's own (``trainers``, by
-    variant name), judged by ``judge_gradients``."""
-    got = {name: framework_loss_and_gradients(m, problem, device) for name, m in modules.items()}
-    got.update({name: trainer_loss_and_gradients(t, problem)
-                for name, t in (trainers or {}).items()})
-    return judge_gradients(problem, got, report, max_entries)
+    variant name), judged by ``judge_evidence``."""
+    evidence = []
+    for name, m in modules.items():
+        ev = Evidence(name, label(problem), terms=name)
+        ev.gradients = attempt(ev, "grads", lambda m=m: framework_loss_and_gradients(
+            m, problem, device))
+        evidence.append(ev)
+    for name, t in (trainers or {}).items():
+        ev = Evidence(name, label(problem))
+        ev.gradients = attempt(ev, "grads", lambda t=t: trainer_loss_and_gradients(t, problem))
+        evidence.append(ev)
+    return judge_evidence(problem, evidence, report, max_entries)
+
+
+def judge_evidence(problem: Problem, evidence: list[Evidence], report: Report | None = None,
+          max_entries: int = FD_MAX_ENTRIES) -> Report:
+    """Rows and diagnoses for every subject's evidence on one problem: its crashes, its
+    gradients at the start (``judge_gradients``, all subjects together), its trajectory
+    against the reference, and a diagnosis for each that fails: the gradient's when it has
+    one (the closer evidence explains the rest), else the trajectory's, else the crash's."""
+    report = report if report is not None else Report()
+    where = label(problem)
+    for ev in evidence:
+        report.notes += ev.notes
+        for piece, reason in ev.crashes:
+            report.rows.append(Row(ev.subject, problem.spec.dtype, "-", RUN, math.inf, 0.0,
+                                   f"{piece}: {reason}", where))
+    got = {ev.subject: (ev.gradients[0], as_arrays(problem, ev.gradients[1]))
+           for ev in evidence if ev.gradients is not None}
+    if got:
+        judge_gradients(problem, got, report, max_entries,
+                        {ev.subject: ev for ev in evidence})
+    start = rounded_start(problem)
+    for ev in evidence:
+        if ev.trajectory is not None:
+            compare_to_reference(problem, ev.subject, ev.trajectory[1], start,
+                                 ev.trajectory[0], report)
+    failed = set(report.failed(where))
+    for ev in evidence:
+        if ev.subject in failed:
+            diagnose_evidence(problem, ev, start, report)
+    in_order(report, where, [ev.subject for ev in evidence])
+    return report
+
+
+def diagnose_evidence(problem: Problem, ev: Evidence, start: Params, report: Report) -> None:
+    """A failed subject's diagnosis from its trajectory and crashes, where its gradients gave
+    none (``judge_gradients`` made that one)."""
+    where = label(problem)
+    if (ev.subject, where) not in report.diagnoses and ev.trajectory is not None:
+        n, params = ev.trajectory
+        try:
+            lines = diagnose_trajectory.trajectory(problem, start, n, params, ev.probed(),
+                                                   ev.terms)
+        except Exception:  # a diagnosis that fails is no diagnosis; the rows stand
+            lines = []
+        report.diagnose(ev.subject, where, lines)
+    if (ev.subject, where) not in report.diagnoses:
+        for _, reason in ev.crashes:
+            report.diagnose(ev.subject, where, diagnose.crash(reason))
+
+
+def in_order(report: Report, where: str, subjects: list[str]) -> None:
+    """This problem's rows grouped by subject, in the order the subjects were selected (the
+    reference's own rows first)."""
+    rank = {s: i for i, s in enumerate(dict.fromkeys([REFERENCE, *subjects]))}
+    mine = [r for r in report.rows if r.problem == where]
+    rest = [r for r in report.rows if r.problem != where]
+    report.rows[:] = rest + sorted(mine, key=lambda r: rank.get(r.subject, len(rank)))
 
 
 def judge_gradients(problem: Problem, got: dict[str, tuple[float, list]],
-                    report: Report | None = None, max_entries: int = FD_MAX_ENTRIES) -> Report:
+                    report: Report | None = None, max_entries: int = FD_MAX_ENTRIES,
+                    evidence: dict[str, Evidence] | None = None) -> Report:
     """Rows for every subject's (E, flat gradients) against the reference loss, finite
     differences (at most ``max_entries`` entries per tensor), the exact gradient, the closed
     form (1-1-1), and the median of the others; a diagnosis for each subject that fails."""
@@ -143,7 +210,9 @@ def judge_gradients(problem: Problem, got: dict[str, tuple[float, list]],
     for name in report.failed(where):
         if name in got:
             E, g = got[name]
-            lines = diagnose.gradient(problem, flat, trace, E, g)
+            ev = (evidence or {}).get(name)
+            lines = diagnose.gradient(problem, flat, trace, E, g, ev.terms if ev else "",
+                                      ev.trace if ev else None)
             if lines:  # the gradient at the start is the closer evidence: it explains the rest
                 report.diagnoses[(name, where)] = lines
     return report
@@ -233,35 +302,37 @@ def probe_steps(trainer) -> int:
     return max(int(getattr(trainer, "block", 1) or 1), int(getattr(trainer, "unroll", 1) or 1)) + 2
 
 
+def trained(trainer, steps: int) -> tuple[int, Params]:
+    """(steps, the Trainer's parameters after it ran them)."""
+    trainer.run(steps)
+    return steps, trainer.params()
+
+
+def probe(variant, problem: Problem, device: str = "cpu") -> tuple[int, Params]:
+    """A fresh Trainer's short run (``probe_steps``), for the diagnosis of a trajectory."""
+    fresh = variant.make(problem, device)
+    return trained(fresh, probe_steps(fresh))
+
+
+def needs_probe(problem: Problem, ev: Evidence) -> bool:
+    """Whether the evidence's trajectory is wrong, so that its probe will be asked for."""
+    if ev.trajectory is None:
+        return False
+    n, params = ev.trajectory
+    return not compare_to_reference(problem, ev.subject, params, rounded_start(problem),
+                                    n).passed
+
+
 def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
-                     report: Report | None = None, exercise: bool = True,
-                     trainer=None, later: list | None = None) -> Report:
+                     report: Report | None = None, exercise: bool = True) -> Report:
     """A variant's Trainer after ``steps`` steps (more for a block variant: ``steps_for``)
-    against the reference trajectory, diagnosed if it fails. ``trainer``: a fresh one made
-    already (its ``grads()`` asked for, which leaves it where it was). ``later``: a list to
-    which the diagnosis is appended as a function, to run once the gradients are judged
-    (a wrong gradient, when there is one, is the better diagnosis)."""
-    report = report if report is not None else Report()
-    trainer = trainer if trainer is not None else variant.make(problem, device)
-    n = steps_for(trainer, steps) if exercise else steps
-    trainer.run(n)
+    against the reference trajectory, diagnosed if it fails."""
     subject = getattr(variant, "label", variant.name)  # with its workers, if several
-    start = rounded_start(problem)
-    compare_to_reference(problem, subject, trainer.params(), start, n, report)
-    if subject in report.failed(label(problem)):
-        params = trainer.params()
-
-        def diagnosis() -> None:
-            if (subject, label(problem)) in report.diagnoses:
-                return  # a wrong gradient, already diagnosed, explains the rest
-            fresh = variant.make(problem, device)
-            k = probe_steps(fresh)
-            fresh.run(k)
-            report.diagnose(subject, label(problem), diagnose_trajectory.trajectory(
-                problem, start, n, params, (k, fresh.params())))
-
-        later.append(diagnosis) if later is not None else diagnosis()
-    return report
+    ev = Evidence(subject, label(problem), terms=getattr(variant, "framework", ""))
+    trainer = variant.make(problem, device)
+    ev.trajectory = trained(trainer, steps_for(trainer, steps) if exercise else steps)
+    ev.probe = partial(probe, variant, problem, device)
+    return judge_evidence(problem, [ev], report)
 
 
 def compare_to_reference(problem: Problem, subject: str, params: Params, start: Params,
@@ -292,23 +363,27 @@ def trajectory_tolerances(problem: Problem, start: Params, steps: int,
                                f"error)") for e in own]
 
 
-def crashed(problem: Problem, subject: str, exc: BaseException, report: Report) -> None:
-    """A subject that raised: a failing row with its cause (and where it was raised)."""
-    reason = crash_reason(exc)
-    report.rows.append(Row(subject, problem.spec.dtype, "-", RUN, math.inf, 0.0, reason,
-                           label(problem)))
-    if (subject, label(problem)) not in report.diagnoses:  # a wrong gradient explains it
-        report.diagnose(subject, label(problem), diagnose.crash(reason))
-
-
-def attempt(problem: Problem, subject: str, report: Report, fn: Callable):
-    """fn(), or None: a subject that cannot run is a note, one that crashes (or exits, or
-    runs past ``check --timeout``: ``deadline``) a failing row with its cause."""
+def guarded(what: str, fn: Callable) -> tuple[object, str | None, str | None]:
+    """(fn(), None, None), or (None, why it cannot run here, None), or (None, None, how it
+    crashed): the one error policy of a check. Work that cannot run here raises
+    ``Unavailable``; work that crashes, exits or runs past ``check --timeout``
+    (``deadline``) is a crash, said with its cause and where it was raised. An interrupt by
+    the user (Ctrl-C) is not caught: it ends the check."""
     try:
-        with deadline.limit(f"{subject} on {label(problem)}"):
-            return fn()
+        with deadline.limit(what):
+            return fn(), None, None
     except Unavailable as exc:
-        report.notes.append(f"{subject}: {exc}; skipped")
+        return None, str(exc), None
     except (Exception, SystemExit) as exc:  # a crashing subject is a result, not the end
-        crashed(problem, subject, exc, report)
-    return None
+        return None, None, crash_reason(exc)
+
+
+def attempt(ev: Evidence, piece: str, fn: Callable):
+    """fn(), or None, under ``guarded``: a subject that cannot run here is a note of its
+    evidence, one that crashes a crash of that piece."""
+    value, unavailable, crash = guarded(f"{ev.subject} on {ev.problem}", fn)
+    if unavailable is not None:
+        ev.notes.append(f"{ev.subject}: {unavailable}; skipped")
+    if crash is not None:
+        ev.crashes.append((piece, crash))
+    return value

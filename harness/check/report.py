@@ -148,11 +148,45 @@ class Report:
         return report
 
 
-def crash_reason(exc: BaseException) -> str:
+def crash_reason(exc: BaseException, path: str | os.PathLike | None = None) -> str:
     """'crashed: ValueError: ... (file.py:12)', one line: the exception and where it was
-    raised (the innermost frame, which in a learner's file is the line to look at)."""
-    last = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    where = f" ({os.path.basename(last.filename)}:{last.lineno})" if last else ""
-    if isinstance(exc, deadline.CaseTimeout):
-        return f"timed out: {exc}{where}".replace("\n", " ")[:500]
+    raised. The place is the innermost line of ``path`` (a learner's file) if given, else the
+    innermost line of code that is neither the harness's nor an installed package's (a
+    framework file), else the innermost line. A timeout raised inside another exception (a
+    compiler that wraps what interrupted it) is said as the timeout it is."""
+    timeout = cause(exc, deadline.CaseTimeout)
+    where = place(exc, path)
+    if timeout is not None:
+        return f"timed out: {timeout}{where}".replace("\n", " ")[:500]
     return f"crashed: {type(exc).__name__}: {exc}{where}".replace("\n", " ")[:500]
+
+
+def cause(exc: BaseException, kind: type) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in its chain of causes and contexts."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+HARNESS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def place(exc: BaseException, path: str | os.PathLike | None) -> str:
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    if not frames:
+        return ""
+    if path is not None:
+        mine = [f for f in frames if os.path.basename(f.filename) == os.path.basename(path)]
+    else:
+        mine = [f for f in frames if not (os.path.abspath(f.filename).startswith(HARNESS)
+                                          or "-packages" + os.sep in f.filename
+                                          or f.filename.startswith(STDLIB))]
+    last = (mine or frames)[-1]
+    return f" ({os.path.basename(last.filename)}:{last.lineno})"
+
+
+STDLIB = os.path.dirname(os.__file__)

@@ -1,53 +1,23 @@
-"""`backprop-bench check`: are the gradients right? The whole check, from start to verdict,
-as the command line and ``backprop_bench.check`` run it.
+"""`backprop-bench check`: are the gradients right? The command's part: its arguments, the
+networks, the fan-out to processes of their own, and the printing. The check itself, from the
+selection to the verdict, is ``harness.check.session``; a learner's file and the isolated
+frameworks run in processes of their own (``harness.procs.isolated.elsewhere``).
 
-1. **Select** the subjects: the gradient functions of each framework asked for (all by
-   default), every variant of theirs (a Trainer's trajectory, and its own gradients where
-   its Trainer has ``grads()``), and a learner's file if given. A variant whose cold build
-   takes minutes (``Variant.build_s``) is left out by default unless its module says it is
-   already built for every network of the check (``built(variant, problem, device)``);
-   ``include_all`` or naming it keeps it, and a long build says what it is doing.
-2. **Settle** each framework's settings (threads, precision) as a run's worker does, and
-   record them in the report.
-3. **Run** the frameworks that need a process of their own (Keras) in one process each, for
-   every network at once, beside the others here, network by network: every trajectory,
-   then every gradient at the start, judged together (each is also compared with the
-   others), then the diagnoses of the trajectories that failed.
-
-``check --example`` reproduces a published worked example (``harness.check.example``)
-with the same selection; ``check --workers`` checks the data-parallel variants
-(``harness.procs.distcheck``).
+``check --example`` reproduces a published worked example (``harness.commands.check_example``);
+``check --workers`` checks the data-parallel variants (``harness.commands.check_workers``).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 
-import numpy as np
-
-from harness.check import diagnose_trajectory, judge
 from harness.check import learner as learners
-from harness.check.judge import attempt
-from harness.check.learner import Learner
-from harness.check.reference import rounded_start
+from harness.check import session
 from harness.check.render import render
-from harness.check.report import Report, label
 from harness.commands import check_workers, plans, scale
 from harness.commands.base import Command, require_device
-from harness.commands.check_example import example_command, run_example  # noqa: F401 (the API)
-from harness.commands.check_select import (  # noqa: F401 (the API)
-    SLOW_BUILD_S,
-    Selection,
-    built,
-    duration,
-    gradient_modules,
-    select,
-    split_slow,
-    stderr,
-)
+from harness.commands.check_example import example_command
 from harness.commands.options import (
     add_check_timeout,
     add_networks,
@@ -57,20 +27,21 @@ from harness.commands.options import (
     positive,
     with_check_timeout,
 )
-from harness.measure import environment
 from harness.measure.environment import default_threads
 from harness.procs import isolated
-from implementations import registry
-from implementations.contract import Unavailable, Variant
-from implementations.problem import BenchError, Problem
+from implementations.problem import BenchError
+
+DEFAULT_STEPS = 100
 
 
 def command(networks: plans.Networks, frameworks: tuple[str, ...] | None,
-          variant_names: tuple[str, ...] | None, steps: int, device: str,
-          workers: int | None = None, oversubscribe: bool = False, include_all: bool = False,
-          impl: str | None = None, example: str | None = None,
-          threads: int | None = None) -> int:
+            variant_names: tuple[str, ...] | None, steps: int | None, device: str,
+            workers: int | None = None, oversubscribe: bool = False, include_all: bool = False,
+            impl: str | None = None, example: str | None = None,
+            threads: int | None = None) -> int:
     """`check`: 0 if every subject passed on its own evidence, 1 if one failed."""
+    refuse_what_cannot_be_honoured(networks, steps, workers, impl, example)
+    steps = DEFAULT_STEPS if steps is None else steps
     if steps <= 0:
         raise BenchError(f"--steps {steps} must be 1 or more")
     if example is not None:
@@ -85,137 +56,41 @@ def command(networks: plans.Networks, frameworks: tuple[str, ...] | None,
     problems = plans.check_problems(networks, learner and learner.activation,
                                     learner and learner.bias)
     require_device(device)
-    selection = select(frameworks, variant_names, problems, device, include_all,
+    if learner is not None and device != "cpu":
+        raise BenchError(f"--impl runs on the CPU only, not on {device}")
+    selection = session.select(frameworks, variant_names, problems, device, include_all,
                                learner)
     usable = default_threads()
     if threads is not None and threads > usable:
         raise BenchError(f"--threads {threads}: only {usable} cores are usable here")
-    report = run(problems, selection, steps, device, threads or usable)
+    report = session.check(problems, selection, steps, device, threads or usable,
+                           elsewhere=isolated.elsewhere)
     print(render(report, problems, steps))
     return 0 if report.passed else 1
 
 
-
-# ---- settings ---------------------------------------------------------------------------------
-
-def settle(selection: Selection, threads: int, report: Report) -> None:
-    """Pin threads, then apply and record each framework's settings, as a run's worker does."""
-    names = [*selection.modules, *(v.framework for v in selection.local)]
-    settings, notes = environment.apply_settings(names, threads)
-    report.settings.update(settings)
-    report.notes += notes
+NETWORK_FLAGS = (("widths", "--widths"), ("activation", "--activation"), ("bias", "--bias"),
+                 ("dtypes", "--dtype"), ("batch", "--batch"), ("lr", "--lr"))
 
 
-# ---- running it ------------------------------------------------------------------------------
-
-def run(problems: list[Problem], selection: Selection, steps: int, device: str,
-        threads: int, say: Callable[[str], None] = stderr) -> Report:
-    """Every subject of the selection on every problem (step 3 of the module docstring);
-    ``steps=0``: gradients only."""
-    report = Report(notes=list(selection.notes))
-    children = isolated.start_check(problems, selection.isolated, steps, device, threads, say)
-    try:
-        settle(selection, threads, report)
-        here = [local(problem, selection, steps, device, report, say) for problem in problems]
-    finally:
-        away = isolated.finish_check(children, report)
-    for problem, (got, later) in zip(problems, here):
-        got.update(away.get(label(problem), {}))
-        if got:
-            say(f"checking {label(problem)}: gradients of {', '.join(got)}")
-            judge.judge_gradients(problem, got, report)
-        for diagnosis in later:
-            attempt(problem, "diagnosis", report, diagnosis)
-    if not report.rows:
-        raise BenchError("nothing was checked: " + "; ".join(dict.fromkeys(report.notes)))
-    return report
-
-
-def local(problem: Problem, selection: Selection, steps: int, device: str, report: Report,
-          say: Callable[[str], None]) -> dict:
-    """The checks made in this process on one problem: every trajectory, and every subject's
-    (E, gradients) at the start, returned to be judged with the isolated ones, with the
-    diagnoses of failed trajectories to make after that."""
-    got: dict = {}
-    later: list = []
-    for name, module in selection.modules.items():
-        reason = registry.main_variant(name).why_not(problem, device)
-        if reason:
-            report.notes.append(f"gradients: {reason}; skipped")
-            continue
-        keep(got, name, attempt(problem, name, report, partial(
-            judge.framework_loss_and_gradients, module, problem, device)))
-    for v in selection.local:
-        reason = v.why_not(problem, device)
-        if reason:
-            report.notes.append(f"trajectory: {reason}; skipped")
-            continue
-        trainer = None
-        if has_grads(v):  # its own gradients, from the Trainer whose trajectory follows
-            trainer = attempt(problem, v.name, report, partial(v.make, problem, device))
-            if trainer is None:
-                continue  # it could not be made: said once
-            keep(got, v.name, attempt(problem, v.name, report, partial(
-                judge.trainer_loss_and_gradients, trainer, problem)))
-        if steps:
-            trajectory(problem, v, steps, device, report, say, trainer, later)
-    learner = selection.learner
-    if learner is not None:
-        keep(got, learner.name, attempt(problem, learner.name, report,
-                                        partial(learner_gradients, learner, problem)))
-        if steps and learner.has_step:
-            learner_trajectory(problem, learner, steps, report, say, later)
-    return got, later
-
-
-def keep(got: dict, name: str, value) -> None:
-    if value is not None:
-        got[name] = value
-
-
-def learner_gradients(learner: Learner, problem: Problem) -> tuple[float, list]:
-    return own(problem, *learner.grads(problem))
-
-
-def own(problem: Problem, E: float, g) -> tuple[float, list]:
-
-    return E, [None if t is None else np.asarray(t, dtype=np.float64)
-               for t in judge.flat_gradients(problem, g)]
-
-
-def has_grads(v: Variant) -> bool:
-    try:
-        return hasattr(getattr(registry.import_module(v.framework), v.trainer), "grads")
-    except Unavailable:
-        return False
-
-
-def trajectory(problem: Problem, v: Variant, steps: int, device: str, report: Report,
-               say: Callable[[str], None], trainer=None, later: list | None = None) -> None:
-    if v.build_s >= SLOW_BUILD_S and not built(v, problem, device):
-        say(f"building {v.name} for {label(problem)}: about {duration(v.build_s)} here, "
-            f"cached afterwards")
-    say(f"checking {label(problem)}: {steps} steps of {v.name}")
-    attempt(problem, v.name, report,
-            partial(judge.check_trajectory, problem, v, steps, device, report, trainer=trainer,
-                    later=later))
-
-
-def learner_trajectory(problem: Problem, learner: Learner, steps: int, report: Report,
-                       say: Callable[[str], None], later: list) -> None:
-    say(f"checking {label(problem)}: {steps} steps of {learner.name}'s sgd_step")
-    where = label(problem)
-
-    def go() -> None:
-        params = learner.trajectory(problem, steps)
-        start = rounded_start(problem)
-        judge.compare_to_reference(problem, learner.name, params, start, steps, report)
-        if learner.name in report.failed(where):
-            later.append(lambda: (learner.name, where) in report.diagnoses or report.diagnose(
-                learner.name, where, diagnose_trajectory.trajectory(
-                    problem, start, steps, params, (3, learner.trajectory(problem, 3)))))
-
-    attempt(problem, learner.name, report, go)
+def refuse_what_cannot_be_honoured(networks: plans.Networks, steps: int | None,
+                                   workers: int | None, impl: str | None,
+                                   example: str | None) -> None:
+    """One line for an option the check asked for cannot honour, never a silent ignore."""
+    if impl is not None and example is not None:
+        raise BenchError("--impl and --example are two checks: give one of them")
+    if impl is not None and workers is not None:
+        raise BenchError("--impl checks a learner's file on one worker: --workers checks the "
+                         "data-parallel variants; give one of them")
+    if example is not None:
+        given = [flag for field, flag in NETWORK_FLAGS if getattr(networks, field) is not None]
+        given += ["--output-activation"] if networks.output_activation != "linear" else []
+        given += ["--seed"] if networks.seed else []
+        given += ["--steps"] if steps is not None else []
+        given += ["--workers"] if workers is not None else []
+        if given:
+            raise BenchError(f"--example brings its own network, data, learning rate and "
+                             f"steps: {', '.join(given)} cannot be applied to it")
 
 
 # ---- the subcommand -------------------------------------------------------------------------
@@ -240,7 +115,7 @@ def check_args(p: argparse.ArgumentParser) -> None:
                    help="check a published worked example instead (TOML or JSON: network, "
                         "weights, data, and the values printed; see examples/): every "
                         "framework must reproduce it to the printed digits")
-    p.add_argument("--steps", type=int, default=100, help="trajectory length (default: 100; a "
+    p.add_argument("--steps", type=int, help=f"trajectory length (default: {DEFAULT_STEPS}; a "
                    "block variant runs its block at least twice, then a remainder)")
     p.add_argument("--device", type=device, default="cpu", help="cpu or cuda (also: gpu)")
     p.add_argument("--threads", type=positive(int), help="threads for every framework, set as "

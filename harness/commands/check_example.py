@@ -7,11 +7,11 @@ import numpy as np
 
 from harness.check import example as examples
 from harness.check import example_file
-from harness.check.report import crash_reason
-from harness.commands.check_select import Selection, select, stderr
-from harness.procs import isolated
+from harness.check.evidence import Evidence, problem_json
+from harness.check.judge import attempt
+from harness.check.session import Selection, select, stderr
+from harness.procs import isolated, messages
 from implementations import registry
-from implementations.contract import Unavailable
 from implementations.problem import BenchError
 
 
@@ -33,7 +33,8 @@ def run_example(example: example_file.Example, selection: Selection, say) -> exa
     for framework in dict.fromkeys(v.framework for v in selection.isolated):
         mine = [v for v in selection.isolated if v.framework == framework
                 and not v.why_not(example.problem, "cpu")]
-        for name, got in (isolated_values(mine, example, say) if mine else {}).items():
+        for name, got in (isolated_values(mine, example, say, outcome.notes) if mine
+                          else {}).items():
             if isinstance(got, str):
                 outcome.notes.append(f"{name}: {got}; skipped")
             else:
@@ -42,49 +43,61 @@ def run_example(example: example_file.Example, selection: Selection, say) -> exa
 
 
 def outcome_of(outcome: examples.Outcome, name: str, fn) -> None:
-    """fn()'s Values under name. A variant named as its framework (numpy, torch, jax) is one
-    subject with it: its Trainer gives the weights and losses, the functions the rest."""
-    try:
-        values = fn()
-        before = outcome.got.get(name)
-        if before is not None and not before.crashed:
-            before.loss.update(values.loss)
-            before.weights.update(values.weights)
-            values = before
-        outcome.got[name] = values
-    except Unavailable as exc:
-        outcome.notes.append(f"{name}: {exc}; skipped")
-    except Exception as exc:  # a crash is that subject's failure, said with its cause
-        outcome.notes.append(f"{name}: {crash_reason(exc)}")
+    """fn()'s Values under name, under the check's one error policy (``judge.attempt``: a
+    crash, an exit or a run past --timeout is that subject's failure, said with its cause).
+    A variant named as its framework (numpy, torch, jax) is one subject with it: its Trainer
+    gives the weights and losses, the functions the rest."""
+    ev = Evidence(name, outcome.example.path.name)
+    values = attempt(ev, "example", fn)
+    outcome.notes += ev.notes
+    if ev.crashes:
+        outcome.notes += [f"{name}: {reason}" for _, reason in ev.crashes]
         outcome.got[name] = examples.Values(crashed=True)
+        return
+    if values is None:
+        return
+    before = outcome.got.get(name)
+    if before is not None and not before.crashed:
+        before.loss.update(values.loss)
+        before.weights.update(values.weights)
+        values = before
+    outcome.got[name] = values
 
 
-def isolated_values(variants: list, example: example_file.Example, say) -> dict:
+def isolated_values(variants: list, example: example_file.Example, say,
+                    notes: list[str]) -> dict:
     """The Trainers of a framework that needs a process of its own, through ``demo``'s
-    replay: {variant: Values or the reason it could not run}."""
+    replay: {variant: Values, or the reason it could not run}; a variant that failed there
+    (crashed, ran past --timeout) is Values(crashed) with its reason in ``notes``."""
     afters = sorted({q.after for q in example.published} | {0})
     names = [v.name for v in variants]
     say(f"example: {', '.join(names)}, in a process of its own")
     try:
-        answers = isolated.ask({"do": "replay", "variants": names, "epochs": afters,
-                                "problem": isolated.problem_json(example.problem)})
+        answers = isolated.ask(messages.ReplayRequest(problem_json(example.problem), names,
+                                                      afters))
     except BenchError as exc:
         return dict.fromkeys(names, str(exc))
     out = {}
-    spec = example.problem.spec
     for name, answer in answers.items():
         if "unavailable" in answer:
             out[name] = answer["unavailable"]
-            continue
-        values = examples.Values()
-        if answer.get("grads") is not None:
-            values.grads = dict(zip(spec.param_names(), map(np.asarray, answer["grads"])))
-        for after, E, params in answer["snapshots"]:
-            values.loss[after] = float(E)
-            values.weights[after] = examples.named(spec, [(np.asarray(W), None if b is None else
-                                                  np.asarray(b)) for W, b in params])
-        out[name] = values
+        elif "failed" in answer:
+            notes.append(f"{name}: {answer['failed']}")
+            out[name] = examples.Values(crashed=True)
+        else:
+            out[name] = replayed(example.problem.spec, answer)
     return out
+
+
+def replayed(spec, answer: dict) -> examples.Values:
+    values = examples.Values()
+    if answer.get("grads") is not None:
+        values.grads = dict(zip(spec.param_names(), map(np.asarray, answer["grads"])))
+    for after, E, params in answer["snapshots"]:
+        values.loss[after] = float(E)
+        values.weights[after] = examples.named(spec, [(np.asarray(W), None if b is None else
+                                              np.asarray(b)) for W, b in params])
+    return values
 
 
 def example_command(path: str, frameworks, names, device: str, include_all: bool) -> int:

@@ -4,8 +4,9 @@ process (``harness.procs.distcheck``), and the table it prints."""
 from __future__ import annotations
 
 from harness import check
+from harness.check.workers import GRADIENT, RANKS, WORKERS_NETWORK
 from harness.commands import plans
-from harness.procs.distcheck import GRADIENT, RANKS, WORKERS_NETWORK, check_all
+from harness.procs.distcheck import check_all
 from harness.tables import text_table
 from implementations import registry
 from implementations.problem import BenchError, Problem

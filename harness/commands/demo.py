@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.check import session
+from harness.check.evidence import problem_json
 from harness.check.render import settings_line
-from harness.commands import check_select, plans
+from harness.commands import plans
 from harness.commands.base import PROG, Command, note
 from harness.commands.options import add_check_timeout, csv, with_check_timeout
 from harness.measure.environment import apply_settings, default_threads
-from harness.procs import isolated
+from harness.procs import isolated, messages
 from harness.tables import text_table
 from implementations import registry
 from implementations.contract import Unavailable
@@ -125,13 +127,13 @@ def replay_variants(variants: list, problem: Problem, epochs: list[int]) -> dict
     variants of one framework: in a process of their own where the framework needs one."""
 
     names = [v.name for v in variants]
-    request = {"do": "replay", "variants": names, "epochs": epochs,
-               "problem": isolated.problem_json(problem)}
+    request = messages.ReplayRequest(problem_json(problem), names, epochs)
     if registry.FRAMEWORKS[variants[0].framework].isolated:
         answers = isolated.ask(request)
     else:
         answers = {n: isolated.serve(request, n) for n in names}
-    return {name: answer.get("unavailable") or unpack(answer) for name, answer in answers.items()}
+    return {name: answer.get("unavailable") or answer.get("failed") or unpack(answer)
+            for name, answer in answers.items()}
 
 
 def unpack(answer: dict) -> tuple[list[list], tuple | None]:
@@ -172,7 +174,7 @@ def command(frameworks: tuple[str, ...] | None, epochs: int, lr: float,
         raise BenchError(f"--epochs {epochs} must be 0 or more")
     problem = make_problem(lr=lr)
     notes: list[str] = []
-    modules = check_select.gradient_modules(frameworks, notes)
+    modules = session.gradient_modules(frameworks, notes, asked=frameworks is not None)
     settings, failed = apply_settings(modules, default_threads())
     for text in notes + failed:
         note(text)
@@ -209,9 +211,9 @@ def demo_trainers(problem, epochs: int, frameworks, variant_names,
             raise BenchError(f"{v.name}: {v.why_not(problem, 'cpu')}")
     runnable = [v for v in variants if not v.why_not(problem, "cpu")]
     if not explicit:
-        runnable, slow = check_select.split_slow(runnable, [problem], "cpu")
+        runnable, slow = session.split_slow(runnable, [problem], "cpu")
         if slow:
-            note(check_select.left_out_note(slow).replace("'check --all' includes them (or name "
+            note(session.left_out_note(slow).replace("'check --all' includes them (or name "
                                                      "them with --variants)",
                                                      "name them with --variants"))
     out = {}

@@ -6,7 +6,7 @@ import argparse
 
 from harness.commands.base import Command
 from harness.measure.environment import gpu_info
-from harness.procs import isolated
+from harness.procs import isolated, messages
 from harness.tables import text_table
 from implementations import registry
 from implementations.contract import Unavailable
@@ -43,8 +43,7 @@ def isolated_imports() -> dict[str, str]:
         if not fw.isolated or not mine or not all(map(registry.package_exists, fw.packages)):
             continue
         try:
-            answers = isolated.ask({"do": "import", "variants": [v.name for v in mine],
-                                    "device": "cpu"})
+            answers = isolated.ask(messages.ImportRequest([v.name for v in mine], "cpu"))
         except BenchError as exc:
             answers = {v.name: {"unavailable": str(exc)} for v in mine}
         for v in mine:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.measure import callgrind
@@ -90,33 +91,55 @@ def run(argv: list[str], job, on_message: Callable, timeout: Callable[[], float]
         return status, last_line(log), timed_out
 
 
-def ask(module: str, job: dict, timeout_s: float, case_timeout_s: float | None = None) -> dict:
-    """``python -m module`` on ``job``: its one Answer's body, or {"error": reason} when it
-    crashed, timed out (then it was killed) or answered nothing. ``timeout_s`` bounds the
-    wait for each message; a child that sends CaseStarted gets ``case_timeout_s`` for that
-    case from then on."""
-    answers: list[dict] = []
-    started: list[str] = []
+@dataclass
+class Gathered:
+    """Everything a child sent before it ended, and how it ended."""
+
+    answers: list[dict] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    status: int | None = None
+    last: str = ""
+    timed_out: bool = False
+
+    def ended(self, timeout_s: float, case_timeout_s: float | None) -> str | None:
+        """Why it ended before answering (None: it exited 0, answered): one line."""
+        if self.timed_out and self.started and case_timeout_s:
+            return (f"{self.started[-1]} did not finish within {case_timeout_s:g} s "
+                    f"(--timeout): its process was killed")
+        if self.timed_out:
+            return f"timed out after {timeout_s:g} s (the process was killed)"
+        if self.answers and self.status == 0:
+            return None
+        said = f": {self.last}" if self.last else " (it wrote nothing to its log)"
+        return f"its process exited with status {self.status} before it answered{said}"[:500]
+
+
+def gather(module: str, job, timeout_s: float, case_timeout_s: float | None = None
+           ) -> Gathered:
+    """``python -m module`` on ``job``: every Answer it sent, the cases it began, and how it
+    ended. ``timeout_s`` bounds the wait for each message; a child that sends CaseStarted
+    gets ``case_timeout_s`` for that case from then on."""
+    got = Gathered()
 
     def take(message) -> None:
         if isinstance(message, messages.Answer):
-            answers.append(message.body)
+            got.answers.append(message.body)
         elif isinstance(message, messages.CaseStarted):
-            started.append(message.id)
+            got.started.append(message.id)
 
     def timeout() -> float:
-        return case_timeout_s if started and case_timeout_s else timeout_s
+        return case_timeout_s if got.started and case_timeout_s else timeout_s
 
-    status, last, timed_out = run(command(module), job, take, timeout)
-    if timed_out and started and case_timeout_s:
-        return {"error": f"{started[-1]} did not finish within {case_timeout_s:g} s "
-                         f"(--timeout): its process was killed"}
-    if timed_out:
-        return {"error": f"timed out after {timeout_s:g} s (the process was killed)"}
-    if answers and status == 0:
-        return answers[-1]
-    said = f": {last}" if last else " (it wrote nothing to its log)"
-    return {"error": f"its process exited with status {status} before it answered{said}"[:500]}
+    got.status, got.last, got.timed_out = run(command(module), job, take, timeout)
+    return got
+
+
+def ask(module: str, job, timeout_s: float, case_timeout_s: float | None = None) -> dict:
+    """``python -m module`` on ``job``: its last Answer's body, or {"error": reason} when it
+    crashed, timed out (then it was killed) or answered nothing."""
+    got = gather(module, job, timeout_s, case_timeout_s)
+    error = got.ended(timeout_s, case_timeout_s)
+    return {"error": error} if error else got.answers[-1]
 
 
 def stop(proc: subprocess.Popen, force: bool) -> int | None:

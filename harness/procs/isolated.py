@@ -1,114 +1,182 @@
-"""In-process work for a framework that needs a process of its own: ``python -m
+"""Work for a framework or a file that needs a process of its own: ``python -m
 harness.procs.isolated``.
 
 Some frameworks set process-wide state when imported (Keras picks its backend once per
 process; a sharded JAX needs its host devices forced before jax is imported), so ``check``
-and ``demo`` cannot import them beside the others. For those (``Framework.isolated``), the
-parent runs this module in a fresh interpreter through ``harness.procs.child``: one request
-on stdin, one answer on a channel of its own (nothing a framework or a ``sitecustomize``
-prints can be taken for it); it dies with its parent, and it is killed with its process group
-when a case runs past ``check --timeout`` (it says each case it begins):
+and ``demo`` cannot import them beside the others (``Framework.isolated``); and code the
+suite did not write, a learner's file, never runs in the judge's process at all. For those,
+the parent runs this module in a fresh interpreter through ``harness.procs.child``: one typed
+request (``harness.procs.messages``) on stdin, answers on a channel of its own (nothing the
+code prints can be taken for one); it dies with its parent, and it is killed with its process
+group when a piece of work runs past ``check --timeout`` (it says each piece it begins).
 
-* ``{"do": "check", "problems": [...], "variants": [...], "steps": N, "device": ...,
-  "threads": T}``: ``{"report": ..., "gradients": {problem: {variant: [E, grads]}},
-  "unavailable": {variant: reason}}``, one process for every network: each variant's own
-  gradients at the start (if its Trainer has ``grads()``), to be judged with everyone's,
-  and its trajectory rows and diagnoses, judged here;
-* ``{"do": "replay", "problem": ..., "variants": [...], "epochs": [...]}``: per variant
-  ``{"snapshots": [[epoch, loss, params], ...], "grads": [...]}`` for ``demo``;
-* ``{"do": "import", "variants": [...], "device": ...}``: per variant ``{"available": true}``
-  for ``list --check``.
+* ``CheckRequest``: the variants' evidence on every problem (``harness.check.session.collect``),
+  one answer per problem, sent as it is done; the parent judges it with everyone's;
+* ``LearnerRequest``: a learner's file imported and called (``harness.check.learner.answer``),
+  one answer per piece, so that what was done survives the file ending its process;
+* ``ReplayRequest``: per variant ``{"snapshots": [[epoch, loss, params], ...], "grads": [...]}``
+  for ``demo`` and ``check --example``;
+* ``ImportRequest``: per variant ``{"available": true}`` or its reason, for ``list --check``.
 
-A problem travels with its data and starting parameters (``problem_json``), so that a
-worked example read from a file arrives as it was written. One process serves the variants
-of one framework.
+Code in the child can send nothing but numbers: the parent reads each answer as evidence
+(``harness.check.evidence.from_json``) and makes every verdict itself.
 """
 
 from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
-import numpy as np
-
-from harness.check import deadline, judge
-from harness.check.judge import attempt
+from harness.check import deadline, judge, learner, session
+from harness.check.evidence import (
+    Evidence,
+    EvidenceError,
+    from_json,
+    problem_json,
+    problem_of,
+    to_json,
+)
+from harness.check.judge import guarded
+from harness.check.learner import LearnerFile
 from harness.check.report import Report, label
 from harness.measure.environment import apply_settings
-from harness.procs import child
-from harness.record import schema
-from harness.record.results import ProblemRecord
+from harness.procs import child, messages
 from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError, Problem, flatten
 
 START_S = 600  # to import the framework (TensorFlow, Keras) and answer, or begin a case
+MODULE = "harness.procs.isolated"
 
 
-class Child:
-    """One request running in a fresh interpreter through ``child.ask`` (in a thread, so that
-    the checks made here run beside it); ``answer()`` waits for it."""
+def case_timeout_s() -> float:
+    """How long the parent lets one piece run before it kills the child: the child's own
+    deadline (which stops the piece and goes on) with room to say so."""
+    return deadline.seconds() + deadline.GRACE_S + 30
 
-    def __init__(self, request: dict):
-        self.names = ", ".join(request["variants"])
+
+# ---- the parent's side ---------------------------------------------------------------------------
+
+class Away:
+    """One request running in a fresh interpreter (in a thread, so that the work here runs
+    beside it); ``gathered()`` waits for everything it sent."""
+
+    def __init__(self, request, what: str, first_s: float = START_S):
+        self.what, self.first_s = what, first_s
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="isolated")
-        self.future = self.pool.submit(child.ask, "harness.procs.isolated", request, START_S,
-                                       deadline.seconds() + deadline.GRACE_S + 30)
+        self.future = self.pool.submit(child.gather, MODULE, messages.request_json(request),
+                                       first_s, case_timeout_s())
 
-    def answer(self) -> dict:
-        """Its answer, or BenchError saying why there is none (crashed, timed out)."""
+    def gathered(self) -> child.Gathered:
         try:
-            got = self.future.result()
+            return self.future.result()
         finally:
             self.pool.shutdown(wait=False)
-        if "error" in got:
-            raise BenchError(f"{self.names}: {got['error']}")
-        return got
+
+    def ended(self, got: child.Gathered) -> str | None:
+        return got.ended(self.first_s, case_timeout_s())
 
 
-def ask(request: dict) -> dict:
-    """Run one request in a fresh interpreter: its answer, or BenchError."""
-    return Child(request).answer()
+def ask(request) -> dict:
+    """Run one request in a fresh interpreter: its last answer, or BenchError saying why
+    there is none (crashed, timed out)."""
+    away = Away(request, "")
+    got = away.gathered()
+    error = away.ended(got)
+    if error:
+        names = ", ".join(getattr(request, "variants", []))
+        raise BenchError(f"{names}: {error}" if names else error)
+    return got.answers[-1]
 
 
-def problem_json(problem: Problem) -> dict:
-    """A problem with its data and starting parameters, as JSON."""
-    return {"record": schema.to_dict(ProblemRecord.of(problem)), "x": problem.x.tolist(),
-            "y": problem.y.tolist(),
-            "params": [[W.tolist(), None if b is None else b.tolist()]
-                       for W, b in problem.params0]}
+class Variants(Away):
+    """The isolated variants of one process group, checked there (``CheckRequest``)."""
+
+    def __init__(self, problems: list[Problem], variants: list[str], steps: int, device: str,
+                 threads: int):
+        self.problems, self.variants, self.steps = problems, variants, steps
+        super().__init__(messages.CheckRequest([problem_json(p) for p in problems], variants,
+                                               steps, device, threads), ", ".join(variants))
+
+    def evidence(self, report: Report) -> list[Evidence]:
+        got = self.gathered()
+        out: list[Evidence] = []
+        try:
+            for answer in got.answers:
+                report.settings.update(answer.get("settings", {}))
+                report.notes += [str(n) for n in answer.get("notes", [])]
+                out += [from_json(e) for e in answer.get("evidence", [])]
+        except EvidenceError as exc:
+            report.notes.append(f"{self.what}: its answer is not evidence ({exc}); skipped")
+            return []
+        ended = self.ended(got)
+        if ended is not None and not got.started:  # the framework could not even start
+            report.notes.append(f"{self.what}: {ended}; skipped")
+        elif ended is not None:
+            out += self.unfinished(out, got, ended)
+        return out
+
+    def unfinished(self, done: list[Evidence], got: child.Gathered, ended: str
+                   ) -> list[Evidence]:
+        """A crash for the piece the process ended in; a note for the rest."""
+        finished = {(e.subject, e.problem) for e in done}
+        out = []
+        for problem in self.problems:
+            for v in self.variants:
+                if (v, label(problem)) in finished:
+                    continue
+                if got.started[-1] == f"{v} on {label(problem)}":
+                    out.append(Evidence(v, label(problem), crashes=[("run", ended)]))
+                else:
+                    out.append(Evidence(v, label(problem), notes=[
+                        f"{v} on {label(problem)}: not run, its process ended earlier; skipped"]))
+        return out
 
 
-def problem_of(d: dict) -> Problem:
-    """The inverse of problem_json."""
+class Learner(Away):
+    """A learner's file, imported and called in a process of its own (``LearnerRequest``)."""
 
-    record = schema.from_dict(ProblemRecord, d["record"], "problem")
-    params = [(np.array(W, dtype=np.float64), None if b is None else np.array(b, np.float64))
-              for W, b in d["params"]]
-    return Problem(record.spec(), np.array(d["x"], dtype=np.float64),
-                   np.array(d["y"], dtype=np.float64), params, record.lr, record.seed)
+    def __init__(self, file: LearnerFile, problems: list[Problem], steps: int):
+        self.file, self.problems, self.steps = file, problems, steps
+        super().__init__(messages.LearnerRequest(str(file.path.resolve()), file.framework,
+                                                 [problem_json(p) for p in problems], steps),
+                         file.name, first_s=case_timeout_s())
+
+    def evidence(self, report: Report) -> list[Evidence]:
+        got = self.gathered()
+        ended = self.ended(got)
+        if ended is not None and not got.timed_out and got.status is not None:
+            ended = learner.status_text(got.status, self.file.name)
+        try:
+            return learner.evidence_of(self.file, got.answers,
+                                       got.started[-1] if got.started else None, ended,
+                                       self.problems, self.steps)
+        except EvidenceError as exc:
+            return [Evidence(self.file.name, label(p), crashes=[(
+                "grads", f"its process sent what is not evidence ({exc})")])
+                for p in self.problems]
 
 
-def start_check(problems: list[Problem], variants: list, steps: int, device: str,
-                threads: int, say) -> list[Child]:
-    """One process per framework of the isolated variants, started at once: they run beside
-    the checks made here, and ``finish_check`` gathers them."""
-    children = []
+def elsewhere(problems: list[Problem], selection: session.Selection, steps: int, device: str,
+              threads: int, say) -> list[Away]:
+    """``session.check``'s subjects in processes of their own, started at once: one process
+    per group of isolated frameworks, and one for the learner's file."""
+    away: list[Away] = []
+    variants = selection.isolated
     for group in process_groups(list(dict.fromkeys(v.framework for v in variants))):
         names = [v.name for v in variants if v.framework in group]
         say(f"checking {', '.join(names)}, in a process of its own")
-        children.append(Child({"do": "check", "variants": names, "steps": steps,
-                               "device": device, "threads": threads,
-                               "problems": [problem_json(p) for p in problems]}))
-    return children
+        away.append(Variants(problems, names, steps, device, threads))
+    if selection.learner is not None:
+        say(f"checking {selection.learner.name}, in a process of its own")
+        away.append(Learner(selection.learner, problems, steps))
+    return away
 
 
 def process_groups(frameworks: list[str]) -> list[list[str]]:
     """The isolated frameworks, grouped into as few processes as their settings allow: two
     share one when they share a package and set no variable to different values (TensorFlow
     and Keras on TensorFlow, say, which saves a second import of TensorFlow)."""
-
     groups: list[list[str]] = []
     for name in frameworks:
         fw = registry.FRAMEWORKS[name]
@@ -126,67 +194,43 @@ def process_groups(frameworks: list[str]) -> list[list[str]]:
     return groups
 
 
-def finish_check(children: list[Child], report) -> dict[str, dict]:
-    """The children's trajectories into ``report``; their own gradients back, as
-    {problem label: {variant: (E, flat gradients)}}."""
+# ---- the child's side ----------------------------------------------------------------------------
 
-
-    gradients: dict[str, dict] = {}
-    for one in children:
-        try:
-            answer = one.answer()
-        except BenchError as exc:
-            report.notes.append(f"{exc}; skipped")
-            continue
-        report.merge(Report.from_dict(answer["report"]))
-        for where, got in answer["gradients"].items():
-            for name, (E, grads) in got.items():
-                gradients.setdefault(where, {})[name] = (
-                    E, [None if g is None else np.asarray(g, dtype=np.float64) for g in grads])
-    return gradients
-
-
-def check_here(request: dict, stream=None) -> dict:
-    """The child's side of ``check``: every problem for each variant of its frameworks (each
-    one a case the parent times from its CaseStarted)."""
-
-    report, gradients = Report(), {}
-    variants = [registry.get(n) for n in request["variants"]]
+def check_here(request: messages.CheckRequest, stream) -> dict:
+    """The child's side of ``check``: its frameworks' settings, then each problem's evidence
+    (``session.collect``), sent as each problem is done. A trajectory that is wrong here
+    brings its probe along, for the parent's diagnosis."""
+    variants = [registry.get(n) for n in request.variants]
     frameworks = list(dict.fromkeys(v.framework for v in variants))
-    settings, failed = apply_settings(frameworks, request["threads"])
-    report.settings.update(settings)
-    report.notes += failed
-    modules = {}
-    for name in frameworks:
+    settings, notes = apply_settings(frameworks, request.threads)
+    usable = []
+    for v in variants:
         try:
-            modules[name] = registry.import_module(name)
+            registry.import_module(v.framework)
+            usable.append(v)
         except Unavailable as exc:
-            report.notes.append(f"{exc}; skipped")
-    device, steps = request["device"], request["steps"]
-    for problem in map(problem_of, request["problems"]):
-        where = label(problem)
-        for v in (v for v in variants if v.framework in modules):
-            reason = v.why_not(problem, device)
-            if reason:
-                report.notes.append(f"trajectory: {reason}; skipped")
-                continue
-            child.case_started(stream, f"{v.name} on {where}")
-            trainer = None
-            if hasattr(getattr(modules[v.framework], v.trainer), "grads"):
-                trainer = attempt(problem, v.name, report, partial(v.make, problem, device))
-                got = trainer and attempt(problem, v.name, report, partial(
-                    judge.trainer_loss_and_gradients, trainer, problem))
-                if got is not None:
-                    gradients.setdefault(where, {})[v.name] = jsonable(got)
-            if steps:
-                attempt(problem, v.name, report, partial(
-                    judge.check_trajectory, problem, v, steps, device, report, trainer=trainer))
-    return {"report": report.as_dict(), "gradients": gradients}
+            notes.append(f"{exc}; skipped")
+    messages.send(stream, messages.Answer({"settings": settings, "notes": list(
+        dict.fromkeys(notes))}))
+    for problem in map(problem_of, request.problems):
+        evidence = []
+        for v in usable:
+            child.case_started(stream, f"{v.name} on {label(problem)}")
+            ev = session.trainer_evidence(problem, v, request.steps, request.device,
+                                          lambda text: None)
+            if not judge.needs_probe(problem, ev):
+                ev.probe = None
+            evidence.append(ev)
+        messages.send(stream, messages.Answer({"evidence": [
+            to_json(ev) for ev in evidence]}))
+    return {"done": True}
 
 
-def jsonable(got: tuple[float, list]) -> list:
-    E, grads = got
-    return [E, [None if g is None else g.tolist() for g in grads]]
+def learner_here(request: messages.LearnerRequest, stream) -> dict:
+    learner.answer(request.path, request.framework, request.problems, request.steps,
+                   lambda piece: child.case_started(stream, piece),
+                   lambda body: messages.send(stream, messages.Answer(body)))
+    return {"done": True}
 
 
 def replay(problem, variant, epochs: list[int]) -> dict:
@@ -204,23 +248,35 @@ def replay(problem, variant, epochs: list[int]) -> dict:
     return {**answer, "snapshots": snaps}
 
 
-def serve(request: dict, name: str) -> dict:
-
+def serve(request, name: str) -> dict:
+    """One variant's answer to a ReplayRequest or an ImportRequest: what it gives, or
+    {"unavailable": reason}, or {"failed": reason} (a crash, or a run past --timeout)."""
     variant = registry.get(name)
-    try:
-        if request["do"] == "import":
-            registry.import_module(variant.framework).check_device(request["device"])
-            return {"available": True}
-        return replay(problem_of(request["problem"]), variant, request["epochs"])
-    except Unavailable as exc:
-        return {"unavailable": str(exc)}
+    got, unavailable, crash = guarded(name, lambda: import_or_replay(request, variant))
+    if crash is not None:
+        return {"failed": crash}
+    return {"unavailable": unavailable} if unavailable is not None else got
 
 
-def answer(request: dict, stream) -> dict:
+def import_or_replay(request, variant) -> dict:
+    if isinstance(request, messages.ImportRequest):
+        registry.import_module(variant.framework).check_device(request.device)
+        return {"available": True}
+    return replay(problem_of(request.problem), variant, request.epochs)
+
+
+def answer(job: dict, stream) -> dict:
     """The child's answer to one request (``child.serve`` sends it on the channel)."""
-    if request["do"] == "check":
+    request = messages.request_of(job)
+    if isinstance(request, messages.CheckRequest):
         return check_here(request, stream)
-    return {name: serve(request, name) for name in request["variants"]}
+    if isinstance(request, messages.LearnerRequest):
+        return learner_here(request, stream)
+    out = {}
+    for name in request.variants:
+        child.case_started(stream, name)
+        out[name] = serve(request, name)
+    return out
 
 
 if __name__ == "__main__":

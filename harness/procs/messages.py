@@ -102,6 +102,64 @@ class Answer:
     body: dict
 
 
+# ---- the requests of an isolated child (``harness.procs.isolated``), one per process ----------
+
+@dataclass
+class CheckRequest:
+    """The evidence of one framework's variants on every problem (``session.collect``)."""
+
+    problems: list[dict]  # harness.check.evidence.problem_json
+    variants: list[str]
+    steps: int
+    device: str
+    threads: int
+
+
+@dataclass
+class LearnerRequest:
+    """A learner's file imported and called on every problem (``harness.check.learner``)."""
+
+    path: str
+    framework: str
+    problems: list[dict]
+    steps: int
+
+
+@dataclass
+class ReplayRequest:
+    """The variants' Trainers at the given epochs, and their gradients at the start (demo,
+    check --example)."""
+
+    problem: dict
+    variants: list[str]
+    epochs: list[int]
+
+
+@dataclass
+class ImportRequest:
+    """Whether each variant's framework imports and can use the device (list --check)."""
+
+    variants: list[str]
+    device: str
+
+
+REQUESTS = {"check": CheckRequest, "learner": LearnerRequest, "replay": ReplayRequest,
+            "import": ImportRequest}
+
+
+def request_json(request) -> dict:
+    """A request as the JSON a child reads on its stdin."""
+    kind = next(k for k, cls in REQUESTS.items() if isinstance(request, cls))
+    return {"type": kind, "body": schema.to_dict(request)}
+
+
+def request_of(data) -> object:
+    """The typed request a child read, or ProtocolError."""
+    if not isinstance(data, dict) or data.get("type") not in REQUESTS:
+        raise ProtocolError(f"unknown request: {str(data)[:80]!r}")
+    return schema.from_dict(REQUESTS[data["type"]], data.get("body"), data["type"])
+
+
 KINDS = {"answer": Answer, "framework": FrameworkReady, "framework-failed": FrameworkFailed,
          "peak": Peak, "floor": CallFloor, "case-started": CaseStarted, "case": Case,
          "case-counted": CaseCounted}

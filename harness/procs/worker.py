@@ -32,6 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from harness import check
+from harness.check import workers
 from harness.check.report import crash_reason
 from harness.measure import memory
 from harness.measure.callgrind import Counter
@@ -39,7 +40,7 @@ from harness.measure.environment import pin_threads
 from harness.measure.instructions import CountConfig, Instructions, count_trainer
 from harness.measure.peak import measure_peak
 from harness.measure.timing import Probe, time_trainer
-from harness.procs import child, distcheck, messages
+from harness.procs import child, messages
 from harness.record import schema
 from harness.record.results import CallFloor, Case, case_id
 from implementations import registry
@@ -86,7 +87,7 @@ def verify(problem, variant, trainer, block_steps: int, device: str,
     label = getattr(variant, "label", variant.name)
     check.compare_to_reference(problem, f"{label} (timed)", trainer.params(), start, v, report)
     if getattr(variant, "distributed", False):  # every worker must hold the same parameters
-        distcheck.check_ranks(problem, f"{label} (timed)", trainer, report)
+        workers.check_ranks(problem, f"{label} (timed)", trainer, report)
     if fresh:
         n = reference_steps(problem, FRESH_STEPS, 1)
         check.check_trajectory(problem, variant, n, device, report)
