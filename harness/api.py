@@ -142,8 +142,8 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
     the report is the file's name."""
     learner = learners.read_learner(path)  # its declarations only: it runs in a child
     if problems is None:
-        networks = plans.Networks(output_activation=learner.output_activation)
-        problems = plans.check_problems(networks, learner.activation, learner.bias)
+        problems = plans.check_problems(plans.Networks(), learner.activation, learner.bias,
+                                        learner.output_activation)
     return check_problems(list(problems), frameworks, "cpu", steps, False, threads, learner)
 
 

@@ -158,6 +158,9 @@ class Variant:
         replicates: the single-device variant whose step each worker runs (its cost model on
             a GPU is the compute term of the scaling predictions on paper).
         workers: how many workers a case of it runs on: 1 as declared, ``at(n)`` for more.
+        zero_grad: what clears the gradients its step would otherwise add up from step to
+            step, where its framework accumulates them (``optimizer.zero_grad()``); the check
+            names it when the variant's gradients accumulate.
         build_s: about how long its first call compiles for, in seconds, on a cold cache
             on a 2-core machine (0: it does not compile, or only for a moment). ``check``
             leaves a variant that takes 10 s or more out unless its module's
@@ -183,6 +186,7 @@ class Variant:
     replicates: str | None = None
     workers: int = 1
     build_s: float = 0.0
+    zero_grad: str = ""
     framework: str = ""
     load: Callable[[], ModuleType] | None = field(default=None, compare=False, repr=False)
 

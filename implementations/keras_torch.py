@@ -24,7 +24,7 @@ VARIANTS = (
             "per step", below="torch", default_run=SMALL),
     Variant("keras-torch-loop", "idiomatic", "Keras 3 on PyTorch, the guide's training loop "
             "from scratch: zero_grad, backward, optimizer.apply", loop="CustomStep",
-            below="torch", default_run=SMALL),
+            below="torch", default_run=SMALL, zero_grad="model.zero_grad()"),
 )
 __all__ = ["Trainer", "TrainOnBatch", "CustomStep", "check_device", "settings"]
 

@@ -82,9 +82,11 @@ class NetworkSpec:
         return sum(a * b + (b if self.bias else 0) for a, b in zip(self.widths, self.widths[1:]))
 
     def label(self) -> str:
-        """Short human label, e.g. '1-1-1 linear f64' or '64-64-64 tanh+b f32'."""
+        """Short human label, e.g. '1-1-1 linear f64', '64-64-64 tanh+b f32' or
+        '3-4-4-3 relu→sigmoid+b f64' (the output's activation where it is not linear)."""
         b = "+b" if self.bias else ""
-        return f"{'-'.join(map(str, self.widths))} {self.activation}{b} f{self.dtype[-2:]}"
+        out = f"→{self.output_activation}" if self.output_activation != "linear" else ""
+        return f"{'-'.join(map(str, self.widths))} {self.activation}{out}{b} f{self.dtype[-2:]}"
 
     def as_dict(self) -> dict:
         return {

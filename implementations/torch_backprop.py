@@ -52,17 +52,20 @@ VARIANTS = (
             "the NumPy chain rule on torch tensors under inference_mode: no autograd",
             loop="ManualLoop", devices=ALL_DEVICES, default_run=SMALL),
     Variant("torch", "idiomatic", "PyTorch eager autograd: backward(), no_grad update",
-            devices=ALL_DEVICES, sweep_devices=ALL_DEVICES, below="torch-manual"),
+            devices=ALL_DEVICES, sweep_devices=ALL_DEVICES, below="torch-manual",
+            zero_grad="p.grad = None after each update"),
     Variant("torch-optim", "idiomatic", "eager autograd with torch.optim.SGD: zero_grad, "
             "backward, step", loop="OptimizerLoop", devices=ALL_DEVICES, below="torch",
-            default_run=SMALL),
+            default_run=SMALL, zero_grad="optimizer.zero_grad()"),
     Variant("torch-nn", "idiomatic", "nn.Sequential of nn.Linear, a loss module and "
             "torch.optim.SGD, as the tutorials write it", trainer="ModuleTrainer",
-            devices=ALL_DEVICES, below="torch-optim", default_run=SMALL),
+            devices=ALL_DEVICES, below="torch-optim", default_run=SMALL,
+            zero_grad="optimizer.zero_grad()"),
     Variant("torch-nn-compile", "idiomatic", "the torch-nn train step passed whole to "
             "torch.compile, as the torch.compile tutorial does for training",
             trainer="ModuleTrainer", loop="CompiledModuleStep", devices=ALL_DEVICES,
-            baseline="torch-nn", below="torch-nn", default_run=SMALL, build_s=25),
+            baseline="torch-nn", below="torch-nn", default_run=SMALL, build_s=25,
+            zero_grad="optimizer.zero_grad()"),
 )
 
 ACTIVATIONS = {

@@ -35,9 +35,9 @@ VARIANTS = (
     Variant("numpy-planted", "idiomatic", "a learner's NumPy backprop, with the planted bug",
             trainer="NumpyTrainer"),
     Variant("torch-planted", "idiomatic", "eager torch autograd, with the planted bug",
-            trainer="TorchTrainer"),
+            trainer="TorchTrainer", zero_grad="p.grad = None after each update"),
     Variant("torch-nn-planted", "idiomatic", "nn.Sequential + torch.optim, with the planted bug",
-            trainer="ModuleTrainer", loop="PlantedModuleStep"),
+            trainer="ModuleTrainer", loop="PlantedModuleStep", zero_grad="optimizer.zero_grad()"),
 )
 __all__ = ["ModuleTrainer"]
 

@@ -30,7 +30,10 @@ DIAGNOSIS = {
     "frozen-bias": r"(b1, b2, b3 never moved from the start: frozen|b1's gradient is missing"
                    r".*frozen)",
     "wrong-layer": r"gradient is \w+'s.*: the gradient of another layer",
-    "no-zero-grad": r"the gradients accumulate from step to step .*zero_grad is missing",
+    # in each subject's own words: .grad for torch's, a sum for NumPy's
+    "no-zero-grad": r"the gradients accumulate from step to step: (\.grad is never zeroed "
+                    r"between steps: (p\.grad = None|optimizer\.zero_grad\(\)).* is missing|each "
+                    r"step adds its gradient to those of the steps before)",
     "output-mean": r"0\.33× the reference.*\(= 1/out width 3\): the loss is averaged over the "
                    r"outputs as well as the batch",
 }

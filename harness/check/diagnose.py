@@ -4,23 +4,30 @@ A failing subject's numbers are tested against the usual mistakes, in this order
 first class that fits is said with its evidence:
 
 * **shapes**: a gradient missing, transposed, or shaped like another tensor;
-* **a constant factor** on every gradient (or on some of them): 2 or 1/2 (the 1/2 of E),
-  the batch (a sum where the mean belongs), 1/out width (a mean over the outputs too), -1
-  (the sign), and their products;
-* **a known wrong backward pass**, rebuilt with the reference's chain rule and compared: W
-  where W^T belongs, the hidden activation's derivative missing or taken at h, phi where phi'
-  belongs, another activation's formula;
+* **a known constant factor** on every gradient (or on some of them): 2 or 1/2 (the 1/2 of
+  E), the batch (a sum where the mean belongs), 1/out width (a mean over the outputs too),
+  the learning rate (a gradient already scaled by it), -1 (the sign), and their products
+  (``factors``; the default networks of ``check`` make them all different numbers);
+* **a known wrong backward pass** (``mutations``), rebuilt with the reference's chain rule
+  and compared: W, or W.reshape(out, in), where W^T belongs; each layer's net input a where
+  its output h = phi(a) belongs in dE/dW; the hidden activation's derivative missing, taken
+  at h, replaced by phi, or another activation's; the hidden derivative applied at a linear
+  output layer too, or the output's own derivative missing;
 * **per tensor**: a zero gradient, a transposed one, another tensor's gradient, the
-  activations or dE/da of the wrong layer;
+  activations, the net input or dE/da of the wrong layer;
+* **a constant factor of no known cause** on several entries;
 * **an activation derivative** that is wrong in no known way: the output layer is right and
   the hidden ones are off by a ratio that varies with the pre-activation;
-* for trajectories (``harness.check.diagnose_trajectory``).
+* for trajectories (``harness.check.diagnose_trajectory``), and for a learner's own
+  intermediates (``harness.check.trace``).
 
-Where none fits, it says so; the caller prints the per-tensor errors.
+A crash is explained where its message says two shapes do not fit (``crash``). Where nothing
+fits, it says so; the caller prints the per-tensor errors.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -36,6 +43,7 @@ from harness.check.report import TOLERANCES
 from implementations.problem import Problem
 
 FIT = {"float64": 1e-6, "float32": 1e-2}  # how close a candidate must come to count as fitting
+VAGUE = ("of no known cause", "off by a ratio that varies")  # diagnoses that name no cause
 
 
 def fits(got: np.ndarray, want: np.ndarray, dtype: str) -> bool:
@@ -48,23 +56,63 @@ def shape_text(shape: tuple) -> str:
 
 # ---- constant factors ------------------------------------------------------------------------
 
-def factors(batch: int, out: int) -> list[tuple[float, str, list[str]]]:
-    """(value, '= ...', causes) for s * 2^i * batch^j * out^k, simplest first; where two
-    products are the same number (a batch of 2), both readings are given."""
-    terms = [(i, j, k) for i in (0, 1, -1) for j in (0, 1, -1) for k in (0, -1, 1)
-             if not (j and batch == 1) and not (k and out == 1)]
-    terms.sort(key=lambda t: (sum(map(abs, t)), t[0] == 0, t[1] == 0))  # 2, then batch, out
+# the numbers a backprop bug multiplies by, and what each power of them means, in a gradient
+# (at the start) and in a step (a trajectory): (name, ``value(problem)``, {power: (in a
+# gradient, in a step)})
+BASES = (
+    ("2", lambda p: 2.0, {
+        1: ("the 1/2 of E is missing from the gradient (the square's 2 is not cancelled)",
+            "the 1/2 of E is missing from the gradient (the square's 2 is not cancelled)",
+            "E lacks its 1/2 (the gradients have it)"),
+        -1: ("a 1/2 too many (the square's 2 cancelled twice)",) * 2 + (
+            "E has a 1/2 too many",)}),
+    ("batch", lambda p: float(p.batch), {
+        1: ("the mean over the batch lacks its 1/batch (a sum over the batch)",) * 2 + (
+            "E is a sum over the batch where the mean belongs",),
+        -1: ("the mean over the batch is divided by the batch once too often",) * 2 + (
+            "E is divided by the batch once too often",)}),
+    ("out width", lambda p: float(p.spec.widths[-1]), {
+        -1: ("the loss is averaged over the outputs as well as the batch (a mean over batch × "
+             "out elements, like MSELoss's default)",) * 2 + (
+            "E is averaged over the outputs as well as the batch",),
+        1: ("the gradient is multiplied by the out width",) * 2 + (
+            "E is multiplied by the out width",)}),
+    ("lr", lambda p: float(p.lr), {
+        1: ("the gradient is already multiplied by the learning rate",
+            "the learning rate is applied twice (each step is lr² × the gradient)",
+            "E is multiplied by the learning rate"),
+        -1: ("the gradient is divided by the learning rate",
+             "the learning rate is left out of the update (each step is the whole gradient)",
+             "E is divided by the learning rate")}),
+)
+SIGN = ("the sign is flipped (the step climbs the loss)",) * 2 + ("E has the wrong sign",)
+READINGS = ("gradient", "step", "loss")  # what a factor multiplies: the index into the above
+
+
+def factors(problem: Problem, of: str = "gradient") -> list[tuple[float, str, list[str]]]:
+    """(value, '= ...', causes) for ±2^i · batch^j · out^k · lr^l (each power -1, 0 or 1),
+    simplest first, read as a factor ``of`` a gradient, a whole SGD step or E. Where two
+    products are the same number, both readings are given (the default networks of ``check``
+    are chosen so that none are)."""
+    values = [(name, fn(problem), powers) for name, fn, powers in BASES]
+    usable = [(n, v, w) for n, v, w in values if abs(v - 1.0) > 1e-12]
+    terms = list(itertools.product((0, 1, -1), repeat=len(usable)))
+    terms.sort(key=lambda t: (sum(map(abs, t)), [abs(e) == 0 for e in t]))
     by_value: dict[float, list] = {}
     for sign in (1, -1):
-        for i, j, k in terms:
-            if (sign, i, j, k) == (1, 0, 0, 0):
+        for t in terms:
+            if sign == 1 and not any(t):
                 continue
-            value = sign * 2.0 ** i * batch ** j * out ** k
+            value = sign * math.prod(v ** e for (_, v, _), e in zip(usable, t))
             if abs(value - 1.0) < 1e-12:  # 2 × 1/batch 2 is no factor at all
                 continue
-            by_value.setdefault(round(value, 12), []).append(
-                (value, equals(sign, i, j, k, batch, out), causes(sign, i, j, k),
-                 sum(map(abs, (i, j, k)))))
+            parts = [f"{'' if e > 0 else '1/'}{name}" + ("" if name == "2" else f" {v:g}")
+                     for (name, v, _), e in zip(usable, t) if e]
+            eq = "= " + ("-" if sign < 0 else "") + (" × ".join(parts) or "1")
+            reading = READINGS.index(of)
+            why = [w[e][reading] for (_, _, w), e in zip(usable, t) if e]
+            why += [SIGN[reading]] if sign < 0 else []
+            by_value.setdefault(round(value, 12), []).append((value, eq, why, sum(map(abs, t))))
     table = []
     for readings in by_value.values():
         value, eq, why, parts = readings[0]
@@ -76,30 +124,20 @@ def factors(batch: int, out: int) -> list[tuple[float, str, list[str]]]:
     return table
 
 
-def equals(sign: int, i: int, j: int, k: int, batch: int, out: int) -> str:
-    parts = [{1: "2", -1: "1/2"}.get(i), {1: f"batch {batch}", -1: f"1/batch {batch}"}.get(j),
-             {1: f"out width {out}", -1: f"1/out width {out}"}.get(k)]
-    text = " × ".join(p for p in parts if p) or "1"
-    return "= " + ("-" if sign < 0 else "") + text
+def ratio(c: float) -> str:
+    """c with the digits that tell it apart from 1 (0.9995, not 1)."""
+    for digits in range(2, 9):
+        text = f"{c:.{digits}f}" if abs(c) >= 0.01 else f"{c:.{digits}g}"
+        if abs(c - 1.0) < 1e-12 or float(text) != 1.0:
+            return text.rstrip("0").rstrip(".") if "." in text and digits > 2 else text
+    return f"{c:.9g}"
 
 
-def causes(sign: int, i: int, j: int, k: int) -> list[str]:
-    said = [{1: "the 1/2 of E is missing from the gradient (the square's 2 is not cancelled)",
-             -1: "a 1/2 too many (the square's 2 cancelled twice)"}.get(i),
-            {1: "the mean over the batch lacks its 1/batch (a sum over the batch)",
-             -1: "the mean over the batch is divided by the batch once too often"}.get(j),
-            {-1: "the loss is averaged over the outputs as well as the batch (a mean over "
-                 "batch × out elements, like MSELoss's default)",
-             1: "the gradient is multiplied by the out width"}.get(k),
-            "the sign is flipped (the step climbs the loss)" if sign < 0 else None]
-    return [s for s in said if s]
-
-
-def name_factor(c: float, problem: Problem) -> tuple[str, str] | None:
+def name_factor(c: float, problem: Problem, of: str = "gradient") -> tuple[str, str] | None:
     """('= batch 5', 'the mean over the batch lacks its 1/batch') for a known factor c."""
     if not math.isfinite(c) or c == 0:
         return None
-    for value, eq, why in factors(problem.batch, problem.spec.widths[-1]):
+    for value, eq, why in factors(problem, of):
         if abs(c - value) <= 1e-3 * abs(value):
             return eq, "; ".join(why)
     return None
@@ -117,15 +155,15 @@ def factor_line(tensors: list[str], c: float, problem: Problem, every: bool) -> 
     which = "every gradient is" if every else f"{', '.join(tensors)} " + (
         "is" if len(tensors) == 1 else "are")
     if named is None:
-        return f"{which} {c:.3g}× the reference (a constant factor of no known cause)"
+        return f"{which} {ratio(c)}× the reference (a constant factor of no known cause)"
     eq, why = named
-    return f"{which} {c:.2f}× the reference ({eq}): {why}"
+    return f"{which} {ratio(c)}× the reference ({eq}): {why}"
 
 
 # ---- the gradient at the start ---------------------------------------------------------------
 
 def gradient(problem: Problem, start: list[np.ndarray], trace: Trace, loss: float,
-             got: list, terms: str = "", intermediates: list[dict] | None = None) -> list[str]:
+             got: list) -> list[str]:
     """The diagnosis of a subject's (E, flat gradients) at the start; [] if nothing fits."""
     names, want, dtype = problem.spec.param_names(), trace.grads, problem.spec.dtype
     shapes = shape_lines(names, got, want)
@@ -139,9 +177,11 @@ def gradient(problem: Problem, start: list[np.ndarray], trace: Trace, loss: floa
     wrong = [i for i, e in enumerate(errors) if e > TOLERANCES[dtype].exact]
     if not wrong:
         return loss_line(problem, loss, trace.loss)
-    lines = (whole_factor(problem, got, want, loss, trace.loss, len(wrong) == len(names))
+    every = len(wrong) == len(names)
+    lines = (whole_factor(problem, got, want, loss, trace.loss, every, named_only=True)
              or wrong_backward(problem, start, got, trace)
              or per_tensor(problem, got, want, trace, wrong)
+             or whole_factor(problem, got, want, loss, trace.loss, every, named_only=False)
              or bad_derivative(problem, got, want, wrong))
     return [merged(lines)] if lines else []
 
@@ -193,12 +233,20 @@ def shape_lines(names: list[str], got: list, want: list[np.ndarray]) -> list[str
     return out
 
 
-SHAPE_WORDS = ("shape", "mismatch", "broadcast", "size of tensor", "dimension")
+# a crash that says two shapes do not fit: the exception types that carry such messages, and
+# the words of numpy, torch, JAX and TensorFlow for it
+SHAPE_ERRORS = ("ValueError", "RuntimeError", "TypeError", "IndexError",
+                "InvalidArgumentError")
+SHAPE_WORDS = ("shapes", "shape mismatch", "mismatch in its core dimension", "broadcast",
+               "size of tensor", "must match the size", "cannot be multiplied",
+               "dimension", "incompatible shapes", "not aligned")
 
 
 def crash(reason: str) -> list[str]:
-    """A crash explained where its message says the shapes do not fit."""
-    if any(w in reason.lower() for w in SHAPE_WORDS):
+    """A crash explained where its message says the shapes do not fit (a MemoryError that
+    mentions a shape is not one)."""
+    kind = reason.split(": ")[1] if reason.startswith("crashed: ") else ""
+    if kind in SHAPE_ERRORS and any(w in reason.lower() for w in SHAPE_WORDS):
         return ["the shapes do not fit: a matrix is used where its transpose belongs, or the "
                 "activations or gradient of another layer"]
     return []
@@ -208,16 +256,18 @@ def loss_line(problem: Problem, loss: float, want: float) -> list[str]:
     if math.isfinite(loss) and abs(loss - want) <= 1e-6 * max(abs(want), 1e-300):
         return []
     c = loss / want if want else math.nan
-    named = name_factor(c, problem)
+    named = name_factor(c, problem, of="loss")
     if named is None:
-        return [f"the gradients are right but E is {c:.3g}× the reference loss"]
-    return [f"the gradients are right but E is {c:.2f}× the reference loss ({named[0]}): "
+        return [f"the gradients are right but E is {ratio(c)}× the reference loss"]
+    return [f"the gradients are right but E is {ratio(c)}× the reference loss ({named[0]}): "
             f"{named[1]}"]
 
 
 def whole_factor(problem: Problem, got: list, want: list, loss: float, want_loss: float,
-                 every: bool) -> list[str]:
-    """Every wrong tensor off by one constant factor (and the others right)."""
+                 every: bool, named_only: bool = False) -> list[str]:
+    """Every wrong tensor off by one constant factor (and the others right): a known factor
+    (``named_only``), or any factor that fits several entries (one wrong number is off by
+    some factor from any other, which says nothing)."""
     names, dtype = problem.spec.param_names(), problem.spec.dtype
     errors = normalised_errors(got, want)
     wrong = [i for i, e in enumerate(errors) if e > TOLERANCES[dtype].exact]
@@ -225,6 +275,10 @@ def whole_factor(problem: Problem, got: list, want: list, loss: float, want_loss
     if not math.isfinite(c) or abs(c) < 1e-9 or not all(fits(got[i], c * want[i], dtype)
                                                         for i in wrong):
         return []  # zero is no factor: per_tensor names a zero gradient
+    if named_only and name_factor(c, problem) is None:
+        return []
+    if not named_only and sum(got[i].size for i in wrong) < 2:
+        return []
     line = factor_line([names[i] for i in wrong], c, problem, every)
     if every and want_loss and abs(loss / want_loss - c) <= 1e-3 * abs(c):
         line = line.replace(" the reference (", " the reference, and so is E (", 1)
@@ -255,21 +309,74 @@ def derivative_variants(act: str) -> list[tuple[str, object]]:
 def wrong_backward(problem: Problem, start: list, got: list, trace: Trace) -> list[str]:
     """A known wrong backward pass, rebuilt and compared with what the subject computed."""
     spec, dtype = problem.spec, problem.spec.dtype
-    candidates = []
-    for l in range(1, spec.depth):  # dE/dh is carried down through layers 1..depth-1
-        W = start[spec.param_names().index(f"W{l + 1}")]
-        if W.shape[0] == W.shape[1]:
-            candidates.append((f"dE/dh is carried down through W{l + 1} where W{l + 1}ᵀ "
-                               f"belongs (a transposed matrix in the backward pass)",
-                               dict(untransposed=frozenset({l}))))
-    if spec.depth > 1:
-        for what, fn in derivative_variants(spec.activation):
-            candidates.append((what, dict(derivative=lambda act, a, h, fn=fn: fn(a, h))))
-    for what, kwargs in candidates:
+    for what, kwargs in mutations(problem, start):
         mutant = backward(spec, start, problem.x, problem.y, **kwargs).grads
         if all(fits(g, m, dtype) for g, m in zip(got, mutant)):
             return [what]
     return []
+
+
+def mutations(problem: Problem, start: list) -> list[tuple[str, dict]]:
+    """(what is wrong, ``reference.backward``'s keywords that rebuild it), in the order they
+    are tried: the matrix dE/dh is carried down through, the layer inputs of dE/dW, the
+    hidden and the output derivatives."""
+    spec = problem.spec
+    out = carries(spec, start)
+    if spec.depth > 1:
+        out.append(("dE/dW uses each layer's net input a where its output h = phi(a) belongs "
+                    "(the pre-activation taken as the next layer's input)",
+                    dict(pre_as_input=True)))
+        for what, fn in derivative_variants(spec.activation):
+            out.append((what, dict(derivative=lambda act, a, h, fn=fn: fn(a, h))))
+    out += output_derivatives(spec)
+    return out
+
+
+def carries(spec, start: list) -> list[tuple[str, dict]]:
+    """W_l, or W_l.reshape(out, in), where W_l^T belongs, on every layer dE/dh passes
+    through (the same line of code on each) or on one of them."""
+    names = spec.param_names()
+    through = list(range(1, spec.depth))  # dE/dh is carried down through layers 2..depth
+    shape = {l: start[names.index(f"W{l + 1}")].shape for l in through}
+    square = [l for l in through if shape[l][0] == shape[l][1] > 1]
+    out = []
+    for group in ([square] if len(square) > 1 else []) + [[l] for l in square]:
+        which = ", ".join(f"W{l + 1}" for l in group)
+        out.append((f"dE/dh is carried down through {which} where {which.replace(',', 'ᵀ,')}ᵀ "
+                    f"belongs (a transposed matrix in the backward pass)",
+                    dict(untransposed=frozenset(group))))
+    if len(through) > 1 and square and len(square) < len(through):  # one line on every layer
+        which = ", ".join(f"W{l + 1}" for l in through)
+        out.append((f"dE/dh is carried down through W.reshape(fan_out, fan_in) where Wᵀ belongs "
+                    f"({which}): a reshape keeps the entries in their order, a transpose swaps "
+                    f"rows and columns (on a square W it changes nothing)",
+                    dict(carried={l: lambda W: W.reshape(W.shape[::-1]) for l in through})))
+    oblong = [l for l in through if shape[l][0] != shape[l][1] and min(shape[l]) > 1]
+    for group in ([oblong] if len(oblong) > 1 else []) + [[l] for l in oblong]:
+        which = ", ".join(f"W{l + 1}.reshape({shape[l][1]}, {shape[l][0]})" for l in group)
+        out.append((f"dE/dh is carried down through {which} where the transpose belongs: a "
+                    f"reshape keeps the entries in their order, a transpose swaps rows and "
+                    f"columns", dict(carried={l: lambda W: W.reshape(W.shape[::-1])
+                                              for l in group})))
+    return out
+
+
+def output_derivatives(spec) -> list[tuple[str, dict]]:
+    """The output layer's derivative where its activation differs from the hidden one: the
+    hidden phi' applied at the output too, or the output's phi' left out."""
+    out_act, hidden = spec.output_activation, spec.activation
+    if out_act == hidden:
+        return []
+    out = []
+    if hidden != "linear":
+        slope = "φ′ = 1 there" if out_act == "linear" else f"its derivative is {out_act}'"
+        out.append((f"{hidden}' is also applied at the output layer, whose activation is "
+                    f"{out_act} ({slope})",
+                    dict(output_derivative=lambda act, a, h: dphi(hidden, a))))
+    if out_act != "linear":
+        out.append((f"the output layer's derivative {out_act}' is missing (phi' taken as 1 "
+                    f"there)", dict(output_derivative=lambda act, a, h: np.ones_like(a))))
+    return out
 
 
 def per_tensor(problem: Problem, got: list, want: list, trace: Trace, wrong: list[int]
@@ -298,7 +405,12 @@ def one_tensor(problem: Problem, names: list[str], i: int, g: np.ndarray, want: 
 
 
 def wrong_layer(l: int, name: str, g: np.ndarray, trace: Trace, dtype: str) -> str | None:
-    """W_l's gradient built from another layer's input h or dE/da."""
+    """W_l's gradient built from another layer's input h or dE/da, or from its own input's
+    net input a (the pre-activation) where h = phi(a) belongs."""
+    if l >= 1 and trace.pre[l - 1].shape[1] == g.shape[0] and fits(
+            g, trace.pre[l - 1].T @ trace.da[l], dtype):
+        return (f"{name}'s gradient uses a{l}, the net input of layer {l}, where h{l} = "
+                f"phi(a{l}), its output, belongs (the pre-activation taken as the input)")
     for k, h in enumerate(trace.hs[:-1]):
         if k != l and h.shape[1] == g.shape[0] and fits(g, h.T @ trace.da[l], dtype):
             return (f"{name}'s gradient uses h{k}, the input of layer {k + 1}, where h{l}, "

@@ -1,18 +1,22 @@
 """Name a wrong trajectory in one line (each gradient right, or no gradient of its own).
 
 The classes, in the order they are tried: tensors that never move (frozen), gradients that
-accumulate from step to step, every step scaled by a known factor (the learning rate or the
-loss: ``diagnose.factors``), a step too many or too few, or one step right and many wrong
-(state carried between steps). Where none fits, the list is empty.
+accumulate from step to step (said in the subject's own words: ``accumulating``), each layer
+updated inside the backward pass, every step scaled by a known factor (the learning rate or the
+loss: ``diagnose.factors``), a step too many or too few, a known wrong backward pass that is
+right at the start and wrong later (``diagnose.mutations``: relu' taken as 1 where every unit
+starts active), or one step right and many wrong (state carried between steps). Where none
+fits, the list is empty.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from harness.check.diagnose import factors
+from harness.check.diagnose import factors, mutations, ratio
 from harness.check.reference import Variation, reference_trajectory, trajectory_errors
 from harness.check.report import TOLERANCES
+from implementations import registry
 from implementations.problem import Params, Problem, flatten
 
 
@@ -25,36 +29,97 @@ def trajectory(problem: Problem, start: Params, steps: int, params: Params,
         return ["the parameters are not finite: the training diverged"]
     runs = [probe] if probe is not None else [(steps, params)]  # the short run tells best
     with np.errstate(all="ignore"):  # a variation that diverges simply does not match
-        return trajectory_class(problem, start, steps, runs, probe)
+        return trajectory_class(problem, start, steps, params, runs, probe, terms)
 
 
-def trajectory_class(problem: Problem, start: Params, steps: int, runs: list,
-                     probe: tuple[int, Params] | None) -> list[str]:
+LEARNER = "learner-"  # the terms of a learner's file: "learner-" and its framework's name
+
+
+def accumulating(terms: str, zero_grad: str = "") -> str:
+    """What accumulating gradients are, in the subject's own words: a variant whose framework
+    keeps .grad names what clears it (``Variant.zero_grad``); a learner's file keeps a sum."""
+    if zero_grad:
+        return f".grad is never zeroed between steps: {zero_grad} is missing"
+    if terms.startswith(LEARNER):
+        return ("each step adds its gradient to those of the steps before (a sum that is "
+                "never reset between steps)")
+    return "each step adds its gradient to those of the steps before"
+
+
+def trajectory_class(problem: Problem, start: Params, steps: int, params: Params, runs: list,
+                     probe: tuple[int, Params] | None, terms: str = "") -> list[str]:
     """The first trajectory class of the module docstring that the runs fit."""
     names = problem.spec.param_names()
 
-    def matches(variation: Variation, extra: int = 0) -> bool:
+    def matches(variation: Variation, extra: int = 0, on: list | None = None) -> bool:
+        """Whether a run fits the variation, where the variation is not the exact trajectory
+        by another name (W for W^T on a 1 x 1 W)."""
         return any(n + extra >= 0 and close(problem, start, n + extra, p, variation)
-                   for n, p in runs)
+                   and (extra or distinct(problem, start, n, variation))
+                   for n, p in on or runs)
 
     frozen = frozen_tensors(problem, start, runs)
     if frozen and matches(Variation(frozen=frozenset(frozen))):
         return [f"{', '.join(names[i] for i in frozen)} never moved from the start: frozen "
                 f"(left out of the update or of the optimizer)"]
     if matches(Variation(accumulate=True)):
-        return ["the gradients accumulate from step to step (.grad is never zeroed: "
-                "zero_grad is missing)"]
-    for value, eq, why in factors(problem.batch, problem.spec.widths[-1]):
+        variant = registry.VARIANTS.get(terms.removeprefix(LEARNER))
+        return [f"the gradients accumulate from step to step: "
+                f"{accumulating(terms, variant.zero_grad if variant else '')}"]
+    if problem.spec.depth > 1 and matches(Variation(sequential=True)):
+        return ["each layer is updated during the backward pass, before dE/dh is carried down "
+                "through it, so the layers below get their gradients through the new weights "
+                "(update every layer after the whole backward pass)"]
+    for value, eq, why in factors(problem, of="step"):
         if matches(Variation(lr_factor=value)):
-            return [f"every step is {value:.2f}× the reference step ({eq}), in the gradient or "
-                    f"the learning rate: {'; '.join(why)}"]
+            return [f"every step is {ratio(value)}× the reference step ({eq}), in the gradient "
+                    f"or the learning rate: {'; '.join(why)}"]
     for extra, what in ((-1, "one step too few"), (1, "one step too many")):
-        if matches(Variation(), extra):
+        if not terms.startswith(LEARNER) and matches(Variation(), extra):
             return [f"each run(n) makes {what} (n {'-' if extra < 0 else '+'} 1 steps)"]
+    lowered = lr_precision(problem, start, steps, params)
+    if lowered:
+        return lowered
+    for what, kwargs in mutations(problem, flatten(start)):
+        if matches(Variation(mutation=tuple(kwargs.items())), on=[(steps, params)]):
+            return [f"{what} (right at the start, it shows once training moves the network)"]
     if probe is not None and close(problem, start, probe[0], probe[1], Variation()):
         return [f"the first {probe[0]} steps are right, yet {steps} steps drift: state is "
                 f"carried from step to step (accumulating gradients, momentum, a stale cache)"]
     return []
+
+
+LOWER = {"float64": ("float32",)}  # the precisions a learning rate may be kept in by mistake
+
+
+def lr_precision(problem: Problem, start: Params, steps: int, params: Params) -> list[str]:
+    """The learning rate kept in a lower precision than the parameters: a step too large or
+    small by the lr's rounding (3e-8 of it in float32), which only the whole run can show."""
+    dtype, lr = problem.spec.dtype, problem.lr
+    for low in LOWER.get(dtype, ()):
+        factor = float(np.dtype(low).type(lr)) / lr
+        if factor == 1.0:
+            continue
+        exact = reference_trajectory(problem, start, steps)
+        rounded = reference_trajectory(problem, start, steps, dtype, Variation(lr_factor=factor))
+        off = max(trajectory_errors(params, exact, start, dtype), default=0.0)
+        near = max(trajectory_errors(params, rounded, start, dtype), default=0.0)
+        if near <= TOLERANCES[dtype].trajectory and near < off / 3:
+            return [f"the learning rate is kept in {low} while the parameters are {dtype}: "
+                    f"lr {lr:g} is {float(np.dtype(low).type(lr)):.10g} there, so every step is "
+                    f"{factor:.10g}× the reference step (keep lr as a Python float, or in the "
+                    f"parameters' dtype)"]
+    return []
+
+
+def distinct(problem: Problem, start: Params, n: int, variation: Variation) -> bool:
+    """Whether the variation's trajectory of n steps differs from the exact one by more than
+    ``close`` forgives."""
+    dtype = problem.spec.dtype
+    ref = reference_trajectory(problem, start, n, "float64", variation)
+    exact = reference_trajectory(problem, start, n)
+    return max(trajectory_errors(ref, exact, start, dtype), default=0.0) > (
+        10 * TOLERANCES[dtype].trajectory)
 
 
 def close(problem: Problem, start: Params, n: int, params: Params, variation: Variation) -> bool:

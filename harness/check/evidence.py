@@ -37,7 +37,8 @@ class Evidence:
         trace: the learner's intermediates, one dict per layer (``harness.check.trace``).
         crashes: (the piece, one line of how it ended) for each piece that did not finish.
         notes: lines for the report that judge nothing.
-        terms: whose words the diagnosis speaks (a framework's name, or "learner-numpy").
+        terms: whose words the diagnosis speaks: a variant's name (its ``zero_grad``), a
+            framework's, or "learner-" and the framework of a learner's file.
     """
 
     subject: str

@@ -22,6 +22,7 @@ from functools import partial
 import numpy as np
 
 from harness.check import deadline, diagnose, diagnose_trajectory
+from harness.check.diagnose_trajectory import LEARNER
 from harness.check.evidence import Evidence
 from harness.check.reference import (
     FD_MAX_ENTRIES,
@@ -48,6 +49,7 @@ from harness.check.report import (
     crash_reason,
     label,
 )
+from harness.check.trace import first_difference, first_wrong_layer
 from implementations.contract import Unavailable
 from implementations.problem import Params, Problem, cast_problem, flatten, map_params
 
@@ -160,7 +162,9 @@ def diagnose_evidence(problem: Problem, ev: Evidence, start: Params, report: Rep
     """A failed subject's diagnosis from its trajectory and crashes, where its gradients gave
     none (``judge_gradients`` made that one)."""
     where = label(problem)
-    if (ev.subject, where) not in report.diagnoses and ev.trajectory is not None:
+    wrong = any(r.subject == ev.subject and r.problem == where and r.reference == TRAJECTORY
+                and not r.passed for r in report.rows)
+    if (ev.subject, where) not in report.diagnoses and ev.trajectory is not None and wrong:
         n, params = ev.trajectory
         try:
             lines = diagnose_trajectory.trajectory(problem, start, n, params, ev.probed(),
@@ -210,12 +214,28 @@ def judge_gradients(problem: Problem, got: dict[str, tuple[float, list]],
     for name in report.failed(where):
         if name in got:
             E, g = got[name]
+            lines = diagnose.gradient(problem, flat, trace, E, g)
             ev = (evidence or {}).get(name)
-            lines = diagnose.gradient(problem, flat, trace, E, g, ev.terms if ev else "",
-                                      ev.trace if ev else None)
+            if ev is not None and ev.terms.startswith(LEARNER):
+                lines = learner_lines(problem, flat, trace, g, ev, lines)
             if lines:  # the gradient at the start is the closer evidence: it explains the rest
                 report.diagnoses[(name, where)] = lines
     return report
+
+
+def learner_lines(problem: Problem, flat: list, trace, g: list, ev: Evidence,
+                  lines: list[str]) -> list[str]:
+    """A learner's diagnosis: where its backward pass first goes wrong, from its
+    intermediates when it gives them (``trace.first_difference``), before the diagnosis of its
+    gradients; without them, the first wrong layer from the top, where that diagnosis names
+    no cause of its own (``diagnose.VAGUE``)."""
+    if ev.trace is not None:
+        found = first_difference(problem, flat, trace, ev.trace)
+        if found:
+            return found + lines
+    if not lines or any(v in lines[0] for v in diagnose.VAGUE):
+        return lines + first_wrong_layer(problem, g, trace.grads)
+    return lines
 
 
 def loss_row(name: str, problem: Problem, E: float, E_ref: float, tolerance: float) -> Row:
@@ -328,7 +348,7 @@ def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
     """A variant's Trainer after ``steps`` steps (more for a block variant: ``steps_for``)
     against the reference trajectory, diagnosed if it fails."""
     subject = getattr(variant, "label", variant.name)  # with its workers, if several
-    ev = Evidence(subject, label(problem), terms=getattr(variant, "framework", ""))
+    ev = Evidence(subject, label(problem), terms=getattr(variant, "name", ""))
     trainer = variant.make(problem, device)
     ev.trajectory = trained(trainer, steps_for(trainer, steps) if exercise else steps)
     ev.probe = partial(probe, variant, problem, device)

@@ -62,6 +62,10 @@ PROBE_STEPS = 3  # a short run, on which a wrong trajectory is told apart (diagn
 MAX_SOURCE = 1 << 20  # bytes: a learner's file is a page, not a megabyte
 
 
+class Returned(BenchError):
+    """What the file's function returned is not what the contract asks for."""
+
+
 @dataclass(frozen=True)
 class LearnerFile:
     """A learner's file as its source declares it (it is never imported here)."""
@@ -216,10 +220,21 @@ def answer(path: str, framework: str, problems: list[dict], steps: int,
     for item in problems:
         problem = problem_of(item)
         started(piece(path.name, "grads", label(problem)))
-        send(to_json(gradients_evidence(path, module, arrays, problem)))
+        send(to_json(gradients_evidence(path, fresh(path, module), arrays, problem)))
         if steps and callable(getattr(module, "sgd_step", None)):
             started(piece(path.name, "sgd_step", label(problem)))
-            send(to_json(trajectory_evidence(path, module, arrays, problem, steps)))
+            send(to_json(trajectory_evidence(path, fresh(path, module), arrays, problem,
+                                             steps)))
+
+
+def fresh(path: Path, first):
+    """The file imported anew for each piece, so that what one piece leaves in its globals (a
+    cache, a running sum) cannot change another; the first import serves the first piece."""
+    if getattr(first, "_backprop_bench_used", False):
+        module = guarded(path, lambda: import_file(path))
+        return module if not isinstance(module, str) else first
+    first._backprop_bench_used = True
+    return first
 
 
 def import_file(path: Path):
@@ -244,8 +259,10 @@ def guarded(path: Path, fn: Callable):
         return f"exited: sys.exit({exc.code!r}) in {path.name}{own_line(exc, path)}"
     except KeyboardInterrupt as exc:
         return f"interrupted: KeyboardInterrupt raised in {path.name}{own_line(exc, path)}"
+    except Returned as exc:  # what it returned is not what the contract asks for
+        return f"returned {exc}"
     except BenchError as exc:
-        return f"crashed: {exc}"
+        return str(exc)
     except Exception as exc:
         return crash_reason(exc, path)
 
@@ -290,15 +307,15 @@ def loss_and_gradients(module, arrays, problem: Problem) -> tuple[float, list]:
     x, y, params = own_copies(arrays, problem)
     answer = module.grads(params, x, y)
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise BenchError(f"grads must return (E, grads), not {kind(answer)}")
+        raise Returned(f"{kind(answer)}: grads must return (E, grads)")
     E, g = answer
     if not isinstance(g, (list, tuple)):
-        raise BenchError(f"grads must return (E, grads) with grads a list of (W, b) pairs, not "
-                         f"{kind(g)}")
+        raise Returned(f"grads as {kind(g)}: grads must return (E, grads) with grads a list "
+                       f"of (W, b) pairs")
     flat = []
     for layer in g:
         if not isinstance(layer, (list, tuple)) or len(layer) != 2:
-            raise BenchError("grads must be a list of (W, b) pairs, one per layer")
+            raise Returned("gradients that are not (W, b) pairs: one pair per layer")
         flat.append(array(arrays, layer[0], "a weight's gradient"))
         if problem.spec.bias:
             flat.append(None if layer[1] is None else array(arrays, layer[1],
@@ -315,24 +332,24 @@ def scalar(arrays, E) -> float:
     a = np.asarray(arrays.to_numpy(E) if not isinstance(E, (int, float, complex, np.generic))
                    else E)
     if a.dtype.kind == "c":
-        raise BenchError(f"E is complex ({a.reshape(-1)[0]!r}): it must be a real number")
+        raise Returned(f"a complex E ({complex(a.reshape(-1)[0])}): E must be a real number")
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
-        raise BenchError(f"E must be a number, not {a.dtype} {kind(E)}")
+        raise Returned(f"E as {a.dtype} {kind(E)}: E must be a number")
     if a.size != 1:
-        raise BenchError(f"E must be one number, not an array of shape {a.shape}")
+        raise Returned(f"E as an array of shape {a.shape}: E must be one number")
     return float(a.reshape(-1)[0])
 
 
 def array(arrays, t, what: str) -> np.ndarray:
     """A tensor of the learner's framework (or a NumPy array, or a number) as float64."""
     if t is None:
-        raise BenchError(f"{what} is None")
+        raise Returned(f"None for {what}")
     a = np.asarray(arrays.to_numpy(t) if hasattr(t, "shape") and not isinstance(
         t, np.ndarray) else t)
     if a.dtype.kind == "c":
-        raise BenchError(f"{what} is complex: gradients of a real loss are real")
+        raise Returned(f"a complex {what}: the gradients of a real loss are real")
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
-        raise BenchError(f"{what} is {a.dtype}, not numbers")
+        raise Returned(f"{what} of {a.dtype}: not numbers")
     return np.array(a, dtype=np.float64)
 
 
@@ -340,11 +357,11 @@ def traced(module, arrays, problem: Problem) -> list[dict]:
     x, y, params = own_copies(arrays, problem)
     layers = module.trace(params, x, y)
     if not isinstance(layers, (list, tuple)):
-        raise BenchError(f"trace must return a list of dicts, one per layer, not {kind(layers)}")
+        raise Returned(f"{kind(layers)} from trace: trace returns a list of dicts, one per layer")
     out = []
     for d in layers:
         if not isinstance(d, dict):
-            raise BenchError("trace must return one dict per layer")
+            raise Returned("a trace whose layers are not dicts: one dict per layer")
         out.append({k: array(arrays, v, f"trace's {k}") for k, v in d.items()
                     if k in ("a", "h", "delta", "dW", "db") and v is not None})
     return out
@@ -375,8 +392,8 @@ def trajectory(module, arrays, problem: Problem, steps: int):
 def numpy_params(arrays, params, problem: Problem) -> Params:
     if not isinstance(params, (list, tuple)) or len(params) != problem.spec.depth or not all(
             isinstance(p, (list, tuple)) and len(p) == 2 for p in params):
-        raise BenchError(f"sgd_step must return the parameters: a list of {problem.spec.depth} "
-                         f"(W, b) pairs")
+        raise Returned(f"from sgd_step what are not the parameters: a list of "
+                       f"{problem.spec.depth} (W, b) pairs")
     return [(array(arrays, W, "a weight"), None if b is None or not problem.spec.bias
              else array(arrays, b, "a bias")) for W, b in params]
 

@@ -127,13 +127,18 @@ class Trace:
 
 
 def backward(spec: NetworkSpec, flat: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray,
-             derivative: Derivative | None = None, untransposed: frozenset = frozenset()
-             ) -> Trace:
+             derivative: Derivative | None = None, untransposed: frozenset = frozenset(),
+             output_derivative: Derivative | None = None,
+             carried: dict[int, Callable[[np.ndarray], np.ndarray]] | None = None,
+             pre_as_input: bool = False) -> Trace:
     """The chain rule for E = 1/2 * mean_batch ||y_hat - y||^2, keeping a ``Trace``.
 
-    ``derivative`` and ``untransposed`` let the diagnosis rebuild a known wrong backward pass:
-    another formula for the hidden activations' phi', or W_l instead of W_l^T when dE/dh is
-    carried down through layer l (for square W_l only).
+    The keywords let the diagnosis rebuild a known wrong backward pass: ``derivative``,
+    another formula for the hidden activations' phi'; ``output_derivative``, one for the
+    output layer's; ``untransposed``, layers through which dE/dh is carried down by W_l
+    instead of W_l^T (square W_l only), and ``carried``, any other matrix in its place (by
+    layer: W_l.reshape(out, in), say); ``pre_as_input``, each layer's pre-activation a_{l-1}
+    used where its input h_{l-1} = phi(a_{l-1}) belongs in dE/dW_l.
     """
     params, acts = layers(spec, flat), spec.layer_activations()
     hs, pre = [x], []
@@ -146,17 +151,18 @@ def backward(spec: NetworkSpec, flat: Sequence[np.ndarray], x: np.ndarray, y: np
     dE_dh = r / batch  # E averages ||r||^2 / 2 over the batch
     das: list = [None] * spec.depth
     grads: list = []
+    carried = {**dict.fromkeys(untransposed, lambda W: W), **(carried or {})}
     for l in reversed(range(spec.depth)):
         W, b = params[l]
-        hidden = l < spec.depth - 1
-        slope = (derivative(acts[l], pre[l], hs[l + 1]) if derivative and hidden
-                 else dphi(acts[l], pre[l]))
+        rule = derivative if l < spec.depth - 1 else output_derivative
+        slope = rule(acts[l], pre[l], hs[l + 1]) if rule else dphi(acts[l], pre[l])
         das[l] = dE_dh * slope
-        layer = [hs[l].T @ das[l]]
+        given = pre[l - 1] if pre_as_input and l else hs[l]
+        layer = [given.T @ das[l]]
         if b is not None:
             layer.append(das[l].sum(axis=0))
         grads = layer + grads
-        carry = W if l in untransposed else W.T
+        carry = carried[l](W) if l in carried else W.T
         dE_dh = das[l] @ carry
     return Trace(float(0.5 * np.sum(r * r) / batch), hs, pre, das, grads)
 
@@ -197,11 +203,16 @@ def rounded_start(problem: Problem) -> Params:
 class Variation:
     """A way an SGD loop can go wrong while each gradient is right, for the diagnosis:
     the step scaled by ``lr_factor``, gradients summed over the steps so far (``accumulate``:
-    .grad never zeroed), tensors never updated (``frozen``, by flat index)."""
+    .grad never zeroed), tensors never updated (``frozen``, by flat index), each layer
+    updated during the backward pass, so that dE/dh reaches the layer below through the new
+    weights (``sequential``), or a known wrong backward pass (``mutation``: ``backward``'s
+    keywords, as items), which may be right at the start and show only as training moves."""
 
     lr_factor: float = 1.0
     accumulate: bool = False
     frozen: frozenset = frozenset()
+    sequential: bool = False
+    mutation: tuple = ()
 
 
 EXACT = Variation()
@@ -234,7 +245,10 @@ def trajectory(problem: Problem, start: Params, steps: int, dtype: str,
     lr = dt.type(problem.lr * variation.lr_factor)
     total = [np.zeros_like(t) for t in flat]
     for _ in range(steps):
-        g = backward(problem.spec, flat, x, y).grads
+        if variation.sequential:
+            flat = sequential_step(problem.spec, flat, x, y, lr)
+            continue
+        g = backward(problem.spec, flat, x, y, **dict(variation.mutation)).grads
         if variation.accumulate:
             total = [s + gi for s, gi in zip(total, g)]
             g = total
@@ -242,6 +256,28 @@ def trajectory(problem: Problem, start: Params, steps: int, dtype: str,
                 for i, (t, gi) in enumerate(zip(flat, g))]
     it = iter(flat)
     return [(next(it), next(it) if problem.spec.bias else None) for _ in range(problem.spec.depth)]
+
+
+def sequential_step(spec: NetworkSpec, flat: list[np.ndarray], x: np.ndarray, y: np.ndarray,
+                    lr) -> list[np.ndarray]:
+    """One SGD step whose backward pass updates each layer as soon as its gradient is known,
+    top layer first, and carries dE/dh down through the *updated* W_l (an in-place update
+    inside the backward loop)."""
+    params, acts = layers(spec, flat), spec.layer_activations()
+    hs, pre = [x], []
+    for (W, b), act in zip(params, acts):
+        pre.append(hs[-1] @ W + (0.0 if b is None else b[None, :]))
+        hs.append(phi(act, pre[-1]))
+    dE_dh = (hs[-1] - y) / x.shape[0]
+    new: list = []
+    for l in reversed(range(spec.depth)):
+        W, b = params[l]
+        da = dE_dh * dphi(acts[l], pre[l])
+        W = (W - lr * (hs[l].T @ da)).astype(W.dtype)
+        layer = [W] if b is None else [W, (b - lr * da.sum(axis=0)).astype(b.dtype)]
+        new = layer + new
+        dE_dh = da @ W.T
+    return new
 
 
 def normalised_errors(values: Sequence[np.ndarray], refs: Sequence[np.ndarray],
@@ -272,6 +308,8 @@ def trajectory_errors(params: Params, ref: Params, start: Params, dtype: str) ->
     out = []
     for p, r, s in zip(flatten(params), flatten(ref), flatten(start)):
         p = np.asarray(p, dtype=np.float64)
+        if p.shape != r.shape and p.size == r.size and np.squeeze(p).shape == np.squeeze(r).shape:
+            p = p.reshape(r.shape)  # (1, n) for (n,): the same numbers, kept by broadcasting
         if p.shape != r.shape or not np.all(np.isfinite(p)):
             out.append(math.inf)
             continue

@@ -25,6 +25,7 @@ from harness.check.report import (
 from harness.tables import text_table
 from implementations.problem import Problem
 
+TRAJECTORY_PIECES = ("run", "sgd_step")  # the pieces of a trajectory (the others: gradients)
 COLUMNS = ((LOSS, "E"), (FD, "vs FD"), (EXACT, "vs exact"), (CLOSED, "vs closed form"),
            (OTHERS, "vs others"), (TRAJECTORY, "trajectory"))
 
@@ -62,10 +63,10 @@ def table(report: Report, problem: Problem, steps: int) -> list[str]:
     body = []
     for subject in dict.fromkeys(r.subject for r in rows):
         mine = [r for r in rows if r.subject == subject]
-        crash = [r for r in mine if r.reference == RUN]
         cells = [cell(mine, ref, steps) for ref, _ in COLUMNS]
-        if crash:
-            cells[-1] = "crashed"
+        for r in mine:
+            if r.reference == RUN:  # where it crashed: its gradients, or its trajectory
+                cells[-1 if r.detail.split(":")[0] in TRAJECTORY_PIECES else 0] = "crashed"
         body.append([subject, *cells, "FAIL" if subject in failed else "ok"])
     head = ["subject", *(name for _, name in COLUMNS)]
     head[-1] = f"trajectory ({steps} steps)"
@@ -86,25 +87,36 @@ def verdict(report: Report, problems: list[Problem]) -> list[str]:
 
 
 def subject_lines(report: Report, subject: str, problems: list[str]) -> list[str]:
-    """One line per distinct diagnosis of a failed subject, with the networks it holds on."""
+    """A failed subject's lines: how each piece that did not finish ended, then each distinct
+    diagnosis, each with the networks it holds on; where a failure has no diagnosis, the
+    per-tensor errors."""
+    mine = [r for r in report.rows if r.subject == subject and r.problem in problems
+            and r.evidence and not r.passed]
+    crashes: dict[str, list[str]] = {}
+    for r in mine:
+        if r.reference == RUN:
+            crashes.setdefault(r.detail, []).append(r.problem)
     said: dict[str, list[str]] = {}
+    unexplained = []
     for p in problems:
-        lines = report.diagnoses.get((subject, p)) or [None]
-        for line in lines:
+        for line in report.diagnoses.get((subject, p), []):
             said.setdefault(line, []).append(p)
-    out = []
-    for line, where in said.items():
-        on = f" [{', '.join(where)}]"
-        if line is not None:
-            out.append(f"  {subject}: {line}{on}")
-            continue
-        rows = [r for r in report.rows if r.subject == subject and r.problem in where
-                and r.evidence and not r.passed]
-        out.append(f"  {subject}: no known bug class fits{on}; what failed:")
+        if (subject, p) not in report.diagnoses and any(
+                r.problem == p and r.reference != RUN for r in mine):
+            unexplained.append(p)
+    out = [f"  {subject}: {detail}{on(where)}" for detail, where in crashes.items()]
+    out += [f"  {subject}: {line}{on(where)}" for line, where in said.items()]
+    if unexplained:
+        rows = [r for r in mine if r.problem in unexplained and r.reference != RUN]
+        out.append(f"  {subject}: no known bug class fits{on(unexplained)}; what failed:")
         out += [f"    {r.failure()}" for r in rows[:12]]
         if len(rows) > 12:
             out.append(f"    ... and {len(rows) - 12} more")
     return out
+
+
+def on(where: list[str]) -> str:
+    return f" [{', '.join(dict.fromkeys(where))}]"
 
 
 SKIPPED = re.compile(r"^(?:gradients|trajectory): (\S+) runs (.*); skipped$")

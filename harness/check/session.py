@@ -207,7 +207,7 @@ def trainer_evidence(problem: Problem, v: Variant, steps: int, device: str,
                      say: Callable[[str], None]) -> Evidence:
     """A variant's Trainer: its own gradients at the start (if it has them), then its
     parameters after ``judge.steps_for`` steps, with a probe for the diagnosis."""
-    ev = Evidence(v.name, label(problem), terms=v.framework)
+    ev = Evidence(v.name, label(problem), terms=v.name)
     reason = v.why_not(problem, device)
     if reason:
         ev.notes.append(f"trajectory: {reason}; skipped")

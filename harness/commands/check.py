@@ -10,7 +10,6 @@ frameworks run in processes of their own (``harness.procs.isolated.elsewhere``).
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from harness.check import learner as learners
 from harness.check import session
@@ -51,10 +50,9 @@ def command(networks: plans.Networks, frameworks: tuple[str, ...] | None,
         require_device(device)
         return check_workers.command(networks, frameworks, variant_names, steps, device, workers)
     learner = learners.read_learner(impl) if impl is not None else None
-    if learner is not None and networks.output_activation == "linear":
-        networks = replace(networks, output_activation=learner.output_activation)
     problems = plans.check_problems(networks, learner and learner.activation,
-                                    learner and learner.bias)
+                                    learner and learner.bias,
+                                    learner and learner.output_activation)
     require_device(device)
     if learner is not None and device != "cpu":
         raise BenchError(f"--impl runs on the CPU only, not on {device}")

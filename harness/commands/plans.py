@@ -26,6 +26,7 @@ from implementations.problem import (
     Problem,
     SpecError,
     check_inversion,
+    default_lr,
     make_problem,
 )
 
@@ -36,17 +37,33 @@ RUN_NETWORKS = {
     "small": dict(widths=(16, 16, 16), activation="tanh", dtype="float32", batch=64),
     "large": dict(widths=(256, 256, 256), activation="tanh", dtype="float32", batch=64),
 }
-# the default `check`: the worked example in float64 (with its closed form) and one network
-# that no classic backprop bug passes, in both dtypes: batch 5 (not a power of two, and apart
-# from 2 and 3, so that a factor names its cause), 3 outputs (a mean over the outputs too
-# shows), hidden widths 4 (a transposed matrix has the wrong shape), a square hidden layer
-# (W where W^T belongs computes, wrongly), tanh (its derivative matters) and a bias (a
-# frozen bias shows)
+# the default `check`: the worked example in float64 (with its closed form) and networks that
+# no classic backprop bug passes: batch 5 (not a power of two, and apart from 2 and 3, so that
+# a factor names its cause), 3 outputs (a mean over the outputs too shows), hidden widths 4
+# (a transposed matrix has the wrong shape), a square hidden layer (W where W^T belongs
+# computes, wrongly), a bias (a frozen bias shows), every activation the suite supports (its
+# derivative matters: tanh in both dtypes; relu hidden layers under a sigmoid output, which
+# covers two activations with one network more), and a learning rate of 0.056 = 7/125: 7 is
+# no product of 2, 3 and 5, so that no two of the factors the diagnosis knows (2, the batch,
+# the out width, the lr, -1, and their products) are the same number (0.1 would be
+# 1/(2 × batch 5)), and float32 rounds it by 3.1e-8 (0.07: 4.3e-9), so that a learning rate
+# kept in float32 on a float64 network shows
 CHECK_NETWORKS = (
     dict(widths=(1, 1, 1), activation="linear", bias=False, batch=1, dtypes=("float64",)),
     dict(widths=(3, 4, 4, 3), activation="tanh", bias=True, batch=5,
          dtypes=("float64", "float32")),
+    dict(widths=(3, 4, 4, 3), activation="relu", output_activation="sigmoid", bias=True,
+         batch=5, dtypes=("float64",)),
 )
+CHECK_LR_FACTOR = 0.56  # of the default lr: 0.056 up to width 16, and a 7 in it at any width
+
+
+def check_lr(widths: tuple[int, ...], batch: int) -> float | None:
+    """The learning rate of a checked network: the worked example's 0.1 on it (batch 1),
+    else 0.56 × the default (``CHECK_NETWORKS``' comment says why)."""
+    if tuple(widths) == (1, 1, 1) and batch == 1:
+        return None
+    return round(CHECK_LR_FACTOR * default_lr(NetworkSpec(tuple(widths))), 12)
 MEMORY_HEADROOM = 0.8  # of MemAvailable: the frameworks, the OS and the other process
 
 
@@ -171,12 +188,13 @@ def unique(problems: list[Problem]) -> list[Problem]:
     return list({ProblemRecord.of(p): p for p in problems}.values())
 
 
-def check_problems(n: Networks, activation: str | None = None,
-                   bias: bool | None = None) -> list[Problem]:
+def check_problems(n: Networks, activation: str | None = None, bias: bool | None = None,
+                   output_activation: str | None = None) -> list[Problem]:
     """The problems of `check`: each network × dtype (float64 and float32, the worked example
-    float64 only, unless --dtype says). Without --widths, CHECK_NETWORKS, with the activation
-    and bias given (by the options, or by a learner's file: ``activation``, ``bias``) in
-    place of theirs; with --widths, batch 5 (1 for 1-1-1) unless --batch says otherwise."""
+    float64 only, unless --dtype says). Without --widths, CHECK_NETWORKS, with the activations
+    and bias given (by the options, or by a learner's file: ``activation``, ``bias``,
+    ``output_activation``) in place of theirs; with --widths, batch 5 (1 for 1-1-1) unless
+    --batch says otherwise."""
     activation, bias = n.activation or activation, n.bias if n.bias is not None else bias
     if n.widths is None:
         nets = [dict(net, **({"activation": activation} if activation else {}),
@@ -185,9 +203,14 @@ def check_problems(n: Networks, activation: str | None = None,
         nets = [dict(widths=w, activation=activation or "linear", bias=bool(bias),
                      batch=1 if w == (1, 1, 1) else CHECK_NETWORKS[1]["batch"])
                 for w in n.widths]
-    return problems([(net["widths"], net["activation"], n.output_activation, net["bias"], d,
-                      net["batch"] if n.batch is None else n.batch, n.lr, n.seed)
-                     for net in nets
+    for net in nets:  # --output-activation, or a learner's, or the network's own
+        given = output_activation or (n.output_activation if n.output_activation != "linear"
+                                      else None)
+        net["output_activation"] = given or net.get("output_activation", "linear")
+    batch = [net["batch"] if n.batch is None else n.batch for net in nets]
+    return problems([(net["widths"], net["activation"], net["output_activation"], net["bias"],
+                      d, b, check_lr(net["widths"], b) if n.lr is None else n.lr, n.seed)
+                     for net, b in zip(nets, batch)
                      for d in dtypes_of(n, net.get("dtypes", ("float64", "float32")))])
 
 
