@@ -18,7 +18,18 @@ import textwrap
 from collections.abc import Sequence
 
 from harness import __version__
-from harness.commands import check, compare, demo, export, listing, report, run, scale, sweep
+from harness.commands import (
+    check,
+    compare,
+    demo,
+    explain,
+    export,
+    listing,
+    report,
+    run,
+    scale,
+    sweep,
+)
 from harness.commands.base import (
     EXIT_OUTPUT_CLOSED,
     PROG,
@@ -29,8 +40,8 @@ from harness.commands.options import UsageError
 from implementations import registry
 from implementations.problem import BenchError
 
-COMMANDS = tuple(m.COMMAND for m in (demo, check, run, sweep, scale, report, compare, export,
-                                      listing))
+COMMANDS = tuple(m.COMMAND for m in (demo, check, explain, run, sweep, scale, report, compare,
+                                      export, listing))
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,7 +80,9 @@ def interrupt(signum, frame):
 
 ASCII = {"×": "x", "µ": "u", "–": "-", "—": "-", "−": "-", "≥": ">=", "≤": "<=", "²": "^2",
          "ᵀ": "^T", "·": "*", "…": "...", "‖": "||", "φ": "phi", "∂": "d", "η": "eta",
-         "→": "->", "½": "1/2", "≈": "~", "’": "'", "“": '"', "”": '"'}
+         "→": "->", "½": "1/2", "≈": "~", "’": "'", "“": '"', "”": '"', "δ": "delta",
+         "⊙": "*", "′": "'", "Σ": "sum", "ŷ": "y_hat", "←": "<-",
+         **{chr(0x2080 + d): str(d) for d in range(10)}}  # subscript digits
 
 
 def degrade(error: UnicodeEncodeError) -> tuple[str, int]:

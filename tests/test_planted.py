@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers_check import diagnoses, results
 
 from harness import cli
 from implementations import registry
@@ -53,21 +54,6 @@ def plant(monkeypatch):
     monkeypatch.delenv(registry.ENV)
     sys.modules.pop("backprop_bench_extra_planted_bugs", None)
     registry.discover()
-
-
-def results(out: str) -> dict[str, set[str]]:
-    """{subject: its results ('ok', 'FAIL') over every table of the output}."""
-    got: dict[str, set[str]] = {}
-    for line in out.splitlines():
-        cells = line.split()
-        if len(cells) > 2 and cells[-1] in ("ok", "FAIL") and not line.startswith(" "):
-            got.setdefault(cells[0], set()).add(cells[-1])
-    return got
-
-
-def diagnoses(out: str, subject: str) -> list[str]:
-    verdict = out.split("\nFAILED: ", 1)[1]
-    return [line for line in verdict.splitlines() if line.startswith(f"  {subject}: ")]
 
 
 def test_without_a_bug_the_planted_variants_pass_the_default_check(plant, capsys):

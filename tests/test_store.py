@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import stat
@@ -22,11 +23,12 @@ def test_write_then_load_round_trips(tmp_path):
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
     path = tmp_path / "r.json"
     run = h.run_file()
+    written = copy.deepcopy(run)  # (a second h.run_file() may be stamped a second later)
     store.write(run, path)
     run.cases[0].timing.samples_s[0] = float("nan")  # not valid JSON: the write must fail
     with pytest.raises(ValueError):
         store.write(run, path)
-    assert store.read_run(path) == h.run_file()  # the old file is intact
+    assert store.read_run(path) == written  # the old file is intact
     assert os.listdir(tmp_path) == ["r.json"]
 
 

@@ -47,6 +47,20 @@ def set_seconds(value: float | None) -> None:
 
 
 @contextmanager
+def seconds_set(value: float | None):
+    """``set_seconds`` for the body only (the command, in a process that may run others)."""
+    before = os.environ.get(ENV)
+    set_seconds(value)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+@contextmanager
 def limit(what: str):
     """Run the body within ``seconds()``: CaseTimeout if it runs past them, the end of the
     process if it cannot be interrupted. Nested limits are the outer one's."""

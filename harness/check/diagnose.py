@@ -63,30 +63,37 @@ BASES = (
     ("2", lambda p: 2.0, {
         1: ("the 1/2 of E is missing from the gradient (the square's 2 is not cancelled)",
             "the 1/2 of E is missing from the gradient (the square's 2 is not cancelled)",
-            "E lacks its 1/2 (the gradients have it)"),
+            "E lacks its 1/2 (the gradients have it)",
+            "its E has no 1/2 (half = false in the file's [loss])"),
         -1: ("a 1/2 too many (the square's 2 cancelled twice)",) * 2 + (
-            "E has a 1/2 too many",)}),
+            "E has a 1/2 too many", "its E has a 1/2 more than this suite's")}),
     ("batch", lambda p: float(p.batch), {
         1: ("the mean over the batch lacks its 1/batch (a sum over the batch)",) * 2 + (
-            "E is a sum over the batch where the mean belongs",),
+            "E is a sum over the batch where the mean belongs",
+            "its E sums over the batch (batch = \"sum\" in [loss])"),
         -1: ("the mean over the batch is divided by the batch once too often",) * 2 + (
-            "E is divided by the batch once too often",)}),
+            "E is divided by the batch once too often",
+            "its E divides by the batch once more")}),
     ("out width", lambda p: float(p.spec.widths[-1]), {
         -1: ("the loss is averaged over the outputs as well as the batch (a mean over batch × "
              "out elements, like MSELoss's default)",) * 2 + (
-            "E is averaged over the outputs as well as the batch",),
+            "E is averaged over the outputs as well as the batch",
+            "its E averages over the outputs too (outputs = \"mean\" in [loss])"),
         1: ("the gradient is multiplied by the out width",) * 2 + (
-            "E is multiplied by the out width",)}),
+            "E is multiplied by the out width", "its E is multiplied by the out width")}),
     ("lr", lambda p: float(p.lr), {
         1: ("the gradient is already multiplied by the learning rate",
             "the learning rate is applied twice (each step is lr² × the gradient)",
-            "E is multiplied by the learning rate"),
+            "E is multiplied by the learning rate",
+            "it is multiplied by the learning rate: an update printed as a gradient (what = "
+            "\"update\")?"),
         -1: ("the gradient is divided by the learning rate",
              "the learning rate is left out of the update (each step is the whole gradient)",
-             "E is divided by the learning rate")}),
+             "E is divided by the learning rate", "it is divided by the learning rate")}),
 )
-SIGN = ("the sign is flipped (the step climbs the loss)",) * 2 + ("E has the wrong sign",)
-READINGS = ("gradient", "step", "loss")  # what a factor multiplies: the index into the above
+SIGN = ("the sign is flipped (the step climbs the loss)",) * 2 + (
+    "E has the wrong sign", "a sign convention (δ written as (y − ŷ)·φ′, or a step as −η ∂E/∂w)")
+READINGS = ("gradient", "step", "loss", "published")  # what a factor multiplies: the index
 
 
 def factors(problem: Problem, of: str = "gradient") -> list[tuple[float, str, list[str]]]:
@@ -125,12 +132,16 @@ def factors(problem: Problem, of: str = "gradient") -> list[tuple[float, str, li
 
 
 def ratio(c: float) -> str:
-    """c with the digits that tell it apart from 1 (0.9995, not 1)."""
-    for digits in range(2, 9):
-        text = f"{c:.{digits}f}" if abs(c) >= 0.01 else f"{c:.{digits}g}"
-        if abs(c - 1.0) < 1e-12 or float(text) != 1.0:
-            return text.rstrip("0").rstrip(".") if "." in text and digits > 2 else text
-    return f"{c:.9g}"
+    """c to two decimals (5.00, 0.33), or two significant digits below 0.1 (0.056), with
+    more where that would round it to 1 (0.9995, not 1.00)."""
+    if not math.isfinite(c):
+        return str(c)
+    digits = 2 if abs(c) >= 0.1 or c == 0 else 1 - math.floor(math.log10(abs(c)))
+    text = f"{c:.{digits}f}"
+    while float(text) == 1.0 and c != 1.0 and digits < 12:
+        digits += 1
+        text = f"{c:.{digits}f}"
+    return text
 
 
 def name_factor(c: float, problem: Problem, of: str = "gradient") -> tuple[str, str] | None:
@@ -361,6 +372,15 @@ def carries(spec, start: list) -> list[tuple[str, dict]]:
     return out
 
 
+def dphi_of_h(act: str, h: np.ndarray) -> np.ndarray:
+    """phi' as code writes it from h = phi(a): 1 - h² for tanh, h(1 - h) for sigmoid."""
+    if act == "tanh":
+        return 1.0 - h * h
+    if act == "sigmoid":
+        return h * (1.0 - h)
+    return (h > 0.0).astype(h.dtype) if act == "relu" else np.ones_like(h)
+
+
 def output_derivatives(spec) -> list[tuple[str, dict]]:
     """The output layer's derivative where its activation differs from the hidden one: the
     hidden phi' applied at the output too, or the output's phi' left out."""
@@ -370,9 +390,11 @@ def output_derivatives(spec) -> list[tuple[str, dict]]:
     out = []
     if hidden != "linear":
         slope = "φ′ = 1 there" if out_act == "linear" else f"its derivative is {out_act}'"
-        out.append((f"{hidden}' is also applied at the output layer, whose activation is "
-                    f"{out_act} ({slope})",
-                    dict(output_derivative=lambda act, a, h: dphi(hidden, a))))
+        said = (f"{hidden}' is also applied at the output layer, whose activation is {out_act} "
+                f"({slope})")
+        out.append((said, dict(output_derivative=lambda act, a, h: dphi(hidden, a))))
+        out.append((f"{said}, written with the output ŷ as if it were {hidden}(a)",
+                    dict(output_derivative=lambda act, a, h: dphi_of_h(hidden, h))))
     if out_act != "linear":
         out.append((f"the output layer's derivative {out_act}' is missing (phi' taken as 1 "
                     f"there)", dict(output_derivative=lambda act, a, h: np.ones_like(a))))

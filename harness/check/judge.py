@@ -144,7 +144,7 @@ def judge_evidence(problem: Problem, evidence: list[Evidence], report: Report | 
            for ev in evidence if ev.gradients is not None}
     if got:
         judge_gradients(problem, got, report, max_entries,
-                        {ev.subject: ev for ev in evidence})
+                        {ev.subject: ev for ev in evidence if ev.gradients is not None})
     start = rounded_start(problem)
     for ev in evidence:
         if ev.trajectory is not None:

@@ -25,9 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from harness.check.diagnose import derivative_variants
 from harness.check.reference import Trace, dphi, normalised_errors, phi
 from harness.check.report import TOLERANCES
-from implementations.problem import NetworkSpec, Problem
+from implementations.problem import ACTIVATIONS, NetworkSpec, Problem
 
 SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
@@ -111,7 +112,11 @@ def difference(problem: Problem, flat: list, theirs: list[dict], key: str, l: in
     instead = next((what for what, value in candidates(problem, flat, theirs, key, l)
                     if value is not None and value.shape == got.shape
                     and normalised_errors([got], [value])[0] <= 1e-3), None)
-    computed = f"{instead} ({got[at]:.4g})" if instead else f"{got[at]:.4g}"
+    if instead:
+        shown, _, why = instead.partition("; ")
+        computed = f"{shown} ({got[at]:.4g})" + (f": {why}" if why else "")
+    else:
+        computed = f"{got[at]:.4g}"
     head = f"{lead(right)}{name(key, l)} is not" if right else f"{name(key, l)} is not right"
     return (f"{head}: the chain rule gives {name(key, l)} = {formula(spec, key, l)} "
             f"({want[at]:.4g}{where}), you computed {computed}")
@@ -119,7 +124,8 @@ def difference(problem: Problem, flat: list, theirs: list[dict], key: str, l: in
 
 def candidates(problem: Problem, flat: list, theirs: list[dict], key: str, l: int
                ) -> list[tuple[str, np.ndarray | None]]:
-    """Known wrong ways to make the quantity, from the learner's own earlier values."""
+    """Known wrong ways to make the quantity, from the learner's own earlier values: (what
+    was computed, and after "; " why it is wrong, where that needs saying; its value)."""
     spec = problem.spec
     acts = spec.layer_activations()
     act, L = acts[l - 1], spec.depth
@@ -139,45 +145,49 @@ def candidates(problem: Problem, flat: list, theirs: list[dict], key: str, l: in
     W = [None, *flat[::2 if spec.bias else 1]]
     out: list[tuple[str, Callable[[], np.ndarray]]] = []
     if key == "a":
-        out += [(f"h{sub(l - 1)} W{sub(l)} without b{sub(l)}", lambda: mine("h", l - 1) @ W[l]),
-                (f"a{sub(l - 1)} W{sub(l)}, the net input of the layer below where its output "
-                 f"belongs", lambda: mine("a", l - 1) @ W[l] + (flat[2 * l - 1] if spec.bias
-                                                                 else 0.0))]
+        out += [(f"h{sub(l - 1)} W{sub(l)}; b{sub(l)} is left out",
+                 lambda: mine("h", l - 1) @ W[l]),
+                (f"a{sub(l - 1)} W{sub(l)}" + (f" + b{sub(l)}" if spec.bias else "")
+                 + "; the net input of the layer below where its output belongs",
+                 lambda: mine("a", l - 1) @ W[l] + (flat[2 * l - 1] if spec.bias else 0.0))]
     elif key == "h":
-        out += [(f"{other}(a{sub(l)})", lambda o=other: phi(o, mine("a", l)))
-                for other in ("linear", "sigmoid", "tanh", "relu") if other != act]
+        out += [(f"{other}(a{sub(l)}); the layer's activation is {act}",
+                 lambda o=other: phi(o, mine("a", l))) for other in ACTIVATIONS if other != act]
     elif key == "delta":
         up = (lambda: (mine("h", L) - problem.y) / problem.batch) if l == L else (
             lambda: mine("delta", l + 1) @ W[l + 1].T)
         a, h = (lambda: mine("a", l)), (lambda: mine("h", l))
-        out += [(f"{'(ŷ − y)/B' if l == L else f'δ{sub(l + 1)} W{sub(l + 1)}ᵀ'} without "
-                 f"{act}′(a{sub(l)})", up)] if act != "linear" else []
-        out += [(f"{act}′ taken at h{sub(l)} instead of at a{sub(l)}",
-                 lambda: up() * dphi(act, h())),
-                (f"{act}(a{sub(l)}) where {act}′(a{sub(l)}) belongs", lambda: up() * h())]
+        above = "(ŷ − y)/B" if l == L else f"δ{sub(l + 1)} W{sub(l + 1)}ᵀ"
+        out += [(f"{above} ⊙ φ′; {what}", lambda fn=fn: up() * fn(a(), h()))
+                for what, fn in derivative_variants(act)]
         if l == L:
-            out += [("ŷ − y without the 1/B", lambda: up() * problem.batch),
-                    ("y − ŷ: the sign flipped", lambda: -up()),
-                    ("2(ŷ − y)/B: the ½ of E left out", lambda: 2 * up())]
+            slope = (lambda: 1.0) if act == "linear" else (lambda: dphi(act, a()))
+            out += [("(ŷ − y) without the 1/B", lambda: up() * problem.batch * slope()),
+                    ("(y − ŷ)/B; the sign is flipped", lambda: -up() * slope()),
+                    ("2(ŷ − y)/B; the ½ of E is not cancelled", lambda: 2 * up() * slope())]
             if spec.activation != act:
-                out += [(f"{spec.activation}′(a{sub(l)}) applied at the output layer too",
+                out += [(f"(ŷ − y)/B ⊙ {spec.activation}′(a{sub(l)}); the hidden layers' "
+                         f"derivative is applied at the output layer too",
                          lambda: up() * dphi(spec.activation, a()))]
         else:
-            out += [(f"δ{sub(l + 1)} W{sub(l + 1)} ⊙ {act}′(a{sub(l)}), W where Wᵀ belongs",
+            out += [(f"(δ{sub(l + 1)} W{sub(l + 1)}) ⊙ {act}′(a{sub(l)}); W where Wᵀ belongs",
                      lambda: (mine("delta", l + 1) @ W[l + 1]) * dphi(act, a())),
-                    (f"δ{sub(l + 1)} W{sub(l + 1)}.reshape ⊙ {act}′(a{sub(l)}), a reshape where "
-                     f"the transpose belongs", lambda: (mine("delta", l + 1) @ W[l + 1].reshape(
-                         W[l + 1].shape[::-1])) * dphi(act, a()))]
+                    (f"(δ{sub(l + 1)} W{sub(l + 1)}.reshape) ⊙ {act}′(a{sub(l)}); a reshape "
+                     f"where the transpose belongs", lambda: (mine("delta", l + 1) @ W[
+                         l + 1].reshape(W[l + 1].shape[::-1])) * dphi(act, a()))]
     elif key == "dW":
         d = lambda: mine("delta", l)  # noqa: E731 (read when tried)
-        out += [(f"a{sub(l - 1)}ᵀ δ{sub(l)}, the net input where the output h{sub(l - 1)} "
+        out += [(f"a{sub(l - 1)}ᵀ δ{sub(l)}; the net input where the output h{sub(l - 1)} "
                  f"belongs", lambda: mine("a", l - 1).T @ d()),
-                (f"h{sub(l)}ᵀ δ{sub(l)}, this layer's output where its input belongs",
+                (f"h{sub(l)}ᵀ δ{sub(l)}; this layer's output where its input belongs",
                  lambda: mine("h", l).T @ d()),
-                (f"δ{sub(l)}ᵀ h{sub(l - 1)}, the transpose", lambda: d().T @ mine("h", l - 1))]
+                (f"h{sub(l - 1)}ᵀ δ{sub(l)} × B; a sum where the mean belongs",
+                 lambda: problem.batch * (mine("h", l - 1).T @ d()))]
     else:
-        out += [(f"the mean over the batch of δ{sub(l)}", lambda: mine("delta", l).mean(axis=0)),
-                (f"δ{sub(l)} of the first sample only", lambda: mine("delta", l)[0])]
+        out += [(f"the mean of δ{sub(l)} over the batch; the sum belongs",
+                 lambda: mine("delta", l).mean(axis=0)),
+                (f"δ{sub(l)} of the first sample; the sum over the batch belongs",
+                 lambda: mine("delta", l)[0])]
     return [(what, safe(fn)) for what, fn in out]
 
 

@@ -3,6 +3,8 @@ and variant (``harness.check.example`` reads, runs and renders it)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from harness.check import example as examples
@@ -18,6 +20,10 @@ from implementations.problem import BenchError
 def run_example(example: example_file.Example, selection: Selection, say) -> examples.Outcome:
     """Every selected framework's functions and variant's Trainer on the example."""
     outcome = examples.Outcome(example)
+    if not example.standard:
+        outcome.notes.append("the Trainers update every bias of every unit on its own, so the "
+                             "publication's shared or frozen tensors are followed by the "
+                             "frameworks' functions only, the Trainers giving the start")
     for name, module in selection.modules.items():
         why = registry.main_variant(name).why_not(example.problem, "cpu")
         if why:
@@ -57,11 +63,15 @@ def outcome_of(outcome: examples.Outcome, name: str, fn) -> None:
     if values is None:
         return
     before = outcome.got.get(name)
-    if before is not None and not before.crashed:
-        before.loss.update(values.loss)
-        before.weights.update(values.weights)
+    if before is not None:
+        if before.crashed:
+            return  # its functions crashed: the subject failed, whatever its Trainer gives
+        before.got.update(values.got)  # the Trainer's weights and losses beside the functions'
         values = before
     outcome.got[name] = values
+    for what, why in values.unable.items():
+        outcome.notes.append(f"{name} gives no {what.replace('_', ' ')} values ({why}); left "
+                             f"to the others")
 
 
 def isolated_values(variants: list, example: example_file.Example, say,
@@ -73,8 +83,8 @@ def isolated_values(variants: list, example: example_file.Example, say,
     names = [v.name for v in variants]
     say(f"example: {', '.join(names)}, in a process of its own")
     try:
-        answers = isolated.ask(messages.ReplayRequest(problem_json(example.problem), names,
-                                                      afters))
+        scaled = replace(example.problem, lr=example.problem.lr * example.scale)
+        answers = isolated.ask(messages.ReplayRequest(problem_json(scaled), names, afters))
     except BenchError as exc:
         return dict.fromkeys(names, str(exc))
     out = {}
@@ -85,18 +95,35 @@ def isolated_values(variants: list, example: example_file.Example, say,
             notes.append(f"{name}: {answer['failed']}")
             out[name] = examples.Values(crashed=True)
         else:
-            out[name] = replayed(example.problem.spec, answer)
+            out[name] = replayed(example, answer)
     return out
 
 
-def replayed(spec, answer: dict) -> examples.Values:
-    values = examples.Values()
-    if answer.get("grads") is not None:
-        values.grads = dict(zip(spec.param_names(), map(np.asarray, answer["grads"])))
-    for after, E, params in answer["snapshots"]:
-        values.loss[after] = float(E)
-        values.weights[after] = examples.named(spec, [(np.asarray(W), None if b is None else
-                                              np.asarray(b)) for W, b in params])
+def replayed(example: example_file.Example, answer: dict) -> examples.Values:
+    """A Trainer's replay from its process (its losses and weights at each step, its own
+    gradients at the start) as the values it gives; like ``examples.trainer_values``, for a
+    standard example only."""
+    spec, values = example.problem.spec, examples.Values()
+    if example.loss.of == "output":
+        return values  # a Trainer's gradients are of its loss, not of the output itself
+    grads = (dict(zip(spec.param_names(), map(np.asarray, answer["grads"])))
+             if answer.get("grads") is not None else None)
+    snapshots = {after: (float(E), examples.named(spec, [
+        (np.asarray(W), None if b is None else np.asarray(b)) for W, b in params]))
+        for after, E, params in answer["snapshots"]}
+    for p in example.published:
+        if p.after not in snapshots or p.sample is not None or (
+                p.after and not example.standard):
+            continue
+        E, weights = snapshots[p.after]
+        if p.what == "loss":
+            values.put(p, example.scale * E)
+        elif p.what == "weight":
+            values.put(p, examples.as_published(example, weights)[p.tensor])
+        elif p.what in ("gradient", "update") and p.after == 0 and grads is not None:
+            g = examples.as_published(example, examples.shared_gradient(example, grads))
+            lr = example.problem.lr if p.what == "update" else 1.0
+            values.put(p, example.scale * lr * np.asarray(g[p.tensor]))
     return values
 
 

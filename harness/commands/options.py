@@ -178,5 +178,5 @@ def add_check_timeout(p: argparse.ArgumentParser) -> None:
 
 def with_check_timeout(a: argparse.Namespace, call: Callable[[], int]) -> int:
     """``call()`` with check's --timeout in force (here and in the processes it starts)."""
-    deadline.set_seconds(a.timeout)
-    return call()
+    with deadline.seconds_set(a.timeout):
+        return call()
