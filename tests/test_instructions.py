@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from harness import cli
+from harness.commands.run import count_status
 from harness.measure import callgrind
 from harness.measure.instructions import CountConfig, Instructions, count_trainer, steps_per_block
 from harness.measure.timing import NullTrainer
@@ -104,6 +105,38 @@ def test_k_is_a_power_of_two_of_the_block_that_first_reaches_the_target():
     trainer.block = 3
     assert steps_per_block(trainer, 3, CountConfig(target=2000), LedgerCounter(ledger)) == 24
     assert steps_per_block(NullTrainer(), 1, CountConfig(target=1), LedgerCounter(ledger)) == 1
+
+
+class NumpySized(LedgerTrainer):
+    """A Trainer that counts as NumPy's 1-1-1 step does, ~97 k instructions a step."""
+
+    def run(self, steps: int) -> None:
+        self.ledger.runs += 1
+        self.ledger.n += 97_000 * steps
+
+
+def test_a_count_at_the_default_target_is_a_count_not_a_time():
+    # its blocks count 2.5e7 instructions: as seconds (Measurement's check) that is 290 days,
+    # and every case of run --measure instructions was "not counted" at the default target
+    ledger = Ledger()
+    got = count_trainer(NumpySized(ledger), CountConfig(), LedgerCounter(ledger))
+    assert got.ok and got.block_steps == 256 and got.per_step == pytest.approx(97_000, rel=1e-3)
+    assert min(got.samples) > 1e7
+
+
+def test_a_block_that_counts_no_more_than_the_empty_block_is_not_counted():
+    ledger = Ledger()
+    got = count_trainer(NullTrainer(), CountConfig(target=1), LedgerCounter(ledger))
+    assert not got.ok and "no more than the empty block" in got.error
+
+
+def test_a_run_whose_every_count_failed_is_no_success(capsys):
+    run = counted_run({"numpy": 0.0, "torch": 0.0})
+    assert count_status(run.cases) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["backprop-bench: error: no case could be counted (2 tried): crashed: X"]
+    assert count_status(counted_run({"numpy": 0.0, "torch": 5e5}).cases) == 0
+    assert count_status(h.run_file().cases) == 0  # nothing was to be counted
 
 
 # ---- the record --------------------------------------------------------------------------------

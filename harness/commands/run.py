@@ -103,7 +103,7 @@ def run(networks: plans.Networks, t: Timed) -> int:
     for text in result.notes:
         print(f"note: skipped, {text}")
     print(f"\nresults: {path}")
-    return exit_status(result.cases, explicit)
+    return max(exit_status(result.cases, explicit), count_status(result.cases))
 
 
 def count_config(t: Timed):
@@ -135,6 +135,17 @@ def exit_status(cases: list[Case], asked: bool) -> int:
               f"{more}", file=sys.stderr)
         return 1
     return 1 if any(c.status == "failed" for c in cases) else 0
+
+
+def count_status(cases: list[Case]) -> int:
+    """1 if instructions were to be counted and no case could be (one line on stderr says
+    why): a run whose every requested measurement failed is no success; else 0."""
+    to_count = [c.instructions for c in cases if c.instructions is not None]
+    if not to_count or any(i.ok for i in to_count):
+        return 0
+    print(f"{PROG}: error: no case could be counted ({len(to_count)} tried): "
+          f"{to_count[0].error}", file=sys.stderr)
+    return 1
 
 
 # ---- the subcommand -------------------------------------------------------------------------
