@@ -97,6 +97,7 @@ The second hardening round (its items by number):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -113,14 +114,16 @@ from pathlib import Path
 import helpers_results as h
 import pytest
 
+import backprop_bench as bb
 from harness import cli
 from harness.commands import check as check_command
 from harness.commands import plans
 from harness.commands import run as run_command
 from harness.measure import environment
+from harness.measure.instructions import Instructions
 from harness.measure.timing import TimingConfig
 from harness.procs import runner
-from harness.record import store
+from harness.record import schema, store
 from harness.record.results import ResultsError
 from harness.report import build_report
 from harness.report import compile as compile_section
@@ -733,7 +736,6 @@ def test_a_bad_framework_file_is_one_line_and_the_others_still_work(tmp_path, na
 def test_a_readme_that_cannot_be_written_stays_whole_and_is_named(tmp_path, monkeypatch, capsys):
     import errno
 
-    from harness.record import store
     from harness.report import glance
 
     results = tmp_path / "results"
@@ -818,6 +820,7 @@ def planted(path: tuple, value) -> dict:
     data["environment"] = {"variables": {"OMP_NUM_THREADS": "1"}, "packages": {"numpy": "2"}}
     data["machine_state"] = {"before": {"loadavg": {"load1": 0.1}}, "warnings_before": []}
     data["cases"][0]["memory"] = {"source": "rss", "first_call_added_bytes": 10}
+    data["cases"][0]["instructions"] = schema.to_dict(COUNTED)
     target = data
     for key in path[:-1]:
         target = target[key]
@@ -825,6 +828,8 @@ def planted(path: tuple, value) -> dict:
     return data
 
 
+COUNTED = Instructions(97_000.0, 256, [2.49e7] * 9, 4_500.0, [97_000.0], [4.0],
+                       valgrind="3.19.0")
 PLANTED = {  # name: (where, value, a fragment of the one line that refuses the file)
     "variables": (("environment", "variables"), 5, "environment.variables"),
     "before": (("machine_state", "before"), 5, "machine_state.before"),
@@ -839,6 +844,19 @@ PLANTED = {  # name: (where, value, a fragment of the one line that refuses the 
                 [{"status": "ok", "timing": {"first_call_s": -2.0, "first_call_steps": 1,
                                              "block_steps": 1, "samples_s": [1e-3]}}],
                 "first_call_s -2.0"),
+    # counts: the same corruption as in a time is refused the same way
+    "count-negative": (("cases", 0, "instructions", "samples", 3), -1942.0,
+                       "samples[3] -1942.0 is not a count of instructions"),
+    "count-per-step": (("cases", 0, "instructions", "per_step"), -19428.0, "per_step -19428.0"),
+    "count-per-step-0": (("cases", 0, "instructions", "per_step"), 0,
+                         "per_step 0.0: a counted step executes at least one instruction"),
+    "count-block-steps-0": (("cases", 0, "instructions", "block_steps"), 0,
+                            "block_steps 0: a counted block has at least one step"),
+    "count-empty-block": (("cases", 0, "instructions", "empty_block"), -3.0, "empty_block -3.0"),
+    "count-process": (("cases", 0, "instructions", "processes"), [-97_000.0],
+                      "processes[0] -97000.0"),
+    "flops": (("cases", 0, "flops_per_step"), -10, "flops_per_step -10"),
+    "weights": (("cases", 0, "n_weights"), -2, "n_weights -2"),
 }
 
 
@@ -865,6 +883,33 @@ def test_the_same_fields_well_formed_still_load(tmp_path):
     run = store.read_run(path)
     assert run.environment["variables"] == {"OMP_NUM_THREADS": "1"}
     assert run.cases[0].memory["first_call_added_bytes"] == 10
+    assert run.cases[0].instructions == COUNTED
+
+
+@pytest.mark.parametrize("argv", [["report", "{bad}", "--out", "{tmp}/R.md"],
+                                  ["compare", "{bad}", "{bad}", "--measure", "instructions"],
+                                  ["export", "{bad}"], ["export", "{bad}", "--format", "csv"]])
+def test_a_count_of_zero_per_step_is_one_line_never_a_division_by_zero(tmp_path, capsys, argv):
+    bad = tmp_path / "zero.json"
+    bad.write_text(json.dumps(planted(("cases", 0, "instructions", "per_step"), 0)))
+    status = cli.main([a.format(bad=bad, tmp=tmp_path) for a in argv])
+    assert status == 2 and not (tmp_path / "R.md").exists()
+    one_line(capsys.readouterr().err, "zero.json", "per_step 0.0")
+    with pytest.raises(ResultsError, match="zero.json: .*per_step 0.0"):
+        bb.records(bb.load(bad))
+
+
+def test_a_file_with_a_case_twice_is_refused_in_one_line(tmp_path, capsys):
+    data = h.run_file().to_dict()
+    data["cases"].append(copy.deepcopy(data["cases"][1]))  # which copy would compare use?
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsError, match="twice.json: case 'cpu/numpy/1-1-1 linear float64/"
+                                           "b1' is in the file 2 times"):
+        store.read_run(path)
+    store.write(h.run_file(), tmp_path / "good.json")
+    assert cli.main(["compare", str(tmp_path / "good.json"), str(path)]) == 2
+    one_line(capsys.readouterr().err, "twice.json", "is in the file 2 times")
 
 
 def test_compare_json_is_json_even_for_extreme_ratios(tmp_path, capsys):

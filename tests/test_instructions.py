@@ -219,6 +219,10 @@ def test_comparing_files_without_counts_is_one_line(tmp_path):
         c.instructions = None
     with pytest.raises(ResultsError, match="run both with --measure instructions"):
         counts.compare_runs(run, run)
+    failed = counted_run({"numpy": 0.0, "torch": 0.0})  # every count failed: said so
+    with pytest.raises(ResultsError, match=r"no case of b.json was counted \(2 tried; the "
+                                           r"first: crashed: X\)"):
+        counts.compare_runs(counted_run(BASE), failed, name_b="b.json")
 
 
 def write(tmp_path: Path, name: str, run: Run) -> Path:

@@ -143,6 +143,10 @@ class Case:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
+        if self.n_weights < 0 or self.flops_per_step < 0 or self.workers < 1:
+            raise ValueError(f"n_weights {self.n_weights}, flops_per_step "
+                             f"{self.flops_per_step} and workers {self.workers}: no count is "
+                             f"negative, and a case runs on one worker or more")
         if self.status == "ok" and not (self.timing and self.timing.samples_s):
             raise ValueError(f"{self.id} is ok but has no timed samples")
         if self.status == "ok" and not self.timing.median > 0:
@@ -297,6 +301,13 @@ class Run:
     cases: list[Case] = field(default_factory=list)
     # environment.environment_info(): variables, compilation caches, packages (None: older file)
     environment: dict | None = None
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.cases]
+        twice = next((i for i in ids if ids.count(i) > 1), None)
+        if twice is not None:  # which copy would compare, report or export hold? None: refused
+            raise ValueError(f"case {twice!r} is in the file {ids.count(twice)} times (a run "
+                             f"holds each case once)")
 
     @classmethod
     def from_dict(cls, data, name: str) -> Run:
