@@ -40,6 +40,7 @@ class Timed:
     results_dir: str
     count: bool = False  # also count instructions per step under Valgrind (run --measure)
     count_target: float | None = None  # instructions per counted block (None: the default)
+    count_timeout: float | None = None  # the longest wait on a counting worker (None: defaults)
 
     def thread_count(self) -> int:
         usable = default_threads()
@@ -164,7 +165,7 @@ def timed_of(a) -> Timed:
     return Timed(a.device, a.variants, a.framework, a.threads, a.time_per_case,
                           a.processes, a.no_peak, a.out, a.force, a.timeout, a.results_dir,
                           getattr(a, "measure", "time") == "instructions",
-                          getattr(a, "count_target", None))
+                          getattr(a, "count_target", None), getattr(a, "count_timeout", None))
 
 
 def add_check_timeout(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from harness.commands import plans
@@ -22,7 +23,7 @@ from harness.commands.options import (
 )
 from harness.measure import callgrind
 from harness.measure.environment import machine_info
-from harness.measure.instructions import CountConfig
+from harness.measure.instructions import CASE_TIMEOUT_S, STARTUP_S, CountConfig
 from harness.measure.timing import TimingConfig
 from harness.procs import runner
 from harness.record import counts, store, summary
@@ -119,7 +120,10 @@ def count_config(t: Timed):
     if reason:
         raise BenchError(reason)
     callgrind.library()  # built here, once, rather than in each worker
-    return CountConfig(target=t.count_target) if t.count_target else CountConfig()
+    cfg = CountConfig(target=t.count_target) if t.count_target else CountConfig()
+    if t.count_timeout:
+        cfg = replace(cfg, timeout_s=t.count_timeout, startup_s=t.count_timeout)
+    return cfg
 
 
 def exit_status(cases: list[Case], asked: bool) -> int:
@@ -164,6 +168,11 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    metavar="N", help="with --measure instructions: instructions that one "
                    f"counted block of K steps reaches at least (default {COUNT_TARGET:g}; "
                    "fewer is faster)")
+    p.add_argument("--count-timeout", type=positive(float), metavar="SECONDS",
+                   help="with --measure instructions: the longest wait on a counting worker, "
+                        "for its start-up and for each case; a case past it is unavailable "
+                        f"for counting, with the reason (default: {STARTUP_S:g} s to start, "
+                        f"{CASE_TIMEOUT_S:g} s a case)")
 
 
 

@@ -53,12 +53,14 @@ def count(value: float, name: str) -> None:
 @dataclass(frozen=True)
 class CountConfig:
     """How to count one case: instructions per block at least, blocks kept, warm-up blocks;
-    ``timeout_s`` per case (a longer one is unavailable for counting)."""
+    ``timeout_s`` per case and ``startup_s`` for a counting worker's start-up (a case that
+    takes longer, or whose worker does not start in time, is unavailable for counting)."""
 
     target: float = 2e7
     blocks: int = 9
     warmup_blocks: int = 1
     timeout_s: float = CASE_TIMEOUT_S
+    startup_s: float = STARTUP_S
 
     def timing(self, block_steps: int | None) -> TimingConfig:
         """The engine's configuration for counting, in instructions instead of seconds."""
