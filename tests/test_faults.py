@@ -112,6 +112,10 @@ The fourth hardening round (issue 25; its items in order):
     test_an_unwritable_home_is_one_line; a valgrind whose --version fails:
     test_a_valgrind_whose_version_fails_is_not_used; escapes and random bytes in a worker's
     log: test_what_a_counting_worker_prints_is_plain_text_and_a_run_that_counts_nothing_fails
+ 4. the Python API's arguments (check_impl and check_example given None, an int or bytes;
+    threads "x", 1.5, -1, 999; problems that are one Problem or []; records of None, a path,
+    [1]): test_api.py::test_a_wrong_argument_is_a_one_line_error_at_the_api_boundary,
+    test_api.py::test_threads_are_refused_as_the_command_line_refuses_them
 """
 
 from __future__ import annotations
