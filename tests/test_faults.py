@@ -116,6 +116,9 @@ The fourth hardening round (issue 25; its items in order):
     threads "x", 1.5, -1, 999; problems that are one Problem or []; records of None, a path,
     [1]): test_api.py::test_a_wrong_argument_is_a_one_line_error_at_the_api_boundary,
     test_api.py::test_threads_are_refused_as_the_command_line_refuses_them
+ 5. Ctrl-C and SIGTERM while harness.cli imports (python -m and the console script's form):
+    test_cli.py::test_a_signal_while_the_command_line_imports_is_one_line; --threads 1.5:
+    test_cli.py::test_a_count_that_is_not_whole_says_so
 """
 
 from __future__ import annotations

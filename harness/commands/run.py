@@ -10,8 +10,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from harness import PROG
 from harness.commands import plans
-from harness.commands.base import PROG, Command, OutputClosed, require_device
+from harness.commands.base import Command, OutputClosed, require_device
 from harness.commands.options import (
     Timed,
     add_networks,
