@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from harness.check import deadline
 from harness.commands import plans
 from harness.measure.environment import default_threads
+from harness.procs.runner import CASE_TIMEOUT_BASE_S, CASE_TIMEOUT_PER_BUDGET
 from implementations import registry
 from implementations.problem import ACTIVATIONS, DTYPES, BenchError, parse_widths, validate_lr
 
@@ -152,7 +153,8 @@ def add_timed(p: argparse.ArgumentParser, command: str, per_case: float, process
                         f"--processes is the old name)")
     p.add_argument("--timeout", type=positive(float), metavar="SECONDS",
                    help="per case: a case that takes longer has its worker killed and is "
-                        "recorded as failed (default: 180 s + 20 × --time-per-case)")
+                        f"recorded as failed (default: {CASE_TIMEOUT_BASE_S:g} s + "
+                        f"{CASE_TIMEOUT_PER_BUDGET:g} × --time-per-case)")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
     p.add_argument("--out", help=f"results file (default: results/{command}-DEVICE-HOST-TIME"
                    ".json); an existing file is never overwritten without --force")
