@@ -100,7 +100,9 @@ The fourth hardening round (issue 25; its items in order):
     test_a_block_that_counts_no_more_than_the_empty_block_is_not_counted; a run whose every
     count failed exits 1: test_instructions.py::test_a_run_whose_every_count_failed_is_no_success,
     test_what_a_counting_worker_prints_is_plain_text_and_a_run_that_counts_nothing_fails, and
-    compare says so: test_instructions.py::test_comparing_files_without_counts_is_one_line
+    compare says so: test_instructions.py::test_comparing_files_without_counts_is_one_line;
+    the README's commands at their defaults (demo, check, run with and without --measure
+    instructions, sweep, scale, report, compare, export, list): test_readme_defaults.py
  2. counts, FLOPs and weights that cannot be: test_a_wrong_or_inconsistent_value_is_refused_on_
     load_and_left_out [count-*, flops, weights]; per_step 0 in report, compare --measure
     instructions, export, CSV and bb.records:
