@@ -33,6 +33,7 @@ from harness.record.results import (
     Case,
     Commit,
     Config,
+    Declared,
     FrameworkRecord,
     Machine,
     Peak,
@@ -124,6 +125,8 @@ def new_run(plan: Plan) -> Run:
     run = Run(plan.command, Machine(**environment.machine_info()),
               environment.software_info(), Commit(**environment.commit_info()), plan.config())
     run.notes = list(dict.fromkeys(plan.notes))
+    run.declared = {v.name: Declared.of(v) for v in [*plan.variants,
+                                                     *(v for _, v in plan.extra_cases)]}
     run.environment = environment.environment_info()
     run.ceilings.engine_overhead = engine_overhead(plan.timing)
     run.ceilings.c_limit = measure_c_limit()
