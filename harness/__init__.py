@@ -16,7 +16,9 @@ Its packages, each importing only the ones listed above it (and ``implementation
 * ``cli`` and ``api`` (the command line, and the Python API imported as ``backprop_bench``).
 
 ``tables`` (text tables and number formats) imports nothing of the harness: any layer may use
-it.
+it. ``starting`` is the command line's first import (a Ctrl-C while the rest imports is one
+line).
 """
 
 __version__ = "0.2.0"
+PROG = "backprop-bench"

@@ -129,6 +129,7 @@ def check(problem: Problem, frameworks: Sequence[str] | None = None, device: str
     process, and recorded in ``report.settings``. Returns the ``harness.check.Report``:
     ``passed``, ``rows``, ``notes``, ``failed()``, ``failures()``, ``diagnoses``;
     ``harness.check.render(report, [problem])`` prints it as the CLI does."""
+    threads = threads_of(threads)
     return check_problems([problem], frameworks, device, steps, include_all, threads)
 
 
@@ -140,6 +141,7 @@ def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = Non
     ``problems`` (default: the default networks of ``check``, with the file's ACTIVATION and
     BIAS), beside the frameworks (default: every installed one; ``[]``: none). Its subject in
     the report is the file's name."""
+    path, threads, problems = path_of(path), threads_of(threads), problems_of(problems)
     learner = learners.read_learner(path)  # its declarations only: it runs in a child
     if problems is None:
         problems = plans.check_problems(plans.Networks(), learner.activation, learner.bias,
@@ -153,12 +155,63 @@ def check_example(path: str | os.PathLike, frameworks: Sequence[str] | None = No
     ``harness.check.example``). Returns its ``Outcome``: ``passed``,
     ``results(value)``, ``failed()``, ``unreproduced()``;
     ``harness.check.example.render(outcome)`` prints it."""
-    example = example_file.read_example(path)
+    example = example_file.read_example(path_of(path))
     names = names_of(frameworks)
     selection = session.select(names, None, [example.problem], "cpu", include_all)
     outcome = check_example_command.run_example(example, selection, lambda text: None)
     outcome.notes = selection.notes + outcome.notes
     return outcome
+
+
+def path_of(path) -> str | os.PathLike:
+    """A file's path, as given (str or os.PathLike), or a one-line ApiTypeError."""
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise ApiTypeError(f"path must be a file's path (str or os.PathLike), not "
+                           f"{path!r}"[:200])
+    return path
+
+
+def threads_of(threads) -> int | None:
+    """Threads for every framework: None (all usable cores), or a whole number from 1 to
+    the usable cores, as ``--threads`` takes it; else a one-line error."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise ApiTypeError(f"threads must be a whole number or None, not {threads!r}"[:200])
+    usable = default_threads()
+    if not 1 <= threads <= usable:
+        raise SpecError(f"threads {threads}: give 1 to {usable} (the cores usable here), or "
+                        f"None for all of them")
+    return threads
+
+
+def problems_of(problems) -> list[Problem] | None:
+    """A list of Problems, or None (the default networks); else a one-line error."""
+    if problems is None:
+        return None
+    if isinstance(problems, Problem):
+        raise ApiTypeError("problems must be a list of Problems: for one, [problem]")
+    if isinstance(problems, (str, bytes)) or not isinstance(problems, Iterable):
+        raise ApiTypeError(f"problems must be a list of Problems, not {problems!r}"[:200])
+    problems = list(problems)
+    if not problems:
+        raise BenchError("problems is empty: give at least one Problem, or None for the "
+                         "default networks of check")
+    return problems
+
+
+def runs_of(runs) -> list[Run]:
+    """The Runs that ``load`` returns (one, or a list), or a one-line ApiTypeError."""
+    if isinstance(runs, Run):
+        return [runs]
+    if isinstance(runs, (str, os.PathLike, bytes)):
+        raise ApiTypeError(f"runs must be the Runs that load() returns, not a path: "
+                           f"records(load({runs!r}))"[:200])
+    items = list(runs) if isinstance(runs, Iterable) else [runs]
+    if not all(isinstance(r, Run) for r in items):
+        raise ApiTypeError(f"runs must be a Run or a list of Runs, from load(), not "
+                           f"{runs!r}"[:200])
+    return items
 
 
 def names_of(frameworks: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -220,8 +273,7 @@ def records(runs: Run | Iterable[Run]) -> list[dict]:
     (its file when it came from ``load``, machine, device, variant, framework, kind, network,
     widths, dtype, batch, status, median_s, iqr_s, min_s, first_call_s, compile_s,
     flops_per_step, gflops, memory figures, ...); times in seconds per step."""
-    runs = [runs] if isinstance(runs, Run) else list(runs)
-    return [row for run in runs for row in flat.run_records(run, FILES.get(id(run)))]
+    return [row for run in runs_of(runs) for row in flat.run_records(run, FILES.get(id(run)))]
 
 
 def dataframe(runs: Run | Iterable[Run]):

@@ -17,7 +17,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from harness import __version__
+from harness import PROG, __version__, starting  # starting first: a Ctrl-C is one line now
 from harness.commands import (
     check,
     compare,
@@ -30,15 +30,12 @@ from harness.commands import (
     scale,
     sweep,
 )
-from harness.commands.base import (
-    EXIT_OUTPUT_CLOSED,
-    PROG,
-    OutputClosed,
-    check_environment,
-)
+from harness.commands.base import EXIT_OUTPUT_CLOSED, OutputClosed, check_environment
 from harness.commands.options import UsageError
 from implementations import registry
 from implementations.problem import BenchError
+
+starting.done()  # imported: main handles a Ctrl-C or SIGTERM from here on
 
 COMMANDS = tuple(m.COMMAND for m in (demo, check, explain, run, sweep, scale, report, compare,
                                       export, listing))
@@ -106,12 +103,12 @@ def plain_streams() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, interrupt)
-    plain_streams()
-    for problem in registry.PROBLEMS:  # a framework file that could not be read: said once
-        print(f"{PROG}: warning: {problem}", file=sys.stderr)
-    parser = build_parser()
     try:
+        signal.signal(signal.SIGTERM, interrupt)
+        plain_streams()
+        for problem in registry.PROBLEMS:  # a framework file that could not be read: once
+            print(f"{PROG}: warning: {problem}", file=sys.stderr)
+        parser = build_parser()
         args = parser.parse_args(argv)
         check_environment()
         if not getattr(args, "call", None):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+# a terminal's escape sequences (CSI: colours, cursor moves, clearing; OSC: titles, links),
+# then any other control character: C0 but tab, DEL and C1
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
+CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> str:
@@ -29,6 +35,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence],
     for r in rows:
         lines.append("| " + " | ".join("" if c is None else str(c) for c in r) + " |")
     return "\n".join(lines)
+
+
+def printable(text, limit: int | None = None) -> str:
+    """Text another process wrote (a worker's log, a tool's output) made safe to show and to
+    store: terminal escapes and control characters removed, tabs as spaces, at most ``limit``
+    characters. Without it, a line of Valgrind's could clear the screen."""
+    text = CONTROLS.sub("", ESCAPES.sub("", str(text))).replace("\t", " ").strip()
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
 
 
 def md_escape(text) -> str:

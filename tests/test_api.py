@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from harness.record.results import Case, ResultsError
 from implementations import registry
 
 ROOT = Path(__file__).resolve().parents[1]
+LEARNER = ROOT / "examples" / "learner_backprop.py"
 
 
 def readme_example() -> str:
@@ -184,8 +186,40 @@ def test_the_readme_example_runs(monkeypatch, capsys):
     (lambda: bb.time("numpy", "1-1-1"), TypeError, "problem must be a Problem"),
     (lambda: bb.load(b"/tmp"), TypeError, "paths must be a path"),
     (lambda: bb.load([3]), TypeError, "paths must be str or os.PathLike"),
+    # the fourth hardening round
+    *[(lambda a=arg: bb.check_impl(a), TypeError, "path must be a file's path")
+      for arg in (None, 3, b"examples/learner_backprop.py")],
+    *[(lambda a=arg: bb.check_example(a), TypeError, "path must be a file's path")
+      for arg in (None, 3, b"examples/mazur-2015.toml")],
+    (lambda: bb.check_impl(LEARNER, problems=bb.problem()), TypeError, r"for one, \[problem\]"),
+    (lambda: bb.check_impl(LEARNER, problems=5), TypeError, "problems must be a list"),
+    (lambda: bb.check_impl(LEARNER, problems=[]), bb.BenchError, "problems is empty"),
+    (lambda: bb.records(None), TypeError, "runs must be a Run or a list of Runs"),
+    (lambda: bb.records([1]), TypeError, "runs must be a Run or a list of Runs"),
+    (lambda: bb.records("results"), TypeError, r"not a path: records\(load\('results'\)\)"),
+    (lambda: bb.dataframe("results"), TypeError, "not a path"),
 ])
 def test_a_wrong_argument_is_a_one_line_error_at_the_api_boundary(call, kind, fragment):
     with pytest.raises(kind, match=fragment) as info:
         call()
     assert isinstance(info.value, bb.BenchError) and "\n" not in str(info.value)
+
+
+CHECKS = {"check": lambda **kw: bb.check(bb.problem(), frameworks=["numpy"], **kw),
+          "check_impl": lambda **kw: bb.check_impl(LEARNER, frameworks=[], **kw)}
+
+
+@pytest.mark.parametrize("threads, kind, fragment", [
+    ("x", TypeError, "threads must be a whole number or None, not 'x'"),
+    (1.5, TypeError, "threads must be a whole number or None, not 1.5"),
+    (True, TypeError, "threads must be a whole number or None, not True"),
+    (-1, ValueError, "threads -1: give 1 to"), (0, ValueError, "threads 0: give 1 to"),
+    (999, ValueError, "threads 999: give 1 to"),
+])
+@pytest.mark.parametrize("name", CHECKS)
+def test_threads_are_refused_as_the_command_line_refuses_them(name, threads, kind, fragment):
+    before = os.environ.get("OMP_NUM_THREADS")
+    with pytest.raises(kind, match=re.escape(fragment)) as info:
+        CHECKS[name](threads=threads)
+    assert isinstance(info.value, bb.BenchError) and "\n" not in str(info.value)
+    assert os.environ.get("OMP_NUM_THREADS") == before  # -1 was set in the caller's process

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from harness.commands import plans
 from implementations import registry
 from implementations.problem import BenchError
 
+ROOT = Path(__file__).resolve().parents[1]
 ERROR_PREFIX = "backprop-bench: error:"
 # compiling torch variants cost seconds each; isolated frameworks a process each
 FAST_VARIANTS = ",".join(n for n, v in registry.VARIANTS.items()
@@ -297,3 +300,46 @@ def test_an_old_variant_name_still_works_with_one_note(capsys, monkeypatch):
         registry.get("jax-scam")
     assert cli.main(["list"]) == 0
     assert "(jax-scan is now called jax-fori" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--rounds"])
+def test_a_count_that_is_not_whole_says_so(capsys, flag):
+    assert_one_line_error(["run", flag, "1.5"], capsys, "'1.5' is not a whole number")
+
+
+# a sitecustomize that holds the import of harness.commands (harness.cli's first after the
+# guard) for a minute, once it has said so: a signal then lands while the command line imports
+SLOW_IMPORT = """
+import importlib.abc, os, sys, time
+
+class Slow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "harness.commands":
+            open(os.environ["SLOW_MARKER"], "w").close()
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, Slow())
+"""
+ENTRIES = {"python -m": ["-m", "harness.cli", "--version"],
+           "console script": ["-c", "import sys; from harness.cli import main; sys.exit(main())",
+                              "--version"]}
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_a_signal_while_the_command_line_imports_is_one_line(tmp_path, signum, status, entry):
+    (tmp_path / "sitecustomize.py").write_text(SLOW_IMPORT)
+    marker = tmp_path / "importing"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}",
+           "SLOW_MARKER": str(marker)}
+    proc = subprocess.Popen([sys.executable, *ENTRIES[entry]], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == status and out == ""
+    assert err.splitlines() == ["backprop-bench: interrupted"], err

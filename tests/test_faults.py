@@ -93,10 +93,39 @@ The second hardening round (its items by number):
 21. a reused pid's lock: test_store.py; CSV formulas:
     test_csv_export_quotes_what_a_spreadsheet_would_read_as_a_formula; jax-sharded and
     --oversubscribe: test_jax_sharded.py::test_oversubscribe_gives_more_host_devices_than_cores
+
+The fourth hardening round (issue 25; its items in order):
+ 1. counts at the default --count-target: test_instructions.py::
+    test_a_count_at_the_default_target_is_a_count_not_a_time,
+    test_a_block_that_counts_no_more_than_the_empty_block_is_not_counted; a run whose every
+    count failed exits 1: test_instructions.py::test_a_run_whose_every_count_failed_is_no_success,
+    test_what_a_counting_worker_prints_is_plain_text_and_a_run_that_counts_nothing_fails, and
+    compare says so: test_instructions.py::test_comparing_files_without_counts_is_one_line;
+    the README's commands at their defaults (demo, check, run with and without --measure
+    instructions, sweep, scale, report, compare, export, list): test_readme_defaults.py
+ 2. counts, FLOPs and weights that cannot be: test_a_wrong_or_inconsistent_value_is_refused_on_
+    load_and_left_out [count-*, flops, weights]; per_step 0 in report, compare --measure
+    instructions, export, CSV and bb.records:
+    test_a_count_of_zero_per_step_is_one_line_never_a_division_by_zero; one case twice:
+    test_a_file_with_a_case_twice_is_refused_in_one_line
+ 3. a counting worker that never starts: test_a_counting_worker_that_never_starts_waits_only_
+    count_timeout; SIGKILL of a counting run (the process and the bb-callgrind-* folder):
+    test_sigkill_of_a_counting_run_leaves_no_process_and_no_folder; an unwritable HOME:
+    test_an_unwritable_home_is_one_line; a valgrind whose --version fails:
+    test_a_valgrind_whose_version_fails_is_not_used; escapes and random bytes in a worker's
+    log: test_what_a_counting_worker_prints_is_plain_text_and_a_run_that_counts_nothing_fails
+ 4. the Python API's arguments (check_impl and check_example given None, an int or bytes;
+    threads "x", 1.5, -1, 999; problems that are one Problem or []; records of None, a path,
+    [1]): test_api.py::test_a_wrong_argument_is_a_one_line_error_at_the_api_boundary,
+    test_api.py::test_threads_are_refused_as_the_command_line_refuses_them
+ 5. Ctrl-C and SIGTERM while harness.cli imports (python -m and the console script's form):
+    test_cli.py::test_a_signal_while_the_command_line_imports_is_one_line; --threads 1.5:
+    test_cli.py::test_a_count_that_is_not_whole_says_so
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -113,14 +142,16 @@ from pathlib import Path
 import helpers_results as h
 import pytest
 
+import backprop_bench as bb
 from harness import cli
 from harness.commands import check as check_command
 from harness.commands import plans
 from harness.commands import run as run_command
-from harness.measure import environment
+from harness.measure import callgrind, environment
+from harness.measure.instructions import Instructions
 from harness.measure.timing import TimingConfig
 from harness.procs import runner
-from harness.record import store
+from harness.record import schema, store
 from harness.record.results import ResultsError
 from harness.report import build_report
 from harness.report import compile as compile_section
@@ -733,7 +764,6 @@ def test_a_bad_framework_file_is_one_line_and_the_others_still_work(tmp_path, na
 def test_a_readme_that_cannot_be_written_stays_whole_and_is_named(tmp_path, monkeypatch, capsys):
     import errno
 
-    from harness.record import store
     from harness.report import glance
 
     results = tmp_path / "results"
@@ -818,6 +848,7 @@ def planted(path: tuple, value) -> dict:
     data["environment"] = {"variables": {"OMP_NUM_THREADS": "1"}, "packages": {"numpy": "2"}}
     data["machine_state"] = {"before": {"loadavg": {"load1": 0.1}}, "warnings_before": []}
     data["cases"][0]["memory"] = {"source": "rss", "first_call_added_bytes": 10}
+    data["cases"][0]["instructions"] = schema.to_dict(COUNTED)
     target = data
     for key in path[:-1]:
         target = target[key]
@@ -825,6 +856,8 @@ def planted(path: tuple, value) -> dict:
     return data
 
 
+COUNTED = Instructions(97_000.0, 256, [2.49e7] * 9, 4_500.0, [97_000.0], [4.0],
+                       valgrind="3.19.0")
 PLANTED = {  # name: (where, value, a fragment of the one line that refuses the file)
     "variables": (("environment", "variables"), 5, "environment.variables"),
     "before": (("machine_state", "before"), 5, "machine_state.before"),
@@ -839,6 +872,19 @@ PLANTED = {  # name: (where, value, a fragment of the one line that refuses the 
                 [{"status": "ok", "timing": {"first_call_s": -2.0, "first_call_steps": 1,
                                              "block_steps": 1, "samples_s": [1e-3]}}],
                 "first_call_s -2.0"),
+    # counts: the same corruption as in a time is refused the same way
+    "count-negative": (("cases", 0, "instructions", "samples", 3), -1942.0,
+                       "samples[3] -1942.0 is not a count of instructions"),
+    "count-per-step": (("cases", 0, "instructions", "per_step"), -19428.0, "per_step -19428.0"),
+    "count-per-step-0": (("cases", 0, "instructions", "per_step"), 0,
+                         "per_step 0.0: a counted step executes at least one instruction"),
+    "count-block-steps-0": (("cases", 0, "instructions", "block_steps"), 0,
+                            "block_steps 0: a counted block has at least one step"),
+    "count-empty-block": (("cases", 0, "instructions", "empty_block"), -3.0, "empty_block -3.0"),
+    "count-process": (("cases", 0, "instructions", "processes"), [-97_000.0],
+                      "processes[0] -97000.0"),
+    "flops": (("cases", 0, "flops_per_step"), -10, "flops_per_step -10"),
+    "weights": (("cases", 0, "n_weights"), -2, "n_weights -2"),
 }
 
 
@@ -865,6 +911,33 @@ def test_the_same_fields_well_formed_still_load(tmp_path):
     run = store.read_run(path)
     assert run.environment["variables"] == {"OMP_NUM_THREADS": "1"}
     assert run.cases[0].memory["first_call_added_bytes"] == 10
+    assert run.cases[0].instructions == COUNTED
+
+
+@pytest.mark.parametrize("argv", [["report", "{bad}", "--out", "{tmp}/R.md"],
+                                  ["compare", "{bad}", "{bad}", "--measure", "instructions"],
+                                  ["export", "{bad}"], ["export", "{bad}", "--format", "csv"]])
+def test_a_count_of_zero_per_step_is_one_line_never_a_division_by_zero(tmp_path, capsys, argv):
+    bad = tmp_path / "zero.json"
+    bad.write_text(json.dumps(planted(("cases", 0, "instructions", "per_step"), 0)))
+    status = cli.main([a.format(bad=bad, tmp=tmp_path) for a in argv])
+    assert status == 2 and not (tmp_path / "R.md").exists()
+    one_line(capsys.readouterr().err, "zero.json", "per_step 0.0")
+    with pytest.raises(ResultsError, match="zero.json: .*per_step 0.0"):
+        bb.records(bb.load(bad))
+
+
+def test_a_file_with_a_case_twice_is_refused_in_one_line(tmp_path, capsys):
+    data = h.run_file().to_dict()
+    data["cases"].append(copy.deepcopy(data["cases"][1]))  # which copy would compare use?
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ResultsError, match="twice.json: case 'cpu/numpy/1-1-1 linear float64/"
+                                           "b1' is in the file 2 times"):
+        store.read_run(path)
+    store.write(h.run_file(), tmp_path / "good.json")
+    assert cli.main(["compare", str(tmp_path / "good.json"), str(path)]) == 2
+    one_line(capsys.readouterr().err, "twice.json", "is in the file 2 times")
 
 
 def test_compare_json_is_json_even_for_extreme_ratios(tmp_path, capsys):
@@ -1116,3 +1189,119 @@ def test_sigkill_of_check_leaves_no_isolated_process(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not gone(env["FAULTS_TOKEN"], seconds=15)
+
+
+# ---- the fourth round: counting processes and what they leave --------------------------------
+
+needs_valgrind = pytest.mark.skipif(callgrind.unavailable() is not None,
+                                    reason=f"cannot count here: {callgrind.unavailable()}")
+# a valgrind that misbehaves: its --version fails (VERSION=fails), or what it runs hangs
+# (RUN=hang) or prints a terminal's escapes and 3,000 random bytes and fails
+FAKE_VALGRIND = """#!/bin/sh
+VERSION={version} RUN={run}
+if [ "$1" = "--version" ]; then
+    [ $VERSION = fails ] && {{ echo "valgrind: cannot start"; exit 1; }}
+    echo valgrind-3.19.0; exit 0
+fi
+[ $RUN = hang ] && exec sleep 3600
+printf '\\033[2J\\033[31mvalgrind: \\033]0;owned\\007exploded\\n'
+head -c 3000 /dev/urandom
+exit 1
+"""
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def fake_valgrind(tmp_path: Path, version: str = "ok", run: str = "noisy") -> dict:
+    """The environment of a run whose PATH finds the misbehaving valgrind first."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "valgrind").write_text(FAKE_VALGRIND.format(version=version, run=run))
+    (bin_dir / "valgrind").chmod(0o755)
+    return environ(tmp_path, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def counting_run(env: dict, out: Path, *more: str, widths=("1,1,1",)) -> list[str]:
+    return ["run", "--measure", "instructions", "--widths", *widths, "--variants", "numpy",
+            *FAST, *more, "--out", str(out)]
+
+
+@needs_valgrind
+def test_a_valgrind_whose_version_fails_is_not_used(tmp_path):
+    env, out = fake_valgrind(tmp_path, version="fails"), tmp_path / "r.json"
+    proc = bench(env, *counting_run(env, out))
+    assert proc.returncode == 2 and not out.exists()
+    one_line(proc.stderr, "valgrind does not start (valgrind --version failed)")
+
+
+@needs_valgrind
+def test_what_a_counting_worker_prints_is_plain_text_and_a_run_that_counts_nothing_fails(
+        tmp_path):
+    env, out = fake_valgrind(tmp_path), tmp_path / "r.json"
+    proc = bench(env, *counting_run(env, out))
+    assert proc.returncode == 1  # every count failed: no success
+    error_line(proc.stderr, "no case could be counted (1 tried): worker process exited with "
+                            "status 1 before this case finished")
+    assert not CONTROL.search(proc.stdout + proc.stderr)  # nothing that moves the terminal
+    counted = store.read_run(out).cases[0].instructions
+    assert not counted.ok and not CONTROL.search(counted.error) and len(counted.error) <= 500
+    assert statuses(out) == {"numpy": "ok"}  # the case keeps its times
+
+
+@needs_valgrind
+def test_a_counting_worker_that_never_starts_waits_only_count_timeout(tmp_path):
+    env, out = fake_valgrind(tmp_path, run="hang"), tmp_path / "r.json"
+    proc = bench(env, *counting_run(env, out, "--count-timeout", "2",
+                                    widths=("1,1,1", "2,2,2")))
+    assert proc.returncode == 1, proc.stderr
+    reasons = [c.instructions.error for c in store.read_run(out).cases]
+    assert reasons == ["its counting worker did not start within 2 s under valgrind (it was "
+                       "killed; --count-timeout sets the limit)"] * 2  # one wait, not two
+    assert gone(env["FAULTS_TOKEN"]) == [] and not list((tmp_path / "tmp").iterdir())
+
+
+@needs_valgrind
+def test_an_unwritable_home_is_one_line(tmp_path):
+    env = environ(tmp_path, HOME="/dev/null")
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop(callgrind.LIBRARY_ENV, None)
+    proc = bench(env, *counting_run(env, tmp_path / "r.json"))
+    assert proc.returncode == 2
+    one_line(proc.stderr, "cannot keep the Callgrind helper in /dev/null/.cache/backprop-bench "
+                          "(Not a directory): set XDG_CACHE_HOME to a folder you can write")
+
+
+def counting_processes(tmp_path: Path) -> list[int]:
+    """The live counting processes of a run in this test's temporary folder, once they have
+    become Valgrind: not their starter and its guard (``harness.procs.lifeline``)."""
+    found, marks = [], (f"TMPDIR={tmp_path / 'tmp'}".encode(), f"{callgrind.COUNTING}=1".encode())
+    for proc in Path("/proc").iterdir():
+        try:
+            environ_ = (proc / "environ").read_bytes()
+            line = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if all(m in environ_ for m in marks) and b"lifeline.py" not in line and running(
+                int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+@needs_valgrind
+def test_sigkill_of_a_counting_run_leaves_no_process_and_no_folder(tmp_path):
+    # killed before the counting process has started Python (here it never does), so before
+    # Python could ask to die with its parent: it was left running, in its own session, with
+    # the bb-callgrind-* folder beside it
+    env, out = fake_valgrind(tmp_path, run="hang"), tmp_path / "r.json"
+    proc = start(env, *counting_run(env, out))
+    deadline = time.monotonic() + 120
+    while not (counting := counting_processes(tmp_path)):
+        assert time.monotonic() < deadline and proc.poll() is None, "it never counted"
+        time.sleep(0.01)
+    assert list((tmp_path / "tmp").glob("bb-callgrind-*"))
+    proc.kill()
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while (any(map(running, counting)) or list((tmp_path / "tmp").iterdir())) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(running, counting)) and not list((tmp_path / "tmp").iterdir())

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from harness import cli
+from harness.commands.run import count_status
 from harness.measure import callgrind
 from harness.measure.instructions import CountConfig, Instructions, count_trainer, steps_per_block
 from harness.measure.timing import NullTrainer
@@ -104,6 +105,38 @@ def test_k_is_a_power_of_two_of_the_block_that_first_reaches_the_target():
     trainer.block = 3
     assert steps_per_block(trainer, 3, CountConfig(target=2000), LedgerCounter(ledger)) == 24
     assert steps_per_block(NullTrainer(), 1, CountConfig(target=1), LedgerCounter(ledger)) == 1
+
+
+class NumpySized(LedgerTrainer):
+    """A Trainer that counts as NumPy's 1-1-1 step does, ~97 k instructions a step."""
+
+    def run(self, steps: int) -> None:
+        self.ledger.runs += 1
+        self.ledger.n += 97_000 * steps
+
+
+def test_a_count_at_the_default_target_is_a_count_not_a_time():
+    # its blocks count 2.5e7 instructions: as seconds (Measurement's check) that is 290 days,
+    # and every case of run --measure instructions was "not counted" at the default target
+    ledger = Ledger()
+    got = count_trainer(NumpySized(ledger), CountConfig(), LedgerCounter(ledger))
+    assert got.ok and got.block_steps == 256 and got.per_step == pytest.approx(97_000, rel=1e-3)
+    assert min(got.samples) > 1e7
+
+
+def test_a_block_that_counts_no_more_than_the_empty_block_is_not_counted():
+    ledger = Ledger()
+    got = count_trainer(NullTrainer(), CountConfig(target=1), LedgerCounter(ledger))
+    assert not got.ok and "no more than the empty block" in got.error
+
+
+def test_a_run_whose_every_count_failed_is_no_success(capsys):
+    run = counted_run({"numpy": 0.0, "torch": 0.0})
+    assert count_status(run.cases) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["backprop-bench: error: no case could be counted (2 tried): crashed: X"]
+    assert count_status(counted_run({"numpy": 0.0, "torch": 5e5}).cases) == 0
+    assert count_status(h.run_file().cases) == 0  # nothing was to be counted
 
 
 # ---- the record --------------------------------------------------------------------------------
@@ -186,6 +219,10 @@ def test_comparing_files_without_counts_is_one_line(tmp_path):
         c.instructions = None
     with pytest.raises(ResultsError, match="run both with --measure instructions"):
         counts.compare_runs(run, run)
+    failed = counted_run({"numpy": 0.0, "torch": 0.0})  # every count failed: said so
+    with pytest.raises(ResultsError, match=r"no case of b.json was counted \(2 tried; the "
+                                           r"first: crashed: X\)"):
+        counts.compare_runs(counted_run(BASE), failed, name_b="b.json")
 
 
 def write(tmp_path: Path, name: str, run: Run) -> Path:
@@ -287,12 +324,11 @@ def test_measure_instructions_on_a_gpu_is_one_line(capsys):
 def test_a_counting_worker_gets_a_fixed_environment(monkeypatch, tmp_path):
     monkeypatch.setattr(callgrind, "library", lambda: Path("/cache/libbb_callgrind.so"))
     parent = {"PATH": "/usr/bin", "HOME": "/root", "SHLVL": "3", "OLDPWD": "/somewhere",
-              "BACKPROP_BENCH_PARENT_PID": "4242", "BACKPROP_BENCH_CHANNEL_FD": "7",
-              "OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_foo", "GITHUB_RUN_ID": "12345"}
+              "BACKPROP_BENCH_CHANNEL_FD": "7", "OMP_NUM_THREADS": "1", "XLA_FLAGS": "--xla_foo",
+              "GITHUB_RUN_ID": "12345"}
     env = callgrind.fixed_environment(parent, tmp_path)
     assert "SHLVL" not in env and "OLDPWD" not in env and "GITHUB_RUN_ID" not in env
     assert env["PATH"] == "/usr/bin" and env["BACKPROP_BENCH_CHANNEL_FD"] == "7"
-    assert env["BACKPROP_BENCH_PARENT_PID"] == "0000004242" and int("0000004242") == 4242
     assert env["OMP_NUM_THREADS"] == "1" and env["XLA_FLAGS"] == "--xla_foo"
     assert env["PYTHONHASHSEED"] == "0" and env["MALLOC_ARENA_MAX"] == "1"
     assert env[callgrind.COUNTING] == "1"

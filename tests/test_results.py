@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import helpers_results as h
 import numpy as np
 import pytest
 
-from harness.record import results
-from harness.record.results import ResultsError, Run
+from harness.procs import runner
+from harness.record import results, summary
+from harness.record.results import Declared, ResultsError, Run
+from harness.report import ceilings
+from implementations import registry
+from implementations.problem import make_problem
 
 
 def as_dict() -> dict:
@@ -141,3 +146,53 @@ def test_a_run_keeps_its_environment_and_a_file_without_one_still_loads():
     old = run.to_dict()
     del old["environment"]
     assert load(old).environment is None
+
+
+# ---- what a file says its variants are (issue 26, item 7) -------------------------------------
+
+def test_a_new_run_stores_each_variants_declaration(monkeypatch):
+    monkeypatch.setattr(runner, "measure_c_limit", lambda: {"error": "skipped in tests"})
+    plan = runner.Plan("run", "cpu", [make_problem()], [registry.get("numpy"),
+                                                         registry.get("torch-compile")], 1)
+    run = runner.new_run(plan)
+    assert run.declared["numpy"] == Declared("numpy", "idiomatic", "NumPy", "reference")
+    assert run.declared["torch-compile"].baseline == registry.get("torch-compile").baseline
+    assert load(run.to_dict()).declared == run.declared  # stored, and read back
+
+
+def declared_otherwise() -> Run:
+    """h.run_file() whose file says what today's registry does not: python is the limit,
+    limit a plain variant, torch built on numpy, torch-compile measured against nothing."""
+    run = h.run_file()
+    run.declared = {name: Declared.of(registry.VARIANTS[name]) for name in
+                    dict.fromkeys(c.variant for c in run.cases)}
+    run.declared["python"] = dataclasses.replace(run.declared["python"], role="limit")
+    run.declared["limit"] = dataclasses.replace(run.declared["limit"], role=None)
+    run.declared["torch"] = dataclasses.replace(run.declared["torch"], below="numpy")
+    run.declared["torch-compile"] = dataclasses.replace(run.declared["torch-compile"],
+                                                        baseline=None)
+    return load(run.to_dict())
+
+
+def test_a_file_is_read_as_it_declares_its_variants_not_as_the_registry_does():
+    run, old = declared_otherwise(), h.run_file()
+    assert run.with_role("limit") == ["python"] and old.with_role("limit") == ["limit"]
+    rows = {(r.case.variant, r.case.problem): r for r in summary.derive(run)}
+    numpy, python = rows[("numpy", h.WORKED)], rows[("python", h.WORKED)]
+    assert numpy.x_limit == pytest.approx(numpy.case.median / python.case.median)
+    assert rows[("torch-compile", h.WORKED)].compile is None  # no baseline: no compile cost
+    rungs = summary.ladders(run)[(h.WORKED, "cpu")]
+    torch = next(r for r in rungs if r.case.variant == "torch")
+    assert torch.built_on == "numpy" and torch.below.variant == "numpy"
+    assert (h.WORKED, "cpu") not in summary.ladders(old)  # today's: torch on torch-manual
+    assert "torch  numpy" in summary.ladder_table(run)  # the rung, built on
+    assert ceilings.limit_case(run).variant == "python"
+
+
+def test_a_file_without_declarations_is_read_through_the_registry():
+    run = h.run_file()
+    assert run.declared == {} and run.declaration("torch") == Declared.of(registry.get("torch"))
+    assert run.declaration("no-such-variant") is None
+    rows = {(r.case.variant, r.case.problem): r for r in summary.derive(run)}
+    assert rows[("torch-compile", h.WORKED)].compile is not None
+    assert ceilings.limit_case(run).variant == "limit"

@@ -14,7 +14,6 @@ from implementations import launch, registry
 from implementations.contract import Unavailable
 from implementations.problem import BenchError
 
-PROG = "backprop-bench"
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, as a shell reports a process killed by it
 
 

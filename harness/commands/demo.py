@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness import PROG
 from harness.check import session
 from harness.check.evidence import problem_json
 from harness.check.render import settings_line
 from harness.commands import plans
-from harness.commands.base import PROG, Command, note
+from harness.commands.base import Command, note
 from harness.commands.options import add_check_timeout, csv, with_check_timeout
 from harness.measure.environment import apply_settings, default_threads
 from harness.procs import isolated, messages

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from harness.check import deadline
 from harness.commands import plans
 from harness.measure.environment import default_threads
+from harness.procs.runner import CASE_TIMEOUT_BASE_S, CASE_TIMEOUT_PER_BUDGET
 from implementations import registry
 from implementations.problem import ACTIVATIONS, DTYPES, BenchError, parse_widths, validate_lr
 
@@ -40,6 +41,7 @@ class Timed:
     results_dir: str
     count: bool = False  # also count instructions per step under Valgrind (run --measure)
     count_target: float | None = None  # instructions per counted block (None: the default)
+    count_timeout: float | None = None  # the longest wait on a counting worker (None: defaults)
 
     def thread_count(self) -> int:
         usable = default_threads()
@@ -66,7 +68,8 @@ def positive(kind: type) -> Callable[[str], float]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number above 0")
         return value
@@ -150,7 +153,8 @@ def add_timed(p: argparse.ArgumentParser, command: str, per_case: float, process
                         f"--processes is the old name)")
     p.add_argument("--timeout", type=positive(float), metavar="SECONDS",
                    help="per case: a case that takes longer has its worker killed and is "
-                        "recorded as failed (default: 180 s + 20 × --time-per-case)")
+                        f"recorded as failed (default: {CASE_TIMEOUT_BASE_S:g} s + "
+                        f"{CASE_TIMEOUT_PER_BUDGET:g} × --time-per-case)")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")
     p.add_argument("--out", help=f"results file (default: results/{command}-DEVICE-HOST-TIME"
                    ".json); an existing file is never overwritten without --force")
@@ -164,7 +168,7 @@ def timed_of(a) -> Timed:
     return Timed(a.device, a.variants, a.framework, a.threads, a.time_per_case,
                           a.processes, a.no_peak, a.out, a.force, a.timeout, a.results_dir,
                           getattr(a, "measure", "time") == "instructions",
-                          getattr(a, "count_target", None))
+                          getattr(a, "count_target", None), getattr(a, "count_timeout", None))
 
 
 def add_check_timeout(p: argparse.ArgumentParser) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from harness import PROG
 from harness.commands import plans
-from harness.commands.base import PROG, Command, OutputClosed, require_device
+from harness.commands.base import Command, OutputClosed, require_device
 from harness.commands.options import (
     Timed,
     add_networks,
@@ -22,7 +24,7 @@ from harness.commands.options import (
 )
 from harness.measure import callgrind
 from harness.measure.environment import machine_info
-from harness.measure.instructions import CountConfig
+from harness.measure.instructions import CASE_TIMEOUT_S, STARTUP_S, CountConfig
 from harness.measure.timing import TimingConfig
 from harness.procs import runner
 from harness.record import counts, store, summary
@@ -103,7 +105,7 @@ def run(networks: plans.Networks, t: Timed) -> int:
     for text in result.notes:
         print(f"note: skipped, {text}")
     print(f"\nresults: {path}")
-    return exit_status(result.cases, explicit)
+    return max(exit_status(result.cases, explicit), count_status(result.cases))
 
 
 def count_config(t: Timed):
@@ -119,7 +121,10 @@ def count_config(t: Timed):
     if reason:
         raise BenchError(reason)
     callgrind.library()  # built here, once, rather than in each worker
-    return CountConfig(target=t.count_target) if t.count_target else CountConfig()
+    cfg = CountConfig(target=t.count_target) if t.count_target else CountConfig()
+    if t.count_timeout:
+        cfg = replace(cfg, timeout_s=t.count_timeout, startup_s=t.count_timeout)
+    return cfg
 
 
 def exit_status(cases: list[Case], asked: bool) -> int:
@@ -135,6 +140,17 @@ def exit_status(cases: list[Case], asked: bool) -> int:
               f"{more}", file=sys.stderr)
         return 1
     return 1 if any(c.status == "failed" for c in cases) else 0
+
+
+def count_status(cases: list[Case]) -> int:
+    """1 if instructions were to be counted and no case could be (one line on stderr says
+    why): a run whose every requested measurement failed is no success; else 0."""
+    to_count = [c.instructions for c in cases if c.instructions is not None]
+    if not to_count or any(i.ok for i in to_count):
+        return 0
+    print(f"{PROG}: error: no case could be counted ({len(to_count)} tried): "
+          f"{to_count[0].error}", file=sys.stderr)
+    return 1
 
 
 # ---- the subcommand -------------------------------------------------------------------------
@@ -153,6 +169,11 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    metavar="N", help="with --measure instructions: instructions that one "
                    f"counted block of K steps reaches at least (default {COUNT_TARGET:g}; "
                    "fewer is faster)")
+    p.add_argument("--count-timeout", type=positive(float), metavar="SECONDS",
+                   help="with --measure instructions: the longest wait on a counting worker, "
+                        "for its start-up and for each case; a case past it is unavailable "
+                        f"for counting, with the reason (default: {STARTUP_S:g} s to start, "
+                        f"{CASE_TIMEOUT_S:g} s a case)")
 
 
 

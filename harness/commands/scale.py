@@ -23,10 +23,11 @@ import os
 import sys
 from dataclasses import dataclass
 
+from harness import PROG
 from harness.analysis import scaling as scale_model
 from harness.analysis.scaling import MODES, fit_allreduce, global_batch, gradient_bytes
 from harness.commands import check_workers, plans
-from harness.commands.base import PROG, Command, OutputClosed, require_device
+from harness.commands.base import Command, OutputClosed, require_device
 from harness.commands.options import (
     LR_HELP,
     add_selection,

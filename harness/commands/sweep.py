@@ -15,8 +15,9 @@ import math
 import sys
 from dataclasses import dataclass, replace
 
+from harness import PROG
 from harness.commands import plans, progress
-from harness.commands.base import PROG, Command, require_device
+from harness.commands.base import Command, require_device
 from harness.commands.options import (
     LR_HELP,
     Timed,

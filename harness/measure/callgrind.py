@@ -48,6 +48,8 @@ import tempfile
 from pathlib import Path
 
 from harness.measure.environment import result_variables  # it reads the registry
+from harness.tables import printable
+from implementations.problem import BenchError
 
 TOOL = "callgrind"
 INSTALL = "apt-get install valgrind"
@@ -61,8 +63,6 @@ COUNTING = "BACKPROP_BENCH_COUNTING"
 SMC_CHECK = "all-non-file"
 KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH",
         "PYTHONPATH", "PYTHONUNBUFFERED", "XDG_CACHE_HOME")  # what a counting worker keeps
-PID_VARIABLES = ("BACKPROP_BENCH_PARENT_PID",)
-PID_WIDTH = 10
 HASH_SEED = "0"  # PYTHONHASHSEED of a counting process: dict probes the same in every run
 # A counting process's pinned environment: string hashes, and one malloc arena (with glibc's
 # arena per thread, a block of jax's 1-1-1 step moved by 0.3-1.2% from one block to the
@@ -73,7 +73,7 @@ OPTIONS = ("--tool=callgrind", "--instr-atstart=no", "--dump-instr=no", "--dump-
            f"--smc-check={SMC_CHECK}", "--quiet")
 
 
-class CallgrindError(RuntimeError):
+class CallgrindError(BenchError):
     """Counting cannot work here (the message says why, in one line)."""
 
 
@@ -83,15 +83,20 @@ def valgrind() -> str | None:
 
 @functools.cache
 def version() -> str | None:
-    """'3.19.0', or None without valgrind."""
+    """'3.19.0', or None without a valgrind that says its version (one whose --version fails,
+    or prints something else, does not start: it is not used)."""
     exe = valgrind()
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30,
+                             errors="replace")
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip().removeprefix("valgrind-") or None
+    said = printable(out.stdout, 40)
+    if out.returncode != 0 or not said.startswith("valgrind-"):
+        return None
+    return said.removeprefix("valgrind-") or None
 
 
 def compiler() -> str | None:
@@ -121,7 +126,13 @@ def unavailable() -> str | None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = os.path.join(Path.home(), ".cache")
+        except RuntimeError:  # no HOME, and no entry in the password database
+            raise CallgrindError("no home folder to keep the Callgrind helper in: set "
+                                 "XDG_CACHE_HOME to a folder you can write") from None
     return Path(base) / "backprop-bench"
 
 
@@ -139,17 +150,27 @@ def library() -> Path:
     target = cache_dir() / f"libbb_callgrind-{key}.so"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    includes = [f"-I{d}" for d in header_dirs() if (d / HEADER).is_file()][:1]
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        try:
-            subprocess.run([cc, "-O2", "-shared", "-fPIC", *includes, "-o", str(built),
-                            str(SOURCE)], check=True, capture_output=True, timeout=120)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise CallgrindError(f"cannot build the Callgrind helper: {exc}") from None
-        os.replace(built, target)  # atomic: two workers building at once both succeed
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            build(cc, Path(tmp) / target.name)
+            os.replace(Path(tmp) / target.name, target)  # atomic: two builders both succeed
+    except OSError as exc:
+        raise CallgrindError(f"cannot keep the Callgrind helper in {target.parent} "
+                             f"({exc.strerror or exc}): set XDG_CACHE_HOME to a folder you "
+                             f"can write") from None
     return target
+
+
+def build(cc: str, out: Path) -> None:
+    """gcc the helper (``callgrind.c``) into ``out``; CallgrindError when it fails."""
+    includes = [f"-I{d}" for d in header_dirs() if (d / HEADER).is_file()][:1]
+    try:
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", *includes, "-o", str(out),
+                        str(SOURCE)], check=True, capture_output=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CallgrindError(f"cannot build the Callgrind helper: {printable(exc, 300)}"
+                             ) from None
 
 
 @functools.cache
@@ -210,18 +231,14 @@ def environment(out_dir: Path) -> dict[str, str]:
 
 def fixed_environment(env: dict[str, str], out_dir: Path) -> dict[str, str]:
     """A counting worker's whole environment, from the one it would have had (``env``): only
-    what it needs (``KEPT``, the harness's own ``BACKPROP_BENCH_*`` with process ids padded
-    to one width, the variables that change results), and ``environment(out_dir)``.
+    what it needs (``KEPT``, the harness's own ``BACKPROP_BENCH_*``, none of which holds a
+    process id, the variables that change results), and ``environment(out_dir)``.
 
     Valgrind copies the environment onto the client's stack, so its size moves every address
     on the stack: with ASLR off, a 14-character longer environment moved NumPy's 1-1-1 count
     by 0.015%, and a run's own (a shell's, a CI job's, the runner's pid) differs each time.
     """
-
     kept = {k: v for k, v in env.items() if k in KEPT or k.startswith("BACKPROP_BENCH_")}
-    for key in PID_VARIABLES:
-        if kept.get(key, "").isdigit():
-            kept[key] = kept[key].zfill(PID_WIDTH)
     return {**kept, **result_variables(env), **environment(out_dir)}
 
 

@@ -12,24 +12,29 @@ and ``PYTHONHASHSEED`` fixed):
    it leaves the allocator in another state and counts 0.08% more (NumPy, 1-1-1);
 3. the empty block (``timing.engine_overhead``: the counter's own call and an empty ``run``)
    is counted ``EMPTY_BLOCKS`` times;
-4. ``timing.time_trainer`` runs with the counter as its clock and that K: ``warmup_blocks``
-   blocks, then ``blocks`` blocks counted, each block's count kept;
+4. the engine's blocks (``timing.measure_blocks``) run with the counter as their clock and
+   that K: ``warmup_blocks`` blocks, then ``blocks`` blocks counted, each block's count kept
+   (in instructions: an ``Instructions`` holds them, never a ``timing.Measurement``, whose
+   samples are seconds);
 5. instrumentation stops, and the Trainer is verified against the float64 reference as a
    timed one is (``worker.verify``), so a wrong count cannot post a number.
 
 Per step = (median block − empty block) / K: what one SGD step executes, with the block's one
 sync spread over its K steps, as the time per step has it. A case that cannot be counted
 (the framework does not start under Valgrind, a timeout, a wrong result) keeps its times and
-says why in ``Instructions.error``: unavailable for counting, never left out.
+says why in ``Instructions.error``: unavailable for counting, never left out. A count is
+checked as a count (``count``: finite and not negative, K at least one step, per step above
+0), as a time is checked as a time.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 
 from harness.measure import callgrind
-from harness.measure.timing import TimingConfig, engine_overhead, time_trainer, timed
+from harness.measure.timing import TimingConfig, engine_overhead, measure_blocks, timed
 
 EMPTY_BLOCKS = 7
 THREADS = 1  # one thread per framework: what the count describes, recorded with it
@@ -38,15 +43,24 @@ CASE_TIMEOUT_S = 900.0  # a case's uninstrumented compile and its counted blocks
 MAX_BLOCK_STEPS = TimingConfig().max_block_steps
 
 
+def count(value: float, name: str) -> None:
+    """ValueError unless ``value`` is a count of instructions a process could have made:
+    finite and not negative (a negative count is a corrupt file, and compares as a lie)."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} {value!r} is not a count of instructions")
+
+
 @dataclass(frozen=True)
 class CountConfig:
     """How to count one case: instructions per block at least, blocks kept, warm-up blocks;
-    ``timeout_s`` per case (a longer one is unavailable for counting)."""
+    ``timeout_s`` per case and ``startup_s`` for a counting worker's start-up (a case that
+    takes longer, or whose worker does not start in time, is unavailable for counting)."""
 
     target: float = 2e7
     blocks: int = 9
     warmup_blocks: int = 1
     timeout_s: float = CASE_TIMEOUT_S
+    startup_s: float = STARTUP_S
 
     def timing(self, block_steps: int | None) -> TimingConfig:
         """The engine's configuration for counting, in instructions instead of seconds."""
@@ -78,6 +92,23 @@ class Instructions:
     options: list[str] = field(default_factory=list)
     settings: dict | None = None  # the framework's settings in the counting process
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "processes", "wall_s"):
+            for i, value in enumerate(getattr(self, name)):
+                count(value, f"{name}[{i}]")
+        if self.empty_block is not None:
+            count(self.empty_block, "empty_block")
+        if self.per_step is not None and not (math.isfinite(self.per_step)
+                                              and self.per_step > 0):
+            raise ValueError(f"per_step {self.per_step!r}: a counted step executes at least "
+                             f"one instruction")
+        if self.per_step is not None and (self.block_steps is None or self.block_steps < 1):
+            raise ValueError(f"block_steps {self.block_steps!r}: a counted block has at least "
+                             f"one step")
+        if any(p <= 0 for p in self.processes) or self.threads < 1:
+            raise ValueError(f"processes {self.processes} and threads {self.threads}: every "
+                             f"process counted its steps, on one thread or more")
 
     @property
     def ok(self) -> bool:
@@ -145,9 +176,13 @@ def count_trainer(trainer, cfg: CountConfig, counter: callgrind.Counter,
     try:
         k = prepare_count(trainer, cfg, counter, block_steps)
         empty = engine_overhead(blocks=EMPTY_BLOCKS, clock=counter)["per_block_s"]
-        m = time_trainer(trainer, cfg.timing(k), clock=counter)
+        _, _, k, _, samples = measure_blocks(trainer, cfg.timing(k), clock=counter)
     finally:
         counter.stop()
-    per_step = (statistics.median(m.samples_s) - empty) / m.block_steps
-    return Instructions(per_step, m.block_steps, list(m.samples_s), empty, [per_step],
+    per_step = (statistics.median(samples) - empty) / k
+    if per_step <= 0:
+        return Instructions.failed(f"its blocks of {k:,} steps counted no more than the empty "
+                                   f"block ({statistics.median(samples):.0f} against "
+                                   f"{empty:.0f} instructions): nothing left to count")
+    return Instructions(per_step, k, list(samples), empty, [per_step],
                         valgrind=callgrind.version(), options=callgrind.options())

@@ -186,10 +186,14 @@ def prepare(trainer, cfg: TimingConfig = TimingConfig(),
     return first, block * calls, k, history
 
 
-def time_trainer(trainer, cfg: TimingConfig = TimingConfig(),
-                 clock: Callable[[], float] = time.perf_counter,
-                 probe: Probe | None = None) -> Measurement:
-    """Time ``trainer.run`` as described in the module docstring."""
+def measure_blocks(trainer, cfg: TimingConfig = TimingConfig(),
+                   clock: Callable[[], float] = time.perf_counter,
+                   probe: Probe | None = None) -> tuple[float, int, int, list, list[float]]:
+    """Steps 1 to 3 in the clock's own unit: (first call, its steps, K, calibration history,
+    every timed block's reading). Nothing here assumes seconds: ``time_trainer`` makes the
+    readings of a clock a ``Measurement``, and ``harness.measure.instructions`` makes those
+    of Callgrind's counter, which are instructions, an ``Instructions``; each checks its own
+    unit."""
     probe = probe or Probe()
     first, first_steps, k, history = prepare(trainer, cfg, clock, probe)
     samples: list[float] = []
@@ -199,6 +203,14 @@ def time_trainer(trainer, cfg: TimingConfig = TimingConfig(),
     ):
         samples.append(timed(trainer, k, clock))
     probe.done(len(samples) * k)
+    return first, first_steps, k, history, samples
+
+
+def time_trainer(trainer, cfg: TimingConfig = TimingConfig(),
+                 clock: Callable[[], float] = time.perf_counter,
+                 probe: Probe | None = None) -> Measurement:
+    """Time ``trainer.run`` as described in the module docstring (``clock`` in seconds)."""
+    first, first_steps, k, history, samples = measure_blocks(trainer, cfg, clock, probe)
     total = first_steps + sum(s for s, _ in history) + (cfg.warmup_blocks + len(samples)) * k
     calls = max(1, int(getattr(trainer, "first_calls", 1)))
     return Measurement(first, first_steps, k, samples, history, cfg.warmup_blocks, total, calls)

@@ -7,11 +7,13 @@ writes the job as JSON to its stdin, and reads its answers as typed messages
 * **answers on a channel of their own**: the child's stdout and stderr go to a log that is
   unlinked at once, so nothing a framework or a ``sitecustomize`` prints can be taken for an
   answer; the log's last line says why a child died;
-* **it dies with its parent** (``PR_SET_PDEATHSIG``, through the pid the parent gives it): a
-  SIGKILL of the command leaves no child running;
+* **it dies with its parent** (``PR_SET_PDEATHSIG``, asked before the command is executed,
+  so that a prefix such as Valgrind is covered from its first instruction): a SIGKILL of the
+  command leaves no child running;
 * **it is killed with its whole process group**: it runs in a session of its own, killed at
   once on a timeout or an interrupt; and the lifeline (``harness.procs.lifeline``) kills
-  whatever it started once the parent is done with it, however the parent ends.
+  whatever it started, and removes the folder it was given, once the parent is done with it,
+  however the parent ends.
 
 ``run`` drives one child through its messages (the runner's workers); ``ask`` is the short
 form for a child that gives one ``Answer`` (the isolated frameworks of ``check`` and ``demo``,
@@ -35,19 +37,19 @@ from pathlib import Path
 from harness.measure import callgrind
 from harness.procs import lifeline, messages
 from harness.record import schema
-from implementations.launch import die_with_parent
+from harness.tables import printable
 
 ROOT = str(Path(__file__).resolve().parents[2])
 STOP_S = 30  # a child that has closed its channel gets this long to exit, then is killed
+LINE_CHARS = 400  # of a log's last line, as it is shown and stored
 
 
 def environment(channel_fd: int) -> dict:
-    """The child's environment: this checkout first on its path, its channel, our pid."""
+    """The child's environment: this checkout first on its path, and its channel."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
     env[messages.CHANNEL_FD] = str(channel_fd)
-    env[messages.PARENT_PID] = str(os.getpid())
     return env
 
 
@@ -56,14 +58,18 @@ def command(module: str) -> list[str]:
 
 
 def run(argv: list[str], job, on_message: Callable, timeout: Callable[[], float],
-        env: Callable[[dict], dict] | None = None) -> tuple[int | None, str, bool]:
+        env: Callable[[dict], dict] | None = None, folder: Path | None = None
+        ) -> tuple[int | None, str, bool]:
     """Run one child (``argv``, its environment made by ``env`` from ``environment``) until
     it closes its channel or a read times out (then its process group is killed), passing
-    each message to ``on_message``; (exit status, last line of its log, timed out)."""
+    each message to ``on_message``; (exit status, last line of its log, timed out). A
+    ``folder`` is made for the child before it starts and removed after it, even when this
+    process is killed."""
     read_end, write_end = os.pipe()
-    with tempfile.TemporaryFile() as log, lifeline.Lifeline() as life:
+    with tempfile.TemporaryFile() as log, lifeline.Lifeline(folder) as life:
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=log, stderr=log,
+            proc = subprocess.Popen(life.command(argv), stdin=subprocess.PIPE, stdout=log,
+                                    stderr=log,
                                     pass_fds=(write_end, life.fd),
                                     env=(env or dict)({**environment(write_end), **life.env()}),
                                     start_new_session=True)
@@ -165,22 +171,20 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def last_line(log) -> str:
-    """The last line of a child's log, or Valgrind's account of why it stopped one."""
+    """The last line of a child's log, or Valgrind's account of why it stopped one, as plain
+    text (``tables.printable``): it is shown and stored, and a child may have written anything."""
     log.seek(0)
-    lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    return callgrind.why_it_died(lines) or (lines[-1].strip() if lines else "")
+    lines = [printable(line) for line in log.read().decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    return printable(callgrind.why_it_died(lines) or (lines[-1] if lines else ""), LINE_CHARS)
 
 
 # ---- the child's side ---------------------------------------------------------------------------
 
 def channel():
-    """In a child: die with the parent, start the lifeline's guard, and return the channel's
-    writer (None when this process was not started by ``run``)."""
-    stream = messages.writer()
-    if stream is not None:
-        die_with_parent(int(os.environ.get(messages.PARENT_PID, "0") or 0))
-        lifeline.guard()
-    return stream
+    """In a child: the channel's writer (None when this process was not started by
+    ``run``). It dies with the parent and has its guard already: ``run`` started it so."""
+    return messages.writer()
 
 
 def serve(fn: Callable[[dict], dict]) -> int:

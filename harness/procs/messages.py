@@ -22,7 +22,6 @@ from harness.record import schema
 from harness.record.results import CallFloor, Case, Peak, ProblemRecord
 
 CHANNEL_FD = "BACKPROP_BENCH_CHANNEL_FD"
-PARENT_PID = "BACKPROP_BENCH_PARENT_PID"
 MAX_WAIT_S = 86400.0  # one select() at most: it overflows on 1e308 s; longer waits loop
 POLL_S = 1.0  # how often a reader given ``alive`` asks whether the writer is still there
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.measure import callgrind, environment, machine_state
 from harness.measure.climit import measure_c_limit
-from harness.measure.instructions import STARTUP_S as COUNT_STARTUP_S
 from harness.measure.instructions import THREADS, CountConfig, Instructions
 from harness.measure.timing import TimingConfig, engine_overhead
 from harness.procs import child, messages
@@ -33,6 +33,7 @@ from harness.record.results import (
     Case,
     Commit,
     Config,
+    Declared,
     FrameworkRecord,
     Machine,
     Peak,
@@ -41,6 +42,7 @@ from harness.record.results import (
     case_id,
     now,
 )
+from harness.tables import printable
 from implementations import registry
 from implementations.contract import Variant
 from implementations.problem import BenchError, Problem
@@ -123,6 +125,8 @@ def new_run(plan: Plan) -> Run:
     run = Run(plan.command, Machine(**environment.machine_info()),
               environment.software_info(), Commit(**environment.commit_info()), plan.config())
     run.notes = list(dict.fromkeys(plan.notes))
+    run.declared = {v.name: Declared.of(v) for v in [*plan.variants,
+                                                     *(v for _, v in plan.extra_cases)]}
     run.environment = environment.environment_info()
     run.ceilings.engine_overhead = engine_overhead(plan.timing)
     run.ceilings.c_limit = measure_c_limit()
@@ -241,6 +245,10 @@ class Round:
         self.current = None  # a fresh worker: its start-up has STARTUP_S, not a case's timeout
         status, last, timed_out = self.start_worker(job, lambda m: self.receive(m, got))
         left = [c for c, i in zip(pending, ids) if i not in got]
+        if timed_out and left and self.count is not None and self.current is None and not got:
+            for triple in left:  # it never started: a fresh one would wait as long again
+                self.lose(triple, self.timed_out(started=False))
+            return []
         if timed_out and left:
             self.lose(left[0], self.timed_out())
             return left[1:]
@@ -255,16 +263,23 @@ class Round:
                      ) -> tuple[int | None, str, bool]:
         if self.count is None:
             return run_worker(job, on_message, self.timeout)
-        with tempfile.TemporaryDirectory(prefix="bb-callgrind-") as out:
-            argv = callgrind.command(WORKER, Path(out))
-            return run_worker(job, on_message, self.timeout, argv,
-                              lambda env: callgrind.fixed_environment(env, Path(out)))
+        # the dumps' folder: made by the child's starter, removed by its lifeline (even when
+        # this process is killed); its name as long as a mkdtemp one, so that the counted
+        # process's arguments are
+        out = Path(tempfile.gettempdir()) / f"bb-callgrind-{uuid.uuid4().hex[:8]}"
+        argv = callgrind.command(WORKER, out)
+        return run_worker(job, on_message, self.timeout, argv,
+                          lambda env: callgrind.fixed_environment(env, out), out)
 
-    def timed_out(self) -> str:
+    def timed_out(self, started: bool = True) -> str:
         if self.count is None:
             return (f"timed out after {self.plan.timeout_s():g} s (the worker was killed; "
                     f"--timeout sets the limit)")
-        return f"took longer than {self.count.timeout_s:g} s under valgrind (the worker was killed)"
+        if not started:
+            return (f"its counting worker did not start within {self.count.startup_s:g} s "
+                    f"under valgrind (it was killed; --count-timeout sets the limit)")
+        return (f"took longer than {self.count.timeout_s:g} s under valgrind (the worker was "
+                f"killed; --count-timeout sets the limit)")
 
     def execute(self, mine: list) -> None:
         pending, peaks = list(mine), self.peaks(mine)
@@ -273,7 +288,7 @@ class Round:
 
     def timeout(self) -> float:
         if self.count is not None:
-            return COUNT_STARTUP_S if self.current is None else self.count.timeout_s
+            return self.count.startup_s if self.current is None else self.count.timeout_s
         return STARTUP_S if self.current is None else self.plan.timeout_s()
 
     def job(self, pending: list, peaks: list) -> messages.Job:
@@ -300,6 +315,7 @@ class Round:
                 for t in self.plan.peaks]
 
     def receive(self, message, got: set) -> None:
+        plain_text(message)
         if isinstance(message, messages.CaseStarted):
             self.current = message.id
             self.state = machine_state.snapshot(sample_s=0, static=False)
@@ -351,6 +367,17 @@ class Round:
         store.write(self.run, self.path)
 
 
+def plain_text(message) -> None:
+    """The reasons a worker sends, as plain text (``tables.printable``): they are shown and
+    stored, and a framework's error may hold a terminal's escapes."""
+    if isinstance(message, Case) and message.reason:
+        message.reason = printable(message.reason)
+    elif isinstance(message, CaseCounted) and message.instructions.error:
+        message.instructions.error = printable(message.instructions.error)
+    elif isinstance(message, messages.FrameworkFailed):
+        message.error = printable(message.error)
+
+
 def fixed_k(case: Case | None) -> int | None:
     """The K an earlier process used for this case, so that samples can be pooled."""
     return case.timing.block_steps if case and case.ok else None
@@ -371,9 +398,9 @@ WORKER = child.command("harness.procs.worker")
 
 
 def run_worker(job: messages.Job, on_message: Callable, timeout: Callable[[], float],
-               argv: list[str] = WORKER, env: Callable[[dict], dict] | None = None
-               ) -> tuple[int | None, str, bool]:
-    """Run one worker (``argv``: the worker, or the worker under Valgrind) through the one
-    child mechanism (``harness.procs.child.run``); (exit status, last line of its log, timed
-    out)."""
-    return child.run(argv, job, on_message, timeout, env)
+               argv: list[str] = WORKER, env: Callable[[dict], dict] | None = None,
+               folder: Path | None = None) -> tuple[int | None, str, bool]:
+    """Run one worker (``argv``: the worker, or the worker under Valgrind, with ``folder``
+    for its dumps) through the one child mechanism (``harness.procs.child.run``); (exit
+    status, last line of its log, timed out)."""
+    return child.run(argv, job, on_message, timeout, env, folder)

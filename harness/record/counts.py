@@ -185,9 +185,19 @@ def compare_runs(a: Run, b: Run, threshold_pct: float = FAIL_ABOVE_PCT,
             notes.append(f"{ca.id}: K = {ia.block_steps:,} in A, {ib.block_steps:,} in "
                          f"{name_b} (the block's sync is spread over a different K)")
     if not rows:
-        raise ResultsError("no case has instruction counts in both files from the same "
-                           "counter: run both with --measure instructions")
+        raise ResultsError(nothing_compared(a, b, name_b))
     return Comparison(rows, threshold_pct, lost, notes)
+
+
+def nothing_compared(a: Run, b: Run, name_b: str) -> str:
+    """Why no case compares: a file whose every count failed says so, with the first reason."""
+    for run, name in ((a, "A"), (b, name_b)):
+        tried = [c.instructions for c in run.cases if c.instructions is not None]
+        if tried and not any(i.ok for i in tried):
+            return (f"no case of {name} was counted ({len(tried)} tried; the first: "
+                    f"{tried[0].error})")
+    return ("no case has instruction counts in both files from the same counter: run both "
+            "with --measure instructions")
 
 
 def regressions(comparison: Comparison, fail_above_pct: float) -> list[str]:

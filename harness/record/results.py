@@ -1,7 +1,9 @@
 """The typed results model: the only way code reads or writes results.
 
 A results file holds one ``Run``: where it ran (``Machine``, software versions, ``Commit``),
-what was asked (``Config``), the frameworks' settings, the machine's ``Ceilings`` and one
+what was asked (``Config``), each variant's declaration as it ran (``Declared``: the report
+reads a variant's role, baseline and rung from the file, and the registry only for a file
+that does not say), the frameworks' settings, the machine's ``Ceilings`` and one
 ``Case`` per (device, variant, problem), each with its ``timing.Measurement`` (the first call,
 K and the raw block times, from which every statistic is derived), its check and, when
 counted, its ``Instructions`` per step
@@ -27,6 +29,7 @@ from harness.measure.ceilings import AllreduceCurve, CallFloor, Ceilings, Peak  
 from harness.measure.instructions import CountConfig, Instructions
 from harness.measure.timing import Measurement, TimingConfig
 from harness.record import schema, shapes, upgrade
+from implementations import registry
 from implementations.problem import BenchError, NetworkSpec, Problem, make_problem
 
 SCHEMA = "backprop-bench/results"
@@ -96,6 +99,28 @@ class ProblemRecord:
         return self.widths == (1, 1, 1)
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A variant as its framework file declared it when the run was made (``Variant``): what
+    the report reads of a variant, stored with the run, so that a variant renamed, given
+    another role or moved on the ladder since does not relabel an old file."""
+
+    framework: str
+    kind: str
+    label: str = ""  # its framework's label ("PyTorch")
+    role: str | None = None  # "limit", "reference", "gpu-limit" (Variant.role)
+    baseline: str | None = None  # what its compile cost is measured against
+    below: str | None = None  # the rung it is built on (the abstraction ladder)
+    replicates: str | None = None  # the single-device variant each data-parallel worker runs
+
+    @classmethod
+    def of(cls, v) -> Declared:
+        """The declaration of a registry ``Variant``."""
+        fw = registry.FRAMEWORKS.get(v.framework)
+        return cls(v.framework, v.kind, fw.label if fw else v.framework, v.role, v.baseline,
+                   v.below, v.replicates)
+
+
 def case_id(device: str, variant: str, problem: ProblemRecord, workers: int = 1) -> str:
     """A stable key for a case: device, variant, network, batch, and "/xN" on N > 1 workers."""
     many = f"/x{workers}" if workers > 1 else ""
@@ -143,6 +168,10 @@ class Case:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}")
+        if self.n_weights < 0 or self.flops_per_step < 0 or self.workers < 1:
+            raise ValueError(f"n_weights {self.n_weights}, flops_per_step "
+                             f"{self.flops_per_step} and workers {self.workers}: no count is "
+                             f"negative, and a case runs on one worker or more")
         if self.status == "ok" and not (self.timing and self.timing.samples_s):
             raise ValueError(f"{self.id} is ok but has no timed samples")
         if self.status == "ok" and not self.timing.median > 0:
@@ -297,6 +326,15 @@ class Run:
     cases: list[Case] = field(default_factory=list)
     # environment.environment_info(): variables, compilation caches, packages (None: older file)
     environment: dict | None = None
+    # each variant's declaration when it ran ({}: a file from before they were stored)
+    declared: dict[str, Declared] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.cases]
+        twice = next((i for i in ids if ids.count(i) > 1), None)
+        if twice is not None:  # which copy would compare, report or export hold? None: refused
+            raise ValueError(f"case {twice!r} is in the file {ids.count(twice)} times (a run "
+                             f"holds each case once)")
 
     @classmethod
     def from_dict(cls, data, name: str) -> Run:
@@ -335,6 +373,20 @@ class Run:
             return case
         old.pool(case)
         return old
+
+    def declaration(self, variant: str) -> Declared | None:
+        """What this file says a variant is; for a file that does not say, the registry's
+        declaration (None: a variant it does not know either)."""
+        if variant in self.declared:
+            return self.declared[variant]
+        v = registry.VARIANTS.get(variant)
+        return Declared.of(v) if v else None
+
+    def with_role(self, role: str) -> list[str]:
+        """The variants with this role ("limit", "reference"), as this file declares them (the
+        registry's order first, then those it no longer knows)."""
+        names = list(dict.fromkeys([*registry.VARIANTS, *self.declared]))
+        return [n for n in names if (d := self.declaration(n)) and d.role == role]
 
     def devices(self) -> list[str]:
         """The devices of the cases, the CPU first."""

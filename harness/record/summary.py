@@ -17,14 +17,22 @@ from harness.tables import fmt_ratio, fmt_time, md_code, text_table
 from implementations import registry
 
 
-def role_of(variant: str) -> str | None:
-    v = registry.VARIANTS.get(variant)
-    return v.role if v else None
+def role_of(run: Run, variant: str) -> str | None:
+    """A variant's role as the run declares it (``Run.declaration``)."""
+    d = run.declaration(variant)
+    return d.role if d else None
 
 
-def baseline_of(variant: str) -> str | None:
-    v = registry.VARIANTS.get(variant)
-    return v.baseline if v else None
+def baseline_of(run: Run, variant: str) -> str | None:
+    """The variant a variant's compile cost is measured against, as the run declares it."""
+    d = run.declaration(variant)
+    return d.baseline if d else None
+
+
+def below_of(run: Run, variant: str) -> str | None:
+    """The rung a variant is built on, as the run declares it."""
+    d = run.declaration(variant)
+    return d.below if d else None
 
 
 def reference_name() -> str:
@@ -51,12 +59,13 @@ class Row:
 def derive(run: Run) -> list[Row]:
     """One Row per case, in the run's order."""
     by = {(c.problem, c.device, c.variant): c for c in run.ok_cases()}
-    refs = {(c.problem, role_of(c.variant)): c for c in run.ok_cases() if role_of(c.variant)}
+    refs = {(c.problem, role_of(run, c.variant)): c for c in run.ok_cases()
+            if role_of(run, c.variant)}
     rows = []
     for c in run.cases:
         row = Row(c)
         if c.ok:
-            base = baseline_of(c.variant)
+            base = baseline_of(run, c.variant)
             row.compile = c.compile_s if base else None
             for role, attr in (("limit", "x_limit"), ("reference", "x_reference")):
                 r = refs.get((c.problem, role))
@@ -155,12 +164,13 @@ def case_line(case: Case, done: int, total: int) -> str:
 
 # ---- the abstraction ladder: what each layer costs over the one it is built on -------------
 
-def ladder_order() -> list[tuple[str, int]]:
-    """(variant, depth) of every variant on a ladder (it has a rung below, or one above), the
-    bottom rungs first, each followed by the rungs built on it, in registry order."""
+def ladder_order(run: Run) -> list[tuple[str, int]]:
+    """(variant, depth) of every variant on a ladder (it has a rung below, or one above), as
+    the run declares them, the bottom rungs first, each followed by the rungs built on it, in
+    registry order (then those the registry no longer knows)."""
     children: dict[str | None, list[str]] = {}
-    for v in registry.VARIANTS.values():
-        children.setdefault(v.below, []).append(v.name)
+    for name in dict.fromkeys([*registry.VARIANTS, *run.declared]):
+        children.setdefault(below_of(run, name), []).append(name)
     out: list[tuple[str, int]] = []
 
     def visit(name: str, depth: int) -> None:
@@ -181,6 +191,7 @@ class Rung:
     case: Case
     below: Case | None
     depth: int
+    built_on: str | None = None  # the rung below's name (measured or not)
 
     @property
     def adds(self) -> float | None:
@@ -197,8 +208,9 @@ def ladders(run: Run) -> dict:
     out = {}
     for problem, device in dict.fromkeys((c.problem, c.device) for c in run.ok_cases()):
         rungs = [Rung(by[(problem, device, name)],
-                      by.get((problem, device, registry.VARIANTS[name].below)), depth)
-                 for name, depth in ladder_order() if (problem, device, name) in by]
+                      by.get((problem, device, below_of(run, name))), depth,
+                      below_of(run, name))
+                 for name, depth in ladder_order(run) if (problem, device, name) in by]
         if sum(r.below is not None for r in rungs):
             out[(problem, device)] = rungs
     return out
@@ -210,10 +222,8 @@ LADDER_HEADERS = ["rung", "built on", "per step", "adds", "× the rung below"]
 def ladder_cells(r: Rung, markdown: bool = False) -> list[str]:
     name = ("  " * r.depth + r.case.variant) if not markdown else \
         ("&nbsp;" * 4 * r.depth + md_code(r.case.variant))
-    below = registry.VARIANTS[r.case.variant].below if r.case.variant in registry.VARIANTS \
-        else None
     adds = "—" if r.adds is None else ("+" if r.adds >= 0 else "−") + fmt_time(abs(r.adds))
-    return [name, below or "—", fmt_time(r.case.median), adds, fmt_ratio(r.ratio)]
+    return [name, r.built_on or "—", fmt_time(r.case.median), adds, fmt_ratio(r.ratio)]
 
 
 def ladder_table(run: Run) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from harness.record.results import Case, Run
 from harness.report.sources import Source, device_label, fmt_gflops, machine_label
 from harness.tables import fmt_time, markdown_table, md_code, md_escape
-from implementations import registry
 
 
 def section(sources: list[Source]) -> str:
@@ -30,7 +29,7 @@ def peak_table(run: Run) -> str:
 
 def limit_case(run: Run) -> Case | None:
     """The ok case of the "limit" variant on the 1-1-1 network, if the run has one."""
-    limits = {v.name for v in registry.with_role("limit")}
+    limits = set(run.with_role("limit"))
     return next((c for c in run.ok_cases() if c.variant in limits
                  and c.problem.is_worked_example), None)
 
@@ -41,7 +40,7 @@ def limit_lines(run: Run) -> str:
     if case:
         lines.append(f"- the {md_code(case.variant)} loop ({case.problem.label()}): "
                      f"**{1e9 * case.median:.3g} ns/step**")
-    gpu = {v.name for v in registry.with_role("gpu-limit")}
+    gpu = set(run.with_role("gpu-limit"))
     for c in (c for c in run.ok_cases() if c.variant in gpu):
         lines.append(f"- the {md_code(c.variant)} kernel on {c.device} ({c.problem.label()}): "
                      f"**{1e9 * c.median:.3g} ns/step**, one launch per block of "

@@ -41,7 +41,7 @@ def rows_of(source: Source) -> list[list]:
     rows = []
     for r in summary.in_order(run, summary.derive(run)):
         c = r.case
-        base = summary.baseline_of(c.variant)
+        base = summary.baseline_of(run, c.variant)
         if c.ok and base:
             rows.append([source.file, device_label(run, c.device), r.network, md_code(c.variant),
                          md_code(base), fmt_time(c.timing.first_call_s), fmt_time(r.compile),

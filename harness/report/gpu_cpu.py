@@ -13,7 +13,6 @@ from harness.report.sources import (
     variant_rank,
 )
 from harness.tables import markdown_table, md_code
-from implementations import registry
 
 INTRO = ("## Where a GPU starts beating a CPU\n\nFrom the fitted cost models: the smallest "
          "size where the GPU's predicted time per step drops below the CPU's. CPU and GPU "
@@ -25,6 +24,16 @@ INTRO = ("## Where a GPU starts beating a CPU\n\nFrom the fitted cost models: th
          "smallest width both sides measured; where it never is: at the largest). ")
 
 
+def frameworks(*sources: Source):
+    """A variant's framework as these files declare it (``Run.declaration``), or None."""
+
+    def framework_of(variant: str) -> str | None:
+        found = (s.run.declaration(variant) for s in sources)
+        return next((d.framework for d in found if d), None)
+
+    return framework_of
+
+
 def section(sources: list[Source]) -> str:
 
     per_file = [(s, sorted(model.fit_cases(s.run.cases), key=lambda f: variant_rank(f.variant)))
@@ -32,8 +41,8 @@ def section(sources: list[Source]) -> str:
     rows: dict[tuple, list] = {}
     for pair in model.pairings(per_file):
         label = pair_label(pair.cpu_file, pair.gpu_file, pair.cpu[0], pair.gpu[0])
-        for variant, framework, cpu, gpu in model.comparisons(pair.cpu, pair.gpu,
-                                                              registry.framework_of):
+        framework_of = frameworks(pair.cpu_file, pair.gpu_file)
+        for variant, framework, cpu, gpu in model.comparisons(pair.cpu, pair.gpu, framework_of):
             name = md_code(variant) if variant else group_name(framework, cpu, gpu)
             row = cells(model.verdict(cpu, gpu), label, pair.shape.label())
             if tuple(row) in rows:  # the same comparison under another name: one row

@@ -20,7 +20,6 @@ from harness.report import plots
 from harness.report.runs import problem_list
 from harness.report.sources import Source, device_label, image, machine_label
 from harness.tables import fmt_ratio, fmt_time, markdown_table, md_code, md_escape
-from implementations import registry
 
 INTRO = ("How to read it: strong scaling keeps the global batch (each of N workers takes B/N "
          "rows), weak scaling keeps each worker's batch (N·B rows in all). Speed-up is against "
@@ -129,7 +128,7 @@ def on_paper(run: Run, sources: list[Source]) -> str:
     grid, fits = run.config.grid, gpu_fits(sources)
     rows, used, missing = [], {}, set()
     for case in run.cases:
-        v = registry.VARIANTS.get(case.variant)
+        v = run.declaration(case.variant)
         if case.workers != 1 or case.problem.batch != grid["batch"] or not v or not v.replicates:
             continue
         found = scale_model.compute_fit([f for f, _ in fits], v.replicates, "cuda",
@@ -138,7 +137,7 @@ def on_paper(run: Run, sources: list[Source]) -> str:
             missing.add(v.replicates)
             continue
         used[found] = next(s for f, s in fits if f is found)
-        rows += paper_rows(case, v.name, found, grid)
+        rows += paper_rows(case, case.variant, found, grid)
     notes = [f"- no GPU cost model of {md_code(m)} among the files of this report (a `sweep "
              f"--device cuda` of it gives one)" for m in sorted(missing)]
     if not rows:
