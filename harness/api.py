@@ -136,11 +136,12 @@ def check(problem: Problem, frameworks: Sequence[str] | None = None, device: str
 def check_impl(path: str | os.PathLike, problems: Sequence[Problem] | None = None,
                frameworks: Sequence[str] | None = None, steps: int = 100,
                threads: int | None = None) -> checks.Report:
-    """Check a learner's own backward pass in a NumPy file (``grads(params, x, y)`` and
-    optionally ``sgd_step``; see ``harness.check.learner``) like a framework, on
-    ``problems`` (default: the default networks of ``check``, with the file's ACTIVATION and
-    BIAS), beside the frameworks (default: every installed one; ``[]``: none). Its subject in
-    the report is the file's name."""
+    """Check a learner's own backward pass in a file (``grads(params, x, y)`` and optionally
+    ``sgd_step`` and ``trace``, on NumPy, torch or JAX arrays; see ``harness.check.learner``)
+    like a framework, on ``problems`` (default: the default networks of ``check``, with the
+    file's ACTIVATION, OUTPUT_ACTIVATION and BIAS), beside the frameworks (default: every
+    installed one; ``[]``: none). The file runs in a process of its own, under the check's
+    timeout; its subject in the report is the file's name."""
     path, threads, problems = path_of(path), threads_of(threads), problems_of(problems)
     learner = learners.read_learner(path)  # its declarations only: it runs in a child
     if problems is None:

@@ -24,8 +24,10 @@ verdict's data, crash lines); ``evidence`` (what a subject computed, before any 
 its JSON between processes); ``reference``; ``diagnose``; ``diagnose_trajectory``; ``judge``
 (the one error policy, and evidence into rows); ``workers`` (the rules of ``check
 --workers``); ``learner`` (a learner's file: its declarations read here, its code run in a
-process of its own); ``session`` (a whole check: select, settle, collect, judge); ``render``;
-``example_file`` and ``example`` (a published worked example).
+process of its own); ``trace`` (where a learner's backward pass first goes wrong, in the
+worked example's notation); ``session`` (a whole check: select, settle, collect, judge);
+``render``; ``explain`` (one step written out by hand: the answer key); ``example_file`` and
+``example`` (a published worked example).
 """
 
 from harness.check.judge import (

@@ -225,14 +225,14 @@ def judge_gradients(problem: Problem, got: dict[str, tuple[float, list]],
 
 def learner_lines(problem: Problem, flat: list, trace, g: list, ev: Evidence,
                   lines: list[str]) -> list[str]:
-    """A learner's diagnosis: where its backward pass first goes wrong, from its
-    intermediates when it gives them (``trace.first_difference``), before the diagnosis of its
-    gradients; without them, the first wrong layer from the top, where that diagnosis names
-    no cause of its own (``diagnose.VAGUE``)."""
+    """A learner's diagnosis: that of its gradients, then where its backward pass first goes
+    wrong, from its intermediates when it gives them (``trace.first_difference``); without
+    them, the first wrong layer from the top, where the diagnosis names no cause of its own
+    (``diagnose.VAGUE``)."""
     if ev.trace is not None:
         found = first_difference(problem, flat, trace, ev.trace)
         if found:
-            return found + lines
+            return lines + found
     if not lines or any(v in lines[0] for v in diagnose.VAGUE):
         return lines + first_wrong_layer(problem, g, trace.grads)
     return lines

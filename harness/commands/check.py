@@ -94,21 +94,27 @@ def refuse_what_cannot_be_honoured(networks: plans.Networks, steps: int | None,
 # ---- the subcommand -------------------------------------------------------------------------
 
 def check_args(p: argparse.ArgumentParser) -> None:
-    add_networks(p, "default: the worked example (1-1-1 linear, batch 1, float64) and 3-4-4-3 "
-                 "tanh with bias, batch 5, float64 and float32: together they catch the classic "
-                 "backprop bugs (a dropped 1/batch, a missing 1/2, W for W^T, a wrong "
-                 "derivative, ...); --activation, --bias/--no-bias and --batch change both; "
-                 "--widths networks take batch 5 (1-1-1: batch 1) unless --batch is given")
+    add_networks(p, "default: the worked example (1-1-1 linear, batch 1, float64), 3-4-4-3 "
+                 "tanh with bias, batch 5, float64 and float32, and 3-4-4-3 relu hidden layers "
+                 "under a sigmoid output, with bias, batch 5, float64, lr 0.056: together they "
+                 "catch the classic backprop bugs (a dropped 1/batch, a missing 1/2, W for "
+                 "W^T, a wrong derivative, ...) and tell their factors apart; --activation, "
+                 "--bias/--no-bias and --batch change all of them; --widths networks take "
+                 "batch 5 (1-1-1: batch 1) unless --batch is given")
     add_selection(p, "every variant of the frameworks checked, but those whose cold build "
                   "takes minutes and is not cached yet (said in the output; --all includes "
-                  "them)")
+                  "them); with --variants, those variants and their frameworks' gradient "
+                  "functions")
     p.add_argument("--all", dest="include_all", action="store_true",
                    help="also the variants whose cold build takes minutes (torch-loop, the "
                         "torch.compile blocks), building them where they are not cached")
     p.add_argument("--impl", metavar="FILE.py",
-                   help="also check your own backward pass: a NumPy file defining grads(params, "
-                        "x, y) -> (E, grads) and optionally sgd_step(params, x, y, lr), "
-                        "ACTIVATION and BIAS (see examples/learner_backprop.py)")
+                   help="also check your own backward pass: a file defining grads(params, x, "
+                        "y) -> (E, grads) and optionally sgd_step(params, x, y, lr), trace("
+                        "params, x, y) (each layer's intermediates: the first wrong one is "
+                        "named), ACTIVATION, OUTPUT_ACTIVATION, BIAS and FRAMEWORK (numpy, "
+                        "torch or jax arrays); it runs in a process of its own under --timeout "
+                        "(see examples/learner_backprop.py)")
     p.add_argument("--example", metavar="FILE",
                    help="check a published worked example instead (TOML or JSON: network, "
                         "weights, data, and the values printed; see examples/): every "
