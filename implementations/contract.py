@@ -68,6 +68,8 @@ CPU_ONLY = ("cpu",)
 ALL_DEVICES = ("cpu", "cuda")
 BOTH_DTYPES = ("float32", "float64")
 FLOAT64_ONLY = ("float64",)
+LOW_DTYPES = ("bfloat16", "float16")
+ALL_DTYPES = BOTH_DTYPES + LOW_DTYPES
 KINDS = ("idiomatic", "optimised")
 ROLES = ("limit", "reference", "gpu-limit")
 RUN_NETWORK_NAMES = ("worked-example", "small", "large")  # the default run's networks
@@ -158,6 +160,10 @@ class Variant:
         replicates: the single-device variant whose step each worker runs (its cost model on
             a GPU is the compute term of the scaling predictions on paper).
         workers: how many workers a case of it runs on: 1 as declared, ``at(n)`` for more.
+        precision: "pure" (it computes in the problem's dtype, its parameters too) or
+            "mixed" (float32 master weights, the forward and backward passes in the problem's
+            lower dtype, and for float16 a scaled loss): the check holds each to its own
+            reference (``harness.check.precision``).
         zero_grad: what clears the gradients its step would otherwise add up from step to
             step, where its framework accumulates them (``optimizer.zero_grad()``); the check
             names it when the variant's gradients accumulate.
@@ -186,6 +192,7 @@ class Variant:
     replicates: str | None = None
     workers: int = 1
     build_s: float = 0.0
+    precision: str = "pure"
     zero_grad: str = ""
     framework: str = ""
     load: Callable[[], ModuleType] | None = field(default=None, compare=False, repr=False)
@@ -311,5 +318,6 @@ class FrameworkModule(LoopModule, Protocol):
 DECLARATION_NAMES = {
     "Framework": Framework, "Variant": Variant, "CPU_ONLY": CPU_ONLY,
     "ALL_DEVICES": ALL_DEVICES, "BOTH_DTYPES": BOTH_DTYPES, "FLOAT64_ONLY": FLOAT64_ONLY,
+    "LOW_DTYPES": LOW_DTYPES, "ALL_DTYPES": ALL_DTYPES,
     "ALL_NETWORKS": ALL_NETWORKS, "SMALL": SMALL, "WORKED_EXAMPLE": WORKED_EXAMPLE,
 }

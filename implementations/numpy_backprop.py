@@ -10,15 +10,17 @@ only, eagerly, one operation at a time, so there is no compile step and no devic
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
-from implementations.contract import Framework, Unavailable, Variant
+from implementations.contract import ALL_DTYPES, Framework, Unavailable, Variant
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
 
 FRAMEWORK = Framework("numpy", label="NumPy", packages=("numpy",), order=20)
 VARIANTS = (
     Variant("numpy", "idiomatic", "NumPy, backward pass written by hand", role="reference",
-            sweep_devices=("cpu",)),
+            sweep_devices=("cpu",), dtypes=ALL_DTYPES),
 )
 
 ACTIVATIONS = {
@@ -68,9 +70,9 @@ def settings(threads: int) -> dict:
 
 def forward(net: NetworkSpec, params: Params, x: np.ndarray) -> np.ndarray:
     """y_hat = phi(... phi(x @ W1 + b1) ... @ Wn + bn), shape (batch, widths[-1])."""
-    h = x
+    h, mm = x, matmul(x.dtype)
     for (W, b), act in zip(params, net.layer_activations()):
-        a = h @ W if b is None else h @ W + b
+        a = mm(h, W) if b is None else mm(h, W) + b
         h = ACTIVATIONS[act](a)
     return h
 
@@ -78,12 +80,13 @@ def forward(net: NetworkSpec, params: Params, x: np.ndarray) -> np.ndarray:
 def loss(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """E = 1/2 * mean over the batch of ||y_hat - y||^2."""
     r = forward(net, params, x) - y
-    return 0.5 * np.sum(r * r) / x.shape[0]
+    return 0.5 * total(r.dtype)(r * r, None) / x.shape[0]
 
 
 def grads(net: NetworkSpec, params: Params, x: np.ndarray, y: np.ndarray):
     """(E, dE/dparams), by the chain rule written out layer by layer (``backprop``)."""
-    return backprop(net, params, x, y, ACTIVATIONS, DERIVATIVES, np.vdot)
+    return backprop(net, params, x, y, ACTIVATIONS, DERIVATIVES, np.vdot, matmul(x.dtype),
+                    total(x.dtype))
 
 
 def update(params: Params, g: Params, lr) -> Params:
@@ -154,13 +157,15 @@ class Trainer:
 
 
 def backprop(net: NetworkSpec, params: Params, x, y, activations: dict, derivatives: dict,
-             dot) -> tuple:
+             dot, mm=operator.matmul, total=lambda a, axis: a.sum(axis=axis)) -> tuple:
     """(E, dE/dparams) by the chain rule, for arrays of any framework with ``@``, ``.T`` and
     ``.sum(axis=0)``: ``activations`` and ``derivatives`` are that framework's phi and phi'
-    tables, ``dot(r, r)`` its sum of squares. torch-manual runs it on torch tensors."""
+    tables, ``dot(r, r)`` its sum of squares, ``mm`` and ``total`` its product and sum
+    (NumPy's round a bfloat16 product and sum in float32: ``matmul``, ``total``).
+    torch-manual runs it on torch tensors."""
     hs, as_, acts = [x], [], net.layer_activations()
     for (W, b), act in zip(params, acts):
-        a = hs[-1] @ W if b is None else hs[-1] @ W + b  # a_l = h_{l-1} W_l + b_l
+        a = mm(hs[-1], W) if b is None else mm(hs[-1], W) + b  # a_l = h_{l-1} W_l + b_l
         as_.append(a)
         hs.append(activations[act](a))  # h_l = phi(a_l)
     r = hs[-1] - y
@@ -171,12 +176,28 @@ def backprop(net: NetworkSpec, params: Params, x, y, activations: dict, derivati
         W, b = params[l]
         dphi = derivatives[acts[l]]
         da = dh if dphi is None else dh * dphi(as_[l], hs[l + 1])  # dE/da_l = dE/dh_l phi'(a_l)
-        gW = hs[l].T @ da  # dE/dW_l = h_{l-1}^T dE/da_l
-        gb = None if b is None else da.sum(axis=0)  # dE/db_l = sum over batch of dE/da_l
+        gW = mm(hs[l].T, da)  # dE/dW_l = h_{l-1}^T dE/da_l
+        gb = None if b is None else total(da, 0)  # dE/db_l = sum over batch of dE/da_l
         if l:  # dE/dx is not needed: autograd frameworks skip it too
-            dh = da @ W.T  # dE/dh_{l-1} = dE/da_l W_l^T
+            dh = mm(da, W.T)  # dE/dh_{l-1} = dE/da_l W_l^T
         g[l] = (gW, gb)
     return E, g
+
+
+def matmul(dtype: np.dtype):
+    """``@``, or for a format below 32 bits ``@`` with its result rounded to the format: a
+    bfloat16 product accumulates in float32 and stays there unless rounded."""
+    if dtype.itemsize >= 4:
+        return operator.matmul
+    return lambda a, b: np.matmul(a, b).astype(dtype, copy=False)
+
+
+def total(dtype: np.dtype):
+    """A sum (over ``axis``) accumulated in float32 for a format below 32 bits, which NumPy
+    would otherwise accumulate in the format itself (a bfloat16 sum of 4,096 ones is 256)."""
+    if dtype.itemsize >= 4:
+        return lambda a, axis: a.sum(axis=axis)
+    return lambda a, axis: np.asarray(a.sum(axis=axis, dtype=np.float32)).astype(dtype)
 
 
 def repeat(k: int, part) -> None:

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu")
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+LOW_DTYPES = ("bfloat16", "float16")  # checked against an error model (harness.check.precision)
+SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
 WORKED_EXAMPLE_WEIGHTS = (0.15, 0.3)  # w_ih, w_ho
 WORKED_EXAMPLE_X, WORKED_EXAMPLE_Y = 1.0, -1.0
 DEFAULT_LR = 0.1
@@ -86,7 +88,7 @@ class NetworkSpec:
         '3-4-4-3 relu→sigmoid+b f64' (the output's activation where it is not linear)."""
         b = "+b" if self.bias else ""
         out = f"→{self.output_activation}" if self.output_activation != "linear" else ""
-        return f"{'-'.join(map(str, self.widths))} {self.activation}{out}{b} f{self.dtype[-2:]}"
+        return f"{'-'.join(map(str, self.widths))} {self.activation}{out}{b} {SHORT[self.dtype]}"
 
     def as_dict(self) -> dict:
         return {
@@ -161,6 +163,9 @@ class Problem:
         params0: initial parameters, float64, one (W, b) per layer.
         lr: the SGD learning rate.
         seed: the seed that made x and params0.
+        input_scale: the inputs are drawn from [-s, s] (1: the inversion task as it is; the
+            check of float16 also runs inputs of 2^-10, whose small gradients only a scaled
+            loss keeps inside float16's range).
     """
 
     spec: NetworkSpec
@@ -169,6 +174,7 @@ class Problem:
     params0: Params = field(repr=False)
     lr: float = DEFAULT_LR
     seed: int = DEFAULT_SEED
+    input_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for a in (self.x, self.y, *flatten(self.params0)):
@@ -206,6 +212,7 @@ def make_problem(
     batch: int = 1,
     lr: float | None = None,
     seed: int = DEFAULT_SEED,
+    input_scale: float = 1.0,
 ) -> Problem:
     """Build the problem for a network: data and initial parameters, float64 and seeded.
 
@@ -221,9 +228,12 @@ def make_problem(
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise SpecError(f"seed {seed!r} must be a non-negative integer")
     lr = validate_lr(lr)
+    if not (isinstance(input_scale, (int, float)) and math.isfinite(input_scale)
+            and input_scale > 0):
+        raise SpecError(f"input scale {input_scale!r} must be a finite number above 0")
     rng = np.random.default_rng(seed)
-    x = make_inputs(spec, batch, rng)
-    return Problem(spec, x, -x, make_params(spec, rng), lr, seed)
+    x = input_scale * make_inputs(spec, batch, rng)
+    return Problem(spec, x, -x, make_params(spec, rng), lr, seed, float(input_scale))
 
 
 def make_inputs(spec: NetworkSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
@@ -262,11 +272,21 @@ def unflatten(spec: NetworkSpec, tensors: Sequence) -> Params:
     return [(next(it), next(it) if spec.bias else None) for _ in range(spec.depth)]
 
 
+def numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a format name: bfloat16 is ml_dtypes' (JAX's own), the others
+    NumPy's."""
+    if name == "bfloat16":
+        import ml_dtypes  # a NumPy extension: only a bfloat16 network needs it
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
 def cast_problem(problem: Problem) -> tuple[np.ndarray, np.ndarray, Params]:
     """x, y and params0 rounded to the problem's dtype (still NumPy): what every framework
     gets. Each call returns new arrays, so that no subject can write into another's inputs
     or into the problem (whose own arrays are read-only)."""
-    dt = np.dtype(problem.spec.dtype)
+    dt = numpy_dtype(problem.spec.dtype)
     return (
         problem.x.astype(dt),
         problem.y.astype(dt),

@@ -57,10 +57,19 @@ def test_unknown_activation_is_a_spec_error_listing_the_choices(field):
     )
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "f64", ""])
+@pytest.mark.parametrize("dtype", ["half", "bf16", "f64", "", "float8"])
 def test_unknown_dtype_is_a_spec_error_listing_the_choices(dtype):
-    with pytest.raises(SpecError, match=r"unknown dtype .*choose from float32, float64"):
+    with pytest.raises(SpecError, match=r"unknown dtype .*choose from float32, float64, "
+                                        r"bfloat16, float16"):
         NetworkSpec(dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype, label", [("bfloat16", "bf16"), ("float16", "f16")])
+def test_a_low_precision_network_rounds_its_start_to_its_format(dtype, label):
+    problem = make_problem(NetworkSpec((3, 4, 3), "tanh", dtype=dtype), batch=2)
+    x, _, params = cast_problem(problem)
+    assert str(x.dtype) == dtype and f" {label}" in problem.spec.label()
+    assert np.all(x.astype(np.float64) != problem.x)  # rounded, the problem's own left whole
 
 
 @pytest.mark.parametrize("widths", [(1, 1, 2), (4, 16, 3), (3, 1)])

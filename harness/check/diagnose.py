@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.check import precision
 from harness.check.reference import (
     Trace,
     backward,
@@ -42,7 +43,9 @@ from harness.check.reference import (
 from harness.check.report import TOLERANCES
 from implementations.problem import Problem
 
-FIT = {"float64": 1e-6, "float32": 1e-2}  # how close a candidate must come to count as fitting
+# how close a candidate must come to count as fitting (below float32: a few times what a
+# right gradient is off by, in the error model of harness.check.precision)
+FIT = {"float64": 1e-6, "float32": 1e-2, "float16": 2e-2, "bfloat16": 1e-1}
 VAGUE = ("of no known cause", "off by a ratio that varies")  # diagnoses that name no cause
 
 
@@ -174,7 +177,7 @@ def factor_line(tensors: list[str], c: float, problem: Problem, every: bool) -> 
 # ---- the gradient at the start ---------------------------------------------------------------
 
 def gradient(problem: Problem, start: list[np.ndarray], trace: Trace, loss: float,
-             got: list) -> list[str]:
+             got: list, tolerances: Sequence[float] | None = None) -> list[str]:
     """The diagnosis of a subject's (E, flat gradients) at the start; [] if nothing fits."""
     names, want, dtype = problem.spec.param_names(), trace.grads, problem.spec.dtype
     shapes = shape_lines(names, got, want)
@@ -185,11 +188,13 @@ def gradient(problem: Problem, start: list[np.ndarray], trace: Trace, loss: floa
     if bad:
         return [f"{', '.join(bad)}: the gradient is not finite (nan or inf)"]
     errors = normalised_errors(got, want)
-    wrong = [i for i, e in enumerate(errors) if e > TOLERANCES[dtype].exact]
+    tols = list(tolerances) if tolerances is not None else [TOLERANCES[dtype].exact] * len(names)
+    wrong = [i for i, e in enumerate(errors) if e > tols[i]]
     if not wrong:
         return loss_line(problem, loss, trace.loss)
     every = len(wrong) == len(names)
-    lines = (whole_factor(problem, got, want, loss, trace.loss, every, named_only=True)
+    lines = (precision.diagnosis(problem, start, got, errors, tols, wrong)
+             or whole_factor(problem, got, want, loss, trace.loss, every, named_only=True)
              or wrong_backward(problem, start, got, trace)
              or per_tensor(problem, got, want, trace, wrong)
              or whole_factor(problem, got, want, loss, trace.loss, every, named_only=False)

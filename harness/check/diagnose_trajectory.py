@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.check import precision
 from harness.check.diagnose import factors, mutations, ratio
 from harness.check.reference import Variation, reference_trajectory, trajectory_errors
 from harness.check.report import TOLERANCES
@@ -27,6 +28,11 @@ def trajectory(problem: Problem, start: Params, steps: int, params: Params,
     which a variation is told apart before a long run's rounding has grown chaotic."""
     if not all(np.all(np.isfinite(np.asarray(t, np.float64))) for t in flatten(params)):
         return ["the parameters are not finite: the training diverged"]
+    variant = registry.VARIANTS.get(terms.removeprefix(LEARNER))
+    low = precision.trajectory_diagnosis(problem, start, steps, params, bool(
+        variant and variant.precision == "mixed"))
+    if low:
+        return low
     runs = [probe] if probe is not None else [(steps, params)]  # the short run tells best
     with np.errstate(all="ignore"):  # a variation that diverges simply does not match
         return trajectory_class(problem, start, steps, params, runs, probe, terms)
@@ -126,6 +132,9 @@ def close(problem: Problem, start: Params, n: int, params: Params, variation: Va
     """Whether params after n steps are within 10 tolerances of the variation, run in float64
     or in the problem's dtype."""
     dtype = problem.spec.dtype
+    if precision.is_low(dtype):
+        return precision.near_variation(problem, start, n, params, reference_trajectory(
+            problem, start, n, "float64", variation))
     for run_in in dict.fromkeys(("float64", dtype)):
         ref = reference_trajectory(problem, start, n, run_in, variation)
         if max(trajectory_errors(params, ref, start, dtype), default=0.0) <= (

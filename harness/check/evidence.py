@@ -144,6 +144,7 @@ def from_json(d: dict) -> Evidence:
 def problem_json(problem: Problem) -> dict:
     """A problem with its data and starting parameters, as JSON."""
     return {"spec": problem.spec.as_dict(), "lr": problem.lr, "seed": problem.seed,
+            "input_scale": problem.input_scale,
             "x": problem.x.tolist(), "y": problem.y.tolist(), "params": params_json(
                 problem.params0)}
 
@@ -156,4 +157,4 @@ def problem_of(d: dict) -> Problem:
     params = [(np.array(W, dtype=np.float64), None if b is None else np.array(b, np.float64))
               for W, b in d["params"]]
     return Problem(net, np.array(d["x"], dtype=np.float64), np.array(d["y"], dtype=np.float64),
-                   params, float(d["lr"]), int(d["seed"]))
+                   params, float(d["lr"]), int(d["seed"]), float(d.get("input_scale", 1.0)))

@@ -21,7 +21,7 @@ from functools import partial
 
 import numpy as np
 
-from harness.check import deadline, diagnose, diagnose_trajectory
+from harness.check import deadline, diagnose, diagnose_trajectory, precision
 from harness.check.diagnose_trajectory import LEARNER
 from harness.check.evidence import Evidence
 from harness.check.reference import (
@@ -50,6 +50,7 @@ from harness.check.report import (
     label,
 )
 from harness.check.trace import first_difference, first_wrong_layer
+from implementations import registry
 from implementations.contract import Unavailable
 from implementations.problem import Params, Problem, cast_problem, flatten, map_params
 
@@ -149,7 +150,7 @@ def judge_evidence(problem: Problem, evidence: list[Evidence], report: Report | 
     for ev in evidence:
         if ev.trajectory is not None:
             compare_to_reference(problem, ev.subject, ev.trajectory[1], start,
-                                 ev.trajectory[0], report)
+                                 ev.trajectory[0], report, mixed(ev.terms))
     failed = set(report.failed(where))
     for ev in evidence:
         if ev.subject in failed:
@@ -191,9 +192,11 @@ def judge_gradients(problem: Problem, got: dict[str, tuple[float, list]],
                     evidence: dict[str, Evidence] | None = None) -> Report:
     """Rows for every subject's (E, flat gradients) against the reference loss, finite
     differences (at most ``max_entries`` entries per tensor), the exact gradient, the closed
-    form (1-1-1), and the median of the others; a diagnosis for each subject that fails."""
+    form (1-1-1), and the median of the others, within each subject's limits
+    (``precision.limits``: constant for float64 and float32, the error model's below); a
+    diagnosis for each subject that fails."""
     report = report if report is not None else Report()
-    spec, tol, where = problem.spec, TOLERANCES[problem.spec.dtype], label(problem)
+    spec, where = problem.spec, label(problem)
     start = rounded_start(problem)
     flat = flatten(start)
     fd = finite_differences(problem, flat, max_entries)
@@ -202,25 +205,41 @@ def judge_gradients(problem: Problem, got: dict[str, tuple[float, list]],
     if any(len(idx) < t.size for (idx, _), t in zip(fd, flat)):
         report.notes.append(f"{spec.label()}: finite differences on {max_entries} seeded "
                             f"entries per tensor")
-    refs = {FD: (fd, tol.finite_differences), EXACT: (trace.grads, tol.exact),
-            CLOSED: (closed_form(problem, start), tol.closed_form)}
+    refs = {FD: fd, EXACT: trace.grads, CLOSED: closed_form(problem, start)}
     E_ref = reference_loss(spec, flat, problem.x, problem.y)
-    shaped = {}
+    shaped, bounds = {}, {}
     for name, (E, g) in got.items():
-        report.rows.append(loss_row(name, problem, E, E_ref, tol.frameworks))
-        if judge_one(problem, name, g, refs, report):
+        bounds[name] = precision.limits(problem, flat, underflow=pure_low(problem, name,
+                                                                          evidence))
+        report.rows.append(loss_row(name, problem, E, E_ref, bounds[name].loss))
+        if judge_one(problem, name, g, refs, bounds[name], report):
             shaped[name] = g
-    compare_with_others(problem, shaped, report)
+    compare_with_others(problem, shaped, bounds, report)
     for name in report.failed(where):
         if name in got:
             E, g = got[name]
-            lines = diagnose.gradient(problem, flat, trace, E, g)
+            lines = diagnose.gradient(problem, flat, trace, E, g, bounds[name].exact)
             ev = (evidence or {}).get(name)
             if ev is not None and ev.terms.startswith(LEARNER):
                 lines = learner_lines(problem, flat, trace, g, ev, lines)
             if lines:  # the gradient at the start is the closer evidence: it explains the rest
                 report.diagnoses[(name, where)] = lines
     return report
+
+
+def pure_low(problem: Problem, name: str, evidence: dict[str, Evidence] | None) -> bool:
+    """Whether the subject is a pure float16 one (its own smallest values are its to lose):
+    every subject but a variant that declares mixed precision, which scales its loss."""
+    if problem.spec.dtype != "float16":
+        return False
+    ev = (evidence or {}).get(name)
+    return not mixed(ev.terms if ev else name)
+
+
+def mixed(terms: str) -> bool:
+    """Whether the subject's words name a variant that declares mixed precision."""
+    variant = registry.VARIANTS.get(terms)
+    return variant is not None and variant.precision == "mixed"
 
 
 def learner_lines(problem: Problem, flat: list, trace, g: list, ev: Evidence,
@@ -243,17 +262,18 @@ def loss_row(name: str, problem: Problem, E: float, E_ref: float, tolerance: flo
     return Row(name, problem.spec.dtype, "E", LOSS, e, tolerance, problem=label(problem))
 
 
-def judge_one(problem: Problem, name: str, g: list, refs: dict, report: Report) -> bool:
+def judge_one(problem: Problem, name: str, g: list, refs: dict, limits: precision.Limits,
+              report: Report) -> bool:
     """Rows for one subject's gradients; False (with failing rows) if they are misshapen."""
     spec, where = problem.spec, label(problem)
     names = spec.param_names()
-    (fd, fd_tol), (exact, exact_tol), (closed, closed_tol) = refs[FD], refs[EXACT], refs[CLOSED]
+    fd, exact, closed = refs[FD], refs[EXACT], refs[CLOSED]
     if len(g) != len(names) or any(t is None or np.shape(t) != e.shape
                                    for t, e in zip(g, exact)):
-        for tensor, t, e in zip(names, g, exact):
+        for tensor, t, e, tol in zip(names, g, exact, limits.fd):
             if t is None or np.shape(t) != e.shape:
                 shape = "missing" if t is None else f"shape {tuple(np.shape(t))}"
-                report.rows.append(Row(name, spec.dtype, tensor, FD, math.inf, fd_tol,
+                report.rows.append(Row(name, spec.dtype, tensor, FD, math.inf, tol,
                                        f"({shape}, {tensor} is {e.shape})", where))
         if len(g) != len(names):
             report.rows.append(Row(name, spec.dtype, "-", RUN, math.inf, 0.0,
@@ -261,13 +281,13 @@ def judge_one(problem: Problem, name: str, g: list, refs: dict, report: Report) 
                                    where))
         return False
     rows = [(FD, normalised_errors([t.reshape(-1)[idx] for t, (idx, _) in zip(g, fd)],
-                                   [vals for _, vals in fd]), fd_tol),
-            (EXACT, normalised_errors(g, exact), exact_tol)]
+                                   [vals for _, vals in fd]), limits.fd),
+            (EXACT, normalised_errors(g, exact), limits.exact)]
     if closed is not None:
-        rows.append((CLOSED, normalised_errors(g, closed), closed_tol))
-    for reference, errs, t in rows:
+        rows.append((CLOSED, normalised_errors(g, closed), limits.closed))
+    for reference, errs, tols in rows:
         report.rows += [Row(name, spec.dtype, tensor, reference, e, t, problem=where)
-                        for tensor, e in zip(names, errs)]
+                        for tensor, e, t in zip(names, errs, tols)]
     return True
 
 
@@ -283,11 +303,11 @@ def check_reference(problem: Problem, exact: list, fd: list, report: Report) -> 
                                    label(problem)))
 
 
-def compare_with_others(problem: Problem, got: dict[str, list], report: Report) -> None:
+def compare_with_others(problem: Problem, got: dict[str, list], bounds: dict,
+                        report: Report) -> None:
     """Per subject, per tensor: the error against the median of the *other* subjects that
     passed their own rows; the subject whose own rows failed is named the odd one out."""
     where, dtype = label(problem), problem.spec.dtype
-    tol = TOLERANCES[dtype].frameworks
     failed = set(report.failed(where))
     for name, g in got.items():
         others = [o for n, o in got.items() if n != name and n not in failed]
@@ -295,10 +315,11 @@ def compare_with_others(problem: Problem, got: dict[str, list], report: Report) 
             continue
         median = [np.median(np.stack(ts), axis=0) for ts in zip(*others)]
         errs = normalised_errors(g, median)
-        report.rows += [Row(name, dtype, tensor, OTHERS, e, tol,
-                            f"median of {len(others)}", where)
-                        for tensor, e in zip(problem.spec.param_names(), errs)]
-        worst = max(errs, default=0.0)
+        tols = bounds[name].others
+        report.rows += [Row(name, dtype, tensor, OTHERS, e, t, f"median of {len(others)}", where)
+                        for tensor, e, t in zip(problem.spec.param_names(), errs, tols)]
+        worst, tol = max(zip(errs, tols), key=lambda et: et[0] / et[1] if et[1] else et[0],
+                         default=(0.0, 0.0))
         if worst > tol and name not in failed:  # a failed subject is named in the verdict
             report.disagreements.append(
                 f"{where}: {name} differs from the median of the other {len(others)} by "
@@ -340,7 +361,7 @@ def needs_probe(problem: Problem, ev: Evidence) -> bool:
         return False
     n, params = ev.trajectory
     return not compare_to_reference(problem, ev.subject, params, rounded_start(problem),
-                                    n).passed
+                                    n, mixed_precision=mixed(ev.terms)).passed
 
 
 def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
@@ -356,13 +377,25 @@ def check_trajectory(problem: Problem, variant, steps: int, device: str = "cpu",
 
 
 def compare_to_reference(problem: Problem, subject: str, params: Params, start: Params,
-                         steps: int, report: Report | None = None) -> Report:
-    """Rows for params vs the reference trajectory of ``steps`` steps from ``start``."""
+                         steps: int, report: Report | None = None,
+                         mixed_precision: bool = False) -> Report:
+    """Rows for params vs the reference trajectory of ``steps`` steps from ``start``: the
+    exact float64 one, or below float32 ``precision``'s (a pure variant's parameters rounded
+    after each step; a mixed one's float32 master weights), within its bounds."""
     report = report if report is not None else Report()
     dtype = problem.spec.dtype
-    ref = reference_trajectory(problem, start, steps)
-    errs = trajectory_errors(params, ref, start, dtype)
-    tols = trajectory_tolerances(problem, start, steps, ref)
+    if precision.is_low(dtype):
+        ref = (precision.mixed_trajectory if mixed_precision else precision.rounded_trajectory)(
+            problem, start, steps)
+        errs = precision.trajectory_error(params, ref, start)
+        why = " (the float32 master trajectory)" if mixed_precision else (
+            f" (parameters rounded to {dtype} after each step)")
+        tols = [(t, why) for t in precision.trajectory_bounds(problem, start, steps, ref,
+                                                              mixed_precision)]
+    else:
+        ref = reference_trajectory(problem, start, steps)
+        errs = trajectory_errors(params, ref, start, dtype)
+        tols = trajectory_tolerances(problem, start, steps, ref)
     for tensor, e, (tol, why) in zip(problem.spec.param_names(), errs, tols):
         report.rows.append(Row(subject, dtype, tensor, TRAJECTORY, e, tol,
                                f"after {steps} steps{why}", label(problem)))

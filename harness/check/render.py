@@ -7,8 +7,10 @@ with its diagnosis; where no known bug class fits, the per-tensor errors follow.
 
 from __future__ import annotations
 
+import math
 import re
 
+from harness.check import precision
 from harness.check.report import (
     CLOSED,
     EXACT,
@@ -49,7 +51,15 @@ def cell(rows: list[Row], reference: str, steps: int) -> str:
 
 
 def heading(problem: Problem) -> str:
-    t = TOLERANCES[problem.spec.dtype]
+    dtype = problem.spec.dtype
+    if precision.is_low(dtype):
+        u = math.log2(precision.UNIT_ROUNDOFF[dtype])
+        scale = (f", inputs × 2^{math.log2(problem.input_scale):g}"
+                 if problem.input_scale != 1.0 else "")
+        return (f"\n{problem.spec.label()}, batch {problem.batch}{scale}: tolerances from "
+                f"{dtype}'s error model (u = 2^{u:.0f}), each tensor {precision.SAFETY:g} × its "
+                f"bound")
+    t = TOLERANCES[dtype]
     return (f"\n{problem.spec.label()}, batch {problem.batch}: tolerances FD "
             f"{t.finite_differences:.0e}, exact {t.exact:.0e}, closed form {t.closed_form:.0e}, "
             f"trajectory {t.trajectory:.0e}")

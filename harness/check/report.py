@@ -48,12 +48,19 @@ TOLERANCES = {
     # float32: ~1e-7 per operation, grown by sums of up to a few thousand terms.
     "float32": Tolerances(finite_differences=1e-4, closed_form=1e-5, frameworks=1e-4,
                           trajectory=1e-3),
+    # bfloat16 and float16: each subject's verdict comes from the error model of
+    # harness.check.precision, tensor by tensor; these, 64 unit roundoffs, are only the coarse
+    # line the diagnosis draws between a tensor that is off and one that is right
+    "bfloat16": Tolerances(*(64 * 2.0 ** -8,) * 4),
+    "float16": Tolerances(*(64 * 2.0 ** -11,) * 4),
 }
 
 
 def label(problem: Problem) -> str:
-    """How rows name a problem: its network label and batch."""
-    return f"{problem.spec.label()} b{problem.batch}"
+    """How rows name a problem: its network label and batch (and its inputs' scale, where
+    it is not 1)."""
+    scale = f" x·2^{math.log2(problem.input_scale):g}" if problem.input_scale != 1.0 else ""
+    return f"{problem.spec.label()} b{problem.batch}{scale}"
 
 
 @dataclass

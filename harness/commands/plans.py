@@ -21,6 +21,7 @@ from implementations import registry
 from implementations.contract import Variant
 from implementations.problem import (
     DTYPES,
+    LOW_DTYPES,
     BenchError,
     NetworkSpec,
     Problem,
@@ -54,6 +55,15 @@ CHECK_NETWORKS = (
          dtypes=("float64", "float32")),
     dict(widths=(3, 4, 4, 3), activation="relu", output_activation="sigmoid", bias=True,
          batch=5, dtypes=("float64",)),
+)
+# and in bfloat16 or float16, two more: sums of 64 and 256 terms, where a sum accumulated in
+# the format instead of float32 shows (the error model allows one rounding per sum, not n),
+# and inputs of 2^-10 through a network without bias, whose gradients (about 1e-7) fall below
+# float16's smallest normal number (6.1e-5): only a scaled loss keeps a mixed-precision
+# float16 step inside its range
+LOW_CHECK_NETWORKS = (
+    dict(widths=(16, 64, 64, 16), activation="tanh", bias=True, batch=256),
+    dict(widths=(3, 4, 4, 3), activation="tanh", bias=False, batch=5, input_scale=2.0 ** -10),
 )
 CHECK_LR_FACTOR = 0.56  # of the default lr: 0.056 up to width 16, and a 7 in it at any width
 
@@ -169,7 +179,8 @@ def problems(requests: list[tuple]) -> list[Problem]:
     requests = list(dict.fromkeys(requests))
     networks = [network(*r[:6]) for r in requests]
     check_total_memory(list(dict.fromkeys(networks)))
-    return unique([make_problem(spec, batch=batch, lr=r[6], seed=r[7])
+    return unique([make_problem(spec, batch=batch, lr=r[6], seed=r[7],
+                                input_scale=r[8] if len(r) > 8 else 1.0)
                    for (spec, batch), r in zip(networks, requests)])
 
 
@@ -185,7 +196,7 @@ def dtypes_of(n: Networks, default: tuple[str, ...]) -> tuple[str, ...]:
 
 def unique(problems: list[Problem]) -> list[Problem]:
     """Without repeats: a repeated network would be pooled as if it came from another process."""
-    return list({ProblemRecord.of(p): p for p in problems}.values())
+    return list({(ProblemRecord.of(p), p.input_scale): p for p in problems}.values())
 
 
 def check_problems(n: Networks, activation: str | None = None, bias: bool | None = None,
@@ -203,15 +214,22 @@ def check_problems(n: Networks, activation: str | None = None, bias: bool | None
         nets = [dict(widths=w, activation=activation or "linear", bias=bool(bias),
                      batch=1 if w == (1, 1, 1) else CHECK_NETWORKS[1]["batch"])
                 for w in n.widths]
+    low = [d for d in (n.dtypes or ()) if d in LOW_DTYPES]
+    if n.widths is None and low:
+        nets += [dict(net, **({"activation": activation} if activation else {}),
+                      **({"bias": bias} if bias is not None else {}), dtypes=tuple(low),
+                      low=True) for net in LOW_CHECK_NETWORKS]
     for net in nets:  # --output-activation, or a learner's, or the network's own
         given = output_activation or (n.output_activation if n.output_activation != "linear"
                                       else None)
         net["output_activation"] = given or net.get("output_activation", "linear")
     batch = [net["batch"] if n.batch is None else n.batch for net in nets]
     return problems([(net["widths"], net["activation"], net["output_activation"], net["bias"],
-                      d, b, check_lr(net["widths"], b) if n.lr is None else n.lr, n.seed)
+                      d, b, check_lr(net["widths"], b) if n.lr is None else n.lr, n.seed,
+                      net.get("input_scale", 1.0))
                      for net, b in zip(nets, batch)
-                     for d in dtypes_of(n, net.get("dtypes", ("float64", "float32")))])
+                     for d in (net["dtypes"] if net.get("low") else
+                               dtypes_of(n, net.get("dtypes", ("float64", "float32"))))])
 
 
 def timing_problems(n: Networks) -> list[Problem]:
