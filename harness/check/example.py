@@ -35,7 +35,14 @@ from harness.check.example_file import PER_TENSOR, PER_UNIT, Example, Published
 from harness.check.reference import reference_output
 from harness.check.render import notes
 from harness.tables import text_table
-from implementations.problem import NetworkSpec, Problem, cast_problem, flatten, map_params
+from implementations.problem import (
+    NetworkSpec,
+    Problem,
+    cast_problem,
+    flatten,
+    map_params,
+    numpy_dtype,
+)
 
 # ---- what each subject computes ----------------------------------------------------------------
 
@@ -112,14 +119,14 @@ class Step:
     def framework(self, tensors: dict, spec: NetworkSpec | None = None):
         """The parameters as the framework's arrays, in the problem's dtype."""
         spec = spec or self.problem.spec
-        dt = np.dtype(spec.dtype)
+        dt = numpy_dtype(spec.dtype)
         flat = [self.module.to_framework(np.array(tensors[n], dtype=dt), trainable=True)
                 for n in spec.param_names()]
         it = iter(flat)
         return [(next(it), next(it) if spec.bias else None) for _ in range(spec.depth)]
 
     def data(self, x: np.ndarray, spec: NetworkSpec | None = None):
-        dt = np.dtype((spec or self.problem.spec).dtype)
+        dt = numpy_dtype((spec or self.problem.spec).dtype)
         return self.module.to_framework(np.array(x, dtype=dt))
 
     def gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict]:

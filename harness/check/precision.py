@@ -3,41 +3,45 @@
 A float format with p bits of significand rounds to nearest with a relative error of at most
 its unit roundoff u = 2^-p: float16 2^-11 ≈ 4.9e-4, bfloat16 2^-8 ≈ 3.9e-3 (float32 2^-24,
 float64 2^-53). Every framework here promises what the hardware does: products and dot
-products are accumulated in float32 and their result is rounded once to the format; so a
-rounding is one per operation's result, not one per term. The **model** is the first-order
-running error bound of each element, propagated through the network with absolute values
-(the method of Wilkinson and Higham, "Accuracy and Stability of Numerical Algorithms", §3):
+products accumulate in float32 and their result is rounded once to the format; so there is
+one rounding per operation's result, not one per term. The **model** treats each rounding
+error as an independent random variable, uniform within its half unit (variance
+v·value² with v = u²/3: the probabilistic analysis of Higham and Mary, "A new approach to
+probabilistic rounding error analysis", SIAM J. Sci. Comput. 2019, in which a dot product of
+n terms errs as √n u rather than the worst case's n u), and propagates the variances through
+the network to first order:
 
-    forward   e_h0 = u|x|                            (the data, rounded)
-              e_al = e_h(l-1) |W_l| + u|a_l|          (a dot product, rounded once)
-              e_hl = |φ'(a_l)| e_al + u|h_l|          (the activation, rounded)
-    loss      e_r  = e_hL + u|y| + u|r|,  r = ŷ - y
-    backward  e_d  = e_r / B + u|r / B|               (dE/dŷ)
-              e_δl = e_dl |s_l| + |d_l| e_sl + u|δ_l|  (δ = d ⊙ s, s = φ'(a) written from h:
-              e_sl = |ds/dh| e_hl + u|s_l|             1 - h² for tanh, h(1 - h) for sigmoid)
-              e_gW = e_h(l-1)ᵀ|δ_l| + |h(l-1)|ᵀ e_δl + u|g_W|
-              e_gb = Σ_batch e_δl + u|g_b|
-              e_d(l-1) = e_δl |W_l|ᵀ + u|d(l-1)|
+    forward   var_h0 = v x²                                 (the data, rounded)
+              var_al = var_h(l-1) W_l² + v a_l²             (a dot product, rounded once)
+              var_hl = φ'(a_l)² var_al + v h_l²             (the activation, rounded)
+    loss      var_r  = var_hL + v y² + v r²,  r = ŷ - y
+    backward  var_d  = var_r / B² + v (r/B)²                (dE/dŷ)
+              var_δl = var_dl s_l² + d_l² var_sl + v δ_l²   (δ = d ⊙ s, s = φ'(a) written from
+              var_sl = (ds/dh)² var_hl + v s_l²              h: 1 - h² for tanh, h(1 - h) for
+              var_gW = var_h(l-1)ᵀ δ_l² + h(l-1)²ᵀ var_δl     sigmoid)
+                       + v g_W²
+              var_gb = Σ_batch var_δl + v g_b²
+              var_d(l-1) = var_δl (W_l²)ᵀ + v d(l-1)²
 
 where every quantity is the float64 value at the parameters rounded to the format (the
-reference's own point), so that the rounding of the starting point is no error. A gradient
-tensor's bound is then ``max e_g / max(max|g|, 1e-3 G)``, normalised as the check normalises
-its errors (``reference.normalised_errors``), and E's is e_E / |E| with
-e_E = Σ |r| e_r / B + u|E|. A tensor's tolerance is SAFETY times its bound: first-order terms
-drop products of two errors (u² ≪ u), and an elementwise function in the format (tanh,
-exp) may be off by a little more than the half unit a single rounding is.
+reference's own point, so that the rounding of the starting point is no error). A tensor's
+**bound** is SIGMAS = 6 standard deviations of its largest entry's error, normalised as the
+check normalises errors (``max / max(max|g|, 1e-3 G)``, ``reference.normalised_errors``),
+and E's is six of E's relative to |E|; the tolerance is the bound (``limits``). The lengths
+of the dot products on a tensor's path (fan-ins forward, fan-outs backward, the batch) and
+the depth enter through the sums of variances.
 
-A framework that accumulates in the format itself (a sum of B terms rounded B times) makes up
-to about B·u where the model allows one u: that is the bug the bound is there to catch
-(``diagnose_precision``). Values below the format's smallest normal number lose their
-precision (float16: 6.1e-5) and below its smallest subnormal flush to zero (6e-8): a variant
-that scales its loss (``Variant.precision`` "mixed", float16) promises that none do; a pure
-float16 variant does not, and its bound includes half the subnormal spacing.
+A framework that accumulates in the format itself rounds every partial sum: n - 1 roundings
+of sums that grow to Σ|terms| (``gradient_bounds(low_sums=True)``), the bug the bound is
+there to catch (``diagnosis``). Values below the format's smallest normal number lose their
+precision (float16: 6.1e-5), below its smallest subnormal they flush to zero (6e-8): a
+variant that scales its loss (``Variant.precision`` "mixed", float16) promises that none do;
+a pure float16 variant does not, and its variances include a subnormal spacing's rounding.
 
 The trajectory of a pure low-precision variant is checked against a float64 run that rounds
 the parameters to the format after every update (``rounded_trajectory``); that of a mixed one
 (float32 master weights, its compute copy rounded to the format) against the float32 master
-trajectory (``mixed_trajectory``), each within the same model summed over the steps
+trajectory (``mixed_trajectory``), each within the model summed over the steps
 (``trajectory_bounds``).
 """
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from implementations.problem import numpy_dtype
+
 PROC_SELF = Path("/proc/self")
 MIB = 1 << 20
 LEAK_FLOOR_BYTES = 4 * MIB  # allocator noise (pymalloc arenas, malloc trimming) stays below
@@ -86,7 +88,7 @@ def minimum_breakdown(widths: Sequence[int], bias: bool, batch: int, dtype: Any,
     Not counted: the targets y, the loss, the backward pass's transient dE/dh and dE/da (one
     layer at a time), framework overhead (autograd graphs, allocator caches, compiled code).
     """
-    item = np.dtype(dtype).itemsize
+    item = numpy_dtype(dtype).itemsize
     params = sum(a * b + (b if bias else 0) for a, b in zip(widths, widths[1:]))
     values = batch * sum(widths)
     if pre_activations:
