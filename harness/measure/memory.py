@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from implementations.problem import numpy_dtype
 
 PROC_SELF = Path("/proc/self")
