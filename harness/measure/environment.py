@@ -76,6 +76,34 @@ def gpu_info() -> dict | None:
     return {"name": name, "driver": driver, "memory": mem, "count": len(out)}
 
 
+# what a CPU offers for each low format, most capable first: (its /proc/cpuinfo flag, how the
+# report names it); without any, a framework converts to float32 and back (emulated)
+LOW_PRECISION_FLAGS = {
+    "bfloat16": (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")),
+    "float16": (("amx_fp16", "AMX-FP16"), ("avx512_fp16", "AVX512-FP16"),
+                ("f16c", "F16C (conversions only: arithmetic in float32)")),
+}
+
+
+def cpu_flags(text: str | None = None) -> set[str]:
+    """The flags of the first CPU in /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text() if text is None else text
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def low_precision_support(flags: set[str] | None = None) -> dict[str, str]:
+    """{format: what this CPU offers for it}, from its flags: 'AVX512-BF16', 'emulated', ..."""
+    flags = cpu_flags() if flags is None else flags
+    return {fmt: next((name for flag, name in options if flag in flags), "emulated")
+            for fmt, options in LOW_PRECISION_FLAGS.items()}
+
+
 def machine_info() -> dict:
     return {
         "hostname": socket.gethostname(),
@@ -85,6 +113,7 @@ def machine_info() -> dict:
         "memory_gb": memory_gb(),
         "os": platform.platform(),
         "gpu": gpu_info(),
+        "low_precision": low_precision_support(),
     }
 
 

@@ -278,6 +278,7 @@ class Machine:
     memory_gb: float | None = None
     os: str | None = None
     gpu: dict | None = None
+    low_precision: dict | None = None  # {format: what the CPU offers}: environment's flags
 
 
 @dataclass
