@@ -26,7 +26,9 @@ from implementations.problem import Problem, cast_problem, map_params
 from implementations.torch_backprop import ModuleTrainer, ScaledMSELoss
 
 BUGS = ("no-batch-mean", "no-half", "w-not-transposed", "wrong-derivative", "sign",
-        "frozen-bias", "wrong-layer", "no-zero-grad", "output-mean")
+        "frozen-bias", "wrong-layer", "no-zero-grad", "output-mean", "sigmoid-derivative",
+        "relu-derivative")
+NUMPY_ONLY = ("sigmoid-derivative", "relu-derivative")  # planted in numpy-planted alone
 BUG = os.environ.get("BACKPROP_BENCH_PLANTED", "")
 
 FRAMEWORK = Framework("planted", label="Planted bugs", packages=("torch",), order=97,
@@ -52,13 +54,28 @@ def settings(threads: int) -> dict:
 
 # ---- NumPy ------------------------------------------------------------------------------------
 
-def numpy_grads(params, x, y, tanh: bool = True):
-    """(E, grads) by the chain rule, for tanh (or linear) hidden layers, a linear output."""
+PHI = {"linear": lambda a: a, "tanh": np.tanh, "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)),
+       "relu": lambda a: np.maximum(a, 0.0)}
+
+
+def slope(act: str, a, h):
+    """phi'(a) as a learner writes it from h, with the planted derivative bugs."""
+    if act == "tanh":
+        return (1.0 - h) if BUG == "wrong-derivative" else 1.0 - h ** 2
+    if act == "sigmoid":
+        return 1.0 - h ** 2 if BUG == "sigmoid-derivative" else h * (1.0 - h)
+    if act == "relu":
+        return np.ones_like(a) if BUG == "relu-derivative" else (a > 0).astype(a.dtype)
+    return 1.0
+
+
+def numpy_grads(params, x, y, acts):
+    """(E, grads) by the chain rule, each layer's activation from ``acts``."""
     batch, out = x.shape[0], y.shape[1]
-    hs = [x]
-    for i, (W, b) in enumerate(params):
-        a = hs[-1] @ W + (0.0 if b is None else b)
-        hs.append(np.tanh(a) if tanh and i < len(params) - 1 else a)
+    hs, pre = [x], []
+    for (W, b), act in zip(params, acts):
+        pre.append(hs[-1] @ W + (0.0 if b is None else b))
+        hs.append(PHI[act](pre[-1]))
     r = hs[-1] - y
     n = batch * out if BUG == "output-mean" else batch
     E = 0.5 * np.sum(r * r) / n if BUG != "no-half" else np.sum(r * r) / n
@@ -67,8 +84,7 @@ def numpy_grads(params, x, y, tanh: bool = True):
     g = []
     for i in reversed(range(len(params))):
         W, b = params[i]
-        if tanh and i < len(params) - 1:  # dE/da = dE/dh * tanh'(a)
-            dh = dh * ((1.0 - hs[i + 1]) if BUG == "wrong-derivative" else 1.0 - hs[i + 1] ** 2)
+        dh = dh * slope(acts[i], pre[i], hs[i + 1])  # dE/da = dE/dh * phi'(a)
         layer = (hs[i].T @ dh, None if b is None else dh.sum(axis=0))
         g.append(layer) if BUG == "wrong-layer" else g.insert(0, layer)
         dh = dh @ W if BUG == "w-not-transposed" else dh @ W.T
@@ -88,11 +104,12 @@ def hidden_tanh(problem: Problem) -> bool:
 class NumpyTrainer:
     def __init__(self, problem: Problem, device: str = "cpu"):
         self.x, self.y, self._params = cast_problem(problem)
-        self.lr, self.total, self.tanh = problem.lr, None, hidden_tanh(problem)
+        self.lr, self.total = problem.lr, None
+        self.acts = problem.spec.layer_activations()
 
     def run(self, steps: int) -> None:
         for _ in range(steps):
-            _, g = numpy_grads(self._params, self.x, self.y, self.tanh)
+            _, g = numpy_grads(self._params, self.x, self.y, self.acts)
             if BUG == "no-zero-grad":  # the gradients of every step add up
                 self.total = g if self.total is None else [
                     (tW + gW, None if tb is None else tb + gb)
@@ -105,10 +122,10 @@ class NumpyTrainer:
         return map_params(np.array, self._params)
 
     def loss(self) -> float:
-        return float(numpy_grads(self._params, self.x, self.y, self.tanh)[0])
+        return float(numpy_grads(self._params, self.x, self.y, self.acts)[0])
 
     def grads(self):
-        return numpy_grads(self._params, self.x, self.y, self.tanh)
+        return numpy_grads(self._params, self.x, self.y, self.acts)
 
 
 # ---- torch autograd ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import planted_bugs
 import pytest
 from helpers_check import diagnoses, results
 
@@ -37,6 +38,11 @@ DIAGNOSIS = {
                     r"step adds its gradient to those of the steps before)",
     "output-mean": r"0\.33× the reference.*\(= 1/out width 3\): the loss is averaged over the "
                    r"outputs as well as the batch",
+    # the two the default check missed while no default network had either activation
+    "sigmoid-derivative": r"at the output layer, tanh's derivative 1 - h² is used for sigmoid "
+                          r"\[3-4-4-3 relu→sigmoid\+b f64 b5\]",
+    "relu-derivative": r"(the derivative of relu is missing|relu' is taken as 1 everywhere).*"
+                       r"\[3-4-4-3 relu→sigmoid\+b f64 b5\]",
 }
 
 
@@ -71,11 +77,12 @@ def test_the_default_check_catches_the_bug_blames_only_the_guilty_and_names_it(
     out = capsys.readouterr().out
     got = results(out)
     failed = {name for name, r in got.items() if "FAIL" in r}
-    assert failed == set(PLANTED), got
+    guilty = ("numpy-planted",) if bug in planted_bugs.NUMPY_ONLY else PLANTED
+    assert failed == set(guilty), got
     assert {"numpy", "torch", "torch-manual", "torch-optim", "torch-nn"} <= set(got)
     assert out.split("\nFAILED: ", 1)[1].splitlines()[0] == ", ".join(sorted(
-        PLANTED, key=out.index))  # the verdict names them, and only them
-    for name in PLANTED:
+        guilty, key=out.index))  # the verdict names them, and only them
+    for name in guilty:
         lines = diagnoses(out, name)
         assert lines and any(re.search(DIAGNOSIS[bug], line) for line in lines), (name, lines)
 

@@ -387,13 +387,11 @@ def dphi_of_h(act: str, h: np.ndarray) -> np.ndarray:
 
 
 def output_derivatives(spec) -> list[tuple[str, dict]]:
-    """The output layer's derivative where its activation differs from the hidden one: the
-    hidden phi' applied at the output too, or the output's phi' left out."""
+    """The output layer's derivative: the hidden phi' applied at a different output too, or
+    the output's own phi' wrong in one of the known ways (missing, taken at h, another's)."""
     out_act, hidden = spec.output_activation, spec.activation
-    if out_act == hidden:
-        return []
     out = []
-    if hidden != "linear":
+    if hidden != "linear" and out_act != hidden:
         slope = "φ′ = 1 there" if out_act == "linear" else f"its derivative is {out_act}'"
         said = (f"{hidden}' is also applied at the output layer, whose activation is {out_act} "
                 f"({slope})")
@@ -401,8 +399,9 @@ def output_derivatives(spec) -> list[tuple[str, dict]]:
         out.append((f"{said}, written with the output ŷ as if it were {hidden}(a)",
                     dict(output_derivative=lambda act, a, h: dphi_of_h(hidden, h))))
     if out_act != "linear":
-        out.append((f"the output layer's derivative {out_act}' is missing (phi' taken as 1 "
-                    f"there)", dict(output_derivative=lambda act, a, h: np.ones_like(a))))
+        out += [(f"at the output layer, {what}", dict(
+            output_derivative=lambda act, a, h, fn=fn: fn(a, h)))
+            for what, fn in derivative_variants(out_act)]
     return out
 
 
