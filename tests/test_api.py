@@ -59,7 +59,7 @@ def test_a_problem_takes_widths_as_a_sequence_or_text():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"widths": (4, 16, 2)}, "input width"), ({"activation": "gelu"}, "unknown activation"),
-    ({"dtype": "float16"}, "unknown dtype"), ({"batch": 0}, "batch"), ({"lr": -1}, "learning"),
+    ({"dtype": "float8"}, "unknown dtype"), ({"batch": 0}, "batch"), ({"lr": -1}, "learning"),
 ])
 def test_an_impossible_problem_is_a_one_line_error(kwargs, message):
     with pytest.raises(bb.BenchError, match=message):

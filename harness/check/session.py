@@ -48,28 +48,42 @@ def stderr(text: str) -> None:
 
 # ---- 1. the selection ------------------------------------------------------------------------
 
+def away(framework: str) -> bool:
+    """Whether a framework is checked in a process of its own: one that sets process-wide
+    state at import (``Framework.isolated``), or a file from outside implementations/ (a
+    plugin: code the suite did not write never runs in the judge's process)."""
+    path = registry.MODULE_PATHS.get(framework)
+    return registry.FRAMEWORKS[framework].isolated or (path is not None
+                                                       and path.parent != registry.HERE)
+
+
 @dataclass
 class Selection:
-    """What a check runs: gradient modules here, variants (here or isolated), the learner."""
+    """What a check runs: gradient modules here (and the names of those checked in a process
+    of their own), variants (here or away), the learner."""
 
     modules: dict[str, ModuleType] = field(default_factory=dict)
     variants: list[Variant] = field(default_factory=list)
     learner: LearnerFile | None = None
     notes: list[str] = field(default_factory=list)
+    functions_away: list[str] = field(default_factory=list)
 
     @property
     def local(self) -> list[Variant]:
-        return [v for v in self.variants if not registry.FRAMEWORKS[v.framework].isolated]
+        return [v for v in self.variants if not away(v.framework)]
 
     @property
     def isolated(self) -> list[Variant]:
-        return [v for v in self.variants if registry.FRAMEWORKS[v.framework].isolated]
+        return [v for v in self.variants if away(v.framework)]
 
 
 def gradient_modules(frameworks: Sequence[str] | None, notes: list[str],
-                     asked: bool | Sequence[str]) -> dict[str, ModuleType]:
+                     asked: bool | Sequence[str], away_too: list[str] | None = None
+                     ) -> dict[str, ModuleType]:
     """The gradient modules of ``frameworks`` (all by default). One asked for (``asked``:
-    all of them, or those named) but missing is an error; any other missing is a note."""
+    all of them, or those named) but missing is an error; any other missing is a note. With
+    ``away_too``, a framework checked in a process of its own (``away``) is not imported
+    here: its name goes there once its packages import and its file can be imported."""
     names = frameworks if frameworks is not None else [
         n for n, f in registry.FRAMEWORKS.items() if f.gradients]
     modules = {}
@@ -81,12 +95,26 @@ def gradient_modules(frameworks: Sequence[str] | None, notes: list[str],
                 raise BenchError(f"{name} declares no variant to check")
             continue
         try:
-            modules[name] = registry.import_module(name)
+            if away_too is not None and away(name):
+                importable(name)
+                away_too.append(name)
+            else:
+                modules[name] = registry.import_module(name)
         except Unavailable as exc:
             if mine:
                 raise
             notes.append(str(exc))
     return modules
+
+
+def importable(framework: str) -> None:
+    """Unavailable unless the framework's packages are installed and its file imports in a
+    process of its own (``registry.probe``), without running its file here."""
+    fw = registry.FRAMEWORKS[framework]
+    for package in fw.packages:
+        if not registry.package_exists(package):
+            raise Unavailable(f"{fw.name}: {package} is not installed")
+    registry.probe(framework)
 
 
 def named_variants(names: Sequence[str]) -> list[Variant]:
@@ -105,11 +133,14 @@ def select(frameworks: Sequence[str] | None, names: Sequence[str] | None,
     if names is not None:  # those variants, and their frameworks' functions beside them
         variants = named_variants(names)
         wanted = list(dict.fromkeys([*(frameworks or ()), *(v.framework for v in variants)]))
-        sel.modules = gradient_modules(wanted, sel.notes, asked=tuple(frameworks or ()))
+        sel.modules = gradient_modules(wanted, sel.notes, asked=tuple(frameworks or ()),
+                                       away_too=sel.functions_away)
     else:
-        sel.modules = gradient_modules(frameworks, sel.notes, asked=frameworks is not None)
+        sel.modules = gradient_modules(frameworks, sel.notes, asked=frameworks is not None,
+                                       away_too=sel.functions_away)
+        checked = [*sel.modules, *sel.functions_away]
         variants = [v for v in registry.VARIANTS.values() if not v.distributed and (
-            v.framework in sel.modules or (frameworks is None and not registry.FRAMEWORKS[
+            v.framework in checked or (frameworks is None and not registry.FRAMEWORKS[
                 v.framework].gradients) or (frameworks is not None and v.framework in frameworks))]
     sel.notes += [f"{v.name} is data-parallel: 'check --workers N' checks it; skipped"
                   for v in variants if v.distributed]
@@ -124,7 +155,7 @@ def select(frameworks: Sequence[str] | None, names: Sequence[str] | None,
         if slow:
             sel.notes.append(left_out_note(slow))
     sel.variants = variants
-    if not (sel.modules or sel.variants or learner):
+    if not (sel.modules or sel.functions_away or sel.variants or learner):
         raise BenchError("no framework is available: " + "; ".join(sel.notes))
     return sel
 
@@ -143,7 +174,10 @@ def split_slow(variants: list[Variant], problems: list[Problem], device: str
 
 
 def built(v: Variant, problem: Problem, device: str) -> bool:
-    """Whether the variant's module says its compiled code for this problem is cached."""
+    """Whether the variant's module says its compiled code for this problem is cached (a
+    variant checked away is asked nothing here: it is kept)."""
+    if away(v.framework):
+        return True
     try:
         module = registry.import_module(v.framework)
     except Unavailable:
@@ -188,19 +222,22 @@ def collect(problem: Problem, modules: dict[str, ModuleType], variants: list[Var
     """What each framework's functions and each variant's Trainer compute on one problem:
     the loss and gradients at the start, and (``steps`` > 0) the parameters after a
     trajectory, each piece under ``check --timeout`` (``judge.attempt``)."""
-    out = []
-    for name, module in modules.items():
-        ev = Evidence(name, label(problem), terms=name)
-        out.append(ev)
-        reason = registry.main_variant(name).why_not(problem, device)
-        if reason:
-            ev.notes.append(f"gradients: {reason}; skipped")
-            continue
-        ev.gradients = attempt(ev, "grads", partial(
-            judge.framework_loss_and_gradients, module, problem, device))
-    for v in variants:
-        out.append(trainer_evidence(problem, v, steps, device, say))
-    return out
+    return ([functions_evidence(problem, name, module, device)
+             for name, module in modules.items()]
+            + [trainer_evidence(problem, v, steps, device, say) for v in variants])
+
+
+def functions_evidence(problem: Problem, name: str, module: ModuleType,
+                       device: str) -> Evidence:
+    """A framework's gradient functions: its loss and gradients at the start."""
+    ev = Evidence(name, label(problem), terms=name)
+    reason = registry.main_variant(name).why_not(problem, device)
+    if reason:
+        ev.notes.append(f"gradients: {reason}; skipped")
+        return ev
+    ev.gradients = attempt(ev, "grads", partial(
+        judge.framework_loss_and_gradients, module, problem, device))
+    return ev
 
 
 def trainer_evidence(problem: Problem, v: Variant, steps: int, device: str,

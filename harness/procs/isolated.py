@@ -93,10 +93,12 @@ class Variants(Away):
     """The isolated variants of one process group, checked there (``CheckRequest``)."""
 
     def __init__(self, problems: list[Problem], variants: list[str], steps: int, device: str,
-                 threads: int):
-        self.problems, self.variants, self.steps = problems, variants, steps
+                 threads: int, functions: list[str] | None = None):
+        self.problems, self.steps = problems, steps
+        self.variants = [*(functions or []), *variants]  # the subjects it answers for
         super().__init__(messages.CheckRequest([problem_json(p) for p in problems], variants,
-                                               steps, device, threads), ", ".join(variants))
+                                               steps, device, threads, list(functions or [])),
+                         ", ".join(self.variants))
 
     def evidence(self, report: Report) -> list[Evidence]:
         got = self.gathered()
@@ -162,11 +164,13 @@ def elsewhere(problems: list[Problem], selection: session.Selection, steps: int,
     """``session.check``'s subjects in processes of their own, started at once: one process
     per group of isolated frameworks, and one for the learner's file."""
     away: list[Away] = []
-    variants = selection.isolated
-    for group in process_groups(list(dict.fromkeys(v.framework for v in variants))):
+    variants, functions = selection.isolated, selection.functions_away
+    frameworks = list(dict.fromkeys([*functions, *(v.framework for v in variants)]))
+    for group in process_groups(frameworks):
         names = [v.name for v in variants if v.framework in group]
-        say(f"checking {', '.join(names)}, in a process of its own")
-        away.append(Variants(problems, names, steps, device, threads))
+        mine = [f for f in functions if f in group]
+        say(f"checking {', '.join(mine + names)}, in a process of its own")
+        away.append(Variants(problems, names, steps, device, threads, mine))
     if selection.learner is not None:
         say(f"checking {selection.learner.name}, in a process of its own")
         away.append(Learner(selection.learner, problems, steps))
@@ -201,19 +205,23 @@ def check_here(request: messages.CheckRequest, stream) -> dict:
     (``session.collect``), sent as each problem is done. A trajectory that is wrong here
     brings its probe along, for the parent's diagnosis."""
     variants = [registry.get(n) for n in request.variants]
-    frameworks = list(dict.fromkeys(v.framework for v in variants))
+    frameworks = list(dict.fromkeys([*request.functions, *(v.framework for v in variants)]))
     settings, notes = apply_settings(frameworks, request.threads)
-    usable = []
-    for v in variants:
+    modules = {}
+    for name in frameworks:
         try:
-            registry.import_module(v.framework)
-            usable.append(v)
+            modules[name] = registry.import_module(name)
         except Unavailable as exc:
             notes.append(f"{exc}; skipped")
+    usable = [v for v in variants if v.framework in modules]
     messages.send(stream, messages.Answer({"settings": settings, "notes": list(
         dict.fromkeys(notes))}))
     for problem in map(problem_of, request.problems):
         evidence = []
+        for name in (f for f in request.functions if f in modules):
+            child.case_started(stream, f"{name} on {label(problem)}")
+            evidence.append(session.functions_evidence(problem, name, modules[name],
+                                                       request.device))
         for v in usable:
             child.case_started(stream, f"{v.name} on {label(problem)}")
             ev = session.trainer_evidence(problem, v, request.steps, request.device,

@@ -105,13 +105,15 @@ class Answer:
 
 @dataclass
 class CheckRequest:
-    """The evidence of one framework's variants on every problem (``session.collect``)."""
+    """The evidence of one process group's gradient functions and variants on every problem
+    (``session.collect``)."""
 
     problems: list[dict]  # harness.check.evidence.problem_json
     variants: list[str]
     steps: int
     device: str
     threads: int
+    functions: list[str] = field(default_factory=list)  # frameworks whose gradient functions
 
 
 @dataclass
