@@ -4,7 +4,9 @@ Each bug of ``tests/planted_bugs.py`` is planted at once in a NumPy backward pas
 torch autograd step and an idiomatic nn.Module + torch.optim step; the command is the
 default ``check`` (its default networks, dtypes and steps), beside the real NumPy and torch
 variants. Each must exit 1, mark the three planted variants FAIL and no other, and name the
-bug in its diagnosis.
+bug in its diagnosis. Each framework that joined later brings a bug its users write
+(``tests/planted_<framework>.py``), which the default ``check`` must catch and blame on that
+variant alone, beside the framework's own variants passing.
 """
 
 from __future__ import annotations
@@ -100,3 +102,35 @@ def test_every_framework_of_the_default_check_passes_beside_a_planted_bug(plant,
     for name in ("numpy", "torch", "jax", "jax-flax", "keras-jax", "keras-torch"):
         assert got.get(name) == {"ok"}, (name, got.get(name))
     assert "left out: " in out and "'check --all' includes them" in out
+
+
+# ---- a bug users write in each framework that joined later, planted in a file of its own -----
+
+# plugin file: (its framework, the real framework beside it, the planted variant, diagnosis)
+FRAMEWORK_BUGS = {
+    "planted_micrograd.py": ("planted-micrograd", "micrograd", "micrograd-nn-no-zero-grad",
+                             r"the gradients accumulate from step to step .*zero_grad is "
+                             r"missing"),
+}
+
+
+@pytest.mark.parametrize("plugin", sorted(FRAMEWORK_BUGS))
+def test_the_default_check_catches_a_bug_in_each_new_framework_and_blames_it_alone(
+        monkeypatch, capsys, plugin):
+    planted, real, variant, diagnosis = FRAMEWORK_BUGS[plugin]
+    if not all(map(registry.package_exists, registry.FRAMEWORKS[real].packages)):
+        pytest.skip(f"{real}: {registry.FRAMEWORKS[real].packages[0]} is not installed")
+    monkeypatch.setenv(registry.ENV, str(Path(__file__).with_name(plugin)))
+    registry.discover()
+    try:
+        assert cli.main(["check", "--framework", f"numpy,{real},{planted}"]) == 1
+    finally:
+        monkeypatch.delenv(registry.ENV)
+        registry.discover()
+    out = capsys.readouterr().out
+    got = results(out)
+    assert {name for name, r in got.items() if "FAIL" in r} == {variant}, got
+    assert out.split("\nFAILED: ", 1)[1].splitlines()[0] == variant
+    assert all(got[v.name] == {"ok"} for v in registry.variants_of(real) if v.name in got)
+    assert any(got.get(v.name) == {"ok"} for v in registry.variants_of(real)), got
+    assert any(re.search(diagnosis, line) for line in diagnoses(out, variant)), out
