@@ -5,6 +5,10 @@ The reference values are those of ANCHORS.md ("Reference values for the worked e
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import CONTRACT_FRAMEWORKS, available_modules, import_or_skip
@@ -31,6 +35,7 @@ W_IH_100, W_HO_100 = -0.98661309459782, 1.01356846211392
 LOSS_100 = 3.4e-15
 
 REL = {"float64": 1e-12, "float32": 1e-5}
+HERE = Path(__file__).resolve().parent
 
 # torch.compile costs seconds per variant (the torch variants measured against a baseline):
 # these run in one float64 test only; the whole-loop compiles (AOTInductor, unrolled blocks of
@@ -180,6 +185,26 @@ def test_trainer_reproduces_the_worked_example(variant_name, worked_example, dty
 def test_compiled_torch_trainer_reproduces_the_worked_example_in_float64(variant_name):
     trainer = make_trainer(variant_name, make_problem(NetworkSpec(dtype="float64")))
     assert_trainer_follows_the_worked_example(trainer, "float64")
+
+
+ISOLATED_FRAMEWORKS = list(dict.fromkeys(registry.VARIANTS[n].framework for n in ISOLATED))
+
+
+@pytest.mark.parametrize("name", ISOLATED_FRAMEWORKS)
+def test_a_framework_of_its_own_process_passes_the_same_tests_there(name):
+    """The tests above (functional core, every Trainer on the worked example, copies,
+    snapshots, a wider network), made of a framework that needs a process of its own in one
+    (tests/helpers_isolated.py); skipped, with the reason, where it cannot run here."""
+    fw = registry.FRAMEWORKS[name]
+    missing = [p for p in fw.packages if not registry.package_exists(p)]
+    if missing:
+        pytest.skip(f"{name}: {missing[0]} is not installed")
+    done = subprocess.run([sys.executable, str(HERE / "helpers_isolated.py"), name],
+                          cwd=HERE.parent, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if done.stdout.startswith("skip: "):
+        pytest.skip(done.stdout.strip()[6:])
+    assert done.stdout.startswith("ok: "), done.stdout
 
 
 def test_every_cpu_variant_is_tested_on_the_worked_example():
