@@ -111,6 +111,10 @@ FRAMEWORK_BUGS = {
     "planted_micrograd.py": ("planted-micrograd", "micrograd", "micrograd-nn-no-zero-grad",
                              r"the gradients accumulate from step to step .*zero_grad is "
                              r"missing"),
+    # float32's 0.1 is seen by the float64 networks only; the line names it as state carried
+    # from step to step, where a learning rate held below the parameters' precision belongs
+    "planted_tinygrad.py": ("planted-tinygrad", "tinygrad", "tinygrad-nn-float32-lr",
+                            r"100 steps drift.*\[3-4-4-3 tanh\+b f64 b5\]$"),
 }
 
 
