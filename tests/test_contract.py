@@ -22,7 +22,7 @@ from implementations.problem import NetworkSpec, make_problem
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = Path(__file__).with_name("fake_framework.py")
 PARALLEL = ("numpy_backprop.py", "torch_backprop.py", "jax_backprop.py", "autograd_backprop.py",
-            "mlx_backprop.py", "tf_backprop.py", "tinygrad_backprop.py")
+            "mlx_backprop.py", "tf_backprop.py", "tinygrad_backprop.py", "paddle_backprop.py")
 
 
 def importable() -> dict:
