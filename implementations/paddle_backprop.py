@@ -231,8 +231,11 @@ class StaticLoop:
     """paddle-static: ``step_out_of_place`` under ``paddle.jit.to_static(full_graph=True)``:
     traced into one static program on its first call, which Paddle's executor runs per call.
     The learning rate is a tensor argument, so the program cannot fold it in; the results
-    are the next step's parameters, marked as tensors to differentiate. Its own gradients
-    (``grads``) come from ``grads`` in a static program too."""
+    are the next step's parameters, detached and marked as tensors to differentiate: the
+    program's outputs carry a backward node to its inputs, and fed back undetached they
+    chained every step into one graph (1 MB more a step, and 10x slower after a thousand,
+    which ``run`` flagged as a leak). Its own gradients (``grads``) come from ``grads`` in a
+    static program too."""
 
     autograd, block = True, 1
 
@@ -258,7 +261,7 @@ class StaticLoop:
     def __call__(self, params: Params, steps: int) -> Params:
         leaves, x, y, lr, step = flatten(params), self.x, self.y, self.lr, self.step
         for _ in range(steps):
-            leaves = step(leaves, x, y, lr)
+            leaves = [p.detach() for p in step(leaves, x, y, lr)]
             for p in leaves:
                 p.stop_gradient = False
         return unflatten(self.net, leaves)
