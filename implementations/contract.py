@@ -48,9 +48,22 @@ worker's (the parameters, and the all-reduced gradient at the current parameters
 module may define ``time_allreduce(workers, sizes, device, budget_s)``: the all-reduce alone
 over message sizes in bytes, for the scaling model (``harness.procs.allreduce``).
 
-A module sets process-wide state at import only when results would otherwise be wrong, and
-says so in its docstring and in ``Framework.import_effects`` (TF32 off in torch, JAX's
-matmul precision).
+What a variant can run is declared, never found out at run time: its devices, dtypes,
+activations, whether it takes a bias, and the largest network (the widest layer, the most
+layers, the largest batch). ``Variant.why_not`` reads these declarations, and through it
+``list``, ``check``, ``run``, ``demo``, the report's skipped cases and the tests; a module
+raises ``Unavailable`` only for what a declaration cannot say (a package that fails to load,
+a device or a C compiler that is not there).
+
+A module's import sets process-wide state only where its own package's results would
+otherwise be wrong (TF32 off in torch, JAX's matmul precision: state of that package, which
+the frameworks built on it share on purpose), says so in its docstring, and records it in
+``settings``. State that another framework reads (the recursion limit, environment
+variables such as the thread counts, signal handlers, NumPy's error state) it leaves alone;
+a framework whose package changes such state at import (tinygrad raises the recursion limit,
+PaddlePaddle sets ``OMP_NUM_THREADS``) is declared ``isolated`` and always runs in a process
+of its own. ``tests/test_contract.py`` imports every framework that is not isolated in a
+fresh process and checks that it leaves that state as it found it.
 """
 
 from __future__ import annotations
@@ -62,7 +75,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from implementations.problem import BenchError, NetworkSpec, Params, Problem
+from implementations.problem import ACTIVATIONS, BenchError, NetworkSpec, Params, Problem
 
 CPU_ONLY = ("cpu",)
 ALL_DEVICES = ("cpu", "cuda")
@@ -70,6 +83,8 @@ BOTH_DTYPES = ("float32", "float64")
 FLOAT64_ONLY = ("float64",)
 LOW_DTYPES = ("bfloat16", "float16")
 ALL_DTYPES = BOTH_DTYPES + LOW_DTYPES
+ALL_ACTIVATIONS = ACTIVATIONS  # linear, sigmoid, tanh, relu
+BOTH_BIASES = (False, True)  # networks without a bias and with one
 KINDS = ("idiomatic", "optimised")
 ROLES = ("limit", "reference", "gpu-limit")
 RUN_NETWORK_NAMES = ("worked-example", "small", "large")  # the default run's networks
@@ -98,11 +113,11 @@ class Framework:
             a compiled loop (``LoopModule``), which ``check`` runs as a trajectory only.
         arrays: True if it has device arrays with ``@`` and ``sync`` (matmul peak, warm-up).
         peak_n: the matmul size per device for its peak; smaller for a slow framework.
-        import_effects: process-wide settings made at import, said once.
         api: True if its step functions belong in the report's API side by side.
         isolated: True if importing it sets process-wide state that another framework in the
-            same process would see (Keras's backend): ``check`` and ``demo`` then run it in
-            a process of its own (``run`` always does).
+            same process would see (Keras's backend, tinygrad's recursion limit, Paddle's
+            OMP_NUM_THREADS): ``check``, ``demo`` and ``list --check`` then run it in a
+            process of its own (``run`` always does).
         environment: variables set in its process before its packages are imported
             (``KERAS_BACKEND``); they override the user's.
         api_source: the file in ``implementations/`` whose functions the report's API side by
@@ -118,7 +133,6 @@ class Framework:
     gradients: bool = True
     arrays: bool = True
     peak_n: dict[str, int] = field(default_factory=lambda: dict(PEAK_N))
-    import_effects: str = ""
     api: bool = True
     isolated: bool = False
     environment: dict[str, str] = field(default_factory=dict)
@@ -143,7 +157,14 @@ class Variant:
         loop: the loop strategy class in the module that the Trainer is built with (None: the
             Trainer's own default).
         devices, dtypes: what it can run.
+        activations: the activations it runs, hidden and output (``ALL_ACTIVATIONS``).
+        biases: the networks it runs: without a bias (False), with one (True), or both.
         worked_example_only: runs the 1-1-1 network with batch 1 only.
+        max_width, max_layers, max_batch: the largest network it runs: its widest layer
+            (input and output included), its number of weight layers, and the batch; None:
+            no limit. A scalar engine whose backward pass recurses once per node of the
+            graph (micrograd) declares them so that the graph stays well inside Python's
+            recursion limit.
         baseline: the variant its compile cost is measured against ("pays off after N steps").
         role: "limit" (the physical limit of the serial chain, the "× limit" column),
             "reference" (the "× reference" column) — a GPU run also runs these two on the
@@ -182,7 +203,12 @@ class Variant:
     loop: str | None = None
     devices: tuple[str, ...] = CPU_ONLY
     dtypes: tuple[str, ...] = BOTH_DTYPES
+    activations: tuple[str, ...] = ALL_ACTIVATIONS
+    biases: tuple[bool, ...] = BOTH_BIASES
     worked_example_only: bool = False
+    max_width: int | None = None
+    max_layers: int | None = None
+    max_batch: int | None = None
     baseline: str | None = None
     role: str | None = None
     default_run: tuple[str, ...] = ALL_NETWORKS
@@ -209,16 +235,14 @@ class Variant:
         return replace(self, workers=workers)
 
     def why_not(self, problem: Problem, device: str) -> str | None:
-        """The reason this variant cannot run this problem on this device, or None."""
-        spec = problem.spec
+        """The reason this variant cannot run this problem on this device, or None: its
+        declarations (devices, dtypes, activations, bias, the largest network) read against
+        the problem, then the workers of a distributed case."""
         if device not in self.devices:
             return f"{self.name} runs on {' or '.join(self.devices)} only, not {device}"
-        if spec.dtype not in self.dtypes:
-            return f"{self.name} runs {' or '.join(self.dtypes)} only, not {spec.dtype}"
-        if self.worked_example_only and not (spec.is_worked_example and problem.batch == 1):
-            widths = "-".join(map(str, spec.widths))
-            return (f"{self.name} runs the 1-1-1 network with batch 1 only, "
-                    f"not {widths} with batch {problem.batch}")
+        reason = self.why_not_network(problem)
+        if reason:
+            return reason
         if self.workers > 1 and not self.distributed:
             return f"{self.name} runs on one worker only, not {self.workers}"
         if problem.batch % self.workers:
@@ -226,6 +250,53 @@ class Variant:
             return (f"{self.label}: global batch {problem.batch} is not divisible by "
                     f"{self.workers} workers")
         return None
+
+    def why_not_network(self, problem: Problem) -> str | None:
+        """The declaration this problem's network, dtype or batch is outside of, said in one
+        line, or None."""
+        spec, widths = problem.spec, "-".join(map(str, problem.spec.widths))
+        if spec.dtype not in self.dtypes:
+            return f"{self.name} runs {' or '.join(self.dtypes)} only, not {spec.dtype}"
+        if self.worked_example_only and not (spec.is_worked_example and problem.batch == 1):
+            return (f"{self.name} runs the 1-1-1 network with batch 1 only, "
+                    f"not {widths} with batch {problem.batch}")
+        missing = [a for a in dict.fromkeys(spec.layer_activations())
+                   if a not in self.activations]
+        if missing:
+            return (f"{self.name} runs the activations {', '.join(self.activations)} only, "
+                    f"not {missing[0]}")
+        if spec.bias not in self.biases:
+            return (f"{self.name} runs networks {'with' if True in self.biases else 'without'} a "
+                    f"bias only")
+        if self.max_width is not None and max(spec.widths) > self.max_width:
+            return (f"{self.name} runs layers up to {self.max_width} wide only, not "
+                    f"{widths}")
+        if self.max_layers is not None and spec.depth > self.max_layers:
+            return (f"{self.name} runs up to {self.max_layers} weight layers only, not "
+                    f"{spec.depth} ({widths})")
+        if self.max_batch is not None and problem.batch > self.max_batch:
+            return f"{self.name} runs batches up to {self.max_batch} only, not {problem.batch}"
+        return None
+
+    def runs(self) -> str:
+        """What it declares it runs, where that is less than everything, in a few words
+        ("float64; linear, relu; up to 16 wide, 4 layers, batch 16"); "" for everything."""
+        parts = []
+        if not set(BOTH_DTYPES) <= set(self.dtypes):  # bfloat16 and float16 are extras
+            parts.append("/".join(self.dtypes))
+        if self.worked_example_only:
+            parts.append("1-1-1, batch 1")
+        if tuple(self.activations) != ALL_ACTIVATIONS:
+            parts.append(", ".join(self.activations))
+        if tuple(sorted(self.biases)) != BOTH_BIASES:
+            parts.append("with a bias" if True in self.biases else "no bias")
+        largest = [text for n, text in ((self.max_width, f"{self.max_width} wide"),
+                                         (self.max_layers, f"{self.max_layers} layers"),
+                                         (self.max_batch, f"batch {self.max_batch}"))
+                   if n is not None]
+        if largest:
+            parts.append("up to " + ", ".join(largest))
+        return "; ".join(parts)
 
     def make(self, problem: Problem, device: str = "cpu") -> Trainer:
         """A ready Trainer for this problem on this device, or raise Unavailable."""
@@ -319,5 +390,6 @@ DECLARATION_NAMES = {
     "Framework": Framework, "Variant": Variant, "CPU_ONLY": CPU_ONLY,
     "ALL_DEVICES": ALL_DEVICES, "BOTH_DTYPES": BOTH_DTYPES, "FLOAT64_ONLY": FLOAT64_ONLY,
     "LOW_DTYPES": LOW_DTYPES, "ALL_DTYPES": ALL_DTYPES,
+    "ALL_ACTIVATIONS": ALL_ACTIVATIONS, "BOTH_BIASES": BOTH_BIASES,
     "ALL_NETWORKS": ALL_NETWORKS, "SMALL": SMALL, "WORKED_EXAMPLE": WORKED_EXAMPLE,
 }

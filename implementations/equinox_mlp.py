@@ -28,8 +28,7 @@ from implementations.contract import ALL_DEVICES, SMALL, Framework, Unavailable,
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem
 
 FRAMEWORK = Framework("equinox", label="Equinox", packages=("jax", "equinox", "optax"),
-                      order=56, gradients=False, arrays=False,
-                      import_effects="default matmul precision 'highest'; x64 on first float64")
+                      order=56, gradients=False, arrays=False)
 VARIANTS = (
     Variant("jax-equinox", "idiomatic", "Equinox modules with optax.sgd: "
             "filter_value_and_grad, apply_updates, the step under eqx.filter_jit",

@@ -29,8 +29,7 @@ from implementations.contract import ALL_DEVICES, SMALL, Framework, Unavailable,
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem
 
 FRAMEWORK = Framework("flax", label="Flax NNX", packages=("jax", "flax", "optax"), order=55,
-                      gradients=False, arrays=False,
-                      import_effects="default matmul precision 'highest'; x64 on first float64")
+                      gradients=False, arrays=False)
 VARIANTS = (
     Variant("jax-flax", "idiomatic", "Flax NNX modules, nnx.Optimizer with optax.sgd, the train "
             "step under nnx.jit", devices=ALL_DEVICES, below="jax", default_run=SMALL),

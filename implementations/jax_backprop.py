@@ -35,8 +35,6 @@ from implementations.contract import (
 from implementations.problem import NetworkSpec, Params, Problem, cast_problem, map_params
 
 FRAMEWORK = Framework("jax", label="JAX", packages=("jax", "jaxlib"), order=50,
-                      import_effects="default matmul precision 'highest'; x64 on first float64; "
-                      "inline CPU dispatch where instructions are counted",
                       variables=("JAX_", "XLA_FLAGS", "XLA_PYTHON_CLIENT_"))
 VARIANTS = (
     Variant("jax-eager", "idiomatic",

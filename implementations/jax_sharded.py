@@ -37,9 +37,7 @@ from implementations.contract import ALL_DEVICES, Framework, Unavailable, Varian
 from implementations.problem import Params, Problem, cast_problem
 
 FRAMEWORK = Framework("jax-sharded", label="JAX sharded", packages=("jax", "jaxlib"), order=55,
-                      gradients=False, arrays=False, api=False,
-                      import_effects="one XLA host device per usable core "
-                                     "(jax_num_cpu_devices); matmul precision 'highest'")
+                      gradients=False, arrays=False, api=False)
 VARIANTS = (
     Variant("jax-sharded", "idiomatic",
             "jax.jit of one step, batch sharded over a mesh of N devices, parameters "

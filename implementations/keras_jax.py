@@ -19,8 +19,7 @@ from implementations.keras_model import Trainer, TrainOnBatch, check_device, set
 FRAMEWORK = Framework("keras-jax", label="Keras (JAX)", packages=("jax", "keras"), order=60,
                       gradients=False, arrays=False, isolated=True,
                       environment={"KERAS_BACKEND": "jax"}, api_source="keras_model.py",
-                      variables=("KERAS_", "JAX_", "XLA_FLAGS", "XLA_PYTHON_CLIENT_"),
-                      import_effects="Keras's float64 demotion off; x64 on first float64")
+                      variables=("KERAS_", "JAX_", "XLA_FLAGS", "XLA_PYTHON_CLIENT_"))
 VARIANTS = (
     Variant("keras-jax", "idiomatic", "Keras 3 on JAX: model.compile, then train_on_batch per "
             "step", below="jax", default_run=SMALL),

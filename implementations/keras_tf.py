@@ -22,8 +22,7 @@ from implementations.keras_model import Trainer, TrainOnBatch, check_device
 FRAMEWORK = Framework("keras-tf", label="Keras (TensorFlow)", packages=("tensorflow", "keras"),
                       order=65, gradients=False, arrays=False, isolated=True,
                       environment={"KERAS_BACKEND": "tensorflow"}, api_source="keras_model.py",
-                      variables=("KERAS_", "TF_", "ONEDNN_", "KMP_"),
-                      import_effects="Keras's float64 demotion off (a no-op on TensorFlow)")
+                      variables=("KERAS_", "TF_", "ONEDNN_", "KMP_"))
 VARIANTS = (
     Variant("keras-tf", "idiomatic", "Keras 3 on TensorFlow: model.compile, then "
             "train_on_batch per step", below="tf", default_run=SMALL),

@@ -17,8 +17,7 @@ from implementations.keras_model import Trainer, TrainOnBatch, check_device, set
 FRAMEWORK = Framework("keras-torch", label="Keras (PyTorch)", packages=("torch", "keras"),
                       order=61, gradients=False, arrays=False, isolated=True,
                       environment={"KERAS_BACKEND": "torch"}, api_source="keras_model.py",
-                      variables=("KERAS_", "TORCH_"),
-                      import_effects="Keras's float64 demotion off")
+                      variables=("KERAS_", "TORCH_"))
 VARIANTS = (
     Variant("keras-torch", "idiomatic", "Keras 3 on PyTorch: model.compile, then train_on_batch "
             "per step", below="torch", default_run=SMALL),

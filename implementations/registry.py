@@ -23,6 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 from implementations.contract import (
+    ALL_ACTIVATIONS,
+    BOTH_BIASES,
     DECLARATION_NAMES,
     KINDS,
     ROLES,
@@ -31,7 +33,7 @@ from implementations.contract import (
     Unavailable,
     Variant,
 )
-from implementations.problem import BenchError
+from implementations.problem import DTYPES, BenchError
 
 HERE = Path(__file__).resolve().parent
 ENV = "BACKPROP_BENCH_FRAMEWORKS"
@@ -155,6 +157,7 @@ def check_variant(v: Variant, names: set[str]) -> None:
     if not set(v.default_run) <= set(RUN_NETWORK_NAMES):
         raise BenchError(f"variant {v.name}: default_run {v.default_run!r} names networks "
                          f"other than {', '.join(RUN_NETWORK_NAMES)}")
+    check_capabilities(v)
     if v.name in names:
         raise BenchError(f"variant {v.name} is declared twice")
     if v.below is not None and v.below == v.name:
@@ -162,6 +165,24 @@ def check_variant(v: Variant, names: set[str]) -> None:
     if v.workers != 1 or (v.replicates and not v.distributed):
         raise BenchError(f"variant {v.name}: workers and replicates are for distributed "
                          f"variants, and workers is set per case (Variant.at), not declared")
+
+
+def check_capabilities(v: Variant) -> None:
+    """Raise BenchError on a declaration of what a variant runs that names nothing the suite
+    has (a device, dtype or activation it does not know, a largest network below 1)."""
+    for what, declared, known in (("devices", v.devices, ALL_DEVICES),
+                                  ("dtypes", v.dtypes, DTYPES),
+                                  ("activations", v.activations, ALL_ACTIVATIONS),
+                                  ("biases", v.biases, BOTH_BIASES)):
+        if not isinstance(declared, tuple) or not declared or not all(
+                type(d) is type(known[0]) and d in known for d in declared):
+            raise BenchError(f"variant {v.name}: {what} {declared!r} must be a non-empty tuple "
+                             f"of {', '.join(map(str, known))}")
+    for what in ("max_width", "max_layers", "max_batch"):
+        n = getattr(v, what)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise BenchError(f"variant {v.name}: {what} {n!r} must be a positive integer or "
+                             f"None")
 
 
 def discover() -> None:

@@ -39,8 +39,7 @@ from implementations.problem import (
 
 # gradients=False: its gradients reach check through the Trainers' grads(), in TF's own process
 FRAMEWORK = Framework("tf", label="TensorFlow", packages=("tensorflow",), order=64,
-                      gradients=False, isolated=True, variables=("TF_", "ONEDNN_", "KMP_"),
-                      import_effects="none; thread pools sized on the first settings()")
+                      gradients=False, isolated=True, variables=("TF_", "ONEDNN_", "KMP_"))
 VARIANTS = (
     Variant("tf", "idiomatic", "TensorFlow eager: tf.GradientTape, tape.gradient, "
             "assign_sub update", default_run=SMALL),

@@ -45,7 +45,6 @@ from implementations.problem import (
 )
 
 FRAMEWORK = Framework("torch", label="PyTorch", packages=("torch",), order=40,
-                      import_effects="TF32 off for matmuls and cuDNN",
                       variables=("TORCH_", "TORCHINDUCTOR_", "NVIDIA_TF32_OVERRIDE"))
 VARIANTS = (
     Variant("torch-manual", "optimised",

@@ -44,7 +44,6 @@ from implementations.torch_backprop import Trainer, check_device, loss
 
 FRAMEWORK = Framework("torch-compiled", label="PyTorch compiled", packages=("torch",), order=45,
                       gradients=False, arrays=False, api=False,
-                      import_effects="TF32 off for matmuls and cuDNN (torch_backprop)",
                       variables=("TORCH_", "TORCHINDUCTOR_", "NVIDIA_TF32_OVERRIDE"))
 VARIANTS = (
     Variant("torch-compile", "optimised", "torch.compile of one functional step (torch.func)",

@@ -4,8 +4,9 @@
     .venv/bin/python scripts/variants_table.py --write    # replace the table in README.md
 
 The table sits under "## The variants", after its introduction; tests/test_cli.py checks that
-every registered variant is in it with its framework and kind. Nothing is imported but the
-registry, which reads the declarations from the sources.
+every registered variant is in it with its framework and kind. "runs only" is what the
+variant declares it runs where that is less than everything (``Variant.runs``). Nothing is
+imported but the registry, which reads the declarations from the sources.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = ("| variant | framework | kind | on the ladder, built on | what |\n"
-          "|---|---|---|---|---|")
+HEADER = ("| variant | framework | kind | on the ladder, built on | runs only | what |\n"
+          "|---|---|---|---|---|---|")
 
 
 def table() -> str:
@@ -24,7 +25,7 @@ def table() -> str:
     from implementations import registry
 
     rows = [f"| `{v.name}` | {v.framework} | {v.kind} | "
-            f"{f'`{v.below}`' if v.below else '—'} | {v.description} |"
+            f"{f'`{v.below}`' if v.below else '—'} | {v.runs() or '—'} | {v.description} |"
             for v in registry.VARIANTS.values()]
     return "\n".join([HEADER, *rows])
 

@@ -1,7 +1,8 @@
 """A fourth framework in one file, for the tests: arrays are Python lists of lists.
 
 It is registered only where a test names this file in ``BACKPROP_BENCH_FRAMEWORKS``; then
-``list``, ``check``, ``run`` and ``report`` pick it up with no other change. It implements the
+``list``, ``check``, ``run`` and ``report`` pick it up with no other change. ``fake-small``
+declares limits (activations, a bias, the largest network), which they all read. It implements the
 whole contract of ``implementations.contract.FrameworkModule`` in plain Python, the backward
 pass written out as in ``numpy_backprop``, for small networks.
 """
@@ -23,6 +24,10 @@ VARIANTS = (
             baseline="fake"),
     Variant("fake-leaky", "idiomatic", "the same step, keeping 4 KiB alive every step",
             loop="Leaky"),
+    # what it runs, declared: every command and test reads it (contract.Variant.why_not)
+    Variant("fake-small", "idiomatic", "the same step, declared for small tanh or linear "
+            "networks with a bias only", activations=("linear", "tanh"), biases=(True,),
+            max_width=4, max_layers=2, max_batch=4),
 )
 
 ACTIVATIONS = {

@@ -112,7 +112,7 @@ def test_bad_command_line_is_one_line_and_exit_2(argv, fragment, capsys):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["check", "--framework", "numpy", "--batch", "0"], "batch 0 must be a positive integer"),
-    (["check", "--framework", "numpy", "--dtype", "float16"], "unknown dtype 'float16'"),
+    (["check", "--framework", "numpy", "--dtype", "float8"], "unknown dtype 'float8'"),
     (["check", "--framework", "numpy", "--dtype", ","], "--dtype is empty"),
     (["check", "--framework", "numpy", "--steps", "0"], "--steps 0 must be 1 or more"),
     (["check", "--framework", "numpy", "--variants", "bogus"], "unknown variant 'bogus'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -16,11 +17,12 @@ import pytest
 from harness import cli
 from harness.record import store
 from implementations import contract, registry
+from implementations.problem import NetworkSpec, make_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = Path(__file__).with_name("fake_framework.py")
 PARALLEL = ("numpy_backprop.py", "torch_backprop.py", "jax_backprop.py", "autograd_backprop.py",
-            "mlx_backprop.py", "tf_backprop.py")
+            "mlx_backprop.py", "tf_backprop.py", "tinygrad_backprop.py", "paddle_backprop.py")
 
 
 def importable() -> dict:
@@ -92,6 +94,32 @@ def test_the_array_frameworks_define_numpy_s_names_in_the_same_order(name):
     here = ROOT / "implementations"
     assert top_level_names(here / name) == top_level_names(here / PARALLEL[0])
     assert top_level_names(here / PARALLEL[0])[:3] == ["FRAMEWORK", "VARIANTS", "ACTIVATIONS"]
+
+
+# environment variables an import may set, and why no framework's results depend on them
+HARMLESS_VARIABLES = {
+    "TF_CPP_MIN_LOG_LEVEL": "jaxlib's C++ log level (which messages XLA prints)",
+    "TPU_SKIP_MDS_QUERY": "jaxlib: do not ask a cloud metadata server for a TPU",
+}
+
+
+def test_a_framework_that_shares_a_process_leaves_its_process_wide_state_alone():
+    """Every framework that is not ``isolated`` is imported, one after another, in one fresh
+    process (as ``check`` and ``demo`` import them): none may change the recursion limit, a
+    signal handler, NumPy's error state, an environment variable (a thread count, a
+    device), ... that another framework there would read. One that must is declared
+    ``isolated`` (tinygrad, PaddlePaddle) and always runs in a process of its own."""
+    names = [n for n, f in registry.FRAMEWORKS.items() if not f.isolated]
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "helpers_import_state.py"),
+                           *names], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    changed = json.loads(done.stdout.splitlines()[-1])
+    assert set(changed) == set(names)
+    for name, found in changed.items():
+        found.pop("unavailable", None)
+        bad = {k: v for k, v in found.items() if k.lstrip("$") not in HARMLESS_VARIABLES}
+        assert not bad, (f"importing {name} changes process-wide state: {bad}; declare it "
+                         f"isolated=True (a process of its own), or leave that state alone")
 
 
 def test_unavailable_lives_in_the_contract_not_the_registry():
@@ -221,3 +249,114 @@ def test_running_a_broken_framework_exits_1_with_one_line(broken_jax, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("warning:")]
     assert errors == [f"backprop-bench: error: jax could not run here: {BROKEN}"]
     assert store.read_run(out).cases[0].status == "unavailable"
+
+
+# ---- what a variant declares it runs -----------------------------------------------------------
+
+SMALL_RELU = contract.Variant("small", "idiomatic", "declared", dtypes=contract.FLOAT64_ONLY,
+                              activations=("linear", "relu"), biases=(True,), max_width=4,
+                              max_layers=2, max_batch=3)
+
+
+@pytest.mark.parametrize("spec, batch, reason", [
+    (NetworkSpec((2, 3, 2), "relu", bias=True), 3, None),
+    (NetworkSpec((2, 3, 2), "relu", bias=True, dtype="float32"), 3,
+     "small runs float64 only, not float32"),
+    (NetworkSpec((2, 3, 2), "tanh", bias=True), 3,
+     "small runs the activations linear, relu only, not tanh"),
+    (NetworkSpec((2, 3, 2), "relu", "sigmoid", bias=True), 3,
+     "small runs the activations linear, relu only, not sigmoid"),
+    (NetworkSpec((2, 2), "tanh", bias=True), 3, None),  # no hidden layer: tanh is not used
+    (NetworkSpec((2, 3, 2), "relu"), 3, "small runs networks with a bias only"),
+    (NetworkSpec((2, 5, 2), "relu", bias=True), 3, "small runs layers up to 4 wide only, not "
+                                                  "2-5-2"),
+    (NetworkSpec((2, 3, 3, 2), "relu", bias=True), 3, "small runs up to 2 weight layers only, "
+                                                     "not 3 (2-3-3-2)"),
+    (NetworkSpec((2, 3, 2), "relu", bias=True), 4, "small runs batches up to 3 only, not 4"),
+])
+def test_why_not_reads_every_declaration(spec, batch, reason):
+    assert SMALL_RELU.why_not(make_problem(spec, batch=batch), "cpu") == reason
+    assert SMALL_RELU.why_not(make_problem(spec, batch=batch), "cuda") == ("small runs on cpu "
+                                                                           "only, not cuda")
+
+
+def test_make_refuses_what_the_declarations_refuse():
+    with pytest.raises(contract.Unavailable, match="with a bias only"):
+        SMALL_RELU.make(make_problem(NetworkSpec((2, 3, 2), "relu"), batch=3))
+
+
+def test_a_variant_says_what_it_runs_where_that_is_less_than_everything():
+    assert SMALL_RELU.runs() == ("float64; linear, relu; with a bias; up to 4 wide, 2 layers, "
+                                 "batch 3")
+    assert registry.get("numpy").runs() == ""
+    assert registry.get("python").runs() == "float64; 1-1-1, batch 1"
+    assert contract.Variant("n", "idiomatic", "", biases=(False,)).runs() == "no bias"
+
+
+@pytest.mark.parametrize("declaration, fragment", [
+    ("activations=('linear', 'softmax')", "activations ('linear', 'softmax') must be"),
+    ("activations=()", "activations () must be a non-empty tuple"),
+    ("biases=(1,)", "biases (1,) must be"),
+    ("dtypes=('float8',)", "dtypes ('float8',) must be"),
+    ("devices=('tpu',)", "devices ('tpu',) must be"),
+    ("max_width=0", "max_width 0 must be a positive integer or None"),
+    ("max_batch=True", "max_batch True must be a positive integer"),
+    ("max_layers=2.5", "max_layers 2.5 must be"),
+])
+def test_a_declaration_the_suite_cannot_read_leaves_its_file_out_with_the_reason(
+        tmp_path, monkeypatch, declaration, fragment):
+    bad = tmp_path / "limits.py"
+    bad.write_text(f"FRAMEWORK = Framework('limits', 'Limits', ())\n"
+                   f"VARIANTS = (Variant('limits', 'idiomatic', 'x', {declaration}),)\n")
+    monkeypatch.setenv(registry.ENV, str(bad))
+    registry.discover()
+    try:
+        assert "limits" not in registry.FRAMEWORKS and "numpy" in registry.FRAMEWORKS
+        assert any(fragment in p and "left out" in p for p in registry.PROBLEMS), registry.PROBLEMS
+    finally:
+        monkeypatch.delenv(registry.ENV)
+        registry.discover()
+
+
+def test_list_shows_what_each_variant_declares_it_runs(with_fake, capsys):
+    assert cli.main(["list"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("fake-small "))
+    assert "linear, tanh; with a bias; up to 4 wide, 2 layers, batch 4" in line
+
+
+def test_check_skips_what_a_variant_declares_it_cannot_run_with_the_reason(with_fake, capsys):
+    code = cli.main(["check", "--framework", "numpy,fake", "--variants", "fake,fake-small",
+                     "--widths", "3,4,3", "3,5,3", "--activation", "tanh", "--bias",
+                     "--batch", "4", "--dtype", "float64", "--steps", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"^fake-small\s.*\sok$", out, re.M), out
+    assert "not run here: fake-small (layers up to 4 wide only, not 3-5-3)" in out, out
+
+
+def test_run_skips_a_case_a_variant_cannot_run_records_why_and_exits_0(with_fake, tmp_path,
+                                                                        capsys):
+    out = tmp_path / "r.json"
+    code = cli.main(["run", "--variants", "fake,fake-small", "--widths", "1,1,1", "3,5,3",
+                     "--activation", "tanh", "--bias", "--time-per-case", "0.05",
+                     "--processes", "1", "--no-peak", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    run = store.read_run(out)
+    assert {(c.variant, c.problem.widths) for c in run.cases} == {
+        ("fake", (1, 1, 1)), ("fake", (3, 5, 3)), ("fake-small", (1, 1, 1))}
+    assert all(c.status == "ok" for c in run.cases)
+    assert run.notes == ["fake-small runs layers up to 4 wide only, not 3-5-3"]
+    assert "note: skipped, fake-small runs layers up to 4 wide only, not 3-5-3" in printed
+    report = tmp_path / "REPORT.md"
+    assert cli.main(["report", str(out), "--out", str(report)]) == 0
+    assert "Skipped: fake-small runs layers up to 4 wide only, not 3-5-3" in report.read_text()
+
+
+def test_run_refuses_when_no_variant_asked_for_can_run_any_case(with_fake, tmp_path, capsys):
+    code = cli.main(["run", "--variants", "fake-small", "--widths", "3,5,3", "--bias",
+                     "--no-peak", "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "variant fake-small cannot run any case asked for: fake-small runs layers up to 4 " \
+           "wide only" in capsys.readouterr().err

@@ -5,6 +5,10 @@ The reference values are those of ANCHORS.md ("Reference values for the worked e
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import CONTRACT_FRAMEWORKS, available_modules, import_or_skip
@@ -31,6 +35,7 @@ W_IH_100, W_HO_100 = -0.98661309459782, 1.01356846211392
 LOSS_100 = 3.4e-15
 
 REL = {"float64": 1e-12, "float32": 1e-5}
+HERE = Path(__file__).resolve().parent
 
 # torch.compile costs seconds per variant (the torch variants measured against a baseline):
 # these run in one float64 test only; the whole-loop compiles (AOTInductor, unrolled blocks of
@@ -44,6 +49,9 @@ CPU_VARIANTS = [n for n, v in registry.VARIANTS.items() if "cpu" in v.devices]
 ISOLATED = tuple(n for n in CPU_VARIANTS
                  if registry.FRAMEWORKS[registry.VARIANTS[n].framework].isolated)
 FAST_VARIANTS = [n for n in CPU_VARIANTS if n not in COMPILED + ISOLATED]
+# the variants declared float64 only: the loops over Python floats (the worked example's,
+# micrograd's) and numba's
+SCALAR_VARIANTS = [n for n in FAST_VARIANTS if registry.VARIANTS[n].dtypes == ("float64",)]
 
 
 def scalar(module, value) -> float:
@@ -59,13 +67,21 @@ def framework_problem(module, problem, trainable=True):
 
 @pytest.fixture
 def example(framework, dtype):
-    """(module, net, x, y, params) of the worked example in one framework and dtype."""
+    """(module, net, x, y, params) of the worked example in one framework and dtype; skipped
+    with its reason where the framework declares it cannot run it (a float64-only one)."""
     name, module = framework
-    if name == "python" and dtype == "float32":
-        pytest.skip("python runs float64 only")
     problem = make_problem(NetworkSpec(dtype=dtype))
+    skip_unless_declared(name, problem)
     x, y, params = framework_problem(module, problem)
     return module, problem.spec, x, y, params
+
+
+def skip_unless_declared(framework: str, problem) -> None:
+    """Skip, with the reason, where the framework's functions (its main variant's
+    declarations) cannot run this problem."""
+    reason = registry.main_variant(framework).why_not(problem, "cpu")
+    if reason:
+        pytest.skip(reason)
 
 
 def weights(module, params) -> tuple[float, float]:
@@ -117,8 +133,8 @@ def assert_trained_loss(E: float, dtype: str) -> None:
 
 def test_module_arrays_keep_the_dtype(example, dtype):
     module, net, x, y, params = example
-    if module.__name__.endswith("python_scalar"):
-        pytest.skip("python floats have no dtype")
+    if not module.FRAMEWORK.arrays:
+        pytest.skip(f"{module.FRAMEWORK.name} computes with Python floats, which have no dtype")
     out = np.asarray(module.to_numpy(module.forward(net, params, x)))
     _, g = module.grads(net, params, x, y)
     assert out.dtype == np.dtype(dtype)
@@ -171,16 +187,43 @@ def test_compiled_torch_trainer_reproduces_the_worked_example_in_float64(variant
     assert_trainer_follows_the_worked_example(trainer, "float64")
 
 
+ISOLATED_FRAMEWORKS = list(dict.fromkeys(registry.VARIANTS[n].framework for n in ISOLATED))
+
+
+@pytest.mark.parametrize("name", ISOLATED_FRAMEWORKS)
+def test_a_framework_of_its_own_process_passes_the_same_tests_there(name):
+    """The tests above (functional core, every Trainer on the worked example, copies,
+    snapshots, a wider network), made of a framework that needs a process of its own in one
+    (tests/helpers_isolated.py); skipped, with the reason, where it cannot run here."""
+    fw = registry.FRAMEWORKS[name]
+    missing = [p for p in fw.packages if not registry.package_exists(p)]
+    if missing:
+        pytest.skip(f"{name}: {missing[0]} is not installed")
+    done = subprocess.run([sys.executable, str(HERE / "helpers_isolated.py"), name],
+                          cwd=HERE.parent, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if done.stdout.startswith("skip: "):
+        pytest.skip(done.stdout.strip()[6:])
+    assert done.stdout.startswith("ok: "), done.stdout
+
+
 def test_every_cpu_variant_is_tested_on_the_worked_example():
     assert set(FAST_VARIANTS) | set(COMPILED) | set(ISOLATED) == set(CPU_VARIANTS)
     assert {"python", "numpy", "limit", "torch", "jax", "jax-eager", "jax-fori"} <= set(
         FAST_VARIANTS)
 
 
+def curved(variant_name: str) -> str:
+    """The first of tanh, relu and sigmoid that the variant declares (linear if none)."""
+    declared = registry.VARIANTS[variant_name].activations
+    return next((a for a in ("tanh", "relu", "sigmoid") if a in declared), "linear")
+
+
 @pytest.mark.parametrize("variant_name", FAST_VARIANTS)
-def test_trainer_follows_the_reference_trajectory_on_a_wider_tanh_network(variant_name, dtype):
-    problem = make_problem(NetworkSpec((3, 5, 3), "tanh", bias=True, dtype=dtype), batch=4,
-                           lr=0.3, seed=1)
+def test_trainer_follows_the_reference_trajectory_on_a_wider_curved_network(variant_name,
+                                                                             dtype):
+    problem = make_problem(NetworkSpec((3, 5, 3), curved(variant_name), bias=True,
+                                       dtype=dtype), batch=4, lr=0.3, seed=1)
     make_trainer(variant_name, problem)  # skips what cannot run this network
     report = check_trajectory(problem, registry.VARIANTS[variant_name], 20)
     assert len(report.rows) == 4
@@ -197,8 +240,10 @@ def test_worked_example_variants_follow_the_reference_with_sigmoid_relu_and_bias
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("variant_name", ["python", "limit"])
+@pytest.mark.parametrize("variant_name", SCALAR_VARIANTS)
 def test_scalar_loops_follow_the_reference_for_every_activation(variant_name, activation):
+    """Each activation a scalar loop declares, on the worked example with a bias (one it
+    does not declare is skipped with its reason)."""
     problem = make_problem(NetworkSpec(activation=activation, output_activation=activation,
                                        bias=True))
     make_trainer(variant_name, problem)
@@ -296,16 +341,27 @@ def assert_unchanged(problem, before) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def problem_for(name: str):
-    if name == "python":
-        return make_problem(NetworkSpec(activation="sigmoid", bias=True))
-    return make_problem(NetworkSpec((2, 3, 2), "tanh", bias=True), batch=3)
+# the problems the contract tests ask for, the first one a variant declares it can run
+CONTRACT_PROBLEMS = (dict(spec=NetworkSpec((2, 3, 2), "tanh", bias=True), batch=3),
+                     dict(spec=NetworkSpec((2, 3, 2), "relu", bias=True), batch=3),
+                     dict(spec=NetworkSpec(activation="sigmoid", bias=True)),
+                     dict(spec=NetworkSpec()))
+
+
+def problem_for(variant):
+    """A problem with a bias and a hidden layer that the variant declares it runs: a 2-3-2
+    tanh network if it can, else the nearest it can (the worked example with sigmoid, ...)."""
+    for kwargs in CONTRACT_PROBLEMS:
+        problem = make_problem(**kwargs)
+        if variant.why_not(problem, "cpu") is None:
+            return problem
+    pytest.skip(f"{variant.name} declares none of the contract tests' problems")
 
 
 @pytest.mark.parametrize("name", CONTRACT_FRAMEWORKS)
 def test_module_functions_do_not_mutate_the_problem(name):
     module = import_or_skip(name)
-    problem = problem_for(name)
+    problem = problem_for(registry.main_variant(name))
     before = snapshot(problem)
     x, y, params = framework_problem(module, problem)
     module.grads(problem.spec, params, x, y)
@@ -316,7 +372,7 @@ def test_module_functions_do_not_mutate_the_problem(name):
 
 @pytest.mark.parametrize("variant_name", FAST_VARIANTS)
 def test_trainer_does_not_mutate_the_problem(variant_name):
-    problem = problem_for("python" if registry.VARIANTS[variant_name].worked_example_only else "")
+    problem = problem_for(registry.VARIANTS[variant_name])
     before = snapshot(problem)
     make_trainer(variant_name, problem).run(3)
     assert_unchanged(problem, before)

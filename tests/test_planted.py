@@ -4,7 +4,9 @@ Each bug of ``tests/planted_bugs.py`` is planted at once in a NumPy backward pas
 torch autograd step and an idiomatic nn.Module + torch.optim step; the command is the
 default ``check`` (its default networks, dtypes and steps), beside the real NumPy and torch
 variants. Each must exit 1, mark the three planted variants FAIL and no other, and name the
-bug in its diagnosis.
+bug in its diagnosis. Each framework that joined later brings a bug its users write
+(``tests/planted_<framework>.py``), which the default ``check`` must catch and blame on that
+variant alone, beside the framework's own variants passing.
 """
 
 from __future__ import annotations
@@ -96,3 +98,56 @@ def test_every_framework_of_the_default_check_passes_beside_a_planted_bug(plant,
     for name in ("numpy", "torch", "jax", "jax-flax", "keras-jax", "keras-torch"):
         assert got.get(name) == {"ok"}, (name, got.get(name))
     assert "left out: " in out and "'check --all' includes them" in out
+
+
+# ---- a bug users write in each framework that joined later, planted in a file of its own -----
+
+# plugin file: (its framework, the real variants each bug is written on, {bug: diagnosis})
+FRAMEWORK_BUGS = {
+    "planted_micrograd.py": ("planted-micrograd", ("micrograd-nn",), {
+        "micrograd-nn-no-zero-grad": r"the gradients accumulate from step to step: \.grad is "
+                                     r"never zeroed between steps: model\.zero_grad\(\) is "
+                                     r"missing"}),
+    # a float32 0.056 or 1/batch is seen by the float64 networks only, and named as a constant
+    # held below the parameters' precision
+    "planted_tinygrad.py": ("planted-tinygrad", ("tinygrad-nn",), {
+        "tinygrad-nn-float32-lr": r"the learning rate is kept in float32 while the parameters "
+                                  r"are float64.*\[3-4-4-3 tanh\+b f64 b5"}),
+    "planted_paddle.py": ("planted-paddle", ("paddle-nn", "paddle-static"), {
+        "paddle-nn-mse": r"0\.67× the reference.*the loss is averaged over the outputs as well "
+                         r"as the batch",
+        "paddle-static-scalar": r"the mean's 1/batch is kept in float32 while the parameters are "
+                                r"float64.*\[3-4-4-3 tanh\+b f64 b5"}),
+}
+
+
+@pytest.mark.parametrize("plugin", sorted(FRAMEWORK_BUGS))
+def test_the_default_check_catches_the_bugs_of_each_new_framework_and_blames_them_alone(
+        monkeypatch, capsys, plugin):
+    """The default networks, the planted variants beside the real ones they are written on
+    (which must pass); skipped where the real framework cannot run here (no C compiler)."""
+    planted, real, bugs = FRAMEWORK_BUGS[plugin]
+    framework = registry.VARIANTS[real[0]].framework
+    if not all(map(registry.package_exists, registry.FRAMEWORKS[framework].packages)):
+        pytest.skip(f"{framework}: {registry.FRAMEWORKS[framework].packages[0]} is not "
+                    f"installed")
+    monkeypatch.setenv(registry.ENV, str(Path(__file__).with_name(plugin)))
+    registry.discover()
+    try:
+        code = cli.main(["check", "--framework", "numpy", "--variants",
+                         ",".join([*real, *bugs])])
+    finally:
+        monkeypatch.delenv(registry.ENV)
+        registry.discover()
+    out = capsys.readouterr().out
+    got = results(out)
+    if not any(name in got for name in real):  # its variants are unavailable here
+        pytest.skip(next((line for line in out.splitlines() if f"{real[0]}:" in line),
+                         f"{real[0]} did not run here"))
+    assert code == 1, out
+    assert {name for name, r in got.items() if "FAIL" in r} == set(bugs), got
+    assert set(out.split("\nFAILED: ", 1)[1].splitlines()[0].split(", ")) == set(bugs)
+    assert all(got[name] == {"ok"} for name in (*real, "numpy")), got
+    for variant, diagnosis in bugs.items():
+        assert any(re.search(diagnosis, line) for line in diagnoses(out, variant)), (variant,
+                                                                                    out)

@@ -1,7 +1,9 @@
 """TensorFlow (tf_backprop) and Keras on TensorFlow (keras_tf): few tests, each in processes of
 its own, since importing TensorFlow takes seconds and sizes its thread pools for good.
 
-* the functional core and every Trainer on the worked example (tests/helpers_tf.py);
+* its thread pools and call floors (tests/helpers_tf.py; the functional core and every
+  Trainer on the worked example are tested as every isolated framework's are, by
+  tests/helpers_isolated.py);
 * ``check`` of every TF variant on a wider network with bias, both dtypes;
 * the planted bugs (tests/fake_buggy_tf.py) fail ``check``.
 """
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.skipif(not registry.package_exists("tensorflow"),
                                 reason="tf: tensorflow is not installed")
 
 
-def test_the_functional_core_and_every_trainer_reproduce_the_worked_example():
+def test_tf_sizes_its_thread_pools_before_its_first_op_and_measures_its_call_floors():
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "helpers_tf.py")], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

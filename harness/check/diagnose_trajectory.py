@@ -99,22 +99,29 @@ LOWER = {"float64": ("float32",)}  # the precisions a learning rate may be kept 
 
 
 def lr_precision(problem: Problem, start: Params, steps: int, params: Params) -> list[str]:
-    """The learning rate kept in a lower precision than the parameters: a step too large or
-    small by the lr's rounding (3e-8 of it in float32), which only the whole run can show."""
-    dtype, lr = problem.spec.dtype, problem.lr
+    """A constant of the step kept in a lower precision than the parameters (the learning
+    rate, or the 1/batch of the mean): every step too large or small by that constant's
+    rounding (up to 6e-8 of it in float32), which only the whole run can show."""
+    dtype, batch, out = problem.spec.dtype, problem.batch, problem.spec.widths[-1]
+    constants = [("the learning rate", "lr", problem.lr), ("the mean's 1/batch", "1/batch",
+                                                            1.0 / batch),
+                 ("the mean's 1/(batch × out width)", "1/(batch × out)", 1.0 / (batch * out))]
+    exact = reference_trajectory(problem, start, steps)
+    off = max(trajectory_errors(params, exact, start, dtype), default=0.0)
     for low in LOWER.get(dtype, ()):
-        factor = float(np.dtype(low).type(lr)) / lr
-        if factor == 1.0:
-            continue
-        exact = reference_trajectory(problem, start, steps)
-        rounded = reference_trajectory(problem, start, steps, dtype, Variation(lr_factor=factor))
-        off = max(trajectory_errors(params, exact, start, dtype), default=0.0)
-        near = max(trajectory_errors(params, rounded, start, dtype), default=0.0)
-        if near <= TOLERANCES[dtype].trajectory and near < off / 3:
-            return [f"the learning rate is kept in {low} while the parameters are {dtype}: "
-                    f"lr {lr:g} is {float(np.dtype(low).type(lr)):.10g} there, so every step is "
-                    f"{factor:.10g}× the reference step (keep lr as a Python float, or in the "
-                    f"parameters' dtype)"]
+        for what, short, value in constants[:1] + (constants[1:] if batch > 1 else []):
+            kept = float(np.dtype(low).type(value))
+            factor = kept / value
+            if factor == 1.0:
+                continue
+            near = max(trajectory_errors(params, reference_trajectory(
+                problem, start, steps, dtype, Variation(lr_factor=factor)), start, dtype),
+                default=0.0)
+            if near <= TOLERANCES[dtype].trajectory and near < off / 3:
+                return [f"{what} is kept in {low} while the parameters are {dtype}: {short} = "
+                        f"{value:.10g} is {kept:.10g} there, so every step is {factor:.10g}× "
+                        f"the reference step (keep it a Python float, or in the parameters' "
+                        f"dtype)"]
     return []
 
 

@@ -14,18 +14,21 @@ from implementations.problem import BenchError
 
 
 def list_variants(check_imports: bool) -> int:
-    """The variants and whether each can run here: from the packages and devices present,
-    without importing any framework, unless ``check_imports`` asks for the import itself
-    (a framework that needs a process of its own is imported in one)."""
+    """The variants, what each declares it runs (beyond its devices, where that is less than
+    every dtype, activation and network: ``Variant.runs``), and whether each can run here:
+    from the packages and devices present, without importing any framework, unless
+    ``check_imports`` asks for the import itself (a framework that needs a process of its
+    own is imported in one)."""
 
     gpu = gpu_info()
     imported = isolated_imports() if check_imports else {}
     rows = []
     for v in registry.VARIANTS.values():
         status = imported.get(v.name) or variant_status(v, gpu is not None, check_imports)
-        rows.append([v.name, v.framework, v.kind, "/".join(v.devices), v.description, status])
-    print(text_table(["variant", "framework", "kind", "devices", "what", "here"], rows,
-                     "llllll"))
+        rows.append([v.name, v.framework, v.kind, "/".join(v.devices), v.runs() or "—",
+                     v.description, status])
+    print(text_table(["variant", "framework", "kind", "devices", "runs only", "what", "here"],
+                     rows, "lllllll"))
     if not check_imports:
         print("\n(packages found, not imported; `list --check` imports each framework)")
     for old, (new, why) in registry.RENAMED.items():

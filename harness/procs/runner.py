@@ -79,12 +79,13 @@ class Plan:
     count: CountConfig | None = None  # also count instructions per step under Valgrind
 
     def cases(self) -> list[tuple[Problem, Variant, str]]:
-        """(problem, variant, device) triples that can run; the rest become ``self.notes``
-        (replaced on every call) or, for an explicit variant that can run nothing, an error.
-        The reference variants (a ``role``) run on the CPU when the run is on a GPU."""
+        """(problem, variant, device) triples that can run; the rest are skipped, each with
+        the reason its variant's declarations give (``Variant.why_not``), in ``self.notes``
+        (replaced on every call) and so in the results file and the report. Variants named
+        explicitly of which not one can run any case asked for are an error. The reference
+        variants (a ``role``) run on the CPU when the run is on a GPU."""
         out, notes = [], []
         for v in self.variants:
-            runs = []
             for i, p in enumerate(self.problems):
                 if v.name in self.skip.get(i, ()) or (self.include and not self.include(p, v)):
                     continue
@@ -95,11 +96,12 @@ class Plan:
                 if reason:
                     notes.append(reason)
                 else:
-                    runs.append((p, v, dev))
-            if self.explicit_variants and not runs:
-                raise BenchError(f"variant {v.name} cannot run any case asked for: "
-                                 f"{notes[-1]}")
-            out += runs
+                    out.append((p, v, dev))
+        if self.explicit_variants and not out and notes:
+            first = self.variants[0].name
+            raise BenchError(f"variant {first} cannot run any case asked for: {notes[0]}"
+                             if len(self.variants) == 1 else
+                             f"no variant asked for can run any case asked for: {notes[0]}")
         self.notes = list(dict.fromkeys(notes))
         out += [(p, v, "cpu") for p, v in self.extra_cases if not v.why_not(p, "cpu")]
         problems = self.problems + [p for p, _ in self.extra_cases]

@@ -26,7 +26,10 @@ that the stored figures are instructions per SGD step and
 ``--benchmark-compare-fail=median:1%`` gates on them.
 
 Every timed Trainer is verified against the float64 reference afterwards, as in
-``backprop-bench run``; unlike the CLI, all frameworks share this one process. Under
+``backprop-bench run``; unlike the CLI, all frameworks share this one process, and so the
+frameworks that need a process of their own (``Framework.isolated``: Keras, TensorFlow,
+tinygrad, PaddlePaddle, whose imports set process-wide state, and PaddlePaddle imported after
+TensorFlow ends the process with a segmentation fault) are left out, with that reason. Under
 ``--benchmark-disable`` each test runs ``run(block)`` once and verifies the Trainer: a smoke
 test (``make test``) of the worked example that leaves out the variants that compile (a
 registered baseline: compiling takes seconds each, and ``tests/test_implementations.py``
@@ -136,6 +139,10 @@ def test_trainer_step(benchmark, request, variant, network, device):
     reason = v.why_not(problem, device)
     if reason:
         pytest.skip(reason)
+    if registry.FRAMEWORKS[v.framework].isolated:
+        pytest.skip(f"{v.framework} runs in a process of its own (Framework.isolated): its "
+                    f"import would change this one for the others (`backprop-bench run` "
+                    f"times it)")
     if not benchmark.enabled and (v.baseline or network != SMOKE_NETWORK):
         pytest.skip("the --benchmark-disable smoke run is the worked example, without the "
                     "variants that compile")
