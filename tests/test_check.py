@@ -547,3 +547,24 @@ def test_the_exact_reference_gradient_agrees_with_finite_differences():
         exact = check.exact_gradient(problem, flat)
         for (idx, vals), g in zip(check.finite_differences(problem, flat), exact):
             np.testing.assert_allclose(g.reshape(-1)[idx], vals, rtol=1e-6, atol=1e-9)
+
+
+def test_a_timeout_a_compiler_wraps_is_said_as_the_timeout_it_is():
+    """torch.compile wraps what interrupts its build (InternalTorchDynamoError: CaseTimeout):
+    the reason is 'timed out', from the cause inside, not 'crashed'."""
+    from harness.check import deadline
+    from harness.check.report import crash_reason
+
+    class InternalTorchDynamoError(RuntimeError):
+        pass
+
+    try:
+        try:
+            raise deadline.CaseTimeout("did not finish within 5 s (--timeout); stopped there")
+        except deadline.CaseTimeout as inner:
+            raise InternalTorchDynamoError("CaseTimeout: did not finish ... from user code"
+                                           ) from inner
+    except InternalTorchDynamoError as exc:
+        reason = crash_reason(exc)
+    assert reason.startswith("timed out: did not finish within 5 s (--timeout)"), reason
+    assert "InternalTorchDynamoError" not in reason
