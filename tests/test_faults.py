@@ -120,7 +120,20 @@ The fourth hardening round (issue 25; its items in order):
     test_api.py::test_threads_are_refused_as_the_command_line_refuses_them
  5. Ctrl-C and SIGTERM while harness.cli imports (python -m and the console script's form):
     test_cli.py::test_a_signal_while_the_command_line_imports_is_one_line; --threads 1.5:
-    test_cli.py::test_a_count_that_is_not_whole_says_so
+    test_cli.py::test_a_count_that_is_not_whole_says_so; a timeout inside a torch.compile
+    build: test_check.py::test_a_timeout_a_compiler_wraps_is_said_as_the_timeout_it_is
+
+The learner's path (issue 24): a hostile file (exits, kills itself, loops at import or in
+grads, sys.exit, a raised KeyboardInterrupt, a patched NumPy, writes into its inputs, E as an
+array or complex) fails alone and the references stand:
+test_check_learner.py::test_a_hostile_learner_fails_alone_and_the_references_and_numpy_stand;
+options --impl or --example cannot honour: test_check_learner.py::test_an_option_*; a bad
+declaration, a directory: test_check_learner.py::test_a_bad_declaration_is_one_line,
+test_a_directory_is_not_a_learner; a worked example's file (unknown keys, booleans,
+tolerances inf, nan and < 0, 1e400, a directory, a FIFO, a NUL byte, nested 100,000 deep, a
+name on two lines): test_check_user.py::test_a_bad_example_file_is_one_line,
+test_a_file_that_is_no_example_is_one_line; a plugin that hangs in C fails its own row:
+test_a_hang_in_c_fails_its_subject_in_one_line_within_the_grace
 """
 
 from __future__ import annotations
